@@ -1,0 +1,28 @@
+// Registers the exports; the functions live one concern per file. No mutable static state, so
+// the addon loads in any number of environments (worker threads).
+#include "finwait.h"
+
+namespace finwait {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
+  exports.Set("getLinger", Napi::Function::New(env, GetLinger, "getLinger"));
+  exports.Set("setLinger", Napi::Function::New(env, SetLinger, "setLinger"));
+  exports.Set("getIntOption", Napi::Function::New(env, GetIntOption, "getIntOption"));
+  exports.Set("setIntOption", Napi::Function::New(env, SetIntOption, "setIntOption"));
+  exports.Set("tcpInfo", Napi::Function::New(env, TcpInfo, "tcpInfo"));
+  exports.Set("tcpState", Napi::Function::New(env, TcpState, "tcpState"));
+  exports.Set("tcpStates", Napi::Function::New(env, TcpStates, "tcpStates"));
+  exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
+  exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
+  exports.Set("constants", Constants(env));
+  return exports;
+}
+
+}  // namespace finwait
+
+static Napi::Object InitFinwait(Napi::Env env, Napi::Object exports) {
+  return finwait::Init(env, exports);
+}
+
+NODE_API_MODULE(finwait, InitFinwait)

@@ -1,0 +1,45 @@
+// Declarations shared by every back-end: each platform's sources define the same functions, so
+// binding.cc registers one set of exports whatever the platform (binding.gyp picks the files).
+#ifndef FINWAIT_ADDON_FINWAIT_H_
+#define FINWAIT_ADDON_FINWAIT_H_
+
+#include <napi.h>
+
+namespace finwait {
+
+// The one place errors are built: a Node-style error ("<syscall> <CODE>", .code, .errno as the
+// negative libuv number, .syscall) from an errno value saved right after the syscall.
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
+
+// Argument guards. TypeScript validates first with Node's codes; these only make sure a direct
+// call with wrong arguments throws instead of crashing the process.
+int IntArg(const Napi::CallbackInfo& info, size_t i);
+Napi::TypedArrayOf<int32_t> Int32ArrayArg(const Napi::CallbackInfo& info, size_t i);
+Napi::TypedArrayOf<uint8_t> Uint8ArrayArg(const Napi::CallbackInfo& info, size_t i);
+
+// shutdown(fd, how): shutdown(2); how is SHUT_RD, SHUT_WR or SHUT_RDWR.
+Napi::Value Shutdown(const Napi::CallbackInfo& info);
+// getLinger(fd) -> { onoff, linger }; setLinger(fd, onoff, linger): SO_LINGER.
+Napi::Value GetLinger(const Napi::CallbackInfo& info);
+Napi::Value SetLinger(const Napi::CallbackInfo& info);
+// getIntOption(fd, level, name) -> int; setIntOption(fd, level, name, value): int options.
+Napi::Value GetIntOption(const Napi::CallbackInfo& info);
+Napi::Value SetIntOption(const Napi::CallbackInfo& info);
+// tcpInfo(fd, buffer) -> bytes the kernel wrote; tcpState(fd) -> tcpi_state;
+// tcpStates(fds, out): out[i] = tcpi_state of fds[i], or the negative libuv errno.
+Napi::Value TcpInfo(const Napi::CallbackInfo& info);
+Napi::Value TcpState(const Napi::CallbackInfo& info);
+Napi::Value TcpStates(const Napi::CallbackInfo& info);
+// ioctlInt(fd, request) -> int, for SIOCINQ, SIOCOUTQ and SIOCOUTQNSD only.
+Napi::Value IoctlInt(const Napi::CallbackInfo& info);
+// sockDiag(family, states, id?, bytecode?) -> Buffer: one NETLINK_SOCK_DIAG request for TCP
+// (inet_diag_req_v2): a dump of the sockets in the `states` mask, filtered by the optional
+// INET_DIAG_REQ_BYTECODE, or with `id` (a struct inet_diag_sockid) the exact lookup of one
+// socket. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg + attributes).
+Napi::Value SockDiag(const Napi::CallbackInfo& info);
+// The platform's numbers for the constants above (empty where unsupported).
+Napi::Object Constants(Napi::Env env);
+
+}  // namespace finwait
+
+#endif  // FINWAIT_ADDON_FINWAIT_H_

@@ -1,0 +1,34 @@
+// Platforms without a back-end yet: everything compiles and every call throws ENOTSUP, so
+// callers get a clear error instead of a silent wrong answer.
+#include <errno.h>
+
+#include "finwait.h"
+
+namespace finwait {
+
+static Napi::Value NotSupported(const Napi::CallbackInfo& info, const char* syscall) {
+  throw ErrnoError(info.Env(), ENOTSUP, syscall);
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo& info) { return NotSupported(info, "shutdown"); }
+Napi::Value GetLinger(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
+Napi::Value SetLinger(const Napi::CallbackInfo& info) { return NotSupported(info, "setsockopt"); }
+Napi::Value GetIntOption(const Napi::CallbackInfo& info) {
+  return NotSupported(info, "getsockopt");
+}
+Napi::Value SetIntOption(const Napi::CallbackInfo& info) {
+  return NotSupported(info, "setsockopt");
+}
+Napi::Value TcpInfo(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
+Napi::Value TcpState(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
+Napi::Value TcpStates(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
+Napi::Value IoctlInt(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
+Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
+
+Napi::Object Constants(Napi::Env env) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("supported", Napi::Boolean::New(env, false));
+  return c;
+}
+
+}  // namespace finwait

@@ -1,0 +1,31 @@
+{
+  "targets": [
+    {
+      "target_name": "finwait",
+      "dependencies": [
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
+      ],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Werror"],
+      "xcode_settings": {
+        "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
+        "OTHER_CPLUSPLUSFLAGS": ["-Wall", "-Wextra"]
+      },
+      "sources": ["addon/binding.cc", "addon/errors.cc"],
+      "conditions": [
+        ["OS == 'linux'", {
+          "sources": [
+            "addon/shutdown.cc",
+            "addon/sockopt.cc",
+            "addon/tcp_info_linux.cc",
+            "addon/queues_linux.cc",
+            "addon/constants_linux.cc",
+            "addon/sock_diag_linux.cc"
+          ]
+        }, {
+          "sources": ["addon/unsupported.cc"]
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,22 @@
+// Writes the ESM entry points next to the CommonJS build: each re-exports the one CJS
+// implementation, so state and error classes load once whichever way finwait is imported.
+import { createRequire } from 'node:module';
+import { writeFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+const require = createRequire(import.meta.url);
+const entries = process.argv.slice(2).length ? process.argv.slice(2) : ['index'];
+
+for (const entry of entries) {
+  const names = Object.keys(require(join(dist, `${entry}.js`))).filter((n) => n !== 'default' && n !== '__esModule');
+  const js = [
+    `import cjs from './${entry}.js';`,
+    `export const { ${names.join(', ')} } = cjs;`,
+    'export default cjs;',
+    '',
+  ].join('\n');
+  writeFileSync(join(dist, `${entry}.mjs`), js);
+  writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${entry}.js';\n`);
+}

@@ -1,0 +1,79 @@
+/**
+ * The native addon, loaded once and typed. Every function makes one system call and throws a
+ * Node-style errno error (`.code`, `.errno`, `.syscall`); policy lives in the callers.
+ */
+import path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+import { notSupported } from './errors';
+
+/** Numbers of the platform's constants; only `supported` exists where there is no back-end. */
+export interface NativeConstants {
+  supported: boolean;
+  SHUT_RD: number;
+  SHUT_WR: number;
+  SHUT_RDWR: number;
+  SOL_SOCKET: number;
+  IPPROTO_TCP: number;
+  SO_ERROR: number;
+  SO_KEEPALIVE: number;
+  TCP_USER_TIMEOUT: number;
+  TCP_LINGER2: number;
+  TCP_KEEPIDLE: number;
+  TCP_KEEPINTVL: number;
+  TCP_KEEPCNT: number;
+  SIOCINQ: number;
+  SIOCOUTQ: number;
+  SIOCOUTQNSD: number;
+}
+
+export interface Native {
+  /** shutdown(2). */
+  shutdown(fd: number, how: number): void;
+  /** getsockopt(SO_LINGER). */
+  getLinger(fd: number): { onoff: number; linger: number };
+  /** setsockopt(SO_LINGER), exactly as given. */
+  setLinger(fd: number, onoff: number, linger: number): void;
+  /** getsockopt of an `int` option. */
+  getIntOption(fd: number, level: number, name: number): number;
+  /** setsockopt of an `int` option. */
+  setIntOption(fd: number, level: number, name: number, value: number): void;
+  /** getsockopt(TCP_INFO) into `buffer`; returns the number of bytes the kernel wrote. */
+  tcpInfo(fd: number, buffer: Uint8Array): number;
+  /** `tcpi_state` alone. */
+  tcpState(fd: number): number;
+  /** `out[i]` = `tcpi_state` of `fds[i]`, or the negative libuv errno of its failure. */
+  tcpStates(fds: Int32Array, out: Int32Array): void;
+  /** ioctl(SIOCINQ | SIOCOUTQ | SIOCOUTQNSD). */
+  ioctlInt(fd: number, request: number): number;
+  /**
+   * One NETLINK_SOCK_DIAG request for TCP sockets of `family` (AF_INET 2, AF_INET6 10): a dump
+   * of the states in the `states` bit mask (bit n = state n), filtered in the kernel by
+   * `bytecode` (INET_DIAG_REQ_BYTECODE) if given, or, with `id` (48 bytes of
+   * `struct inet_diag_sockid`), the exact lookup of one socket. Returns the reply's netlink
+   * messages, headers included; a lookup that finds nothing throws `ENOENT`.
+   */
+  sockDiag(family: number, states: number, id?: Uint8Array | null, bytecode?: Uint8Array | null): Uint8Array;
+  constants: NativeConstants;
+}
+
+function load(): Native {
+  try {
+    return nodeGypBuild(path.join(__dirname, '..')) as Native;
+  } catch (cause) {
+    // Loading is deferred to the first call so that importing finwait never throws; the error
+    // says what failed (no prebuild for this platform and no compiler, usually).
+    const error = notSupported(`Loading the finwait addon (${(cause as Error).message})`, cause);
+    return new Proxy({} as Native, {
+      get() {
+        throw error;
+      },
+    });
+  }
+}
+
+let loaded: Native | undefined;
+
+/** The addon, loaded on first use. */
+export function native(): Native {
+  return (loaded ??= load());
+}

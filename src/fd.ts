@@ -1,0 +1,42 @@
+/**
+ * Borrowing a socket's file descriptor. finwait never owns an fd: it reads the one libuv holds
+ * (`socket._handle.fd`, also on TLS sockets) for the duration of one call and never closes it.
+ */
+import net from 'node:net';
+import { invalidArgType, notSupported, outOfRange, socketClosed } from './errors';
+
+/** A connected `net.Socket` (or `tls.TLSSocket`), or a raw file descriptor of a TCP socket. */
+export type SocketLike = net.Socket | number;
+
+interface SocketInternals {
+  _handle?: { fd?: number } | null;
+}
+
+const FD_MAX = 0x7fffffff;
+
+/** Throws unless `value` is a `net.Socket` (a `tls.TLSSocket` is one). */
+export function assertSocket(value: unknown, name = 'socket'): asserts value is net.Socket {
+  if (!(value instanceof net.Socket)) throw invalidArgType(name, 'an instance of net.Socket', value);
+}
+
+/** The fd of a socket, or a validated raw fd. */
+export function fdOf(target: unknown, name = 'socket'): number {
+  if (typeof target === 'number') {
+    if (!Number.isInteger(target)) {
+      throw invalidArgType(name, 'an instance of net.Socket or an integer file descriptor', target);
+    }
+    if (target < 0 || target > FD_MAX) throw outOfRange(name, `>= 0 and <= ${FD_MAX}`, target);
+    return target;
+  }
+  assertSocket(target, name);
+  const handle = (target as SocketInternals)._handle;
+  if (!handle) {
+    throw socketClosed(target.destroyed ? 'it was destroyed' : 'it is not connected');
+  }
+  const fd = handle.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    if (process.platform === 'win32') throw notSupported('Reading a socket file descriptor');
+    throw socketClosed('it has no file descriptor yet (still connecting)');
+  }
+  return fd;
+}

@@ -1,0 +1,35 @@
+/**
+ * finwait: see and control how TCP connections end, on real kernel sockets.
+ * @packageDocumentation
+ */
+export { TCP_STATES, isTcpState, type TcpState } from './states';
+export type { ErrnoError, CodedError } from './errors';
+export type { SocketLike } from './fd';
+export type { TcpInfo } from './tcp-info';
+export {
+  tcpInfo,
+  tcpState,
+  tcpStates,
+  queues,
+  shutdown,
+  getLinger,
+  setLinger,
+  reset,
+  type Queues,
+  type ShutdownHow,
+} from './ops';
+export { closeWrite, type CloseWriteOptions } from './close-write';
+export {
+  getUserTimeout,
+  setUserTimeout,
+  getLinger2,
+  setLinger2,
+  getKeepAlive,
+  setKeepAlive,
+  getKeepIdle,
+  setKeepIdle,
+  getKeepIntvl,
+  setKeepIntvl,
+  getKeepCnt,
+  setKeepCnt,
+} from './options';
