@@ -1,0 +1,93 @@
+/**
+ * The published package: `npm pack` holds the prebuild, dist/ and what a compile needs; the
+ * tarball installed into an empty folder with --ignore-scripts (so nothing is compiled) works
+ * through both require() and import().
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..');
+let tmp: string;
+let tarball: string;
+let files: string[];
+
+/** ELF e_machine values for the architectures prebuilds are named after. */
+const ELF_MACHINE: Record<string, number> = { x64: 62, arm64: 183, ia32: 3, arm: 40 };
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-pack-'));
+  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const [info] = JSON.parse(out.slice(out.indexOf('[')));
+  tarball = path.join(tmp, info.filename);
+  files = info.files.map((f: { path: string }) => f.path);
+  const app = path.join(tmp, 'app');
+  fs.mkdirSync(app);
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }));
+  execFileSync('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', tarball], {
+    cwd: app,
+    stdio: 'ignore',
+  });
+}, 240_000);
+
+afterAll(() => {
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('npm pack', () => {
+  it('contains the prebuild for this platform, dist/ with types, and the addon sources', () => {
+    const prebuild = files.find((f) => f.startsWith(`prebuilds/${process.platform}-${process.arch}/`) && f.endsWith('.node'));
+    expect(prebuild, files.join('\n')).toBeDefined();
+    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'README.md', 'package.json']) {
+      expect(files).toContain(f);
+    }
+    expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f.startsWith('build/'))).toEqual([]);
+  });
+
+  it('ships a prebuild whose binary matches the architecture its folder names', () => {
+    const dir = path.join(tmp, 'app', 'node_modules', 'finwait', 'prebuilds');
+    for (const folder of fs.readdirSync(dir)) {
+      const [platform, arch] = folder.split('-');
+      for (const file of fs.readdirSync(path.join(dir, folder))) {
+        const bytes = fs.readFileSync(path.join(dir, folder, file));
+        if (platform === 'linux') {
+          expect(bytes.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+          expect(bytes.readUInt16LE(18), `${folder}/${file}`).toBe(ELF_MACHINE[arch]);
+        }
+      }
+    }
+  });
+});
+
+describe('the installed tarball (no scripts ran, nothing compiled)', () => {
+  const app = () => path.join(tmp, 'app');
+  const script = `
+    const net = require('node:net');
+    const server = net.createServer((s) => s.resume()).listen(0, '127.0.0.1', () => {
+      const c = net.connect(server.address().port, '127.0.0.1', () => {
+        console.log(finwait.tcpState(c), typeof finwait.closeWrite);
+        c.destroy(); server.close();
+      });
+    });`;
+
+  it('works through require()', () => {
+    expect(fs.existsSync(path.join(app(), 'node_modules', 'finwait', 'build'))).toBe(false);
+    const out = execFileSync(process.execPath, ['-e', `const finwait = require('finwait');${script}`], { cwd: app(), encoding: 'utf8' });
+    expect(out.trim()).toBe('ESTABLISHED function');
+  });
+
+  it('works through import(), sharing the one CommonJS implementation', () => {
+    const code = `import * as finwait from 'finwait'; import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      if (finwait.tcpState !== require('finwait').tcpState) throw new Error('two copies loaded');
+      ${script}`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { cwd: app(), encoding: 'utf8' });
+    expect(out.trim()).toBe('ESTABLISHED function');
+  });
+});
