@@ -1,0 +1,347 @@
+/**
+ * The kernel's table of TCP sockets through sock_diag (NETLINK_SOCK_DIAG), the interface `ss`
+ * uses: it shows what no fd can, TIME_WAIT sockets and orphans (sockets the application closed
+ * that are still in FIN_WAIT1, FIN_WAIT2, CLOSING or LAST_ACK), in this network namespace.
+ * Linux only; elsewhere every call throws `ENOTSUP`.
+ * @see sock_diag(7), ss(8)
+ */
+import net from 'node:net';
+import os from 'node:os';
+import { native } from './binding';
+import { invalidArgType, outOfRange } from './errors';
+import { stateNumber, TCP_STATES, type TcpState } from './states';
+import { stateOrThrow } from './tcp-info';
+
+/** An address and port as Node writes them (`'127.0.0.1'`, `'::1'`, `'::ffff:127.0.0.1'`). */
+export interface SocketAddress {
+  address: string;
+  port: number;
+}
+
+/**
+ * The kernel timer pending on a socket (`idiag_timer`; `ss -o` prints `on`, `keepalive`,
+ * `timewait`, `persist`): `'retransmit'` covers RTO, tail-loss probe and reordering timers,
+ * `'probe'` is the zero-window probe, `'timewait'` the timer of a TIME_WAIT socket and of a
+ * FIN_WAIT2 orphan, and `'keepalive'` also the FIN_WAIT2 timer of an orphan whose linger2 is
+ * longer than 60 s.
+ */
+export type TimerKind = 'off' | 'retransmit' | 'keepalive' | 'timewait' | 'probe';
+
+export interface SocketTimer {
+  kind: TimerKind;
+  /** Milliseconds until the timer fires (`idiag_expires`); 0 when `kind` is `'off'`. */
+  expiresMs: number;
+  /** Retransmissions of the current episode, or unanswered probes for `'keepalive'`/`'probe'`. */
+  retransmits: number;
+}
+
+/** One TCP socket as sock_diag reports it (`struct inet_diag_msg`). */
+export interface SocketEntry {
+  /** The socket's address family: 6 also for IPv4 peers of a dual-stack socket (`::ffff:a.b.c.d`). */
+  family: 4 | 6;
+  local: SocketAddress;
+  /** `0.0.0.0:0` / `:::0` for a listening socket. */
+  remote: SocketAddress;
+  state: TcpState;
+  timer: SocketTimer;
+  /** Bytes received and not read (`idiag_rqueue`); for LISTEN, connections waiting in accept(). */
+  recvQ: number;
+  /** Bytes sent and not acknowledged plus unsent (`idiag_wqueue`); for LISTEN, the backlog. */
+  sendQ: number;
+  /** Inode of the socket's file; 0 once no fd refers to it (orphans, TIME_WAIT). */
+  inode: number;
+  /** Owner's uid; the kernel reports 0 for TIME_WAIT and FIN_WAIT2 orphans (timewait sockets). */
+  uid: number;
+}
+
+/** Which sockets `sockets()` lists; every given condition must hold. */
+export interface SocketFilter {
+  /** Only these states, filtered in the kernel. Default: all but `'BOUND_INACTIVE'`, as `ss -ta`. */
+  states?: readonly TcpState[];
+  /** Local or remote port equals this (0–65535), filtered in the kernel. */
+  port?: number;
+  localPort?: number;
+  remotePort?: number;
+  /** Only sockets of this family; IPv4 peers of a dual-stack IPv6 socket are family 6. */
+  family?: 4 | 6;
+}
+
+/** One connection's addresses; `family` defaults to that of the addresses. */
+export interface SocketTuple {
+  family?: 4 | 6;
+  local: SocketAddress;
+  remote: SocketAddress;
+}
+
+// Linux's numbers; sock_diag exists only on Linux.
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLMSG_HDRLEN = 16;
+const INET_DIAG_MSG_LEN = 72;
+const INET_DIAG_SOCKID_LEN = 48;
+// Bytecode ops of include/uapi/linux/inet_diag.h; ports are compared with GE and LE, which every
+// kernel has (S_EQ/D_EQ are 4.16+).
+const BC_JMP = 1;
+const BC_S_GE = 2;
+const BC_S_LE = 3;
+const BC_D_GE = 4;
+const BC_D_LE = 5;
+const LE = os.endianness() === 'LE';
+const TIMERS: readonly TimerKind[] = ['off', 'retransmit', 'keepalive', 'timewait', 'probe'];
+const FILTER_KEYS = ['states', 'port', 'localPort', 'remotePort', 'family'];
+const DEFAULT_STATES = maskOf(TCP_STATES.filter((s) => s !== 'BOUND_INACTIVE'));
+
+function maskOf(states: readonly TcpState[]): number {
+  let mask = 0;
+  for (const s of states) mask |= 1 << (stateNumber(s) as number);
+  return mask;
+}
+
+/**
+ * The TCP sockets of this network namespace, from the kernel's socket tables, like `ss -tan`:
+ * every state including TIME_WAIT and orphans, IPv4 first then IPv6. Unknown filter keys throw
+ * `ERR_INVALID_ARG_TYPE` (a misspelt key would otherwise list everything).
+ * @see sock_diag(7)
+ */
+export function sockets(filter: SocketFilter = {}): SocketEntry[] {
+  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
+    throw invalidArgType('filter', 'an object', filter);
+  }
+  for (const key of Object.keys(filter)) {
+    const value = (filter as Record<string, unknown>)[key];
+    if (!FILTER_KEYS.includes(key) && value !== undefined) {
+      throw invalidArgType(`filter.${key}`, `undefined (the filter keys are ${FILTER_KEYS.join(', ')})`, value);
+    }
+  }
+  const mask = filter.states === undefined ? DEFAULT_STATES : maskOf(checkStates(filter.states));
+  const bytecode = portBytecode(
+    checkPort(filter.port, 'filter.port'),
+    checkPort(filter.localPort, 'filter.localPort'),
+    checkPort(filter.remotePort, 'filter.remotePort'),
+  );
+  const family = checkFamily(filter.family, 'filter.family');
+  const entries: SocketEntry[] = [];
+  if (mask === 0) return entries;
+  if (family !== 6) decode(native().sockDiag(AF_INET, mask, null, bytecode), entries);
+  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, null, bytecode), entries);
+  return entries;
+}
+
+/**
+ * The socket of one connection by its 4-tuple, in any state (TIME_WAIT and orphans included),
+ * or `undefined` once the kernel has forgotten it: one lookup in the kernel's hash table, not a
+ * dump. Accepts a `SocketEntry`; a `net.Socket`'s `localAddress`/`localPort`,
+ * `remoteAddress`/`remotePort` make a tuple. IPv6 zone ids (`%eth0`) are not supported.
+ */
+export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
+  if (typeof tuple !== 'object' || tuple === null) throw invalidArgType('tuple', 'an object', tuple);
+  const family = checkFamily(tuple.family, 'tuple.family');
+  const local = checkAddress(tuple.local, 'tuple.local');
+  const remote = checkAddress(tuple.remote, 'tuple.remote');
+  const v6 = family === 6 || (family === undefined && (net.isIPv6(local.address) || net.isIPv6(remote.address)));
+  const id = new Uint8Array(INET_DIAG_SOCKID_LEN);
+  const view = new DataView(id.buffer);
+  view.setUint16(0, local.port);
+  view.setUint16(2, remote.port);
+  packAddress(local.address, id, 4, v6, 'tuple.local.address');
+  packAddress(remote.address, id, 20, v6, 'tuple.remote.address');
+  view.setUint32(40, 0xffffffff, LE); // idiag_cookie = INET_DIAG_NOCOOKIE: any incarnation
+  view.setUint32(44, 0xffffffff, LE);
+  let reply: Uint8Array;
+  try {
+    reply = native().sockDiag(v6 ? AF_INET6 : AF_INET, 0, id, null);
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const [entry] = decode(reply, []);
+  // Without an established or TIME_WAIT match the kernel answers with the listener of the local
+  // address, if any: only an entry with the same 4-tuple is this connection.
+  const localAddress = unmapped(formatAddress(new DataView(id.buffer), 4, v6));
+  const remoteAddress = unmapped(formatAddress(new DataView(id.buffer), 20, v6));
+  if (
+    entry === undefined ||
+    entry.local.port !== local.port ||
+    entry.remote.port !== remote.port ||
+    unmapped(entry.local.address) !== localAddress ||
+    unmapped(entry.remote.address) !== remoteAddress
+  ) {
+    return undefined;
+  }
+  return entry;
+}
+
+function checkStates(states: unknown): readonly TcpState[] {
+  if (!Array.isArray(states)) throw invalidArgType('filter.states', 'an array of TCP state names', states);
+  states.forEach((s: unknown, i) => {
+    if (typeof s !== 'string') throw invalidArgType(`filter.states[${i}]`, 'a TCP state name', s);
+    if (stateNumber(s) === undefined) throw outOfRange(`filter.states[${i}]`, `one of ${TCP_STATES.join(', ')}`, s);
+  });
+  return states as TcpState[];
+}
+
+function checkPort(port: unknown, name: string): number | undefined {
+  if (port === undefined) return undefined;
+  if (typeof port !== 'number' || !Number.isInteger(port)) throw invalidArgType(name, 'an integer', port);
+  if (port < 0 || port > 0xffff) throw outOfRange(name, '>= 0 and <= 65535', port);
+  return port;
+}
+
+function checkFamily(family: unknown, name: string): 4 | 6 | undefined {
+  if (family === undefined) return undefined;
+  if (typeof family !== 'number') throw invalidArgType(name, '4 or 6', family);
+  if (family !== 4 && family !== 6) throw outOfRange(name, '4 or 6', family);
+  return family;
+}
+
+function checkAddress(value: unknown, name: string): SocketAddress {
+  if (typeof value !== 'object' || value === null) throw invalidArgType(name, 'an object', value);
+  const { address, port } = value as Partial<SocketAddress>;
+  if (typeof address !== 'string' || net.isIP(address) === 0 || address.includes('%')) {
+    throw invalidArgType(`${name}.address`, 'an IPv4 or IPv6 address without a zone id', address);
+  }
+  if (port === undefined) throw invalidArgType(`${name}.port`, 'an integer', port);
+  return { address, port: checkPort(port, `${name}.port`) as number };
+}
+
+/**
+ * Kernel bytecode (INET_DIAG_REQ_BYTECODE) that accepts a socket when every given port matches.
+ * Each op is `{ code, yes, no }` with jumps relative to the op; a socket is accepted when the
+ * program runs exactly to its end and rejected at end + 4; JMP always takes `no`.
+ */
+function portBytecode(port?: number, localPort?: number, remotePort?: number): Uint8Array | null {
+  const REJECT = -1;
+  const ops: Array<[code: number, yes: number, no: number, port: number]> = [];
+  let at = 0;
+  const equal = (ge: number, le: number, value: number, fail: number): void => {
+    ops.push([ge, 8, fail, value], [le, 8, fail, value]);
+    at += 16;
+  };
+  if (localPort !== undefined) equal(BC_S_GE, BC_S_LE, localPort, REJECT);
+  if (remotePort !== undefined) equal(BC_D_GE, BC_D_LE, remotePort, REJECT);
+  if (port !== undefined) {
+    // local == port, else try remote == port; on success jump over the remote test.
+    equal(BC_S_GE, BC_S_LE, port, at + 20);
+    ops.push([BC_JMP, 4, at + 20, 0]);
+    at += 4;
+    equal(BC_D_GE, BC_D_LE, port, REJECT);
+  }
+  if (ops.length === 0) return null;
+  const code = new Uint8Array(at);
+  const view = new DataView(code.buffer);
+  let pos = 0;
+  for (const [op, yes, no, value] of ops) {
+    view.setUint8(pos, op);
+    view.setUint8(pos + 1, yes);
+    view.setUint16(pos + 2, (no === REJECT ? at + 4 : no) - pos, LE);
+    if (yes === 8) view.setUint16(pos + 6, value, LE); // the port rides in the next op's `no`
+    pos += yes;
+  }
+  return code;
+}
+
+let v4Names = new Map<number, string>();
+
+/** Appends the entries of a sockDiag reply (netlink messages of `struct inet_diag_msg`) to `out`. */
+function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
+  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+  if (v4Names.size > 4096) v4Names = new Map();
+  for (let off = 0; off + NLMSG_HDRLEN + INET_DIAG_MSG_LEN <= reply.byteLength; ) {
+    const length = view.getUint32(off, LE);
+    if (length < NLMSG_HDRLEN) break;
+    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) {
+      const m = off + NLMSG_HDRLEN;
+      const v6 = view.getUint8(m) === AF_INET6;
+      const timer = TIMERS[view.getUint8(m + 2)];
+      if (timer === undefined) throw unknownTimer(view.getUint8(m + 2));
+      out.push({
+        family: v6 ? 6 : 4,
+        local: { address: formatAddress(view, m + 8, v6), port: view.getUint16(m + 4) },
+        remote: { address: formatAddress(view, m + 24, v6), port: view.getUint16(m + 6) },
+        state: stateOrThrow(view.getUint8(m + 1)),
+        timer: { kind: timer, expiresMs: view.getUint32(m + 52, LE), retransmits: view.getUint8(m + 3) },
+        recvQ: view.getUint32(m + 56, LE),
+        sendQ: view.getUint32(m + 60, LE),
+        uid: view.getUint32(m + 64, LE),
+        inode: view.getUint32(m + 68, LE),
+      });
+    }
+    off += (length + 3) & ~3;
+  }
+  return out;
+}
+
+function unknownTimer(n: number): Error & { code: string } {
+  return Object.assign(new Error(`The kernel reported socket timer ${n}, which finwait does not know`), {
+    code: 'ERR_FINWAIT_UNKNOWN_TIMER',
+  });
+}
+
+function formatV4(view: DataView, off: number): string {
+  const key = view.getUint32(off);
+  let name = v4Names.get(key);
+  if (name === undefined) {
+    name = `${key >>> 24}.${(key >>> 16) & 255}.${(key >>> 8) & 255}.${key & 255}`;
+    v4Names.set(key, name);
+  }
+  return name;
+}
+
+const words = new Uint16Array(8);
+
+/** inet_ntop(3)'s text, as Node and `ss` print it: `::1`, `::ffff:127.0.0.1`. */
+function formatAddress(view: DataView, off: number, v6: boolean): string {
+  if (!v6) return formatV4(view, off);
+  let best = -1, bestLen = 0, run = -1; // longest run of zero words, leftmost on a tie
+  for (let i = 0; i <= 8; i++) {
+    const w = i < 8 ? (words[i] = view.getUint16(off + 2 * i)) : 1;
+    if (w === 0 && run < 0) run = i;
+    if (w !== 0 && run >= 0) {
+      if (i - run > bestLen) [best, bestLen] = [run, i - run];
+      run = -1;
+    }
+  }
+  if (bestLen < 2) best = -1;
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (i >= best && i < best + bestLen) {
+      if (i === best) text += ':';
+      continue;
+    }
+    if (i !== 0) text += ':';
+    if (i === 6 && best === 0 && (bestLen === 6 || (bestLen === 5 && words[5] === 0xffff))) {
+      return text + formatV4(view, off + 12);
+    }
+    text += words[i].toString(16);
+  }
+  return best >= 0 && best + bestLen === 8 ? text + ':' : text;
+}
+
+/** `'::ffff:127.0.0.1'` → `'127.0.0.1'`: the same peer seen by an IPv4 or a dual-stack socket. */
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** Writes `address` into `out` at `off`: 4 bytes, or 16 when `v6` (IPv4 as `::ffff:a.b.c.d`). */
+function packAddress(given: string, out: Uint8Array, off: number, v6: boolean, name: string): void {
+  const address = v6 ? given : unmapped(given.toLowerCase());
+  if (net.isIPv4(address)) {
+    out.set(address.split('.').map(Number), v6 ? off + 12 : off);
+    if (v6) out[off + 10] = out[off + 11] = 0xff;
+    return;
+  }
+  if (!v6) throw invalidArgType(name, 'an IPv4 address when family is 4', address);
+  let text = address;
+  const dot = text.lastIndexOf(':');
+  if (text.includes('.')) {
+    const [a, b, c, d] = text.slice(dot + 1).split('.').map(Number);
+    text = `${text.slice(0, dot + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const front = head ? head.split(':') : [];
+  const back = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const all = [...front, ...new Array<string>(8 - front.length - back.length).fill('0'), ...back];
+  const view = new DataView(out.buffer, out.byteOffset);
+  all.forEach((word, i) => view.setUint16(off + 2 * i, Number.parseInt(word, 16)));
+}
