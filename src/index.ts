@@ -20,6 +20,16 @@ export {
 } from './ops';
 export { closeWrite, type CloseWriteOptions } from './close-write';
 export {
+  sockets,
+  findSocket,
+  type SocketEntry,
+  type SocketFilter,
+  type SocketTuple,
+  type SocketAddress,
+  type SocketTimer,
+  type TimerKind,
+} from './diag';
+export {
   getUserTimeout,
   setUserTimeout,
   getLinger2,

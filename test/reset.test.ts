@@ -2,9 +2,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
+import type net from 'node:net';
 import { getLinger, reset, setLinger, tcpState } from '../src/index';
 import { takeSocketError } from '../src/ops';
 import { fdOf } from '../src/fd';
+import { findSocket, type SocketTuple } from '../src/diag';
 import { nextError, pair, waitFor, type Pair } from './helpers';
 
 let p: Pair | undefined;
@@ -13,23 +15,37 @@ afterEach(async () => {
   p = undefined;
 });
 
-/** Lines of `ss -tanH` (iproute2, through sock_diag) that mention this port. */
-function ssLines(port: number): string[] {
-  return execFileSync('ss', ['-tanH'], { encoding: 'utf8' })
+/** The 4-tuple of a connected socket, read while it is open. */
+function tupleOf(socket: net.Socket): SocketTuple {
+  return {
+    local: { address: socket.localAddress!, port: socket.localPort! },
+    remote: { address: socket.remoteAddress!, port: socket.remotePort! },
+  };
+}
+
+/** Lines of `ss -tanH` (iproute2's own sock_diag client) for exactly this connection. */
+function ssLines({ local, remote }: SocketTuple): string[] {
+  return execFileSync('ss', ['-tanH', 'src', `${local.address}:${local.port}`, 'dst', `${remote.address}:${remote.port}`], {
+    encoding: 'utf8',
+  })
     .split('\n')
-    .filter((line) => line.includes(`:${port} `) || line.endsWith(`:${port}`));
+    .filter(Boolean);
 }
 
 describe('reset', () => {
   it('sends RST: the peer sees ECONNRESET and no TIME_WAIT is left anywhere', async () => {
     p = await pair();
-    const port = p.client.localPort!;
+    const client = tupleOf(p.client);
+    const server = tupleOf(p.server);
     const error = nextError(p.server);
     reset(p.client);
     expect(await error).toMatchObject({ code: 'ECONNRESET' });
     expect(p.client.destroyed).toBe(true);
     await once(p.server, 'close');
-    expect(ssLines(port)).toEqual([]);
+    expect(findSocket(client)).toBeUndefined();
+    expect(findSocket(server)).toBeUndefined();
+    expect(ssLines(client)).toEqual([]);
+    expect(ssLines(server)).toEqual([]);
   });
 
   it('works while an end() is still pending behind data the peer will not read', async () => {
@@ -54,7 +70,7 @@ describe('reset', () => {
 
   it('works after our FIN was sent, in FIN_WAIT2, and leaves no TIME_WAIT', async () => {
     p = await pair({ server: { allowHalfOpen: true } });
-    const port = p.client.localPort!;
+    const client = tupleOf(p.client);
     p.client.end();
     await waitFor('FIN_WAIT2', () => (tcpState(p!.client) === 'FIN_WAIT2' ? true : undefined));
     const error = nextError(p.server);
@@ -62,7 +78,8 @@ describe('reset', () => {
     // The peer already read EOF; its next write meets our RST.
     p.server.write('x');
     expect((await error).code).toMatch(/^(ECONNRESET|EPIPE)$/);
-    expect(ssLines(port).filter((l) => l.startsWith('TIME-WAIT'))).toEqual([]);
+    expect(findSocket(client)).toBeUndefined();
+    expect(ssLines(client)).toEqual([]);
   });
 });
 
