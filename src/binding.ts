@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { notSupported } from './errors';
+import { codedError, notSupported } from './errors';
 
 /** Numbers of the platform's constants; only `supported` exists where there is no back-end. */
 export interface NativeConstants {
@@ -60,9 +60,13 @@ function load(): Native {
   try {
     return nodeGypBuild(path.join(__dirname, '..')) as Native;
   } catch (cause) {
-    // Loading is deferred to the first call so that importing finwait never throws; the error
-    // says what failed (no prebuild for this platform and no compiler, usually).
-    const error = notSupported(`Loading the finwait addon (${(cause as Error).message})`, cause);
+    // Deferred to the first call so that importing finwait never throws. Where a back-end exists
+    // (Linux) a missing or broken binary is ERR_DLOPEN_FAILED; elsewhere the platform is ENOTSUP.
+    const why = (cause as Error).message.split('\n')[0];
+    const error =
+      process.platform === 'linux'
+        ? codedError('ERR_DLOPEN_FAILED', `finwait's native addon could not be loaded (${why}); run npm rebuild finwait`)
+        : notSupported(`finwait's native addon (${why})`, cause);
     return new Proxy({} as Native, {
       get() {
         throw error;

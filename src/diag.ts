@@ -8,7 +8,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { native } from './binding';
-import { invalidArgType, outOfRange } from './errors';
+import { codedError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { stateNumber, TCP_STATES, type TcpState } from './states';
 import { stateOrThrow } from './tcp-info';
 
@@ -272,10 +272,8 @@ function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
   return out;
 }
 
-function unknownTimer(n: number): Error & { code: string } {
-  return Object.assign(new Error(`The kernel reported socket timer ${n}, which finwait does not know`), {
-    code: 'ERR_FINWAIT_UNKNOWN_TIMER',
-  });
+function unknownTimer(n: number): CodedError {
+  return codedError('ERR_FINWAIT_UNKNOWN_TIMER', `The kernel reported socket timer ${n}, which finwait does not know`);
 }
 
 function formatV4(view: DataView, off: number): string {

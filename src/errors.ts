@@ -23,6 +23,11 @@ function coded<E extends Error>(error: E, code: string): E & { code: string } {
   return Object.assign(error, { code });
 }
 
+/** An `Error` with a finwait code such as `'ERR_FINWAIT_TIMEOUT'`. */
+export function codedError(code: string, message: string): CodedError {
+  return coded(new Error(message), code);
+}
+
 function describe(value: unknown): string {
   if (value === null || value === undefined) return `Received ${String(value)}`;
   if (typeof value === 'function') return `Received function ${value.name || '<anonymous>'}`;

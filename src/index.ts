@@ -30,6 +30,23 @@ export {
   type TimerKind,
 } from './diag';
 export {
+  watch,
+  Lifecycle,
+  STATE_CHANNEL,
+  type Transition,
+  type WatchResult,
+  type UntilOptions,
+} from './lifecycle/watch';
+export type {
+  LifecycleState,
+  CloseEvent,
+  CloseOutcome,
+  CloseRole,
+  HistoryEntry,
+  Anomaly,
+  Source,
+} from './lifecycle/fsm';
+export {
   getUserTimeout,
   setUserTimeout,
   getLinger2,

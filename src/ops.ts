@@ -5,6 +5,7 @@
  * `ERR_SOCKET_CLOSED`, or the kernel's own code (`EBADF`, `ENOTSOCK`, ...).
  */
 import type net from 'node:net';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { native } from './binding';
 import { invalidArgType, outOfRange, errnoError, type ErrnoError } from './errors';
 import { assertSocket, fdOf, type SocketLike } from './fd';
@@ -14,13 +15,28 @@ import type { TcpState } from './states';
 const infoBuffer = new Uint8Array(TCP_INFO_BUFFER_SIZE);
 
 /**
+ * diagnostics_channel on which every state finwait reads from an fd is published as
+ * `{ fd, state }`, so that `watch()` learns what other calls saw (closeWrite's polls, a user's
+ * `tcpState()`): transient states are caught more often.
+ */
+export const OBSERVED_CHANNEL = 'finwait:socket:observed';
+const observedChannel = diagnosticsChannel.channel(OBSERVED_CHANNEL);
+
+function observed(fd: number, state: TcpState): TcpState {
+  if (observedChannel.hasSubscribers) observedChannel.publish({ fd, state });
+  return state;
+}
+
+/**
  * The kernel's `struct tcp_info` for the connection, every field the running kernel filled.
  * @see tcp(7) TCP_INFO
  */
 export function tcpInfo(socket: SocketLike): TcpInfo {
   const fd = fdOf(socket);
   const length = native().tcpInfo(fd, infoBuffer);
-  return decodeTcpInfo(infoBuffer, length);
+  const info = decodeTcpInfo(infoBuffer, length);
+  observed(fd, info.state);
+  return info;
 }
 
 /**
@@ -28,7 +44,8 @@ export function tcpInfo(socket: SocketLike): TcpInfo {
  * fd never shows `'TIME_WAIT'`: it reads `'CLOSE'` once TIME_WAIT began (see `sockets()`).
  */
 export function tcpState(socket: SocketLike): TcpState {
-  return stateOrThrow(native().tcpState(fdOf(socket)));
+  const fd = fdOf(socket);
+  return observed(fd, stateOrThrow(native().tcpState(fd)));
 }
 
 /**
@@ -135,6 +152,10 @@ export function setLinger(socket: SocketLike, seconds: 0 | null): number | null 
   return getLinger(fd);
 }
 
+/** diagnostics_channel on which `reset()` announces `{ socket }` just before it resets it. */
+export const RESET_CHANNEL = 'finwait:socket:reset';
+const resetChannel = diagnosticsChannel.channel(RESET_CHANNEL);
+
 /**
  * Abortive close: the peer gets RST instead of FIN and no TIME_WAIT is left on either side
  * (`SO_LINGER {1, 0}`, then `socket.destroy()`). Data still queued in Node or the kernel is
@@ -143,6 +164,7 @@ export function setLinger(socket: SocketLike, seconds: 0 | null): number | null 
 export function reset(socket: net.Socket): void {
   assertSocket(socket);
   native().setLinger(fdOf(socket), 1, 0);
+  if (resetChannel.hasSubscribers) resetChannel.publish({ socket });
   socket.destroy();
 }
 

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { stateName, type TcpState } from './states';
-import type { CodedError } from './errors';
+import { codedError, type CodedError } from './errors';
 
 /** Every field of Linux's `struct tcp_info` up to the 280 bytes of Linux 6.18, camelCased without `tcpi_`. */
 export interface TcpInfo {
@@ -177,9 +177,7 @@ const TAIL_BITFIELDS = process.platform === 'linux' && tailIsBitfields(os.releas
 
 /** Thrown for a state number finwait does not know (a future kernel). */
 export function unknownState(n: number): CodedError {
-  return Object.assign(new Error(`The kernel reported TCP state ${n}, which finwait does not know`), {
-    code: 'ERR_FINWAIT_UNKNOWN_STATE',
-  });
+  return codedError('ERR_FINWAIT_UNKNOWN_STATE', `The kernel reported TCP state ${n}, which finwait does not know`);
 }
 
 /** The name of a kernel state number, or an `ERR_FINWAIT_UNKNOWN_STATE` error. */

@@ -1,0 +1,188 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { closeWrite, findSocket, reset, watch } from '../../src/index';
+import { STATE_CHANNEL, type Transition } from '../../src/lifecycle/watch';
+import { pair, readAll, waitFor, type Pair } from '../helpers';
+
+let p: Pair | undefined;
+afterEach(async () => {
+  await p?.close();
+  p = undefined;
+});
+
+const states = (lc: { history: readonly { state: string }[] }) => lc.history.map((h) => h.state);
+
+describe('watch', () => {
+  it('normal close: active end through FIN_WAIT1, FIN_WAIT2, TIME_WAIT (sock_diag, 60 s timer); passive end through CLOSE_WAIT, LAST_ACK, CLOSED', async () => {
+    p = await pair({ server: { allowHalfOpen: true } });
+    const active = watch(p.client);
+    const passive = watch(p.server);
+    const tuple = {
+      local: { address: p.client.localAddress!, port: p.client.localPort! },
+      remote: { address: p.client.remoteAddress!, port: p.client.remotePort! },
+    };
+    p.server.resume();
+    p.client.resume();
+    p.client.end();
+    await active.until('FIN_WAIT2', { timeout: 5000 });
+    await passive.until('CLOSE_WAIT', { timeout: 5000 });
+    p.server.end();
+    const timeWait = await active.until('TIME_WAIT', { timeout: 5000 });
+    expect(timeWait.source).toBe('diag');
+    // The rest of the active end's life is its TIME_WAIT timer, asserted instead of waited for.
+    const entry = findSocket(tuple);
+    expect(entry?.state).toBe('TIME_WAIT');
+    expect(entry?.timer.kind).toBe('timewait');
+    expect(entry!.timer.expiresMs).toBeGreaterThan(50_000);
+    expect(entry!.timer.expiresMs).toBeLessThanOrEqual(60_000);
+    expect(states(active).slice(0, 3)).toEqual(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2']);
+    expect(states(active)).toContain('TIME_WAIT');
+
+    const result = await passive.done;
+    expect(result.outcome).toBe('graceful');
+    expect(result.role).toBe('passive');
+    // An fd still open when LAST_ACK ends reads CLOSE: kept in the history as observed.
+    expect(states(passive).filter((s) => s !== 'CLOSE')).toEqual(['ESTABLISHED', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSED']);
+    expect(result.history.at(-1)?.source).toBe('diag');
+    expect(result.anomalies).toEqual([]);
+  });
+
+  it('half-close: data flows after the FIN, then both ends close', async () => {
+    p = await pair({ server: { allowHalfOpen: true } });
+    const client = watch(p.client);
+    const server = watch(p.server);
+    p.server.resume();
+    await closeWrite(p.client);
+    await client.until('FIN_WAIT2', { timeout: 5000 });
+    await server.until('CLOSE_WAIT', { timeout: 5000 });
+    const got = readAll(p.client);
+    p.server.write('after your FIN, ');
+    p.server.end('still delivered');
+    expect((await got).toString()).toBe('after your FIN, still delivered');
+    const result = await server.done;
+    expect(result).toMatchObject({ outcome: 'graceful', role: 'passive' });
+    await client.until('TIME_WAIT', { timeout: 5000 });
+    expect(states(client), JSON.stringify(client.history)).toEqual(expect.arrayContaining(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']));
+  });
+
+  it('reset by us: reset-sent here, reset-received at the peer, no TIME_WAIT', async () => {
+    p = await pair();
+    const ours = watch(p.client);
+    const theirs = watch(p.server);
+    p.server.on('error', () => {});
+    reset(p.client);
+    expect(await ours.done).toMatchObject({ outcome: 'reset-sent' });
+    expect(await theirs.done).toMatchObject({ outcome: 'reset-received' });
+    expect(states(ours)).not.toContain('TIME_WAIT');
+    expect(states(theirs)).not.toContain('TIME_WAIT');
+  });
+
+  it('reset by the peer: reset-received here', async () => {
+    p = await pair();
+    const ours = watch(p.client);
+    p.client.on('error', () => {});
+    p.client.resume();
+    reset(p.server);
+    expect(await ours.done).toMatchObject({ outcome: 'reset-received' });
+  });
+
+  it('close with unread data: reset-sent on that side, reset-received on the other', async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const closer = watch(p.server);
+    const peer = watch(p.client);
+    p.client.on('error', () => {});
+    p.client.resume();
+    p.client.write('never read');
+    await waitFor('unread bytes at the server', () => (p!.server.readableLength === 0 && closer.state === 'ESTABLISHED' ? true : undefined));
+    await new Promise<void>((resolve) => {
+      const check = () => (findSocket({ local: { address: p!.server.localAddress!, port: p!.server.localPort! }, remote: { address: p!.server.remoteAddress!, port: p!.server.remotePort! } })?.recvQ ? resolve() : setTimeout(check, 1));
+      check();
+    });
+    p.server.destroy();
+    expect(await closer.done).toMatchObject({ outcome: 'reset-sent' });
+    expect(await peer.done).toMatchObject({ outcome: 'reset-received' });
+  });
+
+  it('follows a connection watched from before it connects', async () => {
+    // The peer stays half-open, so our FIN_WAIT2 lasts (an auto-ending peer makes a 3-segment close).
+    const server = net.createServer({ allowHalfOpen: true }, (s) => s.resume()).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    const lc = watch(client);
+    expect(lc.state).toBeUndefined();
+    const established = await lc.until('ESTABLISHED', { timeout: 5000 });
+    expect(established.source).toMatch(/^(kernel|event)$/); // polled, or Node's 'connect'
+    client.end();
+    await lc.until('FIN_WAIT2', { timeout: 5000 });
+    expect(lc.history.map((h) => h.state)).toEqual(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2']);
+    client.destroy();
+    server.close();
+  });
+
+  it("emits 'transition' and publishes on diagnostics_channel finwait:socket:state", async () => {
+    p = await pair();
+    const published: Transition[] = [];
+    const onMessage = (m: unknown) => published.push(m as Transition);
+    diagnosticsChannel.subscribe(STATE_CHANNEL, onMessage);
+    try {
+      const lc = watch(p.client);
+      const emitted: Transition[] = [];
+      lc.on('transition', (t: Transition) => emitted.push(t));
+      p.server.on('error', () => {});
+      reset(p.client);
+      await lc.done;
+      expect(emitted.length).toBeGreaterThan(0);
+      expect(emitted.at(-1)).toMatchObject({ to: 'CLOSED' });
+      // The channel also saw the state watch() read before a listener could be attached.
+      const mine = published.filter((m) => (m as unknown as { lifecycle: unknown }).lifecycle === lc);
+      expect(mine).toHaveLength(emitted.length + 1);
+      expect(mine[0]).toMatchObject({ from: undefined, to: 'ESTABLISHED', source: 'kernel' });
+      expect(mine.slice(1)).toEqual(emitted.map((t) => expect.objectContaining(t)));
+    } finally {
+      diagnosticsChannel.unsubscribe(STATE_CHANNEL, onMessage);
+    }
+  });
+
+  it('until() rejects on timeout and when the connection ended without the state', async () => {
+    p = await pair();
+    const lc = watch(p.client);
+    await expect(lc.until('FIN_WAIT2', { timeout: 20 })).rejects.toMatchObject({ code: 'ERR_FINWAIT_TIMEOUT' });
+    const never = lc.until('CLOSING');
+    p.server.on('error', () => {});
+    reset(p.client);
+    await expect(never).rejects.toMatchObject({ code: 'ERR_FINWAIT_STATE_NOT_REACHED' });
+    await expect(lc.until('ESTABLISHED')).resolves.toMatchObject({ state: 'ESTABLISHED' });
+  });
+
+  it('refuses what it cannot watch, with codes', async () => {
+    expect(() => watch(3 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    p = await pair();
+    p.client.destroy();
+    expect(() => watch(p!.client)).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
+    const lc = watch(p.server);
+    expect(watch(p.server)).toBe(lc);
+  });
+
+  it('never keeps the process alive on its own', async () => {
+    const script = `
+      const net = require('node:net');
+      const { watch } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'index.js'))});
+      const server = net.createServer({ allowHalfOpen: true }, (s) => s.resume()).listen(0, '127.0.0.1', () => {
+        const c = net.connect(server.address().port, '127.0.0.1', () => {
+          watch(c); // its TIME_WAIT would be followed for 60 s
+          c.end(); server.close();
+          setTimeout(() => { for (const s of [c]) s.destroy(); }, 5).unref();
+          server.getConnections(() => {});
+        });
+        server.on('connection', (s) => s.on('end', () => s.end()));
+      });`;
+    const started = Date.now();
+    await promisify(execFile)(process.execPath, ['-e', script], { timeout: 15_000 });
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+});
