@@ -58,6 +58,9 @@ export interface Native {
 
 function load(): Native {
   try {
+    // FINWAIT_NATIVE names a .node file to load instead (a custom or debug build).
+    const override = process.env.FINWAIT_NATIVE;
+    if (override) return require(path.resolve(override)) as Native;
     return nodeGypBuild(path.join(__dirname, '..')) as Native;
   } catch (cause) {
     // Deferred to the first call so that importing finwait never throws. Where a back-end exists
@@ -80,4 +83,11 @@ let loaded: Native | undefined;
 /** The addon, loaded on first use. */
 export function native(): Native {
   return (loaded ??= load());
+}
+
+/** The platform's constants; throws `ENOTSUP` where there is no back-end (they would be undefined). */
+export function constants(): NativeConstants {
+  const c = native().constants;
+  if (!c.supported) throw notSupported('finwait');
+  return c;
 }

@@ -2,6 +2,7 @@
  * `closeWrite()`: half-close through Node, resolved by what the kernel shows, not by a timer.
  */
 import type net from 'node:net';
+import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, socketClosed } from './errors';
 import { assertSocket, fdOf } from './fd';
 import { takeSocketError, tcpState } from './ops';
@@ -62,6 +63,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
       throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
     }
     const fd = fdOf(socket);
+    constants(); // an unsupported platform throws ENOTSUP before anything is sent
     if (signal?.aborted) throw abortError(signal);
     const tuple = tupleOf(socket);
 

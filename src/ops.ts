@@ -6,7 +6,7 @@
  */
 import type net from 'node:net';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { native } from './binding';
+import { constants, native } from './binding';
 import { invalidArgType, outOfRange, errnoError, type ErrnoError } from './errors';
 import { assertSocket, fdOf, type SocketLike } from './fd';
 import { decodeTcpInfo, stateOrThrow, TCP_INFO_BUFFER_SIZE, type TcpInfo } from './tcp-info';
@@ -90,7 +90,7 @@ export interface Queues {
  */
 export function queues(socket: SocketLike): Queues {
   const fd = fdOf(socket);
-  const { SIOCINQ, SIOCOUTQ, SIOCOUTQNSD } = native().constants;
+  const { SIOCINQ, SIOCOUTQ, SIOCOUTQNSD } = constants();
   // Only ACKs change the send queue between the two reads (Node writes on this thread), and
   // they only shrink it: reading the total first keeps unsent <= total, so unacked >= 0.
   const total = native().ioctlInt(fd, SIOCOUTQ);
@@ -111,7 +111,7 @@ export type ShutdownHow = 'read' | 'write' | 'both';
  */
 export function shutdown(socket: SocketLike, how: ShutdownHow): void {
   const fd = fdOf(socket);
-  const { SHUT_RD, SHUT_WR, SHUT_RDWR } = native().constants;
+  const { SHUT_RD, SHUT_WR, SHUT_RDWR } = constants();
   const value = how === 'read' ? SHUT_RD : how === 'write' ? SHUT_WR : how === 'both' ? SHUT_RDWR : undefined;
   if (value === undefined) throw invalidArgType('how', "one of 'read', 'write' or 'both'", how);
   native().shutdown(fd, value);
@@ -170,6 +170,6 @@ export function reset(socket: net.Socket): void {
 
 /** The pending error of the socket (`SO_ERROR`), which reading clears; 0 if none. */
 export function takeSocketError(fd: number): number {
-  const { SOL_SOCKET, SO_ERROR } = native().constants;
+  const { SOL_SOCKET, SO_ERROR } = constants();
   return native().getIntOption(fd, SOL_SOCKET, SO_ERROR);
 }

@@ -4,7 +4,7 @@
  * kernel (which may differ: `setLinger2(s, 0)` reads back the system's `tcp_fin_timeout`).
  * @see tcp(7), socket(7)
  */
-import { native, type NativeConstants } from './binding';
+import { constants, native, type NativeConstants } from './binding';
 import { invalidArgType, outOfRange } from './errors';
 import { fdOf, type SocketLike } from './fd';
 
@@ -16,7 +16,7 @@ function levelOf(c: NativeConstants, name: OptionName): number {
 
 function get(socket: SocketLike, name: OptionName): number {
   const fd = fdOf(socket);
-  const c = native().constants;
+  const c = constants();
   return native().getIntOption(fd, levelOf(c, name), c[name]);
 }
 
@@ -24,7 +24,7 @@ function set(socket: SocketLike, name: OptionName, value: unknown, min: number, 
   const fd = fdOf(socket);
   if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidArgType(arg, 'an integer', value);
   if (value < min || value > max) throw outOfRange(arg, `>= ${min} and <= ${max}`, value);
-  const c = native().constants;
+  const c = constants();
   native().setIntOption(fd, levelOf(c, name), c[name], value);
   return native().getIntOption(fd, levelOf(c, name), c[name]);
 }

@@ -10,7 +10,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
-import { native } from '../binding';
+import { constants, native } from '../binding';
 import { findSocket, type SocketTuple } from '../diag';
 import { codedError, invalidArgType } from '../errors';
 import { assertSocket } from '../fd';
@@ -411,7 +411,7 @@ export function watch(socket: net.Socket): Lifecycle {
   const existing = bySocket.get(socket);
   if (existing) return existing.lifecycle;
   if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
-  void native().constants; // loads the addon now, so a missing one throws here, not in the poller
+  constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
   const fd = fdOfHandle(socket);
   const lifecycle = new Lifecycle();
   const w: Watched = { lifecycle, socket, fd: -1, tuple: undefined, diagDue: 0 };

@@ -1,0 +1,62 @@
+/**
+ * A platform without a back-end: the addon built from addon/unsupported.cc (what binding.gyp
+ * picks off Linux), loaded through FINWAIT_NATIVE, makes every public call throw ENOTSUP.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..');
+let addon: string;
+
+beforeAll(() => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-unsupported-'));
+  addon = path.join(dir, 'finwait.node');
+  const nodeInclude = path.join(path.dirname(process.execPath), '..', 'include', 'node');
+  const napiInclude = require('node-addon-api').include_dir as string;
+  execFileSync('g++', [
+    '-std=c++17', '-shared', '-fPIC', '-o', addon,
+    '-DNAPI_VERSION=8', '-DNODE_ADDON_API_DISABLE_DEPRECATED', '-DNAPI_CPP_EXCEPTIONS',
+    `-I${nodeInclude}`, `-I${path.join(root, napiInclude)}`,
+    ...['unsupported.cc', 'binding.cc', 'errors.cc'].map((f) => path.join(root, 'addon', f)),
+  ]);
+}, 60_000);
+
+describe('a platform with no back-end', () => {
+  it('throws ENOTSUP from every call, never a wrong answer or another error', () => {
+    const script = `
+      const net = require('node:net');
+      const f = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+      const server = net.createServer().listen(0, '127.0.0.1', () => {
+        const c = net.connect(server.address().port, '127.0.0.1', async () => {
+          const calls = {
+            tcpInfo: () => f.tcpInfo(c), tcpState: () => f.tcpState(c), tcpStates: () => f.tcpStates([c]),
+            queues: () => f.queues(c), shutdown: () => f.shutdown(c, 'write'), getLinger: () => f.getLinger(c),
+            setLinger: () => f.setLinger(c, 0), reset: () => f.reset(c), getUserTimeout: () => f.getUserTimeout(c),
+            setUserTimeout: () => f.setUserTimeout(c, 5), getLinger2: () => f.getLinger2(c), setLinger2: () => f.setLinger2(c, 1),
+            getKeepAlive: () => f.getKeepAlive(c), setKeepAlive: () => f.setKeepAlive(c, true), getKeepIdle: () => f.getKeepIdle(c),
+            setKeepIdle: () => f.setKeepIdle(c, 5), getKeepIntvl: () => f.getKeepIntvl(c), setKeepIntvl: () => f.setKeepIntvl(c, 5),
+            getKeepCnt: () => f.getKeepCnt(c), setKeepCnt: () => f.setKeepCnt(c, 5), sockets: () => f.sockets(),
+            findSocket: () => f.findSocket({ local: { address: '127.0.0.1', port: 1 }, remote: { address: '127.0.0.1', port: 2 } }),
+            watch: () => f.watch(c), closeWrite: () => f.closeWrite(c),
+          };
+          const codes = {};
+          for (const [name, call] of Object.entries(calls)) {
+            try { await call(); codes[name] = 'no error'; } catch (e) { codes[name] = e.code; }
+          }
+          console.log(JSON.stringify(codes));
+          // Nothing was sent: the connection is still open both ways.
+          server.once('connection', () => {});
+          console.log(c.writableEnded ? 'ended' : 'open');
+          c.destroy(); server.close();
+        });
+      });`;
+    const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, FINWAIT_NATIVE: addon }, encoding: 'utf8' });
+    const codes = JSON.parse(out.split('\n')[0]!) as Record<string, string>;
+    expect(Object.keys(codes)).toHaveLength(24);
+    for (const [name, code] of Object.entries(codes)) expect(`${name}: ${code}`).toBe(`${name}: ENOTSUP`);
+    expect(out.split('\n')[1]).toBe('open'); // closeWrite refused before calling end()
+  });
+});
