@@ -16,7 +16,7 @@ import type { TcpState } from './states';
 
 /** Options of `gracefulClose()`. */
 export interface GracefulCloseOptions {
-  /** ms from the call until the connection is reset if it has not closed gracefully; default 30 000. */
+  /** ms from the call until the connection is reset if it has not closed gracefully; default 30 000; 0 resets at once. */
   timeout?: number;
   /** Bytes the peer may still send (read and discarded) before we stop waiting and reset; default 16 MiB. */
   maxDiscard?: number;
@@ -268,6 +268,11 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
 
     if (signal?.aborted) throw abortError(signal);
     const deadline = setTimeout(() => abortive('deadline'), timeout);
+    if (timeout === 0) {
+      // No time at all (closeServer past its deadline): reset now, without a FIN first.
+      see(tcpState(socket));
+      return abortive('deadline');
+    }
     signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
     see(tcpState(socket));

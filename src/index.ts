@@ -29,6 +29,14 @@ export {
   type SocketTimer,
   type TimerKind,
 } from './diag';
+export { gracefulClose, type GracefulCloseOptions, type CloseReport, type CloseReason } from './close';
+export {
+  closeServer,
+  trackConnections,
+  type CloseServerOptions,
+  type ServerCloseReport,
+  type ConnectionReport,
+} from './server';
 export {
   watch,
   Lifecycle,

@@ -1,0 +1,190 @@
+import { describe, expect, it } from 'vitest';
+import http from 'node:http';
+import net from 'node:net';
+import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { closeServer, sockets, trackConnections } from '../src/index';
+import { waitFor } from './helpers';
+
+/** One HTTP/1.1 request on a raw socket; resolves with the response's head and what followed. */
+function rawRequest(socket: net.Socket, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (chunk: Buffer): void => {
+      text += chunk.toString();
+      if (/\r\n\r\n[\s\S]*$/.test(text) && text.includes('\r\n\r\n') && text.endsWith('ok')) {
+        socket.off('data', onData);
+        resolve(text);
+      }
+    };
+    socket.on('data', onData);
+    socket.write(request);
+  });
+}
+
+/** What a client saw at the end: 'end' (FIN) or an error code. */
+function ending(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve('end'));
+    socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+  });
+}
+
+describe('closeServer (http)', () => {
+  it('finishes in-flight responses with Connection: close, closes idle keep-alive connections gracefully, reports each', async () => {
+    let release!: () => void;
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    const server = http.createServer(async (req, res) => {
+      if (req.url === '/slow') await slow;
+      res.end('ok');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const connect = async () => {
+      const s = net.connect(port, '127.0.0.1');
+      await once(s, 'connect');
+      return s;
+    };
+    // Two idle keep-alive connections (one request served each) and one with a request in flight.
+    const idle = await Promise.all([connect(), connect()]);
+    for (const s of idle) await rawRequest(s, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    const busy = await connect();
+    const busyResponse = rawRequest(busy, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor('the slow request to arrive', () => (server.listenerCount('request') > 0 && (busy.bytesWritten > 0) ? true : undefined));
+    const endings = [...idle, busy].map(ending);
+    const ports = [...idle, busy].map((s) => s.localPort).sort();
+
+    const shutdown = closeServer(server, { timeout: 5000, drainWindow: 50 });
+    setTimeout(release, 100);
+    const report = await shutdown;
+
+    const head = await busyResponse;
+    expect(head).toMatch(/^HTTP\/1\.1 200/);
+    expect(head.toLowerCase()).toContain('connection: close');
+    expect(await Promise.all(endings)).toEqual(['end', 'end', 'end']);
+    expect(report.totals).toEqual({ graceful: 3, resetSent: 0, resetReceived: 0, total: 3 });
+    expect(report.untracked).toBe(0);
+    expect(report.connections.map((c) => c.peer.port).sort()).toEqual(ports);
+    expect(server.listening).toBe(false);
+    for (const s of [...idle, busy]) s.destroy();
+  });
+
+  it('serves a request that arrives on an idle keep-alive connection during the drain window, with Connection: close', async () => {
+    const server = http.createServer((_req, res) => res.end('ok'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const s = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await once(s, 'connect');
+    await rawRequest(s, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    const shutdown = closeServer(server, { drainWindow: 1000 });
+    const last = await rawRequest(s, 'GET /last HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(last.toLowerCase()).toContain('connection: close');
+    const report = await shutdown;
+    expect(report.connections).toHaveLength(1);
+    expect(report.connections[0]).toMatchObject({ outcome: 'graceful', requestsDuringShutdown: 1 });
+    s.destroy();
+  });
+
+  it('resets only what is left at the deadline, and counts it', async () => {
+    const server = http.createServer(() => {
+      /* never answers */
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const s = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await once(s, 'connect');
+    s.write('GET /never HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor('the request to be in flight', () => {
+      const c = sockets({ states: ['ESTABLISHED'], localPort: (server.address() as net.AddressInfo).port })[0];
+      return c && c.recvQ === 0 ? true : undefined;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    const seen = ending(s);
+    const report = await closeServer(server, { timeout: 200 });
+    expect(report.totals).toMatchObject({ resetSent: 1, graceful: 0 });
+    expect(report.connections[0]).toMatchObject({ reason: 'deadline' });
+    expect(report.duration).toBeGreaterThanOrEqual(199);
+    expect(await seen).toBe('ECONNRESET');
+  });
+});
+
+describe('closeServer (net)', () => {
+  it('closes tracked connections gracefully: every peer gets all data and FIN', async () => {
+    const server = net.createServer((socket) => socket.write(Buffer.alloc(100_000, 1)));
+    trackConnections(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+        let bytes = 0;
+        c.on('data', (d: Buffer) => (bytes += d.length));
+        await once(c, 'connect');
+        return { c, ended: ending(c), bytes: () => bytes };
+      }),
+    );
+    await waitFor('20 connections', () => ((server as unknown as { _connections: number })._connections === 20 ? true : undefined));
+    const report = await closeServer(server);
+    expect(report.totals).toEqual({ graceful: 20, resetSent: 0, resetReceived: 0, total: 20 });
+    expect(await Promise.all(clients.map((x) => x.ended))).toEqual(Array(20).fill('end'));
+    expect(clients.map((x) => x.bytes())).toEqual(Array(20).fill(100_000));
+    for (const x of clients) x.c.destroy();
+  });
+
+  it('counts connections it could not know about (a net.Server not tracked)', async () => {
+    const server = net.createServer({ allowHalfOpen: true });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await Promise.all([once(c, 'connect'), once(server, 'connection')]);
+    const report = await closeServer(server, { timeout: 100 });
+    expect(report.untracked).toBe(1);
+    c.destroy();
+  });
+
+  it('stops accepting without resetting the connections waiting in the accept queue', async () => {
+    const server = net.createServer();
+    trackConnections(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    // Clients in another process connect while this event loop is blocked, so they wait in the
+    // kernel's accept queue; each reports whether it saw FIN ('end') or RST.
+    const script = `
+      const net = require('node:net');
+      const results = [];
+      for (let i = 0; i < 5; i++) {
+        const s = net.connect(${port}, '127.0.0.1');
+        s.on('end', () => { results.push('end'); done(); });
+        s.on('error', (e) => { results.push(e.code); done(); });
+        s.resume();
+      }
+      function done() { if (results.length === 5) { console.log(JSON.stringify(results.sort())); process.exit(0); } }
+      setTimeout(() => { console.log(JSON.stringify(results)); process.exit(1); }, 10000);`;
+    const child = promisify(execFile)(process.execPath, ['-e', script]);
+    const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+    void fd;
+    const until = Date.now() + 5000;
+    let queued = 0;
+    while (Date.now() < until) {
+      queued = sockets({ states: ['LISTEN'], localPort: port })[0]?.recvQ ?? 0;
+      if (queued === 5) break; // blocking on purpose: nothing is accepted while we wait
+    }
+    expect(queued).toBe(5);
+    const report = await closeServer(server);
+    expect(report.acceptedFromQueue).toBe(5);
+    expect(report.totals.graceful).toBe(5);
+    const { stdout } = await child;
+    expect(JSON.parse(stdout)).toEqual(['end', 'end', 'end', 'end', 'end']);
+  });
+
+  it('rejects bad arguments with codes', async () => {
+    await expect(closeServer({} as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    const server = net.createServer();
+    await expect(closeServer(server, { timeout: -5 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(closeServer(server, { drainWindow: 'x' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    expect(() => trackConnections(3 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+});
