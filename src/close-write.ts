@@ -4,9 +4,9 @@
 import type net from 'node:net';
 import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, socketClosed } from './errors';
-import { assertSocket, fdOf } from './fd';
+import { assertSocket, fdOf, handleFd } from './fd';
 import { takeSocketError, tcpState } from './ops';
-import { findSocket, type SocketTuple } from './diag';
+import { findSocket, socketTuple } from './diag';
 import type { TcpState } from './states';
 
 /** Options of `closeWrite()`. */
@@ -19,11 +19,6 @@ export interface CloseWriteOptions {
 const FIRST_POLL_MS = 1;
 const MAX_POLL_MS = 50;
 
-function tupleOf(socket: net.Socket): SocketTuple | undefined {
-  const { localAddress, localPort, remoteAddress, remotePort } = socket;
-  if (!localAddress || !localPort || !remoteAddress || !remotePort) return undefined;
-  return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
-}
 
 /**
  * What a state says about our FIN: `'acked'`, `'pending'` (still in flight), or `'reset'`-free
@@ -65,7 +60,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     const fd = fdOf(socket);
     constants(); // an unsupported platform throws ENOTSUP before anything is sent
     if (signal?.aborted) throw abortError(signal);
-    const tuple = tupleOf(socket);
+    const tuple = socketTuple(socket);
 
     let timer: NodeJS.Timeout | undefined;
     let delay = FIRST_POLL_MS;
@@ -92,8 +87,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
       if (settled) return;
       if (socket.errored) return settle(socket.errored);
       if (!socket.writableFinished) return; // 'finish' comes once shutdown(2) was called.
-      const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
-      if (!handle || handle.fd !== fd) return checkOrphan();
+      if (handleFd(socket) !== fd) return checkOrphan();
       const progress = finProgress(tcpState(fd));
       if (progress === 'acked') return settle();
       if (progress === 'closed') {

@@ -9,8 +9,8 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { constants } from './binding';
 import { abortError, invalidArgType, outOfRange } from './errors';
-import { assertSocket, fdOf } from './fd';
-import { findSocket, type SocketTuple } from './diag';
+import { assertSocket, fdOf, handleFd } from './fd';
+import { findSocket, socketTuple } from './diag';
 import { queues, reset, tcpState } from './ops';
 import type { TcpState } from './states';
 
@@ -83,11 +83,6 @@ function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOpt
   return { timeout, maxDiscard, signal };
 }
 
-function tupleOf(socket: net.Socket): SocketTuple | undefined {
-  const { localAddress, localPort, remoteAddress, remotePort } = socket;
-  if (!localAddress || !localPort || !remoteAddress || !remotePort) return undefined;
-  return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
-}
 
 /**
  * Closes the connection without losing a byte: flushes what Node still queues, sends FIN, keeps
@@ -104,7 +99,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     fdOf(socket);
     constants(); // ENOTSUP before anything is sent on a platform without a back-end
     const started = performance.now();
-    const tuple = tupleOf(socket);
+    const tuple = socketTuple(socket);
     const states: CloseReport['states'] = [];
     let finSentAt: number | undefined;
     let bytesDiscarded = 0;
@@ -117,10 +112,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     const see = (state: TcpState | 'CLOSED'): void => {
       if (states.at(-1)?.state !== state) states.push({ state, at: since() });
     };
-    const currentFd = (): number => {
-      const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-      return typeof fd === 'number' ? fd : -1;
-    };
+    const currentFd = (): number => handleFd(socket);
     const kernelQueued = (fd: number): number => {
       try {
         const q = queues(fd);

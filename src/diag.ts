@@ -98,6 +98,13 @@ function maskOf(states: readonly TcpState[]): number {
   return mask;
 }
 
+/** The 4-tuple of a connected socket (Node caches it, so it stays readable after close), or `undefined`. */
+export function socketTuple(socket: net.Socket): SocketTuple | undefined {
+  const { localAddress, localPort, remoteAddress, remotePort } = socket;
+  if (!localAddress || !localPort || !remoteAddress || !remotePort) return undefined;
+  return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
+}
+
 /**
  * The TCP sockets of this network namespace, from the kernel's socket tables, like `ss -tan`:
  * every state including TIME_WAIT and orphans, IPv4 first then IPv6. Unknown filter keys throw

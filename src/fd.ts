@@ -14,6 +14,12 @@ interface SocketInternals {
 
 const FD_MAX = 0x7fffffff;
 
+/** The fd libuv holds for a socket or server right now, or -1 when it has none (no throw). */
+export function handleFd(target: net.Socket | net.Server): number {
+  const fd = (target as unknown as SocketInternals)._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
 /** Throws unless `value` is a `net.Socket` (a `tls.TLSSocket` is one). */
 export function assertSocket(value: unknown, name = 'socket'): asserts value is net.Socket {
   if (!(value instanceof net.Socket)) throw invalidArgType(name, 'an instance of net.Socket', value);

@@ -14,6 +14,7 @@ import { constants } from './binding';
 import { gracefulClose, type CloseReport } from './close';
 import { sockets } from './diag';
 import { abortError, invalidArgType, outOfRange } from './errors';
+import { handleFd } from './fd';
 
 /** Options of `closeServer()`. */
 export interface CloseServerOptions {
@@ -90,9 +91,9 @@ function isHttp(server: net.Server): server is http.Server {
 
 /** Waits (bounded) until the kernel's accept queue of the listening socket is empty. */
 async function drainAcceptQueue(server: net.Server, until: number): Promise<number> {
-  const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  const fd = handleFd(server);
   const address = server.address();
-  if (typeof fd !== 'number' || fd < 0 || !address || typeof address === 'string') return 0;
+  if (fd < 0 || !address || typeof address === 'string') return 0;
   const inode = fs.fstatSync(fd).ino;
   let max = 0;
   for (;;) {

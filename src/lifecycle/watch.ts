@@ -11,9 +11,9 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { constants, native } from '../binding';
-import { findSocket, type SocketTuple } from '../diag';
+import { findSocket, socketTuple, type SocketTuple } from '../diag';
 import { codedError, invalidArgType } from '../errors';
-import { assertSocket } from '../fd';
+import { assertSocket, handleFd } from '../fd';
 import { OBSERVED_CHANNEL, queues, RESET_CHANNEL, tcpState } from '../ops';
 import { stateName } from '../states';
 import {
@@ -204,16 +204,7 @@ function now(): number {
   return performance.now();
 }
 
-function fdOfHandle(socket: net.Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-  return typeof fd === 'number' ? fd : -1;
-}
 
-function tupleOf(socket: net.Socket): SocketTuple | undefined {
-  const { localAddress, localPort, remoteAddress, remotePort } = socket;
-  if (!localAddress || !localPort || !remoteAddress || !remotePort) return undefined;
-  return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
-}
 
 /**
  * Takes a last look just before Node closes the fd (its handle's `close`): the kernel decides
@@ -225,7 +216,7 @@ function hookClose(w: Watched): void {
   const close = handle.close;
   handle.close = function (this: unknown, ...args: unknown[]) {
     try {
-      const fd = fdOfHandle(w.socket);
+      const fd = handleFd(w.socket);
       if (fd >= 0) {
         const state = tcpState(fd);
         w.lifecycle.observe({ state, source: 'kernel', at: now() });
@@ -255,7 +246,7 @@ function start(w: Watched): void {
   const onEnd = (): void => {
     // Node says 'end' for a FIN, and also for an RST that came while bytes were queued (libuv
     // treats the hang-up after a partial read as end-of-file): the kernel tells them apart.
-    const fd = fdOfHandle(socket);
+    const fd = handleFd(socket);
     if (fd < 0) return;
     try {
       const state = tcpState(fd);
@@ -288,7 +279,7 @@ function start(w: Watched): void {
   const onConnect = (): void => {
     // 'connect' means the handshake completed, a state polling may have missed.
     lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at: now() });
-    w.tuple ??= tupleOf(socket);
+    w.tuple ??= socketTuple(socket);
     hookClose(w);
     wake();
   };
@@ -330,13 +321,13 @@ function pollOnce(): boolean {
   let changed = false;
   const live: Watched[] = [];
   for (const w of watched) {
-    const fd = fdOfHandle(w.socket);
+    const fd = handleFd(w.socket);
     if (fd >= 0) {
       if (w.fd < 0) hookClose(w);
       if (w.fd !== fd) byFd.delete(w.fd);
       w.fd = fd;
       byFd.set(fd, w);
-      w.tuple ??= w.socket.remotePort ? tupleOf(w.socket) : undefined;
+      w.tuple ??= w.socket.remotePort ? socketTuple(w.socket) : undefined;
       live.push(w);
     } else if (w.fd >= 0 || w.socket.destroyed) {
       if (byFd.get(w.fd) === w) byFd.delete(w.fd);
@@ -388,7 +379,7 @@ export function pollerStatus(): { scheduled: boolean; watched: number } {
 diagnosticsChannel.subscribe(OBSERVED_CHANNEL, (message) => {
   const { fd, state } = message as { fd: number; state: LifecycleState };
   const w = byFd.get(fd);
-  if (w && fdOfHandle(w.socket) === fd && w.lifecycle.observe({ state, source: 'kernel', at: now() })) wake();
+  if (w && handleFd(w.socket) === fd && w.lifecycle.observe({ state, source: 'kernel', at: now() })) wake();
 });
 
 /** Follows the socket's resets done through `reset()`. */
@@ -412,7 +403,7 @@ export function watch(socket: net.Socket): Lifecycle {
   if (existing) return existing.lifecycle;
   if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
   constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
-  const fd = fdOfHandle(socket);
+  const fd = handleFd(socket);
   const lifecycle = new Lifecycle();
   const w: Watched = { lifecycle, socket, fd: -1, tuple: undefined, diagDue: 0 };
   if (fd >= 0) {
@@ -420,7 +411,7 @@ export function watch(socket: net.Socket): Lifecycle {
     lifecycle.observe({ state: tcpState(fd), source: 'kernel', at: now() });
     w.fd = fd;
     byFd.set(fd, w);
-    w.tuple = tupleOf(socket);
+    w.tuple = socketTuple(socket);
     hookClose(w);
   }
   watched.add(w);
