@@ -11,7 +11,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { constants, native } from '../binding';
-import { findSocket, socketTuple, type SocketTuple } from '../diag';
+import { findSocket, socketTuple, type SocketEntry, type SocketTuple } from '../diag';
 import { codedError, invalidArgType } from '../errors';
 import { assertSocket, handleFd } from '../fd';
 import { OBSERVED_CHANNEL, queues, RESET_CHANNEL, tcpState } from '../ops';
@@ -77,6 +77,8 @@ interface Watched {
   closedWith?: { state: LifecycleState | undefined; unread: number; linger0: boolean };
   /** When the next look through sock_diag is due (ms), while TIME_WAIT counts down. */
   diagDue: number;
+  /** The last sock_diag entry seen after Node closed the fd, and when (ms). */
+  lastDiag?: { entry: SocketEntry; at: number };
 }
 
 /** The poll cadence: 1 ms after a change, doubling to 100 ms while nothing changes. */
@@ -362,12 +364,26 @@ function followGone(w: Watched): boolean {
     return true;
   }
   const entry = findSocket(w.tuple);
-  if (!entry) return lifecycle.observe({ state: 'CLOSED', source: 'diag', at }) || (lifecycle.end(), true);
+  if (!entry) {
+    if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
+    return lifecycle.observe({ state: 'CLOSED', source: 'diag', at }) || (lifecycle.end(), true);
+  }
+  w.lastDiag = { entry, at };
   const changed = lifecycle.observe({ state: entry.state, source: 'diag', at });
   // A long timer (TIME_WAIT's 60 s, an orphan's FIN_WAIT2) need not be asked about every ms.
   const long = entry.timer.kind === 'timewait' ? Math.min(DIAG_SLOW_MS, Math.max(entry.timer.expiresMs, 1)) : 0;
   w.diagDue = at + long;
   return changed;
+}
+
+/**
+ * True if a connection that just vanished from sock_diag was last seen there as an orphaned
+ * FIN_WAIT2 whose timer (TCP_LINGER2, tcp_fin_timeout) had run out by now: the kernel dropped it
+ * without the peer's FIN. Had the FIN come, TIME_WAIT would still be listed for 60 s.
+ */
+function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
+  if (!last || last.entry.state !== 'FIN_WAIT2' || last.entry.timer.kind === 'off') return false;
+  return at >= last.at + last.entry.timer.expiresMs;
 }
 
 /** @internal For tests: whether the shared poller has a timer scheduled, and how many sockets it follows. */

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { closeWrite, findSocket, reset, watch } from '../../src/index';
+import { closeWrite, findSocket, reset, setLinger2, watch } from '../../src/index';
 import { STATE_CHANNEL, type Transition } from '../../src/lifecycle/watch';
 import { pair, readAll, waitFor, type Pair } from '../helpers';
 
@@ -106,6 +106,22 @@ describe('watch', () => {
     p.server.destroy();
     expect(await closer.done).toMatchObject({ outcome: 'reset-sent' });
     expect(await peer.done).toMatchObject({ outcome: 'reset-received' });
+  });
+
+  it('an orphaned FIN_WAIT2 whose TCP_LINGER2 runs out: timed-out, no TIME_WAIT inferred', async () => {
+    p = await pair({ server: { allowHalfOpen: true }, client: { allowHalfOpen: true } });
+    const closer = watch(p.client);
+    const peer = watch(p.server);
+    p.server.resume();
+    expect(setLinger2(p.client, 1)).toBe(1);
+    await closeWrite(p.client);
+    await peer.until('CLOSE_WAIT');
+    p.client.destroy(); // the fd closes: an orphan in FIN_WAIT2 with a 1 s timer; the peer never closes
+    const result = await closer.done;
+    expect(result.outcome).toBe('timed-out');
+    expect(states(closer)).not.toContain('TIME_WAIT');
+    expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'fin-wait2-timeout', source: 'diag' });
+    expect(peer.state).toBe('CLOSE_WAIT');
   });
 
   it('follows a connection watched from before it connects', async () => {
