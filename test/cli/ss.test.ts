@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findSocket, tcpState } from '../../src/index';
 import { pair, waitFor, type Pair } from '../helpers';
-import { finwait } from './run';
+import { execFileSync } from 'node:child_process';
+import { BIN, finwait } from './run';
 
 let closeWait: Pair;
 let timeWait: Pair;
@@ -84,5 +85,51 @@ describe('finwait ss', () => {
 
     const tw = await finwait(['ss', '--port', String(timeWaitPort), '--state', 'TIME_WAIT']);
     expect(tw.stdout).toMatch(new RegExp(`TIME_WAIT +127\\.0\\.0\\.1:${timeWaitPort} .*timewait \\d+\\.\\d s .*- \\(TIME_WAIT: no process\\)`));
+  });
+});
+
+/** Runs `finwait ss --watch` on a pseudo-terminal (python3's pty), waits for two redraws, presses `key`. */
+const PTY_DRIVER = `
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:-1])
+out, key, sent, deadline = b'', sys.argv[-1].encode(), False, time.time() + 10
+while time.time() < deadline:
+    if not sent and out.count(b'\\x1b[H\\x1b[2J') >= 2:
+        os.write(fd, key)
+        sent = True
+    r, _, _ = select.select([fd], [], [], 0.05)
+    if r:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+_, status = os.waitpid(pid, 0)
+sys.stdout.write('%d %d %d' % (os.waitstatus_to_exitcode(status), out.count(b'\\x1b[H\\x1b[2J'), out.endswith(b'\\x1b[?25h\\x1b[?1049l')))
+`;
+
+describe('finwait ss --watch', () => {
+  const hasPython = (() => {
+    try {
+      execFileSync('python3', ['-c', 'import pty'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!hasPython).each([
+    ['q', 'q'],
+    ['Ctrl-C', '\x03'],
+  ])('redraws in place every second on a terminal and quits on %s', (_, key) => {
+    const out = execFileSync('python3', ['-c', PTY_DRIVER, process.execPath, BIN, 'ss', '--watch', '--port', '1', key], { encoding: 'utf8', timeout: 15_000 });
+    const [code, redraws, restored] = out.split(' ').map(Number);
+    expect(code).toBe(0);
+    expect(redraws).toBeGreaterThanOrEqual(2);
+    expect(restored).toBe(1);
   });
 });
