@@ -82,6 +82,14 @@ describe('the installed tarball (no scripts ran, nothing compiled)', () => {
     expect(out.trim()).toBe('ESTABLISHED function');
   });
 
+  it('installs the finwait command, which runs', () => {
+    const bin = path.join(app(), 'node_modules', '.bin', 'finwait');
+    const help = execFileSync(bin, ['--help'], { cwd: app(), encoding: 'utf8' });
+    expect(help).toMatch(/usage: finwait <command>/);
+    const out = execFileSync(bin, ['demo', 'reset', '--json'], { cwd: app(), encoding: 'utf8' });
+    expect(JSON.parse(out)).toMatchObject({ scenario: 'reset' });
+  });
+
   it('works through import(), sharing the one CommonJS implementation', () => {
     const code = `import * as finwait from 'finwait'; import { createRequire } from 'node:module';
       const require = createRequire(import.meta.url);
