@@ -17,10 +17,17 @@ let files: string[];
 /** ELF e_machine values for the architectures prebuilds are named after. */
 const ELF_MACHINE: Record<string, number> = { x64: 62, arm64: 183, ia32: 3, arm: 40 };
 
+/** What `npm pack` needs to build the package (prebuildify + tsc), copied so it builds there. */
+const SOURCES = ['package.json', 'README.md', 'binding.gyp', 'addon', 'src', 'scripts', 'tsconfig.json', 'tsconfig.build.json'];
+
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-pack-'));
+  // Pack from a copy: prebuildify rebuilds in build/, which the other test files are loading from.
+  const work = path.join(tmp, 'finwait');
+  for (const entry of SOURCES) fs.cpSync(path.join(root, entry), path.join(work, entry), { recursive: true });
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(work, 'node_modules'), 'dir');
   const out = execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], {
-    cwd: root,
+    cwd: work,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
