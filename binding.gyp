@@ -20,7 +20,11 @@
             "addon/tcp_info_linux.cc",
             "addon/queues_linux.cc",
             "addon/constants_linux.cc",
-            "addon/sock_diag_linux.cc"
+            "addon/sock_diag_linux.cc",
+            "addon/netns_linux.cc",
+            "addon/bind.cc",
+            "addon/tun_linux.cc",
+            "addon/fd_poll.cc"
           ]
         }, {
           "sources": ["addon/unsupported.cc"]

@@ -15,6 +15,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpStates", Napi::Function::New(env, TcpStates, "tcpStates"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
   exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
+  exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
+  exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
+  exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
+  exports.Set("tunSetIff", Napi::Function::New(env, TunSetIff, "tunSetIff"));
+  exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));
+  exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));
+  exports.Set("FdPoll", FdPollClass(env));
   exports.Set("constants", Constants(env));
   return exports;
 }

@@ -1,3 +1,4 @@
+#include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,6 +28,12 @@ Napi::Object Constants(Napi::Env env) {
   set("SIOCINQ", SIOCINQ);
   set("SIOCOUTQ", SIOCOUTQ);
   set("SIOCOUTQNSD", SIOCOUTQNSD);
+  set("SO_REUSEADDR", SO_REUSEADDR);
+  set("AF_INET", AF_INET);
+  set("AF_INET6", AF_INET6);
+  set("SOCK_STREAM", SOCK_STREAM);
+  set("IFF_TUN", IFF_TUN);
+  set("IFF_NO_PI", IFF_NO_PI);
   return c;
 }
 

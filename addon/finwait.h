@@ -37,6 +37,20 @@ Napi::Value IoctlInt(const Napi::CallbackInfo& info);
 // INET_DIAG_REQ_BYTECODE, or with `id` (a struct inet_diag_sockid) the exact lookup of one
 // socket. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg + attributes).
 Napi::Value SockDiag(const Napi::CallbackInfo& info);
+// The lab (finwait/testing): netnsSocket(nsFd, family, type) -> fd and netnsOpen(nsFd, path,
+// flags) -> fd make the fd with the calling thread inside the network namespace nsFd (setns(2)),
+// then return it home; bind(fd, sockaddr) is bind(2) with sockaddr_in/sockaddr_in6 bytes.
+Napi::Value NetnsSocket(const Napi::CallbackInfo& info);
+Napi::Value NetnsOpen(const Napi::CallbackInfo& info);
+Napi::Value Bind(const Napi::CallbackInfo& info);
+// tunSetIff(fd, name, flags) -> name: ioctl(TUNSETIFF); tunRead(fd, buffer) -> packet length,
+// 0 when none is waiting (EAGAIN); tunWrite(fd, buffer, length) -> bytes written.
+Napi::Value TunSetIff(const Napi::CallbackInfo& info);
+Napi::Value TunRead(const Napi::CallbackInfo& info);
+Napi::Value TunWrite(const Napi::CallbackInfo& info);
+// new FdPoll(fd, onReadable(status)): a uv_poll_t for readability on this environment's loop,
+// unref'd; .close() stops it. Closed with the environment if still open.
+Napi::Function FdPollClass(Napi::Env env);
 // The platform's numbers for the constants above (empty where unsupported).
 Napi::Object Constants(Napi::Env env);
 

@@ -25,6 +25,18 @@ Napi::Value TcpStates(const Napi::CallbackInfo& info) { return NotSupported(info
 Napi::Value IoctlInt(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
 
+Napi::Value NetnsSocket(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }
+Napi::Value NetnsOpen(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }
+Napi::Value Bind(const Napi::CallbackInfo& info) { return NotSupported(info, "bind"); }
+Napi::Value TunSetIff(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
+Napi::Value TunRead(const Napi::CallbackInfo& info) { return NotSupported(info, "read"); }
+Napi::Value TunWrite(const Napi::CallbackInfo& info) { return NotSupported(info, "write"); }
+
+Napi::Function FdPollClass(Napi::Env env) {
+  return Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return NotSupported(info, "uv_poll_init"); },
+                             "FdPoll");
+}
+
 Napi::Object Constants(Napi::Env env) {
   Napi::Object c = Napi::Object::New(env);
   c.Set("supported", Napi::Boolean::New(env, false));

@@ -2,21 +2,23 @@
 // implementation, so state and error classes load once whichever way finwait is imported.
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
-import { join, dirname } from 'node:path';
+import { join, dirname, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
 const require = createRequire(import.meta.url);
 const entries = process.argv.slice(2).length ? process.argv.slice(2) : ['index'];
 
+// An entry may be in a subfolder (`testing/index`): the wrapper sits next to its CJS file.
 for (const entry of entries) {
+  const file = basename(entry);
   const names = Object.keys(require(join(dist, `${entry}.js`))).filter((n) => n !== 'default' && n !== '__esModule');
   const js = [
-    `import cjs from './${entry}.js';`,
+    `import cjs from './${file}.js';`,
     `export const { ${names.join(', ')} } = cjs;`,
     'export default cjs;',
     '',
   ].join('\n');
   writeFileSync(join(dist, `${entry}.mjs`), js);
-  writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${entry}.js';\n`);
+  writeFileSync(join(dist, `${entry}.d.mts`), `export * from './${file}.js';\n`);
 }

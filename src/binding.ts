@@ -24,6 +24,18 @@ export interface NativeConstants {
   SIOCINQ: number;
   SIOCOUTQ: number;
   SIOCOUTQNSD: number;
+  SO_REUSEADDR: number;
+  AF_INET: number;
+  AF_INET6: number;
+  SOCK_STREAM: number;
+  IFF_TUN: number;
+  IFF_NO_PI: number;
+}
+
+/** A uv_poll_t on the calling environment's loop; unref'd, so it never keeps the process alive. */
+export interface NativeFdPoll {
+  /** Stops watching and closes the handle (idempotent); the fd stays open. */
+  close(): void;
 }
 
 export interface Native {
@@ -53,6 +65,23 @@ export interface Native {
    * messages, headers included; a lookup that finds nothing throws `ENOENT`.
    */
   sockDiag(family: number, states: number, id?: Uint8Array | null, bytecode?: Uint8Array | null): Uint8Array;
+  /**
+   * socket(2) made with the calling thread inside the network namespace `nsFd` (an fd of
+   * `/run/netns/NAME`), close-on-exec and non-blocking; the thread returns to its own namespace.
+   */
+  netnsSocket(nsFd: number, family: number, type: number): number;
+  /** open(2) of `path` with `flags` (plus O_CLOEXEC) made inside the network namespace `nsFd`. */
+  netnsOpen(nsFd: number, path: string, flags: number): number;
+  /** bind(2) to the address in `sockaddr` (the bytes of a `sockaddr_in` or `sockaddr_in6`). */
+  bind(fd: number, sockaddr: Uint8Array): void;
+  /** ioctl(TUNSETIFF) on an open `/dev/net/tun`; returns the device's name. */
+  tunSetIff(fd: number, name: string, flags: number): string;
+  /** read(2) of one packet into `buffer`: its length, or 0 when none is waiting (EAGAIN). */
+  tunRead(fd: number, buffer: Uint8Array): number;
+  /** write(2) of the first `length` bytes of `buffer` as one packet; returns bytes written. */
+  tunWrite(fd: number, buffer: Uint8Array, length: number): number;
+  /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
+  FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
   constants: NativeConstants;
 }
 

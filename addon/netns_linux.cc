@@ -1,0 +1,67 @@
+// Creating a file descriptor inside another network namespace: setns(2) moves only the calling
+// thread, and a socket (or a TUN device, or a /proc/sys/net file) belongs to the namespace its
+// creator was in when it was made, for its whole life. So the thread enters the namespace, makes
+// the one call, and goes home at once; no JavaScript runs in between.
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "finwait.h"
+
+namespace finwait {
+
+namespace {
+
+// Calls make() with this thread in the network namespace ns_fd and returns what it returned,
+// or throws the errno it left, named after `syscall`.
+template <typename Make>
+int InNetns(Napi::Env env, int ns_fd, const char* syscall, Make make) {
+  int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home < 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "open");
+  }
+  if (setns(ns_fd, CLONE_NEWNET) != 0) {
+    int err = errno;
+    close(home);
+    throw ErrnoError(env, err, "setns");
+  }
+  int fd = make();
+  int err = errno;
+  // Going home can only fail for lack of memory; a JavaScript thread left in the wrong
+  // namespace would make every later socket there, so that is not an error to recover from.
+  if (setns(home, CLONE_NEWNET) != 0) {
+    Napi::Error::Fatal("finwait", "setns(2) back to the thread's own network namespace failed");
+  }
+  close(home);
+  if (fd < 0) throw ErrnoError(env, err, syscall);
+  return fd;
+}
+
+}  // namespace
+
+Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
+  int ns_fd = IntArg(info, 0);
+  int family = IntArg(info, 1);
+  int type = IntArg(info, 2);
+  // Close-on-exec and non-blocking, as libuv makes its own sockets.
+  int fd = InNetns(info.Env(), ns_fd, "socket",
+                   [&] { return socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0); });
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value NetnsOpen(const Napi::CallbackInfo& info) {
+  int ns_fd = IntArg(info, 0);
+  if (!info[1].IsString()) throw ErrnoError(info.Env(), EINVAL, "open");
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  int flags = IntArg(info, 2);
+  // Close-on-exec, as libuv opens every file.
+  int fd = InNetns(info.Env(), ns_fd, "open", [&] { return open(path.c_str(), flags | O_CLOEXEC); });
+  return Napi::Number::New(info.Env(), fd);
+}
+
+}  // namespace finwait

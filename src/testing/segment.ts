@@ -1,0 +1,137 @@
+/**
+ * TCP segments as they cross the lab's wire: the IPv4 or IPv6 header and the TCP header of one
+ * packet, decoded from its bytes (RFC 791, RFC 8200, RFC 9293 §3.1). Pure functions, no I/O.
+ */
+
+/** TCP control bits by their RFC names, in the order finwait lists them. */
+export type TcpFlag = 'SYN' | 'FIN' | 'RST' | 'PSH' | 'ACK' | 'URG' | 'ECE' | 'CWR';
+
+/** The control bits in display order with their bit in the TCP header's flags byte. */
+const FLAG_BITS: ReadonlyArray<readonly [TcpFlag, number]> = [
+  ['SYN', 0x02],
+  ['FIN', 0x01],
+  ['RST', 0x04],
+  ['PSH', 0x08],
+  ['ACK', 0x10],
+  ['URG', 0x20],
+  ['ECE', 0x40],
+  ['CWR', 0x80],
+];
+
+/** An IP address and TCP port. */
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+/** One TCP segment, decoded from the packet that carries it. */
+export interface Segment {
+  /** IP version of the packet. */
+  family: 4 | 6;
+  src: Endpoint;
+  dst: Endpoint;
+  /** Sequence number, absolute (0 to 2^32 - 1). */
+  seq: number;
+  /** Acknowledgment number, absolute; meaningful only when `flags` has `'ACK'`. */
+  ack: number;
+  /** Control bits that are set, in the order SYN FIN RST PSH ACK URG ECE CWR. */
+  flags: TcpFlag[];
+  /** Receive window as sent, before window scaling (bytes / 2^wscale). */
+  window: number;
+  /** TCP payload length, bytes. */
+  len: number;
+}
+
+const IPPROTO_TCP = 6;
+
+function ipv4(bytes: Uint8Array, offset: number): string {
+  return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
+}
+
+/** An IPv6 address in the compressed form Node prints (RFC 5952). */
+function ipv6(bytes: Uint8Array, offset: number): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 8; i++) groups.push((bytes[offset + 2 * i] << 8) | bytes[offset + 2 * i + 1]);
+  // The longest run of two or more zero groups becomes '::'.
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) [best, bestLength] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best < 0) return hex.join(':');
+  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLength).join(':')}`;
+}
+
+/**
+ * The TCP segment in an IP packet, or `undefined` when the packet is not TCP (ICMP, UDP, a
+ * non-first IPv4 fragment, an IPv6 packet with extension headers before TCP) or is truncated.
+ */
+export function parseSegment(packet: Uint8Array): Segment | undefined {
+  if (packet.length < 1) return undefined;
+  const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
+  const version = packet[0] >> 4;
+  let family: 4 | 6;
+  let src: string;
+  let dst: string;
+  let tcp: number; // offset of the TCP header
+  let end: number; // end of the IP payload
+  if (version === 4) {
+    if (packet.length < 20) return undefined;
+    const headerLength = (packet[0] & 0x0f) * 4;
+    const totalLength = view.getUint16(2);
+    const fragmentOffset = view.getUint16(6) & 0x1fff;
+    if (packet[9] !== IPPROTO_TCP || fragmentOffset !== 0 || headerLength < 20) return undefined;
+    family = 4;
+    src = ipv4(packet, 12);
+    dst = ipv4(packet, 16);
+    tcp = headerLength;
+    end = Math.min(totalLength, packet.length);
+  } else if (version === 6) {
+    if (packet.length < 40 || packet[6] !== IPPROTO_TCP) return undefined;
+    family = 6;
+    src = ipv6(packet, 8);
+    dst = ipv6(packet, 24);
+    tcp = 40;
+    end = Math.min(40 + view.getUint16(4), packet.length);
+  } else {
+    return undefined;
+  }
+  if (end - tcp < 20) return undefined;
+  const dataOffset = (packet[tcp + 12] >> 4) * 4;
+  if (dataOffset < 20 || tcp + dataOffset > end) return undefined;
+  const bits = packet[tcp + 13];
+  return {
+    family,
+    src: { address: src, port: view.getUint16(tcp) },
+    dst: { address: dst, port: view.getUint16(tcp + 2) },
+    seq: view.getUint32(tcp + 4),
+    ack: view.getUint32(tcp + 8),
+    flags: FLAG_BITS.filter(([, bit]) => (bits & bit) !== 0).map(([name]) => name),
+    window: view.getUint16(tcp + 14),
+    len: end - tcp - dataOffset,
+  };
+}
+
+/**
+ * A segment with sequence numbers relative to each side's initial sequence number, as in the
+ * figures of RFC 793 §3.5: `"<SEQ=1><ACK=1><CTL=FIN,ACK>"`, with `"<DATA=n>"` when it carries
+ * n bytes. An unknown ISN (no SYN seen) prints the absolute number.
+ */
+export function formatSegment(segment: Pick<Segment, 'seq' | 'ack' | 'flags' | 'len'> & {
+  relSeq?: number;
+  relAck?: number;
+}): string {
+  const seq = segment.relSeq ?? segment.seq;
+  const ack = segment.flags.includes('ACK') ? `<ACK=${segment.relAck ?? segment.ack}>` : '';
+  const data = segment.len > 0 ? `<DATA=${segment.len}>` : '';
+  return `<SEQ=${seq}>${ack}<CTL=${segment.flags.join(',')}>${data}`;
+}
+
+/** True for a segment with ACK as its only control bit (PSH aside) and no payload: a pure ACK. */
+export function isPureAck(segment: Pick<Segment, 'flags' | 'len'>): boolean {
+  return segment.len === 0 && segment.flags.every((f) => f === 'ACK' || f === 'PSH') && segment.flags.includes('ACK');
+}
