@@ -1,0 +1,37 @@
+/**
+ * The lab test policy: a test that needs the lab (root, /dev/net/tun) skips with the reason when
+ * the lab is unavailable, except under CI=true, where a skipped privileged test is a failure.
+ */
+import { it } from 'vitest';
+import { createLab, labAvailable, type Lab, type LabAvailability, type LabOptions } from '../../src/testing/index';
+
+/** What to do with a lab test: run it, skip it (with the reason), or fail it (CI=true). */
+export function labGate(availability: LabAvailability, env: NodeJS.ProcessEnv): { run: true } | { run: false; skip?: string; fail?: string } {
+  if (availability.ok) return { run: true };
+  if (env.CI === 'true') {
+    return { run: false, fail: `CI=true: a lab test may not be skipped, and the lab is unavailable: ${availability.reason}` };
+  }
+  return { run: false, skip: `the lab is unavailable: ${availability.reason}` };
+}
+
+/** A test with a fresh lab, closed in `finally` whatever the test did. */
+export function itLab(name: string, fn: (lab: Lab) => Promise<void>, options: LabOptions & { timeout?: number } = {}): void {
+  const { timeout, ...labOptions } = options;
+  it(
+    name,
+    async (ctx) => {
+      const gate = labGate(labAvailable(), process.env);
+      if (!gate.run) {
+        if (gate.fail) throw new Error(gate.fail);
+        ctx.skip(gate.skip);
+      }
+      const lab = await createLab(labOptions);
+      try {
+        await fn(lab);
+      } finally {
+        await lab.close();
+      }
+    },
+    timeout,
+  );
+}

@@ -1,0 +1,262 @@
+/**
+ * The lab on real kernels: two namespaces, a wire this process relays, and hosts whose sockets
+ * are ordinary Node sockets. Every assertion is on what a kernel or the wire showed.
+ */
+import { describe, expect, it } from 'vitest';
+import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import { execFileSync, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { tcpState } from '../../src/index';
+import {
+  createLab,
+  formatSegment,
+  isPureAck,
+  labAvailable,
+  waitForState,
+  waitUntil,
+  type Lab,
+  type LogEntry,
+} from '../../src/testing/index';
+import { itLab, labGate } from './helpers';
+
+const root = path.join(__dirname, '..', '..');
+const dist = path.join(root, 'dist', 'testing', 'index.js');
+const pexecFile = promisify(execFile);
+
+/** Connects a to b:80 and returns both ends. */
+async function connection(lab: Lab, options: { allowHalfOpen?: boolean; pauseOnConnect?: boolean } = {}) {
+  const server = await lab.b.listen(80, options);
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const sa = await lab.a.connect(80, options);
+  const [sb] = await accepted;
+  return { sa, sb, server };
+}
+
+const delivered = (log: readonly LogEntry[]): string[] =>
+  log.filter((e) => e.verdict === 'pass' || e.verdict === 'release').map((e) => `${e.from} ${formatSegment(e)}`);
+
+function netnsNames(): string[] {
+  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => line.split(' ')[0])
+    .filter(Boolean);
+}
+
+/** What this process's fds point at (`/proc/self/fd`). */
+function fdTargets(): string[] {
+  const dir = '/proc/self/fd';
+  return fs.readdirSync(dir).flatMap((fd) => {
+    try {
+      return [fs.readlinkSync(path.join(dir, fd))];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Pids of this process's children, from /proc/<pid>/stat (field 4 is the parent's pid). */
+function childPids(): number[] {
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).flatMap((pid) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      return ppid === process.pid ? [Number(pid)] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe('the lab', () => {
+  itLab('carries a TCP connection a -> b, data both ways, and logs the 3-way handshake', async (lab) => {
+    const { sa, sb } = await connection(lab);
+    expect(sa.localAddress).toBe(lab.a.address);
+    expect(sa.remoteAddress).toBe(lab.b.address);
+    expect(sb.remoteAddress).toBe(lab.a.address);
+    sa.write('ping');
+    expect(String((await once(sb, 'data'))[0])).toBe('ping');
+    sb.write('pong!');
+    expect(String((await once(sa, 'data'))[0])).toBe('pong!');
+
+    const [syn, synAck, ack] = lab.wire.log;
+    expect(syn).toMatchObject({ from: 'a', flags: ['SYN'], relSeq: 0, relAck: undefined, len: 0, verdict: 'pass' });
+    expect(synAck).toMatchObject({ from: 'b', flags: ['SYN', 'ACK'], relSeq: 0, relAck: 1, len: 0, verdict: 'pass' });
+    expect(ack).toMatchObject({ from: 'a', flags: ['ACK'], relSeq: 1, relAck: 1, len: 0, verdict: 'pass' });
+    expect(syn.src).toEqual({ address: lab.a.address, port: sa.localPort });
+    expect(syn.dst).toEqual({ address: lab.b.address, port: 80 });
+    expect(synAck.ack).toBe((syn.seq + 1) >>> 0);
+    expect(syn.at).toBeLessThanOrEqual(synAck.at);
+    // The data: 4 bytes from a at relative SEQ 1, 5 bytes from b at SEQ 1 acknowledging a's 4.
+    const data = lab.wire.log.filter((e) => e.len > 0).map((e) => `${e.from} ${formatSegment(e)}`);
+    expect(data).toEqual(['a <SEQ=1><ACK=1><CTL=PSH,ACK><DATA=4>', 'b <SEQ=1><ACK=5><CTL=PSH,ACK><DATA=5>']);
+    // Each host's kernel sees the connection in its own namespace only.
+    expect(await lab.a.sockets({ states: ['ESTABLISHED'] })).toEqual([
+      expect.objectContaining({ local: { address: '10.77.0.1', port: sa.localPort }, remote: { address: '10.77.0.2', port: 80 } }),
+    ]);
+    expect(await lab.b.sockets({ states: ['LISTEN'] })).toEqual([
+      expect.objectContaining({ local: { address: '0.0.0.0', port: 80 }, remote: { address: '0.0.0.0', port: 0 } }),
+    ]);
+  });
+
+  itLab('drop: with b\'s pure ACKs dropped, a\'s FIN is acknowledged only by b\'s FIN (3-segment close)', async (lab) => {
+    const { sa, sb } = await connection(lab, { allowHalfOpen: true });
+    lab.wire.clearLog();
+    lab.wire.drop((s) => s.from === 'b' && isPureAck(s));
+    sa.end();
+    sb.resume();
+    await once(sb, 'end');
+    expect(tcpState(sb)).toBe('CLOSE_WAIT');
+    // b acknowledged the FIN (delayed ACK, a few ms); the wire dropped it, so a is still in FIN_WAIT1.
+    await waitUntil("b's ACK of the FIN dropped", () => lab.wire.log.some((e) => e.from === 'b' && e.verdict === 'drop'));
+    expect(tcpState(sa)).toBe('FIN_WAIT1');
+    sb.end();
+    await waitForState(sa, 'CLOSE'); // FIN_WAIT1 -> TIME_WAIT, FIN_WAIT2 skipped
+    expect(await lab.a.sockets({ states: ['TIME_WAIT'] })).toHaveLength(1);
+    expect(delivered(lab.wire.log)).toEqual([
+      'a <SEQ=1><ACK=1><CTL=FIN,ACK>',
+      'b <SEQ=1><ACK=2><CTL=FIN,ACK>',
+      'a <SEQ=2><ACK=2><CTL=ACK>',
+    ]);
+    expect(lab.wire.log.filter((e) => e.verdict === 'drop').map((e) => `${e.from} ${formatSegment(e)}`)).toContain(
+      'b <SEQ=1><ACK=2><CTL=ACK>',
+    );
+  });
+
+  itLab('hold + release: a FIN held on the wire reaches b only when released', async (lab) => {
+    const { sa, sb } = await connection(lab, { allowHalfOpen: true });
+    let ended = false;
+    sb.on('end', () => (ended = true)).resume();
+    lab.wire.hold((s) => s.flags.includes('FIN'));
+    sa.end();
+    await waitForState(sa, 'FIN_WAIT1');
+    await waitUntil('the FIN held', () => lab.wire.held.length === 1);
+    expect(lab.wire.held[0]).toMatchObject({ from: 'a', flags: ['FIN', 'ACK'], relSeq: 1 });
+    // b's kernel has not seen it: still ESTABLISHED, and Node read no EOF.
+    expect(tcpState(sb)).toBe('ESTABLISHED');
+    expect(ended).toBe(false);
+    lab.wire.pass();
+    expect(lab.wire.release()).toBe(1);
+    expect(lab.wire.held).toEqual([]);
+    await once(sb, 'end');
+    expect(tcpState(sb)).toBe('CLOSE_WAIT');
+    await waitForState(sa, 'FIN_WAIT2');
+    // b can still send in CLOSE_WAIT, and a receives it in FIN_WAIT2.
+    sb.write('after');
+    expect(String((await once(sa, 'data'))[0])).toBe('after');
+    const fins = lab.wire.log.filter((e) => e.flags.includes('FIN')).map((e) => e.verdict);
+    expect(fins).toEqual(['hold', 'release']);
+  });
+
+  itLab('sysctl writes the namespace\'s own value, read back, and leaves the others alone', async (lab) => {
+    const file = '/proc/sys/net/ipv4/tcp_fin_timeout';
+    const before = fs.readFileSync(file, 'utf8').trim();
+    const other = before === '7' ? '8' : '7';
+    expect(lab.a.sysctl('net.ipv4.tcp_fin_timeout', other)).toBe(other);
+    expect(fs.readFileSync(file, 'utf8').trim()).toBe(before);
+    const inB = execFileSync('ip', ['netns', 'exec', lab.b.netns, 'cat', file], { encoding: 'utf8' }).trim();
+    const inA = execFileSync('ip', ['netns', 'exec', lab.a.netns, 'cat', file], { encoding: 'utf8' }).trim();
+    expect([inA, inB]).toEqual([other, before]);
+    expect(() => lab.a.sysctl('kernel.hostname', 'x')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => lab.a.sysctl('net.ipv4.no_such_sysctl', 1)).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'open' }));
+  });
+
+  itLab('nft applies rules in the host\'s namespace: b resets a SYN although it listens', async (lab) => {
+    await lab.b.listen(80);
+    await lab.b.nft(`
+      table inet lab {
+        chain input {
+          type filter hook input priority 0; policy accept;
+          tcp dport 80 reject with tcp reset
+        }
+      }`);
+    await expect(lab.a.connect(80)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    expect(lab.wire.log.map((e) => `${e.from} ${e.flags.join(',')}`)).toEqual(['a SYN', 'b RST,ACK']);
+    // Rules in b do not apply in a.
+    await lab.a.listen(80);
+    const self = await lab.a.connect(80, { host: '127.0.0.1' });
+    expect(tcpState(self)).toBe('ESTABLISHED');
+    await expect(lab.b.nft('table inet lab { chain input { nonsense; }; }')).rejects.toThrow(/nonsense|syntax/);
+  });
+
+  it('close() leaves no namespace, no TUN device, no fd and no process behind', async (ctx) => {
+    const gate = labGate(labAvailable(), process.env);
+    if (!gate.run) {
+      if (gate.fail) throw new Error(gate.fail);
+      ctx.skip(gate.skip);
+    }
+    const fdsBefore = fdTargets().length;
+    const lab = await createLab();
+    const names = [lab.a.netns, lab.b.netns];
+    try {
+      expect(netnsNames()).toEqual(expect.arrayContaining(names));
+      expect(execFileSync('ip', ['-n', lab.a.netns, '-br', 'addr', 'show', 'wire0'], { encoding: 'utf8' })).toContain('10.77.0.1/24');
+      expect(fdTargets().filter((t) => t === '/dev/net/tun')).toHaveLength(2);
+      const { sa } = await connection(lab);
+      sa.write('x');
+      await lab.a.nft('table inet t { chain c { type filter hook output priority 0; }; }');
+    } finally {
+      await lab.close();
+    }
+    await lab.close(); // idempotent
+    expect(netnsNames().filter((n) => names.includes(n))).toEqual([]);
+    expect(fs.readdirSync('/run/netns').filter((n) => names.includes(n))).toEqual([]);
+    expect(fdTargets().filter((t) => t === '/dev/net/tun' || t.startsWith('net:['))).toEqual([]);
+    expect(fdTargets().length).toBeLessThanOrEqual(fdsBefore);
+    expect(execFileSync('ip', ['-br', 'link'], { encoding: 'utf8' })).not.toMatch(/^wire0/m);
+    expect(childPids()).toEqual([]);
+  });
+
+  it('cleans up what it made when createLab fails half-way', async (ctx) => {
+    const gate = labGate(labAvailable(), process.env);
+    if (!gate.run) {
+      if (gate.fail) throw new Error(gate.fail);
+      ctx.skip(gate.skip);
+    }
+    // An `ip` that creates namespaces but fails to configure them (`ip -n NAME ...`).
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-fake-ip-'));
+    const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim();
+    fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\nif [ "$1" = "-n" ]; then echo "configuration refused" >&2; exit 2; fi\nexec ${realIp} "$@"\n`, { mode: 0o755 });
+    const script = `
+      require(${JSON.stringify(dist)}).createLab().then(
+        () => console.log('created'),
+        (e) => console.log(JSON.stringify({ message: e.message, pid: process.pid })));`;
+    try {
+      const { stdout } = await pexecFile(process.execPath, ['-e', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+      const { message, pid } = JSON.parse(stdout) as { message: string; pid: number };
+      expect(message).toContain('configuration refused');
+      expect(netnsNames().filter((n) => n.startsWith(`finwait-${pid}-`))).toEqual([]);
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('is unavailable without privileges, and says what is missing', async () => {
+    // Root with an empty capability bounding set: no CAP_NET_ADMIN, no CAP_SYS_ADMIN.
+    const script = `
+      const t = require(${JSON.stringify(dist)});
+      t.createLab().catch((e) => console.log(JSON.stringify({ available: t.labAvailable(), code: e.code, message: e.message })));`;
+    let stdout: string;
+    try {
+      ({ stdout } = await pexecFile('setpriv', ['--bounding-set=-all', '--inh-caps=-all', process.execPath, '-e', script]));
+    } catch (error) {
+      // Not root, or no setpriv: this process is unprivileged already.
+      ({ stdout } = await pexecFile(process.execPath, ['-e', script]));
+      if (labAvailable().ok) throw error;
+    }
+    const result = JSON.parse(stdout) as { available: { ok: boolean; reason: string }; code: string; message: string };
+    expect(result.available.ok).toBe(false);
+    expect(result.available.reason).toMatch(/CAP_NET_ADMIN|tun|Linux/);
+    expect(result.code).toBe('ERR_FINWAIT_LAB_UNAVAILABLE');
+    expect(result.message).toContain(result.available.reason);
+  });
+
+  it('labGate: runs, skips with the reason, or fails under CI=true', () => {
+    expect(labGate({ ok: true }, { CI: 'true' })).toEqual({ run: true });
+    expect(labGate({ ok: false, reason: 'no root' }, {})).toEqual({ run: false, skip: 'the lab is unavailable: no root' });
+    expect(labGate({ ok: false, reason: 'no root' }, { CI: 'true' })).toMatchObject({ run: false, fail: expect.stringContaining('no root') });
+  });
+});
