@@ -12,32 +12,74 @@ namespace finwait {
 
 namespace {
 
-// Heap-allocated and freed by uv_close's callback: libuv owns the handle until then, which can
-// be after the JavaScript object is gone.
+class FdPoll;
+
+// Owned by libuv from uv_poll_init until uv_close's callback, which can come after the
+// JavaScript object is gone. An async cleanup hook stays registered until that callback, so an
+// environment that ends (a worker exiting) first closes the handle, then waits for the close to
+// finish before it goes (and before the addon may be unloaded). The close callback makes no
+// call that needs the environment alive beyond removing that hook: the references are released
+// when closing starts, or right after the JavaScript callback returns if it is what closed.
 struct PollState {
   uv_poll_t handle;
   napi_env env;
   Napi::FunctionReference callback;
   std::unique_ptr<Napi::AsyncContext> context;
+  napi_async_cleanup_hook_handle hook = nullptr;
+  FdPoll* owner = nullptr;
+  bool in_callback = false;
+  bool closing = false;
+
+  void ReleaseReferences() {
+    callback.Reset();
+    context.reset();
+  }
 };
+
+void OnClosed(uv_handle_t* handle);
+
+void StartClose(PollState* state) {
+  if (state->closing) return;
+  state->closing = true;
+  if (!state->in_callback) state->ReleaseReferences();
+  uv_poll_stop(&state->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&state->handle), OnClosed);
+}
+
+void OnEnvTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
+  StartClose(static_cast<PollState*>(arg));
+}
 
 class FdPoll : public Napi::ObjectWrap<FdPoll> {
  public:
   explicit FdPoll(const Napi::CallbackInfo& info);
-  ~FdPoll() override { Stop(false); }
+  ~FdPoll() override { Detach(); }
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    Stop(false);
+    Detach();
     return info.Env().Undefined();
   }
+  // Called by OnClosed when the handle closed without close() (the environment ended).
+  void Forget() { state_ = nullptr; }
 
  private:
   static void OnReadable(uv_poll_t* handle, int status, int events);
-  static void OnClosed(uv_handle_t* handle) { delete static_cast<PollState*>(handle->data); }
-  static void OnEnvTeardown(void* self) { static_cast<FdPoll*>(self)->Stop(true); }
-  void Stop(bool env_teardown);
+  void Detach() {
+    PollState* state = state_;
+    if (state == nullptr) return;
+    state_ = nullptr;
+    state->owner = nullptr;
+    StartClose(state);
+  }
 
   PollState* state_ = nullptr;
 };
+
+void OnClosed(uv_handle_t* handle) {
+  PollState* state = static_cast<PollState*>(handle->data);
+  if (state->owner != nullptr) state->owner->Forget();
+  napi_remove_async_cleanup_hook(state->hook);
+  delete state;
+}
 
 FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) {
   Napi::Env env = info.Env();
@@ -53,44 +95,39 @@ FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) 
   state->callback = Napi::Persistent(info[1].As<Napi::Function>());
   state->context.reset(new Napi::AsyncContext(env, "finwait:FdPoll"));
   r = uv_poll_start(&state->handle, UV_READABLE, OnReadable);
+  if (r == 0 && napi_add_async_cleanup_hook(env, OnEnvTeardown, state.get(), &state->hook) != napi_ok) {
+    r = UV_ENOMEM;
+  }
   if (r != 0) {
-    state->callback.Reset();
-    state->context.reset();
-    uv_close(reinterpret_cast<uv_handle_t*>(&state.release()->handle), OnClosed);
+    PollState* failed = state.release();
+    failed->ReleaseReferences();
+    failed->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&failed->handle), [](uv_handle_t* handle) {
+      PollState* state = static_cast<PollState*>(handle->data);
+      if (state->hook != nullptr) napi_remove_async_cleanup_hook(state->hook);
+      delete state;
+    });
     throw ErrnoError(env, -r, "uv_poll_start");
   }
   uv_unref(reinterpret_cast<uv_handle_t*>(&state->handle));
+  state->owner = this;
   state_ = state.release();
-  // A worker's loop must have no open handle when it is closed: close ours first if the
-  // environment ends before close() was called.
-  napi_add_env_cleanup_hook(env, OnEnvTeardown, this);
 }
 
 void FdPoll::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
   PollState* state = static_cast<PollState*>(handle->data);
   Napi::Env env(state->env);
   Napi::HandleScope scope(env);
+  state->in_callback = true;
   try {
     state->callback.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *state->context);
   } catch (const Napi::Error& error) {
     // Thrown by the callback: uncaught, as from any other event.
     napi_fatal_exception(env, error.Value());
   }
-}
-
-void FdPoll::Stop(bool env_teardown) {
-  PollState* state = state_;
-  if (state == nullptr) return;
-  state_ = nullptr;
-  if (env_teardown) {
-    // References must go while the environment still exists; the close callback may run later.
-    state->callback.Reset();
-    state->context.reset();
-  } else {
-    napi_remove_env_cleanup_hook(state->env, OnEnvTeardown, this);
-  }
-  uv_poll_stop(&state->handle);
-  uv_close(reinterpret_cast<uv_handle_t*>(&state->handle), OnClosed);
+  state->in_callback = false;
+  // Closed from inside the callback: its references could not go while it ran.
+  if (state->closing) state->ReleaseReferences();
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { threadId } from 'node:worker_threads';
 import { native } from '../binding';
 import { invalidArgType, outOfRange } from '../errors';
 import { Host } from './host';
@@ -74,7 +75,8 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   if (!availability.ok) throw labUnavailable(availability.reason);
   sweepStaleNamespaces();
 
-  const id = `${process.pid}-${labs++}`;
+  // Unique among this process's threads too: each worker has its own count.
+  const id = `${process.pid}-${threadId}-${labs++}`;
   const names = { a: `${NETNS_PREFIX}${id}-a`, b: `${NETNS_PREFIX}${id}-b` };
   const fds: number[] = [];
   const cleanup = async (): Promise<void> => {

@@ -9,7 +9,7 @@ import { codedError, type CodedError } from '../errors';
 
 /** Where `ip netns add` puts the namespaces it names. */
 export const NETNS_DIR = '/run/netns';
-/** Prefix of the lab's namespace names: `finwait-<pid>-<n>-a`. */
+/** Prefix of the lab's namespace names: `finwait-<pid>-<threadId>-<n>-a`. */
 export const NETNS_PREFIX = 'finwait-';
 
 const CAP_NET_ADMIN = 12;
@@ -128,7 +128,7 @@ export function sweepStaleNamespaces(): void {
     return;
   }
   const stale = names.filter((n) => {
-    const pid = /^finwait-(\d+)-\d+-[ab]$/.exec(n)?.[1];
+    const pid = /^finwait-(\d+)-\d+-\d+-[ab]$/.exec(n)?.[1];
     return pid !== undefined && Number(pid) !== process.pid && !pidAlive(Number(pid));
   });
   if (stale.length === 0) return;

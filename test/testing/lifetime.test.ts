@@ -1,0 +1,70 @@
+/**
+ * The wire's native poll handles and the process: a closed lab never keeps Node alive, a lab in a
+ * worker thread does not stop the worker from exiting, and namespaces left by a process that
+ * died without close() are swept by the next lab.
+ */
+import { describe, expect } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import { createLab } from '../../src/testing/index';
+import { itLab } from './helpers';
+
+const dist = path.join(__dirname, '..', '..', 'dist', 'testing', 'index.js');
+const pexecFile = promisify(execFile);
+
+/** Creates a lab, carries one exchange a -> b over the wire, and prints the namespace names. */
+const exchange = `
+  const t = require(${JSON.stringify(dist)});
+  const { once } = require('node:events');
+  async function exchange() {
+    const lab = await t.createLab();
+    const server = await lab.b.listen(80);
+    server.on('connection', (s) => s.end('hello'));
+    const c = await lab.a.connect(80);
+    const [data] = await once(c, 'data');
+    return { lab, data: String(data), names: [lab.a.netns, lab.b.netns] };
+  }`;
+
+const exists = (name: string): boolean => fs.existsSync(path.join('/run/netns', name));
+
+describe('lab lifetime', () => {
+  itLab('a process exits on its own after lab.close(): closed polls keep nothing alive', async () => {
+    const script = `${exchange}
+      exchange().then(async ({ lab, data, names }) => { await lab.close(); console.log(JSON.stringify({ data, names })); });`;
+    const { stdout } = await pexecFile(process.execPath, ['-e', script], { timeout: 10_000 });
+    const { data, names } = JSON.parse(stdout) as { data: string; names: string[] };
+    expect(data).toBe('hello');
+    expect(names.filter(exists)).toEqual([]);
+  });
+
+  itLab('a process that never closes its lab still exits (the polls are unref\'d), and the next lab sweeps its namespaces', async () => {
+    const script = `${exchange}
+      exchange().then(({ lab, data, names }) => { lab.a.closeAll(); lab.b.closeAll(); console.log(JSON.stringify({ data, names })); });`;
+    const { stdout } = await pexecFile(process.execPath, ['-e', script], { timeout: 10_000 });
+    const { names } = JSON.parse(stdout) as { names: string[] };
+    expect(names.filter(exists)).toEqual(names); // left behind by the dead process
+    const next = await createLab();
+    await next.close();
+    expect(names.filter(exists)).toEqual([]);
+  });
+
+  itLab('a worker thread with an open lab exits cleanly: its poll handles close with its environment', async () => {
+    const worker = new Worker(
+      `${exchange}
+      const { parentPort } = require('node:worker_threads');
+      exchange().then(({ lab, data, names }) => { lab.a.closeAll(); lab.b.closeAll(); parentPort.postMessage({ data, names }); });`,
+      { eval: true },
+    );
+    const [message] = (await once(worker, 'message')) as [{ data: string; names: string[] }];
+    expect(message.data).toBe('hello');
+    const [code] = await once(worker, 'exit');
+    expect(code).toBe(0);
+    // This process survived the worker's loop being closed; the worker's namespaces are ours to delete.
+    for (const name of message.names) await pexecFile('ip', ['netns', 'del', name]);
+    expect(message.names.filter(exists)).toEqual([]);
+  });
+});
