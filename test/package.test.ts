@@ -51,7 +51,7 @@ describe('npm pack', () => {
   it('contains the prebuild for this platform, dist/ with types, and the addon sources', () => {
     const prebuild = files.find((f) => f.startsWith(`prebuilds/${process.platform}-${process.arch}/`) && f.endsWith('.node'));
     expect(prebuild, files.join('\n')).toBeDefined();
-    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'README.md', 'package.json']) {
+    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/testing/index.js', 'dist/testing/index.mjs', 'dist/testing/index.d.ts', 'dist/testing/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'addon/fd_poll.cc', 'README.md', 'package.json']) {
       expect(files).toContain(f);
     }
     expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f.startsWith('build/'))).toEqual([]);
@@ -104,5 +104,28 @@ describe('the installed tarball (no scripts ran, nothing compiled)', () => {
       ${script}`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { cwd: app(), encoding: 'utf8' });
     expect(out.trim()).toBe('ESTABLISHED function');
+  });
+});
+
+describe('the finwait/testing sub-path of the installed tarball', () => {
+  const app = () => path.join(tmp, 'app');
+  const script = `
+    t.connectPair().then(async (p) => {
+      console.log(await t.waitForState(p.client, 'ESTABLISHED'), typeof t.createLab, typeof t.labAvailable().ok);
+      await p.close();
+    });`;
+
+  it('works through require()', () => {
+    const out = execFileSync(process.execPath, ['-e', `const t = require('finwait/testing');${script}`], { cwd: app(), encoding: 'utf8' });
+    expect(out.trim()).toBe('ESTABLISHED function boolean');
+  });
+
+  it('works through import(), sharing the one CommonJS implementation', () => {
+    const code = `import * as t from 'finwait/testing'; import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      if (t.createLab !== require('finwait/testing').createLab) throw new Error('two copies loaded');
+      ${script}`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { cwd: app(), encoding: 'utf8' });
+    expect(out.trim()).toBe('ESTABLISHED function boolean');
   });
 });

@@ -1,0 +1,38 @@
+/** Type tests for the public API of finwait/testing (vitest --typecheck). */
+import { describe, expectTypeOf, it } from 'vitest';
+import type net from 'node:net';
+import * as t from '../../src/testing/index';
+import type { Lab, LogEntry, TcpFlag, Verdict, WireSegment } from '../../src/testing/index';
+import type { TcpState } from '../../src/index';
+
+describe('finwait/testing types', () => {
+  it('connectPair and the waiters', () => {
+    expectTypeOf(t.connectPair).returns.toEqualTypeOf<Promise<t.SocketPair>>();
+    expectTypeOf<t.SocketPair['client']>().toEqualTypeOf<net.Socket>();
+    expectTypeOf(t.waitForState).parameter(0).toEqualTypeOf<net.Socket | number>();
+    expectTypeOf(t.waitForState).parameter(1).toEqualTypeOf<TcpState | readonly TcpState[]>();
+    expectTypeOf(t.waitForState).returns.toEqualTypeOf<Promise<TcpState>>();
+    // @ts-expect-error BSD spelling is not a Linux state name
+    t.waitForState(0, 'FIN_WAIT_2');
+  });
+
+  it('the lab', () => {
+    expectTypeOf(t.createLab).returns.toEqualTypeOf<Promise<Lab>>();
+    expectTypeOf(t.labAvailable).returns.toEqualTypeOf<{ ok: true } | { ok: false; reason: string }>();
+    expectTypeOf<Lab['a']['connect']>().returns.toEqualTypeOf<Promise<net.Socket>>();
+    expectTypeOf<Lab['b']['listen']>().returns.toEqualTypeOf<Promise<net.Server>>();
+    expectTypeOf<Lab['a']['sysctl']>().returns.toEqualTypeOf<string>();
+    expectTypeOf<Lab['a']['nft']>().returns.toEqualTypeOf<Promise<void>>();
+  });
+
+  it('the wire and its log', () => {
+    expectTypeOf<Lab['wire']['hold']>().parameter(0).toEqualTypeOf<((segment: WireSegment) => boolean) | undefined>();
+    expectTypeOf<Lab['wire']['release']>().returns.toEqualTypeOf<number>();
+    expectTypeOf<LogEntry['verdict']>().toEqualTypeOf<Verdict>();
+    expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release'>();
+    expectTypeOf<LogEntry['from']>().toEqualTypeOf<'a' | 'b'>();
+    expectTypeOf<LogEntry['flags']>().toEqualTypeOf<TcpFlag[]>();
+    expectTypeOf<LogEntry['relSeq']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<LogEntry['at']>().toEqualTypeOf<number>();
+  });
+});
