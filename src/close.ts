@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { constants } from './binding';
-import { abortError, invalidArgType, outOfRange } from './errors';
+import { abortError, errnoError, invalidArgType, outOfRange } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple } from './diag';
 import { queues, reset, tcpState } from './ops';
@@ -83,6 +83,20 @@ function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOpt
   return { timeout, maxDiscard, signal };
 }
 
+
+/**
+ * Makes libuv read again. `resume()` is not always enough: a consumer that paused the handle
+ * itself (Node's HTTP parser stops reading a body the app never reads) leaves `reading` false, and
+ * the 'resume' that would restart it can come too late. Node's own `tryReadStart()` does this.
+ */
+function ensureReading(socket: net.Socket): void {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStart?: () => number } | null })._handle;
+  if (handle && handle.reading === false && typeof handle.readStart === 'function') {
+    handle.reading = true;
+    const err = handle.readStart();
+    if (err < 0) socket.destroy(errnoError(err, 'read'));
+  }
+}
 
 /**
  * Closes the connection without losing a byte: flushes what Node still queues, sends FIN, keeps
@@ -164,13 +178,13 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     const closeNow = (reason: CloseReason, fd: number): void => {
       const unackedAtClose = kernelQueued(fd);
       socket.destroy();
-      const orphan = tuple ? findSocket(tuple) : undefined;
-      if (orphan) see(orphan.state);
-      // From FIN_WAIT2 (or later) with nothing unread, close() leaves an orphan or a TIME_WAIT; a
-      // socket gone at once means data arrived in between and the kernel answered with RST.
-      if (tuple && !orphan && reason === 'all-acknowledged') {
-        see('CLOSED');
-        return finish('reset-sent', 'data-at-close', { unackedAtClose });
+      if (reason === 'all-acknowledged' && tuple) {
+        // From FIN_WAIT2 with nothing unread, close() leaves an orphan; a socket gone at once
+        // means data arrived in between and the kernel answered with RST. (After the peer's FIN
+        // nothing can arrive, so that path needs no look.)
+        const orphan = findSocket(tuple);
+        see(orphan?.state ?? 'CLOSED');
+        if (!orphan) return finish('reset-sent', 'data-at-close', { unackedAtClose });
       }
       finish('graceful', reason, { unackedAtClose });
     };
@@ -270,6 +284,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     see(tcpState(socket));
     if (socket.writableFinished) finSentAt = 0;
     socket.resume();
+    ensureReading(socket);
     if (!socket.writableEnded) socket.end();
     if (socket.readableEnded && finSentAt !== undefined) onEnd();
     else wake();

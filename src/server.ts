@@ -85,6 +85,21 @@ function httpSockets(server: net.Server): net.Socket[] {
   return list.all().flatMap((parser) => (parser.socket ? [parser.socket] : []));
 }
 
+/**
+ * Takes the socket from Node's HTTP parser before the lingering close: bytes that arrive after our
+ * FIN (a request racing with it) must be read and discarded, never parsed and handed to the app
+ * (RFC 9112 §9.6). Node's server reads through listeners named `socketOnData` and `socketOnEnd`
+ * (Node 18–22); removing them makes its socket listener wrapper unconsume the handle too.
+ */
+function detachHttpParser(socket: net.Socket): void {
+  for (const event of ['data', 'end'] as const) {
+    for (const listener of socket.listeners(event)) {
+      const name = (listener as { name?: string }).name;
+      if (name === 'bound socketOnData' || name === 'bound socketOnEnd') socket.removeListener(event, listener as () => void);
+    }
+  }
+}
+
 function isHttp(server: net.Server): server is http.Server {
   return typeof (server as http.Server).closeIdleConnections === 'function';
 }
@@ -144,6 +159,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     }
     const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const remaining = Math.max(0, deadlineAt - performance.now());
+    if (http) detachHttpParser(socket);
     const report = (async (): Promise<ConnectionReport> => {
       const result: CloseReport = await gracefulClose(socket, { timeout: remaining, ...(signal ? { signal } : {}) }).catch(
         (error: Error) => ({
