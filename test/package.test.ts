@@ -89,6 +89,11 @@ describe('the installed tarball (no scripts ran, nothing compiled)', () => {
     expect(out.trim()).toBe('ESTABLISHED function');
   });
 
+  it('serves the finwait/vitest matchers', () => {
+    const out = execFileSync(process.execPath, ['-e', "console.log(Object.keys(require('finwait/vitest').matchers).join(','))"], { cwd: app(), encoding: 'utf8' });
+    expect(out.trim()).toBe('toBeInTcpState,toHaveSeenStates');
+  });
+
   it('installs the finwait command, which runs', () => {
     const bin = path.join(app(), 'node_modules', '.bin', 'finwait');
     const help = execFileSync(bin, ['--help'], { cwd: app(), encoding: 'utf8' });

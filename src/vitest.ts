@@ -1,0 +1,120 @@
+/**
+ * vitest matchers for TCP states (sub-path `finwait/vitest`):
+ *
+ * ```ts
+ * import { expect } from 'vitest';
+ * import { matchers } from 'finwait/vitest';
+ * expect.extend(matchers); // and the types: see FinwaitMatchers
+ *
+ * expect(socket).toBeInTcpState('FIN_WAIT2');
+ * expect(watch(socket)).toHaveSeenStates(['FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']);
+ * ```
+ *
+ * Both read the kernel (or a watcher's history) at the moment of the assertion; to wait for a
+ * state, use `waitForState()` from `finwait/testing` or `Lifecycle.until()` first.
+ */
+import net from 'node:net';
+import { socketTuple } from './diag';
+import { Lifecycle } from './lifecycle/watch';
+import type { HistoryEntry, LifecycleState } from './lifecycle/fsm';
+import { tcpState } from './ops';
+
+/** What vitest passes a matcher as `this` (the part these matchers use). */
+interface MatcherContext {
+  isNot: boolean;
+}
+
+interface MatcherResult {
+  pass: boolean;
+  message: () => string;
+  actual?: unknown;
+  expected?: unknown;
+}
+
+function describeTarget(target: unknown): string {
+  if (target instanceof Lifecycle) return 'the watched connection';
+  if (target instanceof net.Socket) {
+    const t = socketTuple(target);
+    return t ? `socket ${t.local.address}:${t.local.port} -> ${t.remote.address}:${t.remote.port}` : 'socket';
+  }
+  return `fd ${String(target)}`;
+}
+
+function formatHistory(history: readonly HistoryEntry[]): string {
+  return history.length === 0 ? '(nothing seen yet)' : history.map((h) => `${h.state} (${h.source})`).join(' -> ');
+}
+
+/**
+ * `expect(target).toBeInTcpState(state | states)`: the kernel shows `state` now. `target` is a
+ * socket or fd (read with `tcpState()`), or a `Lifecycle` (its current `state`, which can also be
+ * `'CLOSED'` or a TIME_WAIT seen through sock_diag).
+ */
+function toBeInTcpState(this: MatcherContext, received: unknown, expected: LifecycleState | readonly LifecycleState[]): MatcherResult {
+  const wanted = (Array.isArray(expected) ? expected : [expected]) as readonly LifecycleState[];
+  let actual: LifecycleState | undefined;
+  let failure: string | undefined;
+  try {
+    actual = received instanceof Lifecycle ? received.state : tcpState(received as net.Socket | number);
+  } catch (error) {
+    failure = `${(error as Error).message}${(error as { code?: string }).code ? ` (${(error as { code?: string }).code})` : ''}`;
+  }
+  const pass = actual !== undefined && wanted.includes(actual);
+  const what = wanted.length === 1 ? wanted[0] : `one of ${wanted.join(', ')}`;
+  return {
+    pass,
+    actual,
+    expected: wanted.length === 1 ? wanted[0] : wanted,
+    message: () =>
+      failure !== undefined
+        ? `expected ${describeTarget(received)} to be in ${what}, but its state could not be read: ${failure}`
+        : this.isNot
+          ? `expected ${describeTarget(received)} not to be in ${what}, but the kernel shows ${actual}`
+          : `expected ${describeTarget(received)} to be in ${what}, but the kernel shows ${actual ?? 'no state yet'}` +
+            (received instanceof Lifecycle ? `\nhistory: ${formatHistory(received.history)}` : ''),
+  };
+}
+
+/**
+ * `expect(lifecycle).toHaveSeenStates([...])`: the watched connection passed through these states
+ * in this order (other states may come between; inferred states count, marked in the message).
+ */
+function toHaveSeenStates(this: MatcherContext, received: unknown, expected: readonly LifecycleState[]): MatcherResult {
+  if (!(received instanceof Lifecycle)) {
+    return { pass: false, message: () => `toHaveSeenStates() needs the Lifecycle that watch(socket) returned, got ${describeTarget(received)}` };
+  }
+  const history = received.history;
+  let next = 0;
+  for (const entry of history) if (next < expected.length && entry.state === expected[next]) next++;
+  const pass = next === expected.length;
+  return {
+    pass,
+    actual: history.map((h) => h.state),
+    expected,
+    message: () =>
+      this.isNot
+        ? `expected the watched connection not to have passed through ${expected.join(' -> ')}, but it did:\n${formatHistory(history)}`
+        : `expected the watched connection to have passed through ${expected.join(' -> ')}, ` +
+          `but ${expected[next]} was not seen${next > 0 ? ` after ${expected[next - 1]}` : ''}:\n${formatHistory(history)}`,
+  };
+}
+
+/** The matchers, for `expect.extend(matchers)`. */
+export const matchers = { toBeInTcpState, toHaveSeenStates };
+
+/**
+ * The matchers' types. Add them to vitest's `Assertion` in a setup or `.d.ts` file of yours
+ * (vitest's documented pattern for custom matchers):
+ *
+ * ```ts
+ * import type { FinwaitMatchers } from 'finwait/vitest';
+ * declare module 'vitest' {
+ *   interface Assertion<T = any> extends FinwaitMatchers<T> {}
+ * }
+ * ```
+ */
+export interface FinwaitMatchers<R = unknown> {
+  /** The kernel shows this state (or one of these) now. */
+  toBeInTcpState(state: LifecycleState | readonly LifecycleState[]): R;
+  /** The watched connection passed through these states, in this order. */
+  toHaveSeenStates(states: readonly LifecycleState[]): R;
+}

@@ -1,0 +1,60 @@
+/** The `finwait/vitest` matchers, on real sockets: passing, failing with readable messages, negated. */
+import { describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import { matchers } from '../src/vitest';
+import { watch } from '../src/index';
+import { pair } from './helpers';
+
+expect.extend(matchers);
+
+/** The message of the assertion error `fn` throws. */
+function failure(fn: () => void): string {
+  try {
+    fn();
+  } catch (error) {
+    return (error as Error).message;
+  }
+  throw new Error('the assertion passed');
+}
+
+describe('toBeInTcpState', () => {
+  it('passes on the state the kernel shows, fails saying what it shows instead', async () => {
+    const p = await pair({ server: { allowHalfOpen: true } });
+    try {
+      expect(p.client).toBeInTcpState('ESTABLISHED');
+      expect(p.client).toBeInTcpState(['FIN_WAIT2', 'ESTABLISHED']);
+      expect(p.client).not.toBeInTcpState('CLOSE_WAIT');
+      const message = failure(() => expect(p.client).toBeInTcpState('FIN_WAIT2'));
+      expect(message).toMatch(/expected socket 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+ to be in FIN_WAIT2, but the kernel shows ESTABLISHED/);
+      expect(failure(() => expect(p.client).not.toBeInTcpState('ESTABLISHED'))).toMatch(/not to be in ESTABLISHED/);
+      p.client.end();
+      await once(p.server.resume(), 'end');
+      expect(p.server).toBeInTcpState('CLOSE_WAIT');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('reports a socket whose state cannot be read, with its code', () => {
+    expect(failure(() => expect(-1).toBeInTcpState('ESTABLISHED'))).toMatch(/could not be read: .*ERR_OUT_OF_RANGE/);
+  });
+});
+
+describe('toHaveSeenStates', () => {
+  it('checks the order of a watched connection, and shows the history when it fails', async () => {
+    const p = await pair({ server: { allowHalfOpen: true } });
+    try {
+      const lc = watch(p.client);
+      p.client.end();
+      await lc.until('FIN_WAIT2');
+      expect(lc).toHaveSeenStates(['ESTABLISHED', 'FIN_WAIT2']);
+      expect(lc).toBeInTcpState('FIN_WAIT2');
+      expect(lc).not.toHaveSeenStates(['CLOSE_WAIT']);
+      const message = failure(() => expect(lc).toHaveSeenStates(['FIN_WAIT2', 'ESTABLISHED']));
+      expect(message).toMatch(/ESTABLISHED was not seen after FIN_WAIT2:\nESTABLISHED \((kernel|event)\) -> FIN_WAIT1 \(\w+\) -> FIN_WAIT2 \(kernel\)/);
+      expect(failure(() => expect(p.client).toHaveSeenStates(['ESTABLISHED']))).toMatch(/needs the Lifecycle/);
+    } finally {
+      await p.close();
+    }
+  });
+});
