@@ -1,6 +1,7 @@
 // The server process of the shutdown benchmark: one http.Server (bench/shutdown-app.mjs) shut
 // down by one strategy when the parent says so. It reads the kernel's TCP counters of its network
 // namespace at the trigger, at the deadline and at the end, and reports the app's log.
+// At the trigger it also reads the kernel's smoothed RTT of every open connection (tcp_info).
 // Messages from the parent: { variant, host, port, deadline } -> { type: 'listening', port };
 // { type: 'shutdown' } -> { type: 'shutdown-done', ... }; { type: 'final' } -> { type: 'final', ... }.
 import { readFileSync } from 'node:fs';
@@ -45,6 +46,21 @@ export function tcpCounters() {
   return out;
 }
 
+/** The kernel's smoothed RTT (tcpi_rtt, µs) of the open connections: { n, min, median, max } or undefined. */
+function smoothedRtts(sockets) {
+  const rtts = [];
+  for (const socket of sockets) {
+    try {
+      rtts.push(deps.finwait.tcpInfo(socket).rtt);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  if (!rtts.length) return undefined;
+  rtts.sort((x, y) => x - y);
+  return { n: rtts.length, min: rtts[0], median: rtts[rtts.length >> 1], max: rtts[rtts.length - 1] };
+}
+
 function summarize(report) {
   if (!report || typeof report !== 'object' || !report.totals) return undefined;
   const reasons = {};
@@ -77,6 +93,7 @@ process.once('message', (config) => {
       const acceptedBefore = connections.accepted;
       const openAtTrigger = connections.open.size;
       counters.trigger = tcpCounters();
+      const rttAtTrigger = smoothedRtts(connections.open);
       const cpuAtTrigger = process.cpuUsage();
       const started = performance.now();
       const triggerWall = performance.timeOrigin + started;
@@ -123,6 +140,7 @@ process.once('message', (config) => {
         cpuMs: (cpu.user + cpu.system) / 1000, // the server process's CPU time from the trigger until all closed
         stillOpen: connections.open.size,
         openAtTrigger,
+        rttAtTrigger,
         acceptedAfterTrigger: connections.accepted - acceptedBefore,
         report: summarize(report),
         apiError,

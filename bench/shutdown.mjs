@@ -8,24 +8,37 @@
 //   http-terminator  createHttpTerminator({ server, gracefulTerminationTimeout }).terminate()
 //   stoppable        stoppable(server, grace), then server.stop()
 //   finwait          trackConnections(server) at creation, closeServer(server, { timeout })
-// Each variant runs in a fresh network namespace (fresh counters, no TIME_WAIT left by the one
-// before), on its loopback. Then 10,000 idle keep-alive connections are closed with closeServer.
+// The path (issue #5: races hide on bare loopback). When the lab can run here (root,
+// /dev/net/tun; finwait/testing's labAvailable()), each variant gets a fresh lab: the server runs
+// in host a's network namespace, the clients in host b's (`ip netns exec <netns> node ...`), and
+// every packet between them crosses the lab's wire, which lives in this process and delays every
+// segment by 10 ms each way (wire.delay(10): ~20 ms RTT; MTU 65535 like loopback's, so that only
+// the RTT differs from a loopback run; the server reports the kernel's smoothed
+// RTT of its connections at the trigger). This process must keep up with the wire: its CPU time
+// and event-loop delay are reported. Otherwise each variant runs in a fresh network namespace
+// (fresh counters, no TIME_WAIT left by the one before), on its loopback. Then 10,000 idle
+// keep-alive connections are closed with closeServer, always on loopback in a namespace of their
+// own: through the wire that part would measure the wire's relay, not closeServer.
 //
-// How RSTs are counted: an nftables rule in the namespace counts every RST whose source port is
-// the server's (the server's kernel sent it) and another every RST towards it (the clients'
-// kernel): exact per direction, for the whole close. When they happened: the server process reads
-// the namespace's TcpOutRsts at the trigger and at the deadline (its timer runs before the
-// strategy's own deadline timer). That counter holds both ends, so it gives the server's RSTs
-// before the deadline exactly when the clients sent none (the clients are written to send none:
-// they never close with unread data); otherwise the table shows the range. RSTs that answer a SYN
-// for the closed port (RST+ACK, sequence 0: the 'refused' class, no connection existed) are
-// counted by a third rule and taken out, split at the deadline by when the client saw them.
+// How RSTs are counted: nftables rules in the server's namespace count every RST whose source
+// port is the server's (the server's kernel sent it) and every RST towards it (the clients'
+// kernel; on loopback seen on output, over the lab on input): exact per direction, for the whole
+// close. When they happened: the server process reads its namespace's TcpOutRsts at the trigger and
+// at the deadline (its timer runs before the strategy's own deadline timer). Over the lab that
+// namespace holds only the server's end, so the split is exact. On loopback the counter holds both
+// ends, so it gives the server's RSTs before the deadline exactly when the clients sent none (the
+// clients are written to send none: they never close with unread data); otherwise the table shows
+// the range. RSTs that answer a SYN for the closed port (RST+ACK, sequence 0: the 'refused' class,
+// no connection existed) are counted by a third rule and taken out, split at the deadline by when
+// the client saw them.
 //
 // `node bench/shutdown.mjs` runs it alone; bench/run.mjs calls benchShutdown(finwait).
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -41,6 +54,82 @@ const LABELS = {
 const NFT_TABLE = 'finwait_shutdown';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The nftables table of RST counters, for `nft -f -` in the server's namespace. */
+function rstRules(port, clientHook) {
+  const table = `inet ${NFT_TABLE}`;
+  return [
+    `add table ${table}`,
+    `add chain ${table} out { type filter hook output priority 0; }`,
+    ...(clientHook === 'input' ? [`add chain ${table} in { type filter hook input priority 0; }`] : []),
+    `add rule ${table} out tcp sport ${port} tcp flags & rst == rst counter comment "server"`,
+    `add rule ${table} ${clientHook === 'input' ? 'in' : 'out'} tcp dport ${port} tcp flags & rst == rst counter comment "client"`,
+    // The kernel's answer to a SYN for a closed port (ECONNREFUSED): RST+ACK with sequence 0.
+    `add rule ${table} out tcp sport ${port} tcp flags & (rst | ack) == rst | ack tcp sequence 0 counter comment "refused"`,
+    '',
+  ].join('\n');
+}
+
+/** The counters of rstRules() in namespace `name`: { server, client, refused } packets. */
+async function rstCounters(name) {
+  const { stdout } = await run('ip', ['netns', 'exec', name, 'nft', '-j', 'list', 'table', 'inet', NFT_TABLE]);
+  const out = {};
+  for (const item of JSON.parse(stdout).nftables) {
+    const rule = item.rule;
+    if (!rule) continue;
+    out[rule.comment] = rule.expr.find((e) => e.counter)?.counter.packets ?? 0;
+  }
+  return out;
+}
+
+/** finwait/testing (the lab), from ../dist unless given; undefined if it does not load. */
+function loadTesting(options) {
+  if (options.testing) return options.testing;
+  try {
+    return createRequire(import.meta.url)('../dist/testing/index.js');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A fresh lab for one variant: the server in host a's namespace, the clients in host b's, the
+ * wire delaying every segment by `delayMs` each way. The wire's log is emptied every 250 ms (it
+ * would hold every segment of the run); the segments it saw and its longest delay queue are kept.
+ */
+async function labPlacement(options, testing) {
+  const lab = await testing.createLab({ mtu: options.mtu });
+  const stats = { segments: 0, maxDelayed: 0 };
+  let sampler;
+  try {
+    lab.wire.delay(options.delayMs);
+    const sample = () => {
+      stats.segments += lab.wire.log.length;
+      stats.maxDelayed = Math.max(stats.maxDelayed, lab.wire.delayed);
+      lab.wire.clearLog();
+    };
+    sampler = setInterval(sample, 250);
+    await lab.a.nft(rstRules(options.port, 'input'));
+    return {
+      server: lab.a.netns,
+      client: lab.b.netns,
+      host: lab.a.address,
+      port: options.port,
+      counting: 'nft-lab',
+      wire: stats,
+      rsts: () => rstCounters(lab.a.netns),
+      async close() {
+        clearInterval(sampler);
+        sample();
+        await lab.close();
+      },
+    };
+  } catch (error) {
+    clearInterval(sampler);
+    await lab.close();
+    throw error;
+  }
+}
 
 /**
  * Where the server and clients run. 'auto': a fresh namespace per run when root (loopback inside
@@ -60,13 +149,12 @@ async function placement(options, index) {
   await run('ip', ['netns', 'add', name]);
   try {
     await run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-    const nft = (...args) => run('ip', ['netns', 'exec', name, 'nft', ...args]);
-    await nft('add', 'table', 'inet', NFT_TABLE);
-    await nft('add', 'chain', 'inet', NFT_TABLE, 'out', '{ type filter hook output priority 0; }');
-    await nft('add', 'rule', 'inet', NFT_TABLE, 'out', 'tcp', 'sport', String(port), 'tcp flags & rst == rst', 'counter', 'comment', '"server"');
-    await nft('add', 'rule', 'inet', NFT_TABLE, 'out', 'tcp', 'dport', String(port), 'tcp flags & rst == rst', 'counter', 'comment', '"client"');
-    // The kernel's answer to a SYN for a closed port (ECONNREFUSED): RST+ACK with sequence 0.
-    await nft('add', 'rule', 'inet', NFT_TABLE, 'out', 'tcp', 'sport', String(port), 'tcp flags & (rst | ack) == rst | ack', 'tcp sequence 0', 'counter', 'comment', '"refused"');
+    const nft = spawn('ip', ['netns', 'exec', name, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    nft.stderr.on('data', (d) => (stderr += d));
+    nft.stdin.end(rstRules(port, 'output'));
+    const [code] = await once(nft, 'exit');
+    if (code !== 0) throw new Error(`nft -f - in ${name} failed (${code}): ${stderr.trim()}`);
   } catch (error) {
     await run('ip', ['netns', 'delete', name]).catch(() => {});
     throw error;
@@ -77,16 +165,7 @@ async function placement(options, index) {
     host: '127.0.0.1',
     port,
     counting: 'nft',
-    async rsts() {
-      const { stdout } = await run('ip', ['netns', 'exec', name, 'nft', '-j', 'list', 'table', 'inet', NFT_TABLE]);
-      const out = {};
-      for (const item of JSON.parse(stdout).nftables) {
-        const rule = item.rule;
-        if (!rule) continue;
-        out[rule.comment] = rule.expr.find((e) => e.counter)?.counter.packets ?? 0;
-      }
-      return out;
-    },
+    rsts: () => rstCounters(name),
     async close() {
       await run('ip', ['netns', 'delete', name]);
     },
@@ -144,6 +223,11 @@ function child(netns, script, config) {
 /** One strategy under load: what the clients saw, matched with what the app finished. */
 async function runVariant(variant, options, where) {
   const { connections, deadline, shutdownAfter, tail } = options;
+  // This process relays the lab's wire: how busy and how responsive it stays while it does.
+  const cpuAtStart = process.cpuUsage();
+  const wallAtStart = performance.now();
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+  loopDelay.enable();
   const server = child(where.server, 'shutdown-server.mjs', { variant, host: where.host, port: where.port, deadline, finwaitModule: options.finwaitModule });
   let client;
   try {
@@ -168,8 +252,17 @@ async function runVariant(variant, options, where) {
     const final = await server.message('final', 10_000);
     await server.stop();
     const rstsAtEnd = where.rsts ? await where.rsts() : undefined;
-    return analyze({ variant, deadline, done, requests, final, rstsAtTrigger, rstsAtEnd, counting: where.counting });
+    loopDelay.disable();
+    const cpu = process.cpuUsage(cpuAtStart);
+    const self = {
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      wallMs: performance.now() - wallAtStart,
+      loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+      loopDelayMaxMs: loopDelay.max / 1e6,
+    };
+    return { ...analyze({ variant, deadline, done, requests, final, rstsAtTrigger, rstsAtEnd, counting: where.counting }), self, wire: where.wire && { ...where.wire } };
   } finally {
+    loopDelay.disable();
     await Promise.all([client?.stop(), server.stop()]);
   }
 }
@@ -221,6 +314,14 @@ function analyze({ variant, deadline, done, requests, final, rstsAtTrigger, rsts
     const before = client === 0 ? `${snmpBefore}` : `${Math.max(0, snmpBefore - client)}..${Math.min(snmpBefore, server)}`;
     const after = client === 0 ? `${snmpAfter}` : `${Math.max(0, snmpAfter - client)}..${Math.min(snmpAfter, server)}`;
     rsts = { server, client, before, after, exact: client === 0 };
+  } else if (counting === 'nft-lab') {
+    // The server's namespace holds only the server's end: TcpOutRsts is the server's, exactly.
+    const refusedRsts = rstsAtEnd.refused - rstsAtTrigger.refused;
+    const server = rstsAtEnd.server - rstsAtTrigger.server - refusedRsts;
+    const client = rstsAtEnd.client - rstsAtTrigger.client;
+    if (refusedRsts !== refused) notes.push(`${refusedRsts} RSTs answering a SYN (nft), ${refused} refusals seen by the clients`);
+    if (server !== snmpBefore + snmpAfter) notes.push(`server RSTs: ${server} counted by nft, ${snmpBefore + snmpAfter} by TcpOutRsts (both without the refusals)`);
+    rsts = { server, client, before: `${snmpBefore}`, after: `${snmpAfter}`, exact: true };
   } else if (counting === 'snmp') {
     rsts = { server: snmpBefore + snmpAfter, client: 'n/a', before: `${snmpBefore}`, after: `${snmpAfter}`, exact: true };
   } else {
@@ -245,6 +346,7 @@ function analyze({ variant, deadline, done, requests, final, rstsAtTrigger, rsts
     apiMs: done.apiMs,
     stillOpen: done.stillOpen,
     openAtTrigger: done.openAtTrigger,
+    rttAtTrigger: done.rttAtTrigger,
     acceptedAfterTrigger: done.acceptedAfterTrigger,
     report: done.report,
     apiError: done.apiError,
@@ -320,6 +422,9 @@ function variantTable(results, options) {
   rows.push(row('shutdown: API resolved', (r) => (r.apiMs == null ? 'never' : `${r.apiMs.toFixed(0)} ms`)));
   rows.push(row('server CPU time from trigger to all closed', (r) => `${r.cpuMs.toFixed(0)} ms`));
   rows.push(row('connections open at trigger / accepted after', (r) => `${r.openAtTrigger} / ${r.acceptedAfterTrigger}`));
+  if (results.some((r) => r.rttAtTrigger && r.wire)) {
+    rows.push(row('RTT at trigger, tcp_info (median, min-max)', (r) => (r.rttAtTrigger ? `${(r.rttAtTrigger.median / 1000).toFixed(1)} (${(r.rttAtTrigger.min / 1000).toFixed(1)}-${(r.rttAtTrigger.max / 1000).toFixed(1)}) ms` : 'n/a')));
+  }
   return rows;
 }
 
@@ -333,8 +438,11 @@ function verdict(ok) {
  * the deadline, 500), variants, idleConnections (10 000, 0 skips), idleTimeout (closeServer's
  * timeout for them, ms, 10 000; the target is <= 2000), netns ('auto' | 'none' | { server, client }),
  * host and port (the server's address in its namespace), finwaitModule (a path to load finwait from
- * in the server process instead of ../dist/index.js, to compare builds). Resolves with { path, variants (rows),
- * details, idle (rows), targets (rows), results }.
+ * in the server process instead of ../dist/index.js, to compare builds), path ('auto': the lab's
+ * wire when labAvailable().ok and netns is 'auto', else loopback; 'lab': the wire or throw;
+ * 'loopback'), delayMs (the wire's delay each way, 10), mtu (the wire's, 65535), testing (finwait/testing, default
+ * ../dist/testing/index.js). The idle part always runs on loopback. Resolves with { path,
+ * variants (rows), details, idle (rows), targets (rows), results }.
  */
 export async function benchShutdown(finwait, options = {}) {
   if (typeof finwait?.closeServer !== 'function') throw new TypeError('benchShutdown(finwait): finwait.closeServer is missing');
@@ -350,14 +458,34 @@ export async function benchShutdown(finwait, options = {}) {
     netns: 'auto',
     host: '127.0.0.1',
     port: 8080,
+    path: 'auto',
+    delayMs: 10,
+    // The wire's MTU: 65535, like loopback's 65536, so that the lab run differs from the loopback
+    // one by the RTT only (and the relay handles ~10x fewer packets than at 1500).
+    mtu: 65535,
     ...options,
   };
+  if (!['auto', 'lab', 'loopback'].includes(o.path)) throw new TypeError(`benchShutdown: path must be 'auto', 'lab' or 'loopback', not ${o.path}`);
+  let testing;
+  let labWhyNot;
+  if (o.path !== 'loopback' && o.netns === 'auto') {
+    testing = loadTesting(o);
+    const availability = testing ? testing.labAvailable() : { ok: false, reason: 'finwait/testing did not load (npm run build)' };
+    if (!availability.ok) {
+      labWhyNot = availability.reason;
+      testing = undefined;
+    }
+  } else if (o.path === 'lab') labWhyNot = 'netns is not auto';
+  if (o.path === 'lab' && !testing) throw new Error(`benchShutdown: the lab is unavailable: ${labWhyNot}`);
+  const onLab = testing !== undefined;
   const results = [];
   let counting = 'none';
+  let serverHost;
   const loadBefore = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
   for (const [i, variant] of o.variants.entries()) {
-    const where = await placement(o, i);
+    const where = onLab ? await labPlacement(o, testing) : await placement(o, i);
     counting = where.counting;
+    serverHost = where.host;
     try {
       results.push(await runVariant(variant, o, where));
     } finally {
@@ -365,9 +493,11 @@ export async function benchShutdown(finwait, options = {}) {
     }
   }
   let idle;
+  let idlePath;
   if (o.idleConnections > 0) {
-    const where = await placement(o, o.variants.length);
-    counting = where.counting;
+    // Always loopback: through the wire this part would measure the wire's relay.
+    const where = await placement(onLab ? { ...o, host: '127.0.0.1' } : o, o.variants.length);
+    idlePath = where.server ? 'loopback in a network namespace of its own' : 'loopback';
     try {
       idle = await runIdle(o, where);
     } finally {
@@ -375,14 +505,28 @@ export async function benchShutdown(finwait, options = {}) {
     }
   }
 
-  const path =
-    o.netns && typeof o.netns === 'object'
+  const rtts = results.map((r) => r.rttAtTrigger?.median).filter((v) => v !== undefined).sort((x, y) => x - y);
+  const measuredRtt = rtts.length ? `${(rtts[rtts.length >> 1] / 1000).toFixed(1)} ms` : 'n/a';
+  const path = onLab
+    ? `path: lab wire, ~${2 * o.delayMs} ms RTT (measured: ${measuredRtt} from tcp_info)`
+    : o.netns && typeof o.netns === 'object'
       ? `path: server in netns ${o.netns.server}, clients in netns ${o.netns.client}, server ${o.host}`
-      : `path: loopback, no added RTT (the lab's wire is not available here)${counting === 'nft' ? '; each variant in a fresh network namespace' : ''}`;
-  const details = [
+      : `path: loopback, no added RTT (the lab's wire is not available here${labWhyNot ? `: ${labWhyNot}` : ''})${counting === 'nft' ? '; each variant in a fresh network namespace' : ''}`;
+  const details = [];
+  if (onLab) {
+    details.push(
+      `each variant in a fresh lab: server in host a's namespace (${serverHost}), clients in host b's, every segment delayed ${o.delayMs} ms each way by the wire this process relays (wire.delay(${o.delayMs})), MTU ${o.mtu}; measured RTT = median over the variants of the median tcpi_rtt of the server's connections at the trigger`,
+    );
+    for (const r of results) {
+      details.push(
+        `${LABELS[r.variant]}: wire (this process) relayed ${r.wire.segments} TCP segments, longest delay queue ${r.wire.maxDelayed}; CPU ${r.self.cpuMs.toFixed(0)} ms over ${(r.self.wallMs / 1000).toFixed(1)} s (${((100 * r.self.cpuMs) / r.self.wallMs).toFixed(0)} % of a core), event-loop delay p99 ${r.self.loopDelayP99Ms.toFixed(1)} ms, max ${r.self.loopDelayMaxMs.toFixed(1)} ms`,
+      );
+    }
+  }
+  details.push(
     `${o.connections} keep-alive connections (every 5th thinks 0-800 ms between requests), load ${o.shutdownAfter} ms before the trigger, deadline ${o.deadline} ms for every strategy`,
     `load average (other processes share these cores) before ${loadBefore}, after ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
-  ];
+  );
   for (const r of results) {
     if (r.report) details.push(`${LABELS[r.variant]} report: totals ${JSON.stringify(r.report.totals)}, reasons ${JSON.stringify(r.report.reasons)}, acceptedFromQueue ${r.report.acceptedFromQueue}, untracked ${r.report.untracked}, duration ${r.report.duration.toFixed(0)} ms${Object.keys(r.report.errors).length ? `, errors ${JSON.stringify(r.report.errors)}` : ''}`);
     for (const c of r.report?.notGraceful ?? []) details.push(`  not graceful: ${JSON.stringify(c)}`);
@@ -409,6 +553,7 @@ export async function benchShutdown(finwait, options = {}) {
     const graceful = rep?.totals.graceful ?? 0;
     idleRows = [
       ['idle keep-alive connections closed by closeServer', ''],
+      ['path', `${idlePath}${onLab ? ' (not the wire: it would measure the relay)' : ''}`],
       ['connections opened (one GET each) / failed', `${idle.ready.ok} / ${idle.ready.failed}`],
       ['closeServer duration (report)', rep ? `${rep.duration.toFixed(0)} ms` : 'no report'],
       ['listener + all connections closed (server side)', idle.done.closedMs == null ? 'not within the bound' : `${idle.done.closedMs.toFixed(0)} ms`],

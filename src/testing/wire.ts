@@ -4,19 +4,24 @@
  * says to drop it or hold it; every TCP segment seen is logged with a verdict.
  *
  * Reading never blocks a thread: the TUN fds are non-blocking, a uv_poll_t (the addon's `FdPoll`)
- * calls back when one is readable, and the callback reads packets until none is left.
+ * calls back when one is readable, and the callback reads packets until none is left or it has
+ * read `BATCH` of them; the poll is level-triggered, so the rest is read on the next turn of the
+ * event loop, after the timers (delays) and I/O that were waiting: a burst does not stall the loop.
  */
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { native, type NativeFdPoll } from '../binding';
-import { invalidArgType } from '../errors';
+import { invalidArgType, outOfRange } from '../errors';
 import { parseSegment, type Segment } from './segment';
 
 /** One end of the wire: host `a` or host `b`. */
 export type Side = 'a' | 'b';
 
-/** What the wire did with a segment: passed it, dropped it, held it, or released it (held before). */
-export type Verdict = 'pass' | 'drop' | 'hold' | 'release';
+/**
+ * What the wire did with a segment: passed it, dropped it, held it, released it (held before), or
+ * delayed it (forwarded `delayMs` later, see `Wire.delay()`).
+ */
+export type Verdict = 'pass' | 'drop' | 'hold' | 'release' | 'delay';
 
 /** A segment on the wire, with sequence numbers relative to each side's ISN. */
 export interface WireSegment extends Segment {
@@ -33,14 +38,21 @@ export interface LogEntry extends WireSegment {
   /** When, in milliseconds since the wire started (monotonic clock, fractional). */
   at: number;
   verdict: Verdict;
+  /**
+   * With verdict `'delay'`: the delay the rule asked for, ms. The segment is forwarded at
+   * `at + delayMs` at the earliest, later if an earlier segment of its direction is still queued.
+   */
+  delayMs?: number;
 }
 
 /** Decides about a segment; it sees `from` and the relative numbers too. */
 export type SegmentPredicate = (segment: WireSegment) => boolean;
 
 interface Rule {
-  verdict: 'drop' | 'hold';
+  verdict: 'drop' | 'hold' | 'delay';
   predicate: SegmentPredicate;
+  /** For `'delay'`: ms. */
+  ms?: number;
 }
 
 interface Held {
@@ -48,9 +60,32 @@ interface Held {
   packet: Uint8Array;
 }
 
+/** A packet waiting in a direction's delay queue; `due` is on the `performance.now()` clock. */
+interface Delayed {
+  due: number;
+  packet: Uint8Array;
+}
+
+/**
+ * One direction's delay queue: FIFO, forwarded by one timer armed for the head. `due` never
+ * decreases along the queue, so nothing overtakes anything within a direction.
+ */
+interface DelayQueue {
+  items: Delayed[];
+  /** Index of the head in `items` (the array is compacted now and then, not shifted per packet). */
+  head: number;
+  /** `due` of the last packet queued. */
+  last: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
 /** Largest packet read: a TUN device's MTU is 1500 by default; 64 KiB covers any MTU. */
 const READ_BUFFER_SIZE = 65536;
+/** Packets read per readable callback at most, before the event loop gets a turn. */
+const BATCH = 64;
 const everything: SegmentPredicate = () => true;
+/** Longest delay `delay()` takes, ms (Node's largest timer). */
+const MAX_DELAY_MS = 2 ** 31 - 1;
 
 function flowKey(s: Segment): string {
   return `${s.src.address}|${s.src.port}|${s.dst.address}|${s.dst.port}`;
@@ -60,6 +95,12 @@ function reverseKey(s: Segment): string {
   return `${s.dst.address}|${s.dst.port}|${s.src.address}|${s.src.port}`;
 }
 
+function checkDelay(ms: unknown): number {
+  if (typeof ms !== 'number') throw invalidArgType('ms', 'of type number', ms);
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_DELAY_MS) throw outOfRange('ms', `>= 0 and <= ${MAX_DELAY_MS}`, ms);
+  return ms;
+}
+
 function checkPredicate(predicate: unknown): SegmentPredicate {
   if (predicate === undefined) return everything;
   if (typeof predicate !== 'function') throw invalidArgType('predicate', 'of type function', predicate);
@@ -67,9 +108,10 @@ function checkPredicate(predicate: unknown): SegmentPredicate {
 }
 
 /**
- * The wire between hosts `a` and `b`. Rules accumulate: `hold(p)` and `drop(p)` each add one,
- * the first rule whose predicate accepts a segment decides, a segment no rule accepts passes,
- * and `pass()` removes every rule. Packets that are not TCP always pass and are not logged.
+ * The wire between hosts `a` and `b`. Rules accumulate: `hold(p)`, `drop(p)` and `delay(ms, p)`
+ * each add one, the first rule whose predicate accepts a segment decides, a segment no rule
+ * accepts passes, and `pass()` removes every rule. Packets that are not TCP always pass at once
+ * and are not logged.
  *
  * Events: `'segment'` (a `LogEntry`, as it is logged); `'error'` (a read or write on a TUN fd
  * failed; without a listener it is thrown, as for any `EventEmitter`).
@@ -83,6 +125,10 @@ export class Wire extends EventEmitter {
   readonly #log: LogEntry[] = [];
   #rules: Rule[] = [];
   #held: Held[] = [];
+  readonly #delayed: Record<Side, DelayQueue> = {
+    a: { items: [], head: 0, last: 0, timer: undefined },
+    b: { items: [], head: 0, last: 0, timer: undefined },
+  };
   #closed = false;
 
   /** @internal Starts relaying between two open, non-blocking TUN fds (the lab owns them). */
@@ -116,7 +162,29 @@ export class Wire extends EventEmitter {
     return this;
   }
 
-  /** Removes every rule: from now on every segment passes. Held segments stay held. */
+  /**
+   * Delays every segment `predicate` accepts (default: every segment) by `ms` milliseconds: it is
+   * forwarded `ms` after it reached the wire, without blocking the relay. Order is kept within each
+   * direction: a segment of the same direction that arrives later — delayed, or passing because no
+   * rule delays it — is never forwarded before it (a passing segment queues behind the delayed
+   * ones). `delay(10)` on both directions (the default) adds 20 ms of round-trip time.
+   * Logged with verdict `'delay'` and `delayMs` when the segment reaches the wire.
+   */
+  delay(ms: number, predicate?: SegmentPredicate): this {
+    this.#rules.push({ verdict: 'delay', ms: checkDelay(ms), predicate: checkPredicate(predicate) });
+    return this;
+  }
+
+  /** Segments waiting in the delay queues now, both directions. */
+  get delayed(): number {
+    return this.#delayed.a.items.length - this.#delayed.a.head + this.#delayed.b.items.length - this.#delayed.b.head;
+  }
+
+  /**
+   * Removes every rule, delays included: from now on every segment passes. Held segments stay
+   * held; segments already delayed are still forwarded at their time, and a segment that passes
+   * while its direction still has some queued goes after them.
+   */
   pass(): this {
     this.#rules = [];
     return this;
@@ -124,7 +192,8 @@ export class Wire extends EventEmitter {
 
   /**
    * Delivers the held segments `predicate` accepts (default: all), in arrival order, each to the
-   * host it was sent to; returns how many. Rules are not applied again to released segments.
+   * host it was sent to; returns how many. Rules are not applied again to released segments, and
+   * they are written at once, ahead of any segment still delayed (a release is a chosen reordering).
    */
   release(predicate?: SegmentPredicate): number {
     const accept = checkPredicate(predicate);
@@ -142,19 +211,24 @@ export class Wire extends EventEmitter {
     this.#log.length = 0;
   }
 
-  /** Stops relaying; held segments are discarded. The lab closes the TUN fds afterwards. */
+  /** Stops relaying; held and delayed segments are discarded. The lab closes the TUN fds afterwards. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const poll of this.#polls) poll.close();
     this.#held = [];
+    for (const queue of Object.values(this.#delayed)) {
+      clearTimeout(queue.timer);
+      queue.items = [];
+      queue.head = 0;
+    }
   }
 
   #drain(from: Side, status: number): void {
     if (this.#closed) return;
     if (status < 0) return this.#fail(new Error(`poll on the TUN device of ${from} failed (${status})`));
     const to: Side = from === 'a' ? 'b' : 'a';
-    for (;;) {
+    for (let n = 0; n < BATCH; n++) {
       let length: number;
       try {
         length = native().tunRead(this.#fds[from], this.#buffer);
@@ -170,9 +244,57 @@ export class Wire extends EventEmitter {
       const segment = this.#relative(parsed, from);
       const rule = this.#rules.find((r) => r.predicate(segment));
       const verdict = rule?.verdict ?? 'pass';
-      this.#record(segment, verdict);
-      if (verdict === 'pass') this.#write(to, this.#buffer, length);
-      else if (verdict === 'hold') this.#held.push({ segment, packet: this.#buffer.slice(0, length) });
+      this.#record(segment, verdict, rule?.ms);
+      if (verdict === 'pass') {
+        // Behind the segments of this direction still delayed, if any: no overtaking.
+        if (this.#queued(from)) this.#enqueue(from, 0, this.#buffer.slice(0, length));
+        else this.#write(to, this.#buffer, length);
+      } else if (verdict === 'hold') this.#held.push({ segment, packet: this.#buffer.slice(0, length) });
+      else if (verdict === 'delay') this.#enqueue(from, rule!.ms!, this.#buffer.slice(0, length));
+    }
+  }
+
+  #queued(from: Side): boolean {
+    const queue = this.#delayed[from];
+    return queue.head < queue.items.length;
+  }
+
+  #enqueue(from: Side, ms: number, packet: Uint8Array): void {
+    const queue = this.#delayed[from];
+    const due = Math.max(performance.now() + ms, queue.last);
+    queue.last = due;
+    queue.items.push({ due, packet });
+    if (queue.timer === undefined) this.#arm(from);
+  }
+
+  /** One timer per direction, for the head of its queue. */
+  #arm(from: Side): void {
+    const queue = this.#delayed[from];
+    const wait = queue.items[queue.head].due - performance.now();
+    // A timer may fire up to a millisecond before performance.now() says it should (libuv's clock
+    // is cached per loop iteration); #flush re-arms for whatever is not due yet.
+    queue.timer = setTimeout(() => this.#flush(from), Math.max(0, Math.ceil(wait)));
+  }
+
+  #flush(from: Side): void {
+    const queue = this.#delayed[from];
+    queue.timer = undefined;
+    if (this.#closed) return;
+    const to: Side = from === 'a' ? 'b' : 'a';
+    const now = performance.now();
+    while (queue.head < queue.items.length && queue.items[queue.head].due <= now) {
+      const { packet } = queue.items[queue.head++];
+      this.#write(to, packet, packet.length);
+    }
+    if (queue.head === queue.items.length) {
+      queue.items = [];
+      queue.head = 0;
+    } else {
+      if (queue.head > 1024 && queue.head * 2 > queue.items.length) {
+        queue.items = queue.items.slice(queue.head);
+        queue.head = 0;
+      }
+      this.#arm(from);
     }
   }
 
@@ -189,8 +311,9 @@ export class Wire extends EventEmitter {
     };
   }
 
-  #record(segment: WireSegment, verdict: Verdict): void {
+  #record(segment: WireSegment, verdict: Verdict, delayMs?: number): void {
     const entry: LogEntry = { ...segment, at: performance.now() - this.#start, verdict };
+    if (verdict === 'delay') entry.delayMs = delayMs;
     this.#log.push(entry);
     this.emit('segment', entry);
   }
