@@ -162,16 +162,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     if (http) detachHttpParser(socket);
     const report = (async (): Promise<ConnectionReport> => {
       const result: CloseReport = await gracefulClose(socket, { timeout: remaining, ...(signal ? { signal } : {}) }).catch(
-        (error: Error) => ({
-          outcome: 'reset-sent' as const,
-          reason: 'closed-elsewhere' as const,
-          bytesDiscarded: 0,
-          unackedAtClose: -1,
-          unsentInNode: 0,
-          durations: { flush: 0, linger: 0, total: 0 },
-          states: [],
-          error,
-        }),
+        (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, error),
       );
       return { ...result, peer, requestsDuringShutdown: requests.get(socket) ?? 0 };
     })();
@@ -218,16 +209,11 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     if (reports.has(socket)) return;
     const error = (socket.errored ?? undefined) as Error | undefined;
     const report: ConnectionReport = {
-      outcome: hadError ? 'reset-received' : 'graceful',
-      reason: hadError ? 'peer-reset' : 'peer-fin',
-      bytesDiscarded: 0,
-      unackedAtClose: -1,
-      unsentInNode: 0,
-      durations: { flush: 0, linger: 0, total: performance.now() - started },
-      states: [],
+      ...(hadError
+        ? closedWithout('reset-received', 'peer-reset', performance.now() - started, error)
+        : closedWithout('graceful', 'peer-fin', performance.now() - started, error)),
       peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
       requestsDuringShutdown: requests.get(socket) ?? 0,
-      ...(error ? { error } : {}),
     };
     reports.set(socket, Promise.resolve(report));
   };
@@ -281,6 +267,20 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     else totals.resetReceived++;
   }
   return { totals, duration: performance.now() - started, acceptedFromQueue, untracked, connections };
+}
+
+/** The report of a connection that ended without a gracefulClose() of ours running it. */
+function closedWithout(outcome: CloseReport['outcome'], reason: CloseReport['reason'], total: number, error?: Error): CloseReport {
+  return {
+    outcome,
+    reason,
+    bytesDiscarded: 0,
+    unackedAtClose: -1,
+    unsentInNode: 0,
+    durations: { flush: 0, linger: 0, total },
+    states: [],
+    ...(error ? { error } : {}),
+  };
 }
 
 /** Connections to the server's port in this namespace that no known socket accounts for. */
