@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpState", Napi::Function::New(env, TcpState, "tcpState"));
   exports.Set("tcpStates", Napi::Function::New(env, TcpStates, "tcpStates"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
+  exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
   exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));

@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include <functional>
+
 namespace finwait {
 
 // The one place errors are built: a Node-style error ("<syscall> <CODE>", .code, .errno as the
@@ -32,11 +34,18 @@ Napi::Value TcpState(const Napi::CallbackInfo& info);
 Napi::Value TcpStates(const Napi::CallbackInfo& info);
 // ioctlInt(fd, request) -> int, for SIOCINQ, SIOCOUTQ and SIOCOUTQNSD only.
 Napi::Value IoctlInt(const Napi::CallbackInfo& info);
-// sockDiag(family, states, id?, bytecode?) -> Buffer: one NETLINK_SOCK_DIAG request for TCP
-// (inet_diag_req_v2): a dump of the sockets in the `states` mask, filtered by the optional
+// socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's idiag_cookie.
+Napi::Value SocketCookie(const Napi::CallbackInfo& info);
+// sockDiag(family, states, id?, bytecode?, nsFd?) -> Buffer: one NETLINK_SOCK_DIAG request for
+// TCP (inet_diag_req_v2): a dump of the sockets in the `states` mask, filtered by the optional
 // INET_DIAG_REQ_BYTECODE, or with `id` (a struct inet_diag_sockid) the exact lookup of one
-// socket. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg + attributes).
+// socket. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg + attributes). With
+// nsFd, the netlink socket is made inside that network namespace, so it sees that one's sockets.
 Napi::Value SockDiag(const Napi::CallbackInfo& info);
+// InNetns(env, nsFd, syscall, make) (Linux): runs make() with the calling thread inside the
+// network namespace nsFd and returns it home at once; returns make()'s fd, or throws the errno
+// make() left, named after `syscall`. A socket keeps the namespace it was created in.
+int InNetns(Napi::Env env, int ns_fd, const char* syscall, const std::function<int()>& make);
 // The lab (finwait/testing): netnsSocket(nsFd, family, type) -> fd and netnsOpen(nsFd, path,
 // flags) -> fd make the fd with the calling thread inside the network namespace nsFd (setns(2)),
 // then return it home; bind(fd, sockaddr) is bind(2) with sockaddr_in/sockaddr_in6 bytes.

@@ -14,12 +14,8 @@
 
 namespace finwait {
 
-namespace {
-
-// Calls make() with this thread in the network namespace ns_fd and returns what it returned,
-// or throws the errno it left, named after `syscall`.
-template <typename Make>
-int InNetns(Napi::Env env, int ns_fd, const char* syscall, Make make) {
+// Shared with sock_diag_linux.cc (a sock_diag socket in a lab host's namespace); see finwait.h.
+int InNetns(Napi::Env env, int ns_fd, const char* syscall, const std::function<int()>& make) {
   int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (home < 0) {
     int err = errno;
@@ -41,8 +37,6 @@ int InNetns(Napi::Env env, int ns_fd, const char* syscall, Make make) {
   if (fd < 0) throw ErrnoError(env, err, syscall);
   return fd;
 }
-
-}  // namespace
 
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   int ns_fd = IntArg(info, 0);

@@ -1,6 +1,7 @@
 // sock_diag for TCP (NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, struct inet_diag_req_v2): sends one
 // request and returns the kernel's reply messages as raw bytes; src/diag.ts decodes them. A
 // netlink socket per call: nothing survives between calls, so any environment may call at once.
+// The socket is made in the caller's network namespace, or in the one given (the lab's hosts).
 #include <errno.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -75,10 +76,17 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
     memcpy(request.data() + base + NLA_HDRLEN, bytecode.Data(), code_len);
   }
 
-  NetlinkFd nl = {socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)};
-  if (nl.fd < 0) {
-    int err = errno;
-    throw ErrnoError(env, err, "socket");
+  // A netlink socket answers for the namespace it was made in: with nsFd, make it there.
+  auto make = [] { return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); };
+  NetlinkFd nl = {-1};
+  if (info[4].IsNull() || info[4].IsUndefined()) {
+    nl.fd = make();
+    if (nl.fd < 0) {
+      int err = errno;
+      throw ErrnoError(env, err, "socket");
+    }
+  } else {
+    nl.fd = InNetns(env, IntArg(info, 4), "socket", make);
   }
   sockaddr_nl kernel = {};
   kernel.nl_family = AF_NETLINK;

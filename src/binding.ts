@@ -57,14 +57,24 @@ export interface Native {
   tcpStates(fds: Int32Array, out: Int32Array): void;
   /** ioctl(SIOCINQ | SIOCOUTQ | SIOCOUTQNSD). */
   ioctlInt(fd: number, request: number): number;
+  /** getsockopt(SO_COOKIE): the socket's 64-bit id, sock_diag's `idiag_cookie` (Linux 4.12+). */
+  socketCookie(fd: number): bigint;
   /**
    * One NETLINK_SOCK_DIAG request for TCP sockets of `family` (AF_INET 2, AF_INET6 10): a dump
    * of the states in the `states` bit mask (bit n = state n), filtered in the kernel by
    * `bytecode` (INET_DIAG_REQ_BYTECODE) if given, or, with `id` (48 bytes of
    * `struct inet_diag_sockid`), the exact lookup of one socket. Returns the reply's netlink
-   * messages, headers included; a lookup that finds nothing throws `ENOENT`.
+   * messages, headers included; a lookup that finds nothing throws `ENOENT`. With `nsFd` (an
+   * fd of `/run/netns/NAME`) the netlink socket is made inside that network namespace, and so
+   * answers for its sockets (the lab's hosts); without it, for the caller's.
    */
-  sockDiag(family: number, states: number, id?: Uint8Array | null, bytecode?: Uint8Array | null): Uint8Array;
+  sockDiag(
+    family: number,
+    states: number,
+    id?: Uint8Array | null,
+    bytecode?: Uint8Array | null,
+    nsFd?: number | null,
+  ): Uint8Array;
   /**
    * socket(2) made with the calling thread inside the network namespace `nsFd` (an fd of
    * `/run/netns/NAME`), close-on-exec and non-blocking; the thread returns to its own namespace.

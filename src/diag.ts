@@ -52,6 +52,13 @@ export interface SocketEntry {
   inode: number;
   /** Owner's uid; the kernel reports 0 for TIME_WAIT and FIN_WAIT2 orphans (timewait sockets). */
   uid: number;
+  /**
+   * The kernel's 64-bit id of this socket (`idiag_cookie`, `SO_COOKIE`; `ss -e` prints it as
+   * `sk:`), as 16 lowercase hex digits: it tells apart two connections that had the same 4-tuple
+   * one after the other. A TIME_WAIT socket keeps its connection's cookie if the kernel had
+   * given it one before TIME_WAIT began (any dump, lookup or `SO_COOKIE` read does).
+   */
+  cookie: string;
 }
 
 /** Which sockets `sockets()` lists; every given condition must hold. */
@@ -71,6 +78,11 @@ export interface SocketTuple {
   family?: 4 | 6;
   local: SocketAddress;
   remote: SocketAddress;
+  /**
+   * For `findSocket()`: only the socket with this cookie (16 hex digits, `SocketEntry.cookie`),
+   * not a later connection that reused the 4-tuple (`tcp_tw_reuse`, a SYN that ends a TIME_WAIT).
+   */
+  cookie?: string;
 }
 
 // Linux's numbers; sock_diag exists only on Linux.
@@ -112,6 +124,14 @@ export function socketTuple(socket: net.Socket): SocketTuple | undefined {
  * @see sock_diag(7)
  */
 export function sockets(filter: SocketFilter = {}): SocketEntry[] {
+  return socketsIn(null, filter);
+}
+
+/**
+ * @internal `sockets(filter)` in the network namespace `nsFd` (an open fd of
+ * `/run/netns/NAME`; `null`: this process's), for the lab's hosts (`host.sockets()`).
+ */
+export function socketsIn(nsFd: number | null, filter: SocketFilter = {}): SocketEntry[] {
   if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
     throw invalidArgType('filter', 'an object', filter);
   }
@@ -130,8 +150,8 @@ export function sockets(filter: SocketFilter = {}): SocketEntry[] {
   const family = checkFamily(filter.family, 'filter.family');
   const entries: SocketEntry[] = [];
   if (mask === 0) return entries;
-  if (family !== 6) decode(native().sockDiag(AF_INET, mask, null, bytecode), entries);
-  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, null, bytecode), entries);
+  if (family !== 6) decode(native().sockDiag(AF_INET, mask, null, bytecode, nsFd), entries);
+  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, null, bytecode, nsFd), entries);
   return entries;
 }
 
@@ -139,13 +159,15 @@ export function sockets(filter: SocketFilter = {}): SocketEntry[] {
  * The socket of one connection by its 4-tuple, in any state (TIME_WAIT and orphans included),
  * or `undefined` once the kernel has forgotten it: one lookup in the kernel's hash table, not a
  * dump. Accepts a `SocketEntry`; a `net.Socket`'s `localAddress`/`localPort`,
- * `remoteAddress`/`remotePort` make a tuple. IPv6 zone ids (`%eth0`) are not supported.
+ * `remoteAddress`/`remotePort` make a tuple. IPv6 zone ids (`%eth0`) are not supported. With
+ * `tuple.cookie`, only that socket: a later connection on the same 4-tuple is `undefined`.
  */
 export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
   if (typeof tuple !== 'object' || tuple === null) throw invalidArgType('tuple', 'an object', tuple);
   const family = checkFamily(tuple.family, 'tuple.family');
   const local = checkAddress(tuple.local, 'tuple.local');
   const remote = checkAddress(tuple.remote, 'tuple.remote');
+  const cookie = checkCookie(tuple.cookie, 'tuple.cookie');
   const v6 = family === 6 || (family === undefined && (net.isIPv6(local.address) || net.isIPv6(remote.address)));
   const id = new Uint8Array(INET_DIAG_SOCKID_LEN);
   const view = new DataView(id.buffer);
@@ -153,13 +175,17 @@ export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
   view.setUint16(2, remote.port);
   packAddress(local.address, id, 4, v6, 'tuple.local.address');
   packAddress(remote.address, id, 20, v6, 'tuple.remote.address');
-  view.setUint32(40, 0xffffffff, LE); // idiag_cookie = INET_DIAG_NOCOOKIE: any incarnation
-  view.setUint32(44, 0xffffffff, LE);
+  // idiag_cookie, low u32 first; INET_DIAG_NOCOOKIE (all ones) asks for any incarnation.
+  view.setUint32(40, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(8), 16), LE);
+  view.setUint32(44, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(0, 8), 16), LE);
   let reply: Uint8Array;
   try {
     reply = native().sockDiag(v6 ? AF_INET6 : AF_INET, 0, id, null);
   } catch (error) {
-    if ((error as { code?: unknown }).code === 'ENOENT') return undefined;
+    // With a cookie, a socket of another incarnation is ENOENT on 6.18; sock_diag_check_cookie()
+    // itself says ESTALE, which some kernels pass on: both mean "not this connection".
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ENOENT' || code === 'ESTALE') return undefined;
     throw error;
   }
   const [entry] = decode(reply, []);
@@ -193,6 +219,14 @@ function checkPort(port: unknown, name: string): number | undefined {
   if (typeof port !== 'number' || !Number.isInteger(port)) throw invalidArgType(name, 'an integer', port);
   if (port < 0 || port > 0xffff) throw outOfRange(name, '>= 0 and <= 65535', port);
   return port;
+}
+
+function checkCookie(cookie: unknown, name: string): string | undefined {
+  if (cookie === undefined) return undefined;
+  if (typeof cookie !== 'string' || !/^[0-9a-f]{16}$/i.test(cookie)) {
+    throw invalidArgType(name, 'a string of 16 hex digits (SocketEntry.cookie)', cookie);
+  }
+  return cookie;
 }
 
 function checkFamily(family: unknown, name: string): 4 | 6 | undefined {
@@ -272,11 +306,16 @@ function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
         sendQ: view.getUint32(m + 60, LE),
         uid: view.getUint32(m + 64, LE),
         inode: view.getUint32(m + 68, LE),
+        cookie: hex8(view.getUint32(m + 48, LE)) + hex8(view.getUint32(m + 44, LE)),
       });
     }
     off += (length + 3) & ~3;
   }
   return out;
+}
+
+function hex8(n: number): string {
+  return n.toString(16).padStart(8, '0');
 }
 
 function unknownTimer(n: number): CodedError {

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { findSocket, sockets, type SocketEntry, type SocketFilter, type SocketTuple } from '../src/diag';
+import { native } from '../src/binding';
 import { tcpState } from '../src/ops';
 import { pair, waitFor, type Pair } from './helpers';
 
@@ -216,6 +217,36 @@ describe('findSocket()', () => {
     expect(findSocket({ local: { ...local, port: 1 }, remote })).toBeUndefined();
   });
 
+  it("reports each socket's cookie, finds by it, and a TIME_WAIT socket keeps its connection's", async () => {
+    p = await pair();
+    const client = entryOf(p.client)!;
+    const server = entryOf(p.server)!;
+    expect(client.cookie).toMatch(/^[0-9a-f]{16}$/);
+    expect(server.cookie).toMatch(/^[0-9a-f]{16}$/);
+    expect(client.cookie).not.toBe(server.cookie);
+    // The same number SO_COOKIE reads on the fd.
+    const fd = (p.client as unknown as { _handle: { fd: number } })._handle.fd;
+    expect(native().socketCookie(fd).toString(16).padStart(16, '0')).toBe(client.cookie);
+    const tuple = tupleOf(p.client);
+    expect(findSocket(tuple)?.cookie).toBe(client.cookie);
+    expect(findSocket({ ...tuple, cookie: client.cookie })).toMatchObject({ state: 'ESTABLISHED', cookie: client.cookie, ...tuple });
+    expect(findSocket({ ...tuple, cookie: client.cookie.toUpperCase() })?.cookie).toBe(client.cookie);
+    // Another cookie is another socket: the kernel says ENOENT, findSocket undefined.
+    const other = (BigInt(`0x${client.cookie}`) ^ 1n).toString(16).padStart(16, '0');
+    expect(findSocket({ ...tuple, cookie: other })).toBeUndefined();
+    expect(findSocket({ ...tuple, cookie: server.cookie })).toBeUndefined();
+    // The client closes first: its TIME_WAIT socket keeps the cookie (the dump above made it).
+    p.client.resume();
+    p.server.resume();
+    p.client.end();
+    const timeWait = await waitFor('TIME_WAIT', () => {
+      const entry = findSocket({ ...tuple, cookie: client.cookie });
+      return entry?.state === 'TIME_WAIT' ? entry : undefined;
+    });
+    expect(timeWait).toMatchObject({ cookie: client.cookie, inode: 0 });
+    expect(findSocket({ ...tuple, cookie: other })).toBeUndefined();
+  });
+
   it('validates the tuple', () => {
     const ok = { local: { address: '127.0.0.1', port: 1 }, remote: { address: '127.0.0.1', port: 2 } };
     const code = (fn: () => unknown): unknown => {
@@ -235,7 +266,11 @@ describe('findSocket()', () => {
     expect(bad({ ...ok, remote: { address: '127.0.0.1' } })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad({ ...ok, remote: { address: '127.0.0.1', port: 65536 } })).toEqual(['RangeError', 'ERR_OUT_OF_RANGE']);
     expect(bad({ ...ok, family: 5 })).toEqual(['RangeError', 'ERR_OUT_OF_RANGE']);
+    expect(bad({ ...ok, cookie: '12345' })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+    expect(bad({ ...ok, cookie: 'g000000000000001' })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+    expect(bad({ ...ok, cookie: 1n })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad(ok)).toBe('no error');
+    expect(bad({ ...ok, cookie: '0000000000000001' })).toBe('no error');
   });
 });
 

@@ -217,7 +217,9 @@ const extend = (p: Path, t: Transition): Path => ({
  * are tried in table order and the first path found to a state is kept, so each path is the first
  * in table order among the shortest (compared step by step by the table position of each step).
  */
-function gracefulTree(from: LifecycleState): Map<LifecycleState, Path> {
+function gracefulTree(from: LifecycleState): ReadonlyMap<LifecycleState, Path> {
+  const cached = TREES.get(from);
+  if (cached !== undefined) return cached;
   const tree = new Map<LifecycleState, Path>([[from, { path: [from], events: [] }]]);
   // A Map's iterator visits entries added while iterating: this loop is the BFS queue.
   for (const [state, p] of tree) {
@@ -225,8 +227,15 @@ function gracefulTree(from: LifecycleState): Map<LifecycleState, Path> {
       if (!isAbortive(t.event) && !tree.has(t.to)) tree.set(t.to, extend(p, t));
     }
   }
+  if (KNOWN.has(from)) TREES.set(from, tree);
   return tree;
 }
+
+// Memos of the two searches, for the model's own states only (any string may be asked about).
+// The graph is constant and the results frozen, so a memo changes nothing but the time taken.
+const KNOWN: ReadonlySet<LifecycleState> = new Set(LIFECYCLE_STATES);
+const TREES = new Map<LifecycleState, ReadonlyMap<LifecycleState, Path>>();
+const PATHS = new Map<LifecycleState, Map<LifecycleState, Path | null>>();
 
 /**
  * The shortest path from `from` made of graceful steps and then one step `accept`s, first in table
@@ -254,8 +263,16 @@ function pathEndingIn(from: LifecycleState, accept: (t: Transition) => boolean):
  * FIN_WAIT1 → TIME_WAIT is one `'fin-ack'`. `from === to` gives the one-state path.
  */
 export function completePath(from: LifecycleState, to: LifecycleState): Path | undefined {
+  const memo = PATHS.get(from)?.get(to);
+  if (memo !== undefined) return memo ?? undefined;
   const p = gracefulTree(from).get(to) ?? pathEndingIn(from, (t) => t.to === to);
-  return p && Object.freeze({ path: Object.freeze(p.path), events: Object.freeze(p.events) });
+  const path = p && Object.freeze({ path: Object.freeze([...p.path]), events: Object.freeze([...p.events]) });
+  if (KNOWN.has(from) && KNOWN.has(to)) {
+    let row = PATHS.get(from);
+    if (row === undefined) PATHS.set(from, (row = new Map()));
+    row.set(to, path ?? null);
+  }
+  return path;
 }
 
 // ---------------------------------------------------------------------------------------------

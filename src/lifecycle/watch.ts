@@ -1,9 +1,15 @@
 /**
  * `watch(socket)`: follows one connection through its close, from the kernel's point of view,
- * until the kernel has forgotten it. The fd is polled while Node holds it (one batch call for
- * every watched socket); once Node closes it, sock_diag is asked by the 4-tuple, so TIME_WAIT,
- * orphans and the final disappearance are in the history. What polling missed is filled in by
- * the pure model (`fsm.ts`) and marked `'inferred'`.
+ * until the kernel has forgotten it. Node's events report most transitions; the fd is polled
+ * while the connection is closing (between 'finish'/'end' and 'close'), and slowly otherwise as
+ * a safety net; once Node closes it, sock_diag is asked by the 4-tuple and the socket's cookie,
+ * so TIME_WAIT, orphans and the final disappearance are in the history, and a later connection
+ * on the same 4-tuple is not mistaken for this one. What polling missed is filled in by the pure
+ * model (`fsm.ts`) and marked `'inferred'`.
+ *
+ * One timer serves every watched socket: each socket has its own due time in a heap, and a poll
+ * touches only the sockets that are due (one batch read for their fds, one sock_diag lookup each
+ * for the closed ones). A TIME_WAIT is looked at again only when its timer runs out.
  */
 import { EventEmitter } from 'node:events';
 import diagnosticsChannel from 'node:diagnostics_channel';
@@ -14,8 +20,9 @@ import { constants, native } from '../binding';
 import { findSocket, socketTuple, type SocketEntry, type SocketTuple } from '../diag';
 import { codedError, invalidArgType } from '../errors';
 import { assertSocket, handleFd } from '../fd';
-import { OBSERVED_CHANNEL, queues, RESET_CHANNEL, tcpState } from '../ops';
-import { stateName } from '../states';
+import { OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
+import { stateName, type TcpState } from '../states';
+import { stateOrThrow } from '../tcp-info';
 import {
   createModel,
   observe,
@@ -67,44 +74,90 @@ export interface UntilOptions {
   timeout?: number;
 }
 
+/** Where a watched socket is in its life, which decides how often it is looked at. */
+type Phase =
+  /** No fd yet (watched before connecting). */
+  | 'pending'
+  /** An fd Node holds, not closing: Node's events report what happens; a slow safety net. */
+  | 'open'
+  /** Between 'finish'/'end' (or a close state read) and 'close': polled fast. */
+  | 'closing'
+  /** Node closed the fd: sock_diag, when the kernel's timer says something can have changed. */
+  | 'gone';
+
 interface Watched {
   lifecycle: Lifecycle;
   socket: net.Socket;
   /** The fd the socket had when last seen, -1 before it has one. */
   fd: number;
+  /** The 4-tuple, and the cookie once the first lookup is made. */
   tuple: SocketTuple | undefined;
-  /** Unread bytes and SO_LINGER when Node last closed the fd (from the close hook). */
+  /**
+   * `SO_COOKIE`, read while the fd was open and before TIME_WAIT could begin (a TIME_WAIT socket
+   * copies the cookie its connection had by then); every sock_diag lookup asks for it.
+   */
+  cookie: string | undefined;
+  /** The fd read CLOSE: it can show nothing more, so it is not read again. */
+  fdClose: boolean;
+  /** The state, unread bytes and SO_LINGER when Node closed the fd (from the close hook). */
   closedWith?: { state: LifecycleState | undefined; unread: number; linger0: boolean };
-  /** When the next look through sock_diag is due (ms), while TIME_WAIT counts down. */
-  diagDue: number;
+  phase: Phase;
+  /** When the socket is next looked at (ms, `performance.now()`); its key in the heap. */
+  due: number;
+  /** Its index in the heap, -1 when not queued. */
+  slot: number;
+  /** The fast cadence's current step (ms): 1 after a change, doubling to 100 while nothing changes. */
+  step: number;
   /** The last sock_diag entry seen after Node closed the fd, and when (ms). */
   lastDiag?: { entry: SocketEntry; at: number };
+  /** The lifecycle ended: nothing more is looked at. */
+  ended: boolean;
 }
 
-/** The poll cadence: 1 ms after a change, doubling to 100 ms while nothing changes. */
+/** The fast cadence (closing fds, transient orphans): 1 ms after a change, doubling to 100 ms. */
 const FAST_MS = 1;
 const SLOW_MS = 100;
-/** Looks through sock_diag at a socket whose state has a long timer (TIME_WAIT's 60 s). */
-const DIAG_SLOW_MS = 1000;
+/** The safety net for an open fd Node reads: its FIN and RST come as 'end' and 'error'. */
+const SAFETY_MS = 1000;
+/** The safety net for an open fd Node is not reading (paused): a FIN or RST makes no event. */
+const PAUSED_MS = 100;
+/** Looked at this long after a sock_diag timer's expiry, so that the kernel has acted on it. */
+const TIMER_MARGIN_MS = 20;
+/** Looked at again this often while an expired timer has not fired yet (long timers fire late). */
+const LATE_MS = 250;
+/** A poll also takes the sockets due within this much: a timer can fire a little early. */
+const EARLY_MS = 1;
+/** States in which the connection is not closing (yet). */
+const NOT_CLOSING: ReadonlySet<LifecycleState> = new Set(['SYN_SENT', 'SYN_RECV', 'NEW_SYN_RECV', 'ESTABLISHED', 'LISTEN']);
+/** States in which closing the fd can send an RST (unread data, SO_LINGER {1, 0}). */
+const UNSYNCHRONIZED: ReadonlySet<LifecycleState> = new Set(['CLOSE', 'LISTEN', 'SYN_SENT', 'TIME_WAIT']);
 
 const watched = new Set<Watched>();
+/** For tests (`watcherOf`). */
+const byLifecycle = new WeakMap<Lifecycle, Watched>();
 const bySocket = new WeakMap<net.Socket, Watched>();
 /** Watched sockets by the fd Node holds for them (an fd is not reused while it is open). */
 const byFd = new Map<number, Watched>();
+/** Every watched socket, a binary min-heap on `due`. */
+const heap: Watched[] = [];
 let timer: NodeJS.Timeout | undefined;
-let delay = FAST_MS;
+/** When the armed timer fires (ms), Infinity when none is. */
+let timerAt = Infinity;
+let fdBuffer = new Int32Array(64);
+let stateBuffer = new Int32Array(64);
 
 /** Follows a connection through its close lifecycle. */
 export class Lifecycle extends EventEmitter {
   #model: CloseModel = createModel();
-  #done: Promise<WatchResult>;
-  #resolveDone!: (result: WatchResult) => void;
+  #done: Promise<WatchResult> | undefined;
+  #resolveDone: ((result: WatchResult) => void) | undefined;
   #ended = false;
+  #forget: (() => void) | undefined;
 
-  /** @internal use `watch(socket)` */
-  constructor() {
+  /** @internal use `watch(socket)`; `forget` is called once when the lifecycle ends. */
+  constructor(forget?: () => void) {
     super();
-    this.#done = new Promise((resolve) => (this.#resolveDone = resolve));
+    this.#forget = forget;
   }
 
   /** The latest state (`'CLOSE'` while the fd read CLOSE and sock_diag has not said what followed). */
@@ -124,7 +177,17 @@ export class Lifecycle extends EventEmitter {
 
   /** Resolves when the kernel has forgotten the connection. */
   get done(): Promise<WatchResult> {
+    // Made on first use: most watchers never ask.
+    this.#done ??= this.#ended
+      ? Promise.resolve(this.#result())
+      : new Promise((resolve) => (this.#resolveDone = resolve));
     return this.#done;
+  }
+
+  #result(): WatchResult {
+    const { history, anomalies } = this.#model;
+    const states = history.map((h) => h.state);
+    return { outcome: outcomeOf(history), role: roleOf(states), history, anomalies };
   }
 
   /**
@@ -180,12 +243,14 @@ export class Lifecycle extends EventEmitter {
     const { model, entries, anomaly } = observe(before, observation);
     this.#model = model;
     if (anomaly) debug('anomaly: %s', anomaly.reason);
-    for (const entry of entries) {
-      const index = model.history.indexOf(entry);
-      const from = index > 0 ? model.history[index - 1]?.state : undefined;
-      const transition: Transition = { from, to: entry.state, at: entry.at, source: entry.source };
-      this.emit('transition', transition);
-      if (stateChannel.hasSubscribers) stateChannel.publish({ lifecycle: this, ...transition });
+    if (entries.length > 0 && (stateChannel.hasSubscribers || this.listenerCount('transition') > 0)) {
+      for (const entry of entries) {
+        const index = model.history.indexOf(entry);
+        const from = index > 0 ? model.history[index - 1]?.state : undefined;
+        const transition: Transition = { from, to: entry.state, at: entry.at, source: entry.source };
+        this.emit('transition', transition);
+        if (stateChannel.hasSubscribers) stateChannel.publish({ lifecycle: this, ...transition });
+      }
     }
     if (model.state === 'CLOSED') this.end();
     return entries.length > 0 || anomaly !== undefined;
@@ -195,9 +260,8 @@ export class Lifecycle extends EventEmitter {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    const { history, anomalies } = this.#model;
-    const states = history.map((h) => h.state);
-    this.#resolveDone({ outcome: outcomeOf(history), role: roleOf(states), history, anomalies });
+    this.#forget?.();
+    this.#resolveDone?.(this.#result());
     this.emit('end');
   }
 }
@@ -206,174 +270,240 @@ function now(): number {
   return performance.now();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The schedule: a binary min-heap of the watched sockets on `due`, and one timer for its head.
 
-
-/**
- * Takes a last look just before Node closes the fd (its handle's `close`): the kernel decides
- * between FIN and RST at that moment, on unread bytes and SO_LINGER {1, 0}.
- */
-function hookClose(w: Watched): void {
-  const handle = (w.socket as unknown as { _handle?: { close?: (...args: unknown[]) => unknown } | null })._handle;
-  if (!handle || typeof handle.close !== 'function' || Object.hasOwn(handle, 'close')) return;
-  const close = handle.close;
-  handle.close = function (this: unknown, ...args: unknown[]) {
-    try {
-      const fd = handleFd(w.socket);
-      if (fd >= 0) {
-        const state = tcpState(fd);
-        w.lifecycle.observe({ state, source: 'kernel', at: now() });
-        const { onoff, linger } = native().getLinger(fd);
-        const unread = state === 'LISTEN' ? 0 : queues(fd).unread;
-        w.closedWith = { state, unread, linger0: onoff !== 0 && linger === 0 };
-      }
-    } catch (error) {
-      debug('close hook: %s', (error as Error).message);
-    }
-    return close.apply(this, args);
-  };
+function swap(i: number, j: number): void {
+  const a = heap[i]!;
+  const b = heap[j]!;
+  heap[i] = b;
+  heap[j] = a;
+  a.slot = j;
+  b.slot = i;
 }
 
-/** What closing the fd in `state` did, given what the close hook saw. */
-function closeEvent(w: Watched): CloseEvent | undefined {
-  const seen = w.closedWith;
-  if (!seen || seen.state === undefined) return undefined;
-  const synchronized = !['CLOSE', 'LISTEN', 'SYN_SENT', 'TIME_WAIT'].includes(seen.state);
-  if (synchronized && (seen.linger0 || seen.unread > 0)) return 'rst-sent';
-  if (seen.state === 'ESTABLISHED' || seen.state === 'CLOSE_WAIT') return 'close';
-  return undefined;
+function siftUp(i: number): void {
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent]!.due <= heap[i]!.due) return;
+    swap(i, parent);
+    i = parent;
+  }
 }
 
-function start(w: Watched): void {
-  const { socket, lifecycle } = w;
-  const onEnd = (): void => {
-    // Node says 'end' for a FIN, and also for an RST that came while bytes were queued (libuv
-    // treats the hang-up after a partial read as end-of-file): the kernel tells them apart.
-    const fd = handleFd(socket);
-    if (fd < 0) return;
-    try {
-      const state = tcpState(fd);
-      // CLOSE after our FIN went out is TIME_WAIT; before it, only an RST ends a connection here.
-      const finSent =
-        socket.writableFinished ||
-        ['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].includes(lifecycle.model().settled ?? '');
-      if (state === 'CLOSE' && !finSent) lifecycle.observe({ event: 'rst-received', source: 'event', at: now() });
-      lifecycle.observe({ state, source: 'kernel', at: now() });
-    } catch (error) {
-      debug('end: %s', (error as Error).message);
-    }
-    wake();
-  };
-  const onError = (error: NodeJS.ErrnoException): void => {
-    const event: CloseEvent | undefined =
-      error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.code === 'ECONNREFUSED'
-        ? 'rst-received'
-        : error.code === 'ETIMEDOUT'
-          ? 'timeout'
-          : undefined;
-    if (event) lifecycle.observe({ event, source: 'event', at: now() });
-    wake();
-  };
-  const onClose = (): void => {
-    const event = closeEvent(w);
-    if (event) lifecycle.observe({ event, source: 'event', at: now() });
-    wake();
-  };
-  const onConnect = (): void => {
-    // 'connect' means the handshake completed, a state polling may have missed.
-    lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at: now() });
-    w.tuple ??= socketTuple(socket);
-    hookClose(w);
-    wake();
-  };
-  socket.on('end', onEnd).on('error', onError).on('close', onClose).on('connect', onConnect);
-  lifecycle.once('end', () => {
-    socket.off('end', onEnd).off('error', onError).off('close', onClose).off('connect', onConnect);
-    watched.delete(w);
-    if (byFd.get(w.fd) === w) byFd.delete(w.fd);
-  });
+function siftDown(i: number): void {
+  for (;;) {
+    const left = 2 * i + 1;
+    if (left >= heap.length) return;
+    const right = left + 1;
+    const least = right < heap.length && heap[right]!.due < heap[left]!.due ? right : left;
+    if (heap[i]!.due <= heap[least]!.due) return;
+    swap(i, least);
+    i = least;
+  }
 }
 
-function wake(): void {
-  delay = FAST_MS;
-  schedule();
+/** Queues `w` to be looked at at `due` (ms), replacing its previous due time. */
+function scheduleAt(w: Watched, due: number): void {
+  const before = w.due;
+  w.due = due;
+  if (w.slot < 0) {
+    w.slot = heap.length;
+    heap.push(w);
+    siftUp(w.slot);
+  } else if (due < before) {
+    siftUp(w.slot);
+  } else {
+    siftDown(w.slot);
+  }
 }
 
-function schedule(): void {
+function unqueue(w: Watched): void {
+  const i = w.slot;
+  if (i < 0) return;
+  const last = heap.pop()!;
+  w.slot = -1;
+  if (last !== w) {
+    heap[i] = last;
+    last.slot = i;
+    siftUp(i);
+    siftDown(last.slot);
+  }
+}
+
+/** Arms the timer for the head of the heap; a timer already due sooner is never postponed. */
+function arm(): void {
+  const first = heap[0];
+  if (first === undefined) {
+    clearTimeout(timer);
+    timer = undefined;
+    timerAt = Infinity;
+    return;
+  }
+  if (timer !== undefined && timerAt <= first.due) return;
   clearTimeout(timer);
-  timer = undefined;
-  if (watched.size === 0) return;
+  const at = now();
+  const delay = Math.max(1, Math.ceil(first.due - at));
+  timerAt = at + delay;
   timer = setTimeout(poll, delay).unref();
 }
 
-/** One poll of every watched socket: a batch read of the fds Node still holds, sock_diag for the rest. */
+/** Something happened to `w`: look at it soon, and keep looking fast while it changes. */
+function wake(w: Watched): void {
+  if (w.ended) return;
+  w.step = FAST_MS;
+  const due = now() + FAST_MS;
+  if (w.slot < 0 || due < w.due) scheduleAt(w, due);
+  arm();
+}
+
+/** After a look at an fd Node holds: when to look again. */
+function scheduleOpen(w: Watched, at: number, changed: boolean): void {
+  if (w.phase === 'closing' && !w.fdClose) {
+    w.step = changed ? FAST_MS : Math.min(w.step * 2, SLOW_MS);
+    scheduleAt(w, at + w.step);
+  } else {
+    // A paused socket's FIN or RST makes no event; nor does anything on an fd that read CLOSE,
+    // whose 'close' will come (the net stays in case Node's close escaped the hook).
+    scheduleAt(w, at + (w.socket.readableFlowing === true || w.fdClose ? SAFETY_MS : PAUSED_MS));
+  }
+}
+
+/** Folds a state read on the fd into the model; a close state starts the closing phase. */
+function observeFd(w: Watched, state: TcpState, at: number): boolean {
+  if (state === 'CLOSE') w.fdClose = true;
+  if (w.phase === 'open' && !NOT_CLOSING.has(state)) w.phase = 'closing';
+  return w.lifecycle.observe({ state, source: 'kernel', at });
+}
+
+/** One state read, not published on `finwait:socket:observed` (watch() would hear itself). */
+function readState(fd: number): TcpState {
+  return stateOrThrow(native().tcpState(fd));
+}
+
+/**
+ * Learns the cookie of the socket behind `fd`, then reads its state: a TIME_WAIT socket copies
+ * the cookie its connection had when TIME_WAIT began, so the cookie is kept only if the fd did not
+ * read CLOSE afterwards (then TIME_WAIT may already have begun, with a cookie of its own).
+ */
+function learnCookie(w: Watched, fd: number, at: number): void {
+  let cookie: string | undefined;
+  try {
+    cookie = native().socketCookie(fd).toString(16).padStart(16, '0');
+  } catch (error) {
+    debug('SO_COOKIE: %s', (error as Error).message); // kernels before 4.12: lookups by 4-tuple only
+  }
+  const state = readState(fd);
+  w.cookie = state === 'CLOSE' ? undefined : cookie;
+  observeFd(w, state, at);
+}
+
+/** The fd Node holds for `w` now; notes a new one (the hook, the cookie, the tuple). */
+function noteFd(w: Watched, fd: number, at: number): boolean {
+  if (w.fd === fd) return false;
+  if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
+  const first = w.fd < 0;
+  w.fd = fd;
+  byFd.set(fd, w);
+  w.tuple ??= w.socket.remotePort ? socketTuple(w.socket) : undefined;
+  if (first) {
+    hookClose(w);
+    if (w.phase === 'pending') w.phase = 'open';
+    learnCookie(w, fd, at);
+    return true;
+  }
+  return false;
+}
+
+/** The fd is gone: from now on, sock_diag. */
+function toGone(w: Watched): void {
+  if (w.phase === 'gone') return;
+  w.phase = 'gone';
+  w.step = FAST_MS;
+  if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
+}
+
+/** The timer: looks at every socket that is due, then arms the timer for the next one. */
 function poll(): void {
   timer = undefined;
-  let changed = false;
+  timerAt = Infinity;
   try {
-    changed = pollOnce();
+    pollDue(now());
   } catch (error) {
     // A timer callback must not throw into the process; the next poll tries again.
     debug('poll: %s', (error as Error).message);
   }
-  delay = changed ? FAST_MS : Math.min(delay * 2, SLOW_MS);
-  schedule();
+  arm();
 }
 
-function pollOnce(): boolean {
-  let changed = false;
+function pollDue(at: number): void {
   const live: Watched[] = [];
-  for (const w of watched) {
-    const fd = handleFd(w.socket);
-    if (fd >= 0) {
-      if (w.fd < 0) hookClose(w);
-      if (w.fd !== fd) byFd.delete(w.fd);
-      w.fd = fd;
-      byFd.set(fd, w);
-      w.tuple ??= w.socket.remotePort ? socketTuple(w.socket) : undefined;
-      live.push(w);
-    } else if (w.fd >= 0 || w.socket.destroyed) {
-      if (byFd.get(w.fd) === w) byFd.delete(w.fd);
-      changed = followGone(w) || changed;
+  while (heap.length > 0 && heap[0]!.due <= at + EARLY_MS) {
+    const w = heap[0]!;
+    unqueue(w);
+    try {
+      const fd = handleFd(w.socket);
+      if (fd >= 0) {
+        if (noteFd(w, fd, at) || w.fdClose) scheduleOpen(w, at, true);
+        else live.push(w);
+      } else if (w.fd >= 0 || w.socket.destroyed || w.phase === 'gone') {
+        toGone(w);
+        followGone(w, at);
+      } else {
+        // Not connected yet: 'connect' and 'error' will say what happens; look now and then.
+        w.step = Math.min(w.step * 2, SLOW_MS);
+        scheduleAt(w, at + w.step);
+      }
+    } catch (error) {
+      debug('poll: %s', (error as Error).message);
+      if (!w.ended) scheduleAt(w, at + SLOW_MS);
     }
   }
-  if (live.length > 0) {
-    const fds = Int32Array.from(live, (w) => w.fd);
-    const out = new Int32Array(fds.length);
-    native().tcpStates(fds, out);
-    const at = now();
-    for (let i = 0; i < live.length; i++) {
-      const state = out[i]! > 0 ? stateName(out[i]!) : undefined;
-      if (state) changed = live[i]!.lifecycle.observe({ state, source: 'kernel', at }) || changed;
-    }
+  if (live.length === 0) return;
+  if (fdBuffer.length < live.length) {
+    fdBuffer = new Int32Array(2 * live.length);
+    stateBuffer = new Int32Array(2 * live.length);
   }
-  return changed;
+  for (let i = 0; i < live.length; i++) fdBuffer[i] = live[i]!.fd;
+  native().tcpStates(fdBuffer.subarray(0, live.length), stateBuffer);
+  for (let i = 0; i < live.length; i++) {
+    const w = live[i]!;
+    const state = stateBuffer[i]! > 0 ? stateName(stateBuffer[i]!) : undefined;
+    const changed = state !== undefined && observeFd(w, state, at);
+    if (!w.ended) scheduleOpen(w, at, changed);
+  }
 }
 
 /** After Node closed the fd: the connection as sock_diag shows it, or gone. */
-function followGone(w: Watched): boolean {
+function followGone(w: Watched, at: number): void {
   const { lifecycle } = w;
-  if (w.fd < 0 && !w.tuple) {
-    // Destroyed before it ever had an fd: nothing reached the kernel.
-    lifecycle.end();
-    return true;
-  }
-  const at = now();
-  if (at < w.diagDue) return false;
   if (!w.tuple) {
+    // Destroyed before it ever had a connection: nothing reached the kernel, or nothing to ask.
     lifecycle.end();
-    return true;
+    return;
   }
+  if (w.cookie !== undefined && w.tuple.cookie !== w.cookie) w.tuple = { ...w.tuple, cookie: w.cookie };
   const entry = findSocket(w.tuple);
   if (!entry) {
     if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
-    return lifecycle.observe({ state: 'CLOSED', source: 'diag', at }) || (lifecycle.end(), true);
+    if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
+    return;
   }
   w.lastDiag = { entry, at };
   const changed = lifecycle.observe({ state: entry.state, source: 'diag', at });
-  // A long timer (TIME_WAIT's 60 s, an orphan's FIN_WAIT2) need not be asked about every ms.
-  const long = entry.timer.kind === 'timewait' ? Math.min(DIAG_SLOW_MS, Math.max(entry.timer.expiresMs, 1)) : 0;
-  w.diagDue = at + long;
-  return changed;
+  if (w.ended) return;
+  const { kind, expiresMs } = entry.timer;
+  if (entry.state === 'TIME_WAIT' || (entry.state === 'FIN_WAIT2' && kind !== 'off')) {
+    // Nothing more happens before the timer runs out, but for a TIME_WAIT an RST (RFC 1337) or
+    // a new SYN on its 4-tuple, seen when it is next looked at. A FIN_WAIT2 orphan goes on to
+    // TIME_WAIT when the peer's FIN comes: looked at at least every second.
+    const wait = expiresMs > 0 ? expiresMs + TIMER_MARGIN_MS : LATE_MS;
+    scheduleAt(w, at + (entry.state === 'FIN_WAIT2' ? Math.min(wait, SAFETY_MS) : wait));
+  } else {
+    // FIN_WAIT1, CLOSING, LAST_ACK: short, unless segments are lost.
+    w.step = changed ? FAST_MS : Math.min(w.step * 2, SLOW_MS);
+    scheduleAt(w, at + w.step);
+  }
 }
 
 /**
@@ -386,16 +516,176 @@ function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
   return at >= last.at + last.entry.timer.expiresMs;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Node's side: the close hook and the socket's events.
+
+/**
+ * Takes a last look just before Node closes the fd (its handle's `close`): the kernel decides
+ * between FIN and RST at that moment, on unread bytes and SO_LINGER {1, 0}. One state read (none
+ * once the fd read CLOSE, which it reads for good), and SO_LINGER and SIOCINQ only in a state
+ * where they decide.
+ */
+function hookClose(w: Watched): void {
+  const handle = (w.socket as unknown as { _handle?: { close?: (...args: unknown[]) => unknown } | null })._handle;
+  if (!handle || typeof handle.close !== 'function' || Object.hasOwn(handle, 'close')) return;
+  const close = handle.close;
+  handle.close = function (this: unknown, ...args: unknown[]) {
+    try {
+      const fd = handleFd(w.socket);
+      if (fd >= 0 && !w.ended) {
+        const state = w.fdClose ? 'CLOSE' : readState(fd);
+        if (state !== 'CLOSE') observeFd(w, state, now());
+        let unread = 0;
+        let linger0 = false;
+        if (!UNSYNCHRONIZED.has(state)) {
+          const { onoff, linger } = native().getLinger(fd);
+          linger0 = onoff !== 0 && linger === 0;
+          if (!linger0) unread = native().ioctlInt(fd, constants().SIOCINQ);
+        }
+        w.closedWith = { state, unread, linger0 };
+      }
+    } catch (error) {
+      debug('close hook: %s', (error as Error).message);
+    }
+    const result = close.apply(this, args);
+    // The fd is closed now (libuv closes it at once; 'close' comes on a later turn, possibly after
+    // a poll): what closing it did is known already.
+    if (!w.ended) {
+      closed(w);
+      toGone(w);
+      wake(w);
+    }
+    return result;
+  };
+}
+
+/** What closing the fd in `state` did, given what the close hook saw. */
+function closeEvent(w: Watched): CloseEvent | undefined {
+  const seen = w.closedWith;
+  if (!seen || seen.state === undefined) return undefined;
+  const synchronized = !UNSYNCHRONIZED.has(seen.state);
+  if (synchronized && (seen.linger0 || seen.unread > 0)) return 'rst-sent';
+  if (seen.state === 'ESTABLISHED' || seen.state === 'CLOSE_WAIT') return 'close';
+  return undefined;
+}
+
+function onEnd(this: net.Socket): void {
+  // Node says 'end' for a FIN, and also for an RST that came while bytes were queued (libuv
+  // treats the hang-up after a partial read as end-of-file): the kernel tells them apart.
+  const w = bySocket.get(this);
+  if (!w || w.ended) return;
+  const fd = handleFd(this);
+  if (fd < 0) return;
+  const { lifecycle } = w;
+  try {
+    const at = now();
+    noteFd(w, fd, at);
+    if (w.phase === 'open') w.phase = 'closing';
+    const state = w.fdClose ? 'CLOSE' : readState(fd);
+    // CLOSE after our FIN went out is TIME_WAIT; before it, only an RST ends a connection here.
+    const finSent =
+      this.writableFinished ||
+      ['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].includes(lifecycle.model().settled ?? '');
+    if (state === 'CLOSE' && !finSent) lifecycle.observe({ event: 'rst-received', source: 'event', at });
+    observeFd(w, state, at);
+  } catch (error) {
+    debug('end: %s', (error as Error).message);
+  }
+  wake(w);
+}
+
+function onFinish(this: net.Socket): void {
+  // Our FIN went out (Node's end() called shutdown(2)): FIN_WAIT1, then whatever the peer does.
+  const w = bySocket.get(this);
+  if (!w) return;
+  if (w.phase === 'open' || w.phase === 'pending') w.phase = 'closing';
+  wake(w);
+}
+
+function onError(this: net.Socket, error: NodeJS.ErrnoException): void {
+  const w = bySocket.get(this);
+  if (!w) return;
+  const event: CloseEvent | undefined =
+    error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.code === 'ECONNREFUSED'
+      ? 'rst-received'
+      : error.code === 'ETIMEDOUT'
+        ? 'timeout'
+        : undefined;
+  if (event) w.lifecycle.observe({ event, source: 'event', at: now() });
+  wake(w);
+}
+
+/** Records what closing the fd did (once), from what the close hook saw. */
+function closed(w: Watched): void {
+  const event = closeEvent(w);
+  w.closedWith = undefined;
+  if (event) w.lifecycle.observe({ event, source: 'event', at: now() });
+}
+
+function onClose(this: net.Socket): void {
+  const w = bySocket.get(this);
+  if (!w) return;
+  closed(w);
+  toGone(w);
+  wake(w);
+}
+
+function onConnect(this: net.Socket): void {
+  const w = bySocket.get(this);
+  if (!w) return;
+  // 'connect' means the handshake completed, a state polling may have missed.
+  const at = now();
+  w.lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at });
+  w.tuple ??= socketTuple(this);
+  const fd = handleFd(this);
+  try {
+    if (fd >= 0) noteFd(w, fd, at);
+  } catch (error) {
+    debug('connect: %s', (error as Error).message);
+  }
+  if (w.ended) return;
+  scheduleOpen(w, at, true);
+  arm();
+}
+
+/** Stops following `w`, once its lifecycle ended. */
+function forget(w: Watched): void {
+  w.ended = true;
+  w.socket.off('end', onEnd).off('finish', onFinish).off('error', onError).off('close', onClose).off('connect', onConnect);
+  watched.delete(w);
+  unqueue(w);
+  if (byFd.get(w.fd) === w) byFd.delete(w.fd);
+  if (heap.length === 0) arm();
+}
+
 /** @internal For tests: whether the shared poller has a timer scheduled, and how many sockets it follows. */
 export function pollerStatus(): { scheduled: boolean; watched: number } {
   return { scheduled: timer !== undefined, watched: watched.size };
 }
 
+/**
+ * @internal For tests: what the watcher of `lifecycle` knows of its socket (the cookie its
+ * lookups ask for), and a way to look at it now instead of when it is due.
+ */
+export function watcherOf(lifecycle: Lifecycle): { cookie: string | undefined; due: number; lookNow(): void } | undefined {
+  const w = byLifecycle.get(lifecycle);
+  if (!w) return undefined;
+  return {
+    cookie: w.cookie,
+    due: w.due,
+    lookNow() {
+      if (w.ended) return;
+      scheduleAt(w, now());
+      poll();
+    },
+  };
+}
+
 /** States other finwait calls read on a watched socket's fd are observations too. */
 diagnosticsChannel.subscribe(OBSERVED_CHANNEL, (message) => {
-  const { fd, state } = message as { fd: number; state: LifecycleState };
+  const { fd, state } = message as { fd: number; state: TcpState };
   const w = byFd.get(fd);
-  if (w && handleFd(w.socket) === fd && w.lifecycle.observe({ state, source: 'kernel', at: now() })) wake();
+  if (w && handleFd(w.socket) === fd && observeFd(w, state, now())) wake(w);
 });
 
 /** Follows the socket's resets done through `reset()`. */
@@ -409,9 +699,9 @@ diagnosticsChannel.subscribe(RESET_CHANNEL, (message) => {
  * (state, time, source), a `'transition'` event per step (also on diagnostics_channel
  * `finwait:socket:state`), `until(state)`, and `done` with the outcome and who closed first.
  * Works from before the socket connects; keeps following after Node closes the fd (TIME_WAIT and
- * orphans through sock_diag). One shared poller serves every watched socket; it never keeps the
- * process alive on its own and stops when nothing is watched. Watching a socket twice returns the
- * same `Lifecycle`.
+ * orphans through sock_diag, by 4-tuple and cookie). One shared poller serves every watched
+ * socket; it never keeps the process alive on its own and stops when nothing is watched.
+ * Watching a socket twice returns the same `Lifecycle`.
  */
 export function watch(socket: net.Socket): Lifecycle {
   assertSocket(socket);
@@ -420,19 +710,36 @@ export function watch(socket: net.Socket): Lifecycle {
   if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
   constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
   const fd = handleFd(socket);
-  const lifecycle = new Lifecycle();
-  const w: Watched = { lifecycle, socket, fd: -1, tuple: undefined, diagDue: 0 };
+  const lifecycle = new Lifecycle(() => forget(w)); // called on end, after w is made
+  const w: Watched = {
+    lifecycle,
+    socket,
+    fd: -1,
+    tuple: undefined,
+    cookie: undefined,
+    fdClose: false,
+    phase: 'pending',
+    due: Infinity,
+    slot: -1,
+    step: FAST_MS,
+    ended: false,
+  };
+  const at = now();
   if (fd >= 0) {
     // Validates the fd (a Unix socket or UDP throws the kernel's error here) and records the start.
-    lifecycle.observe({ state: tcpState(fd), source: 'kernel', at: now() });
+    w.phase = 'open';
+    learnCookie(w, fd, at);
     w.fd = fd;
     byFd.set(fd, w);
     w.tuple = socketTuple(socket);
     hookClose(w);
   }
+  byLifecycle.set(lifecycle, w);
   watched.add(w);
   bySocket.set(socket, w);
-  start(w);
-  wake();
+  socket.on('end', onEnd).on('finish', onFinish).on('error', onError).on('close', onClose).on('connect', onConnect);
+  if (fd >= 0) scheduleOpen(w, at, true);
+  else scheduleAt(w, at + FAST_MS);
+  arm();
   return lifecycle;
 }

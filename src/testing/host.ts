@@ -9,10 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { native } from '../binding';
-import { invalidArgType, outOfRange } from '../errors';
-import { isTcpState, type TcpState } from '../states';
-import { nftIn, ssIn } from './netns';
-import type { Endpoint } from './segment';
+import { codedError, invalidArgType, outOfRange } from '../errors';
+import { socketsIn, type SocketEntry, type SocketFilter } from '../diag';
+import { nftIn } from './netns';
 import type { Side } from './wire';
 
 /** Options of `host.listen()`. */
@@ -33,6 +32,13 @@ export interface LabConnectOptions {
   host?: string;
   /** Local port to bind before connecting (default: an ephemeral port). */
   localPort?: number;
+  /**
+   * Set SO_REUSEADDR before binding and connecting (default `false`, as for any client socket):
+   * a bind to `localPort` succeeds over a TIME_WAIT socket of that port only when that socket
+   * had SO_REUSEADDR too, and two unconnected sockets may share the port only if both set it.
+   * @see socket(7) SO_REUSEADDR
+   */
+  reuseAddress?: boolean;
   /** Node's `allowHalfOpen` (default `false`). */
   allowHalfOpen?: boolean;
   /**
@@ -42,59 +48,14 @@ export interface LabConnectOptions {
   pauseOnConnect?: boolean;
 }
 
-/** A TCP socket in a host's namespace, as `ss -tan` lists it. */
-export interface LabSocket {
-  state: TcpState;
-  local: Endpoint;
-  /** For a listening socket: the wildcard address (`'0.0.0.0'` or `'::'`) and port 0. */
-  remote: Endpoint;
-  /** Bytes received and not read (LISTEN: connections waiting in accept()). */
-  recvQ: number;
-  /** Bytes not yet acknowledged plus unsent (LISTEN: the backlog). */
-  sendQ: number;
-}
+/**
+ * A TCP socket in a host's namespace: the same `SocketEntry` as finwait's `sockets()` (4-tuple,
+ * state, timer and expiry, queues, inode, uid), read through sock_diag inside the namespace.
+ */
+export type LabSocket = SocketEntry;
 
-/** Which sockets `host.sockets()` lists; every given condition must hold. */
-export interface LabSocketFilter {
-  states?: readonly TcpState[];
-  /** Local or remote port. */
-  port?: number;
-}
-
-/** `ss` state names (iproute2 `sstate_name`) to the kernel's. */
-const SS_STATES: Readonly<Record<string, TcpState>> = {
-  ESTAB: 'ESTABLISHED',
-  'SYN-SENT': 'SYN_SENT',
-  'SYN-RECV': 'SYN_RECV',
-  'FIN-WAIT-1': 'FIN_WAIT1',
-  'FIN-WAIT-2': 'FIN_WAIT2',
-  'TIME-WAIT': 'TIME_WAIT',
-  UNCONN: 'CLOSE',
-  'CLOSE-WAIT': 'CLOSE_WAIT',
-  'LAST-ACK': 'LAST_ACK',
-  LISTEN: 'LISTEN',
-  CLOSING: 'CLOSING',
-};
-
-function endpoint(text: string): Endpoint {
-  const colon = text.lastIndexOf(':');
-  let address = text.slice(0, colon).replace(/^\[|\]$/g, '').replace(/%.*$/, '');
-  const port = text.slice(colon + 1);
-  if (address === '*') address = '0.0.0.0';
-  return { address, port: port === '*' ? 0 : Number(port) };
-}
-
-/** Parses `ss -tanH` output. */
-export function parseSs(output: string): LabSocket[] {
-  const sockets: LabSocket[] = [];
-  for (const line of output.split('\n')) {
-    const [state, recvQ, sendQ, local, remote] = line.trim().split(/\s+/);
-    const name = SS_STATES[state];
-    if (name === undefined || remote === undefined) continue;
-    sockets.push({ state: name, local: endpoint(local), remote: endpoint(remote), recvQ: Number(recvQ), sendQ: Number(sendQ) });
-  }
-  return sockets;
-}
+/** Which sockets `host.sockets()` lists: the same filter as finwait's `sockets()`. */
+export type LabSocketFilter = SocketFilter;
 
 /** The 16 bytes of an IPv6 address in any RFC 4291 text form without an embedded IPv4 part. */
 function ipv6Bytes(address: string): Uint8Array {
@@ -163,6 +124,7 @@ export class Host {
   /** @internal */
   peer: Host | undefined;
   readonly #nsFd: number;
+  #closed = false;
   readonly #sockets = new Set<net.Socket>();
   readonly #servers = new Set<net.Server>();
 
@@ -187,7 +149,7 @@ export class Host {
     checkBoolean(pauseOnConnect, 'options.pauseOnConnect');
     const address = sockaddr(host, port);
     const { AF_INET, AF_INET6, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } = native().constants;
-    const fd = native().netnsSocket(this.#nsFd, net.isIPv4(host) ? AF_INET : AF_INET6, SOCK_STREAM);
+    const fd = native().netnsSocket(this.#ns(), net.isIPv4(host) ? AF_INET : AF_INET6, SOCK_STREAM);
     try {
       native().setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
       native().bind(fd, address);
@@ -212,26 +174,30 @@ export class Host {
 
   /**
    * A `net.Socket` connected from this host's namespace to `port` on the other host (or
-   * `options.host`); rejects with the connect error (`ECONNREFUSED`, ...). Destroyed when the
-   * lab closes.
+   * `options.host`); rejects with the bind error (`EADDRINUSE`, `syscall` `'bind'`) or the
+   * connect error (`ECONNREFUSED`, ...). Destroyed when the lab closes.
    */
   async connect(port: number, options: LabConnectOptions = {}): Promise<net.Socket> {
     checkPort(port, 'port', false);
-    const { host = this.peer?.address ?? this.address, localPort, allowHalfOpen = false, pauseOnConnect = false } =
-      checkObject(options, 'options');
+    const {
+      host = this.peer?.address ?? this.address,
+      localPort,
+      reuseAddress = false,
+      allowHalfOpen = false,
+      pauseOnConnect = false,
+    } = checkObject(options, 'options');
     if (typeof host !== 'string' || net.isIP(host) === 0) throw invalidArgType('options.host', 'an IP address', host);
     if (localPort !== undefined) checkPort(localPort, 'options.localPort', false);
+    checkBoolean(reuseAddress, 'options.reuseAddress');
     checkBoolean(allowHalfOpen, 'options.allowHalfOpen');
     checkBoolean(pauseOnConnect, 'options.pauseOnConnect');
     const { AF_INET, AF_INET6, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } = native().constants;
     const v4 = net.isIPv4(host);
-    const fd = native().netnsSocket(this.#nsFd, v4 ? AF_INET : AF_INET6, SOCK_STREAM);
+    const fd = native().netnsSocket(this.#ns(), v4 ? AF_INET : AF_INET6, SOCK_STREAM);
     let socket: net.Socket;
     try {
-      if (localPort !== undefined) {
-        native().setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-        native().bind(fd, sockaddr(v4 ? '0.0.0.0' : '::', localPort));
-      }
+      if (reuseAddress) native().setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+      if (localPort !== undefined) native().bind(fd, sockaddr(v4 ? '0.0.0.0' : '::', localPort));
       // `pauseOnCreate` (the option Node's child_process uses for stdio) keeps Node from starting
       // to read the fd it was given; paused, it does not start after the connect either.
       const socketOptions: net.SocketConstructorOpts & { pauseOnCreate?: boolean } = {
@@ -267,13 +233,13 @@ export class Host {
     }
     if (typeof value !== 'string' && typeof value !== 'number') throw invalidArgType('value', 'a string or a number', value);
     const file = path.join('/proc/sys', ...name.split('.'));
-    const writer = native().netnsOpen(this.#nsFd, file, fs.constants.O_WRONLY);
+    const writer = native().netnsOpen(this.#ns(), file, fs.constants.O_WRONLY);
     try {
       fs.writeSync(writer, `${value}\n`);
     } finally {
       fs.closeSync(writer);
     }
-    const reader = native().netnsOpen(this.#nsFd, file, fs.constants.O_RDONLY);
+    const reader = native().netnsOpen(this.#ns(), file, fs.constants.O_RDONLY);
     try {
       const buffer = Buffer.alloc(4096);
       return buffer.toString('utf8', 0, fs.readSync(reader, buffer)).trim();
@@ -293,30 +259,31 @@ export class Host {
   }
 
   /**
-   * The TCP sockets of this host's namespace, every state including TIME_WAIT and orphans
-   * (read with `ss -N NAME -tanH`, i.e. sock_diag inside the namespace).
-   * @see ss(8)
+   * The TCP sockets of this host's namespace, every state including TIME_WAIT and orphans, like
+   * finwait's `sockets(filter)` (same entries, same filter, same errors) but read through a
+   * sock_diag socket made inside this namespace. Synchronous: one netlink request per family.
+   * @see sock_diag(7)
    */
-  async sockets(filter: LabSocketFilter = {}): Promise<LabSocket[]> {
-    checkObject(filter, 'filter');
-    const { states, port } = filter;
-    if (states !== undefined && (!Array.isArray(states) || !states.every(isTcpState))) {
-      throw invalidArgType('filter.states', 'an array of TCP state names', states);
-    }
-    if (port !== undefined) checkPort(port, 'filter.port', true);
-    return parseSs(await ssIn(this.netns)).filter(
-      (s) =>
-        (states === undefined || states.includes(s.state)) &&
-        (port === undefined || s.local.port === port || s.remote.port === port),
-    );
+  sockets(filter: LabSocketFilter = {}): LabSocket[] {
+    return socketsIn(this.#ns(), filter);
   }
 
-  /** @internal Destroys every socket and closes every server this host made. */
+  /** @internal Destroys every socket and closes every server this host made; the host is closed from now on. */
   closeAll(): void {
+    this.#closed = true;
     for (const socket of this.#sockets) socket.destroy();
     for (const server of this.#servers) server.close();
     this.#sockets.clear();
     this.#servers.clear();
+  }
+
+  /**
+   * The namespace's fd, while the lab runs. After `lab.close()` it is closed and its number may
+   * already name another file (another lab's namespace): never use it then.
+   */
+  #ns(): number {
+    if (this.#closed) throw codedError('ERR_FINWAIT_LAB_CLOSED', `The lab is closed: host ${this.name} can no longer be used`);
+    return this.#nsFd;
   }
 
   #track(socket: net.Socket): void {

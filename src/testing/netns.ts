@@ -102,11 +102,6 @@ export async function nftIn(name: string, rules: string): Promise<void> {
   await run('ip', ['netns', 'exec', name, 'nft', '-f', '-'], rules.endsWith('\n') ? rules : `${rules}\n`);
 }
 
-/** `ss -tanH` inside the namespace (`ss -N`). */
-export function ssIn(name: string): Promise<string> {
-  return run('ss', ['-N', name, '-tanH']);
-}
-
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -5,8 +5,10 @@ import { once } from 'node:events';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { performance } from 'node:perf_hooks';
 import { closeWrite, findSocket, reset, setLinger2, watch } from '../../src/index';
-import { STATE_CHANNEL, type Transition } from '../../src/lifecycle/watch';
+import { socketTuple } from '../../src/diag';
+import { STATE_CHANNEL, watcherOf, type Transition } from '../../src/lifecycle/watch';
 import { pair, readAll, waitFor, type Pair } from '../helpers';
 
 let p: Pair | undefined;
@@ -122,6 +124,54 @@ describe('watch', () => {
     expect(states(closer)).not.toContain('TIME_WAIT');
     expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'fin-wait2-timeout', source: 'diag' });
     expect(peer.state).toBe('CLOSE_WAIT');
+  });
+
+  it('a new connection on the 4-tuple of a watched TIME_WAIT is not taken for it: lookups ask for its cookie', async () => {
+    const listener = net.createServer().listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const port = (listener.address() as net.AddressInfo).port;
+    const sockets: net.Socket[] = [];
+    try {
+      // A client address of its own: ports of 127.0.0.1 may be held by other TIME_WAIT sockets.
+      const localAddress = `127.${1 + Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 256)}.${2 + Math.floor(Math.random() * 250)}`;
+      const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
+      const first = net.connect({ port, host: '127.0.0.1', localAddress });
+      sockets.push(first);
+      await once(first, 'connect');
+      const [server] = await accepted;
+      sockets.push(server);
+      const lc = watch(server);
+      const cookie = watcherOf(lc)?.cookie;
+      expect(cookie).toMatch(/^[0-9a-f]{16}$/);
+      const tuple = socketTuple(server)!;
+      expect(findSocket(tuple)?.cookie).toBe(cookie);
+      // The server closes first, so its end goes to TIME_WAIT; the client answers with its FIN.
+      first.resume();
+      server.resume();
+      const firstClosed = once(first, 'close');
+      server.end();
+      await lc.until('TIME_WAIT', { timeout: 5000 });
+      await firstClosed;
+      // A SYN from the same client port ends the TIME_WAIT (RFC 1122 4.2.2.13) and takes over its
+      // 4-tuple: a lookup by the 4-tuple alone now finds the new connection.
+      const again = once(listener, 'connection') as Promise<[net.Socket]>;
+      const second = net.connect({ port, host: '127.0.0.1', localAddress, localPort: tuple.remote.port });
+      sockets.push(second);
+      await once(second, 'connect');
+      sockets.push(...(await again));
+      expect(findSocket(tuple)).toMatchObject({ state: 'ESTABLISHED' });
+      expect(findSocket(tuple)?.cookie).not.toBe(cookie);
+      expect(findSocket({ ...tuple, cookie })).toBeUndefined();
+      // The watcher would look at its TIME_WAIT again when the 60 s timer runs out: look now.
+      expect(watcherOf(lc)!.due - performance.now()).toBeGreaterThan(50_000);
+      watcherOf(lc)!.lookNow();
+      expect(lc.anomalies).toEqual([]);
+      expect(lc.state).toBe('CLOSED');
+      expect(await lc.done).toMatchObject({ outcome: 'graceful', role: 'active' });
+    } finally {
+      for (const s of sockets) s.destroy();
+      listener.close();
+    }
   });
 
   it('follows a connection watched from before it connects', async () => {

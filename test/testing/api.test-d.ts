@@ -3,7 +3,7 @@ import { describe, expectTypeOf, it } from 'vitest';
 import type net from 'node:net';
 import * as t from '../../src/testing/index';
 import type { Lab, LogEntry, TcpFlag, Verdict, WireSegment } from '../../src/testing/index';
-import type { TcpState } from '../../src/index';
+import type { SocketEntry, SocketFilter, TcpState } from '../../src/index';
 
 describe('finwait/testing types', () => {
   it('connectPair and the waiters', () => {
@@ -23,13 +23,20 @@ describe('finwait/testing types', () => {
     expectTypeOf<Lab['b']['listen']>().returns.toEqualTypeOf<Promise<net.Server>>();
     expectTypeOf<Lab['a']['sysctl']>().returns.toEqualTypeOf<string>();
     expectTypeOf<Lab['a']['nft']>().returns.toEqualTypeOf<Promise<void>>();
+    // host.sockets() is synchronous and returns finwait's own sock_diag entries.
+    expectTypeOf<Lab['a']['sockets']>().returns.toEqualTypeOf<SocketEntry[]>();
+    expectTypeOf<Lab['a']['sockets']>().parameter(0).toEqualTypeOf<SocketFilter | undefined>();
+    expectTypeOf<t.LabSocket>().toEqualTypeOf<SocketEntry>();
+    expectTypeOf<t.LabConnectOptions['reuseAddress']>().toEqualTypeOf<boolean | undefined>();
   });
 
   it('the wire and its log', () => {
     expectTypeOf<Lab['wire']['hold']>().parameter(0).toEqualTypeOf<((segment: WireSegment) => boolean) | undefined>();
     expectTypeOf<Lab['wire']['release']>().returns.toEqualTypeOf<number>();
     expectTypeOf<LogEntry['verdict']>().toEqualTypeOf<Verdict>();
-    expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release'>();
+    expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release' | 'delay'>();
+    expectTypeOf<Lab['wire']['delay']>().parameters.toEqualTypeOf<[ms: number, predicate?: (segment: WireSegment) => boolean]>();
+    expectTypeOf<LogEntry['delayMs']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<LogEntry['from']>().toEqualTypeOf<'a' | 'b'>();
     expectTypeOf<LogEntry['flags']>().toEqualTypeOf<TcpFlag[]>();
     expectTypeOf<LogEntry['relSeq']>().toEqualTypeOf<number | undefined>();

@@ -10,8 +10,9 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { execFileSync, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { tcpState } from '../../src/index';
+import { sockets, tcpState } from '../../src/index';
 import {
+  connectPair,
   createLab,
   formatSegment,
   isPureAck,
@@ -94,10 +95,10 @@ describe('the lab', () => {
     const data = lab.wire.log.filter((e) => e.len > 0).map((e) => `${e.from} ${formatSegment(e)}`);
     expect(data).toEqual(['a <SEQ=1><ACK=1><CTL=PSH,ACK><DATA=4>', 'b <SEQ=1><ACK=5><CTL=PSH,ACK><DATA=5>']);
     // Each host's kernel sees the connection in its own namespace only.
-    expect(await lab.a.sockets({ states: ['ESTABLISHED'] })).toEqual([
+    expect(lab.a.sockets({ states: ['ESTABLISHED'] })).toEqual([
       expect.objectContaining({ local: { address: '10.77.0.1', port: sa.localPort }, remote: { address: '10.77.0.2', port: 80 } }),
     ]);
-    expect(await lab.b.sockets({ states: ['LISTEN'] })).toEqual([
+    expect(lab.b.sockets({ states: ['LISTEN'] })).toEqual([
       expect.objectContaining({ local: { address: '0.0.0.0', port: 80 }, remote: { address: '0.0.0.0', port: 0 } }),
     ]);
   });
@@ -115,7 +116,9 @@ describe('the lab', () => {
     expect(tcpState(sa)).toBe('FIN_WAIT1');
     sb.end();
     await waitForState(sa, 'CLOSE'); // FIN_WAIT1 -> TIME_WAIT, FIN_WAIT2 skipped
-    expect(await lab.a.sockets({ states: ['TIME_WAIT'] })).toHaveLength(1);
+    expect(lab.a.sockets({ states: ['TIME_WAIT'] })).toHaveLength(1);
+    // a's kernel has sent its last ACK; the wire logs it once it has read it from a's device.
+    await waitUntil("a's last ACK on the wire", () => lab.wire.log.some((e) => e.from === 'a' && e.relSeq === 2));
     expect(delivered(lab.wire.log)).toEqual([
       'a <SEQ=1><ACK=1><CTL=FIN,ACK>',
       'b <SEQ=1><ACK=2><CTL=FIN,ACK>',
@@ -149,6 +152,74 @@ describe('the lab', () => {
     expect(String((await once(sa, 'data'))[0])).toBe('after');
     const fins = lab.wire.log.filter((e) => e.flags.includes('FIN')).map((e) => e.verdict);
     expect(fins).toEqual(['hold', 'release']);
+  });
+
+  itLab('sockets(): sock_diag inside the host\'s namespace, the same entries, filters and timers as finwait\'s sockets()', async (lab) => {
+    const { sa, sb } = await connection(lab, { allowHalfOpen: true });
+    const fdOf = (s: net.Socket): number => (s as unknown as { _handle: { fd: number } })._handle.fd;
+    const [ea] = lab.a.sockets({ states: ['ESTABLISHED'] });
+    // The very shape finwait's sockets() returns (compared with an entry of this namespace's).
+    const pair = await connectPair();
+    try {
+      const [own] = sockets({ localPort: pair.client.localPort as number, states: ['ESTABLISHED'] });
+      expect(Object.keys(ea).sort()).toEqual(Object.keys(own).sort());
+    } finally {
+      await pair.close();
+    }
+    expect(ea).toMatchObject({
+      family: 4,
+      local: { address: '10.77.0.1', port: sa.localPort },
+      remote: { address: '10.77.0.2', port: 80 },
+      state: 'ESTABLISHED',
+      timer: { kind: 'off', expiresMs: 0, retransmits: 0 },
+      recvQ: 0,
+      sendQ: 0,
+      inode: fs.fstatSync(fdOf(sa)).ino,
+      uid: process.getuid?.() ?? 0,
+    });
+    // b's end is in b's namespace only, and neither is in this process's namespace.
+    expect(lab.b.sockets({ states: ['ESTABLISHED'] }).map((e) => e.inode)).toEqual([fs.fstatSync(fdOf(sb)).ino]);
+    expect(sockets({ localPort: sa.localPort as number, remotePort: 80 }).filter((e) => e.local.address === '10.77.0.1')).toEqual([]);
+    // Every filter of sockets(), in the kernel.
+    expect(lab.a.sockets({ localPort: sa.localPort as number })).toHaveLength(1);
+    expect(lab.a.sockets({ remotePort: 80, states: ['ESTABLISHED', 'TIME_WAIT'] })).toHaveLength(1);
+    expect(lab.b.sockets({ port: 80 }).map((e) => e.state).sort()).toEqual(['ESTABLISHED', 'LISTEN']);
+    expect(lab.b.sockets({ port: 80, family: 6 })).toEqual([]);
+    expect(lab.a.sockets({ states: ['LISTEN'] })).toEqual([]);
+    expect(() => lab.a.sockets({ states: ['FIN_WAIT_2' as never] })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => lab.a.sockets({ prot: 80 } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    // A retransmission timer while a's data is lost on the wire, with the bytes in sendQ.
+    lab.wire.drop((s) => s.from === 'a' && s.len > 0);
+    sa.write('lost');
+    const pending = await waitUntil('a retransmitting', () =>
+      lab.a.sockets({ localPort: sa.localPort as number }).find((e) => e.timer.kind === 'retransmit' && e.timer.retransmits >= 1),
+    );
+    expect(pending).toMatchObject({ state: 'ESTABLISHED', sendQ: 4 });
+    expect(pending.timer.expiresMs).toBeGreaterThan(0);
+    lab.wire.pass();
+    await waitUntil('the bytes acknowledged', () => lab.a.sockets({ localPort: sa.localPort as number })[0]?.sendQ === 0);
+    // After the close, a's TIME_WAIT: no inode, the 60 s timewait timer.
+    sa.end();
+    await waitForState(sa, 'FIN_WAIT2');
+    sb.end();
+    await waitForState(sa, 'CLOSE');
+    const [tw] = lab.a.sockets({ states: ['TIME_WAIT'] });
+    expect(tw).toMatchObject({ local: { port: sa.localPort }, inode: 0, timer: { kind: 'timewait' } });
+    expect(tw.timer.expiresMs).toBeGreaterThan(55_000);
+    expect(tw.timer.expiresMs).toBeLessThanOrEqual(60_000);
+  });
+
+  itLab('connect: localPort binds that port; reuseAddress sets SO_REUSEADDR before the bind', async (lab) => {
+    await lab.b.listen(80);
+    await lab.b.listen(81);
+    const first = await lab.a.connect(80, { localPort: 40_000, reuseAddress: true });
+    expect(first.localPort).toBe(40_000);
+    // Two sockets share a local port only if both set SO_REUSEADDR (and neither listens).
+    await expect(lab.a.connect(81, { localPort: 40_000 })).rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'bind' });
+    const second = await lab.a.connect(81, { localPort: 40_000, reuseAddress: true });
+    expect([second.localPort, second.remotePort]).toEqual([40_000, 81]);
+    expect(lab.a.sockets({ localPort: 40_000 })).toHaveLength(2);
+    await expect(lab.a.connect(80, { reuseAddress: 1 as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
   });
 
   itLab('sysctl writes the namespace\'s own value, read back, and leaves the others alone', async (lab) => {
@@ -208,6 +279,22 @@ describe('the lab', () => {
     expect(fdTargets().length).toBeLessThanOrEqual(fdsBefore);
     expect(execFileSync('ip', ['-br', 'link'], { encoding: 'utf8' })).not.toMatch(/^wire0/m);
     expect(childPids()).toEqual([]);
+  });
+
+  it('a closed lab\'s hosts refuse to be used: ERR_FINWAIT_LAB_CLOSED, never a stale namespace fd', async (ctx) => {
+    const gate = labGate(labAvailable(), process.env);
+    if (!gate.run) {
+      if (gate.fail) throw new Error(gate.fail);
+      ctx.skip(gate.skip);
+    }
+    const lab = await createLab();
+    expect(lab.a.sockets()).toEqual([]);
+    await lab.close();
+    const closed = expect.objectContaining({ code: 'ERR_FINWAIT_LAB_CLOSED' });
+    expect(() => lab.a.sockets()).toThrow(closed);
+    expect(() => lab.b.sysctl('net.ipv4.tcp_fin_timeout', 5)).toThrow(closed);
+    await expect(lab.a.connect(80)).rejects.toEqual(closed);
+    await expect(lab.b.listen(80)).rejects.toEqual(closed);
   });
 
   it('cleans up what it made when createLab fails half-way', async (ctx) => {

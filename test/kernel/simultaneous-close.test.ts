@@ -1,5 +1,5 @@
 /**
- * The flagship: a simultaneous close (RFC 793 §3.5, figure 14) between two real kernels, both
+ * KERNEL.md row 3, the flagship: a simultaneous close (RFC 793 §3.5, figure 14) between two real kernels, both
  * ends passing through CLOSING, made deterministic by holding segments on the lab's wire.
  *
  *     TCP A                                                TCP B
@@ -14,22 +14,15 @@
  * 4.  TIME-WAIT                                            TIME-WAIT
  */
 import { describe, expect } from 'vitest';
-import net from 'node:net';
-import { once } from 'node:events';
 import { tcpState } from '../../src/index';
-import { formatSegment, isPureAck, waitForState, waitUntil, type LogEntry } from '../../src/testing/index';
-import { itLab } from './helpers';
+import { isPureAck, waitForState, waitUntil } from '../../src/testing/index';
+import { connect, itLab, segments } from './helpers';
 
-const ladder = (log: readonly LogEntry[]): string[] =>
-  log.map((e) => `${e.from === 'a' ? 'a --> b' : 'b --> a'} ${formatSegment(e)} ${e.verdict}`);
-
-describe('simultaneous close through the lab', () => {
-  itLab('both ends pass through CLOSING, as in RFC 793 figure 14', async ({ a, b, wire }) => {
-    const server = await b.listen(80, { allowHalfOpen: true, pauseOnConnect: true });
-    const accepted = once(server, 'connection');
+describe('KERNEL.md row 3: simultaneous close', () => {
+  itLab('3. simultaneous close: both ends pass through CLOSING, as in RFC 793 figure 14', async (lab) => {
+    const { a, b, wire } = lab;
     // Paused ends never read EOF, so Node keeps both fds open and the kernel's states stay visible.
-    const sa = await a.connect(80, { allowHalfOpen: true, pauseOnConnect: true });
-    const [sb] = (await accepted) as [net.Socket];
+    const { sa, sb } = await connect(lab, { allowHalfOpen: true, pauseOnConnect: true });
     await waitForState(sb, 'ESTABLISHED');
     wire.clearLog();
 
@@ -50,31 +43,18 @@ describe('simultaneous close through the lab', () => {
     // which an open fd reads as CLOSE.
     expect(wire.release()).toBe(2);
     await Promise.all([waitForState(sa, 'CLOSE'), waitForState(sb, 'CLOSE')]);
-    const timeWait = await b.sockets({ states: ['TIME_WAIT'], port: 80 });
-    expect(timeWait).toHaveLength(1);
-    expect(await a.sockets({ states: ['TIME_WAIT'], port: 80 })).toHaveLength(1);
+    expect(b.sockets({ states: ['TIME_WAIT'], port: 80 })).toEqual([expect.objectContaining({ timer: expect.objectContaining({ kind: 'timewait' }) })]);
+    expect(a.sockets({ states: ['TIME_WAIT'], port: 80 })).toEqual([expect.objectContaining({ timer: expect.objectContaining({ kind: 'timewait' }) })]);
 
     // The wire saw exactly figure 14, with each side's numbers relative to its ISN (a data-free
     // connection: both FINs have SEQ=1, both ACKs SEQ=2 ACK=2). The order in which the two hosts'
     // segments reach the wire depends on the kernels, so each step is compared as a set.
-    const log = ladder(wire.log);
+    const log = segments(wire.log, { verdicts: ['pass', 'drop', 'hold', 'release', 'delay'], withVerdict: true });
     expect(log).toHaveLength(8);
-    expect(log.slice(0, 2).sort()).toEqual([
-      'a --> b <SEQ=1><ACK=1><CTL=FIN,ACK> hold',
-      'b --> a <SEQ=1><ACK=1><CTL=FIN,ACK> hold',
-    ]);
-    expect(log.slice(2, 4).sort()).toEqual([
-      'a --> b <SEQ=1><ACK=1><CTL=FIN,ACK> release',
-      'b --> a <SEQ=1><ACK=1><CTL=FIN,ACK> release',
-    ]);
-    expect(log.slice(4, 6).sort()).toEqual([
-      'a --> b <SEQ=2><ACK=2><CTL=ACK> hold',
-      'b --> a <SEQ=2><ACK=2><CTL=ACK> hold',
-    ]);
-    expect(log.slice(6, 8).sort()).toEqual([
-      'a --> b <SEQ=2><ACK=2><CTL=ACK> release',
-      'b --> a <SEQ=2><ACK=2><CTL=ACK> release',
-    ]);
+    expect(log.slice(0, 2).sort()).toEqual(['a <SEQ=1><ACK=1><CTL=FIN,ACK> hold', 'b <SEQ=1><ACK=1><CTL=FIN,ACK> hold']);
+    expect(log.slice(2, 4).sort()).toEqual(['a <SEQ=1><ACK=1><CTL=FIN,ACK> release', 'b <SEQ=1><ACK=1><CTL=FIN,ACK> release']);
+    expect(log.slice(4, 6).sort()).toEqual(['a <SEQ=2><ACK=2><CTL=ACK> hold', 'b <SEQ=2><ACK=2><CTL=ACK> hold']);
+    expect(log.slice(6, 8).sort()).toEqual(['a <SEQ=2><ACK=2><CTL=ACK> release', 'b <SEQ=2><ACK=2><CTL=ACK> release']);
     expect(tcpState(sa)).toBe('CLOSE');
     expect(tcpState(sb)).toBe('CLOSE');
   });

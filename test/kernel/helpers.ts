@@ -1,0 +1,104 @@
+/**
+ * Shared by the kernel-behaviour suite (one file per group of rows of KERNEL.md's "Close
+ * behaviour" table): a connection across the lab's wire, and segment matching in the notation of
+ * RFC 793's figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
+ * ISN. PSH is left out everywhere: the kernel sets it as it likes, and a retransmitted FIN can
+ * carry PSH and data (`FP.`), so no assertion here depends on it.
+ */
+import { expect } from 'vitest';
+import { once } from 'node:events';
+import type net from 'node:net';
+import { formatSegment, waitUntil, type Lab, type LogEntry, type Verdict, type Wire, type WireSegment } from '../../src/testing/index';
+
+export { itLab } from '../testing/helpers';
+
+/** Both ends of a connection a → b:port across the wire, and b's listener. */
+export interface Connection {
+  /** a's end (the one that connected); the active closer unless a row says otherwise. */
+  sa: net.Socket;
+  /** b's end (accepted). */
+  sb: net.Socket;
+  server: net.Server;
+}
+
+/**
+ * Connects a to b:`port` (default 80) with the same Node options on both ends. With
+ * `pauseOnConnect`, Node reads nothing on either end: data and FINs stay in the kernels' receive
+ * queues and Node never closes an fd on its own, so the fds keep showing the kernel's states.
+ */
+export async function connect(
+  lab: Lab,
+  options: { allowHalfOpen?: boolean; pauseOnConnect?: boolean } = {},
+  port = 80,
+): Promise<Connection> {
+  const server = await lab.b.listen(port, options);
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const sa = await lab.a.connect(port, options);
+  const [sb] = await accepted;
+  return { sa, sb, server };
+}
+
+/** One segment with its sender, PSH left out: `'b <SEQ=1><ACK=2><CTL=FIN,ACK>'`, `'a <SEQ=1><ACK=2><CTL=ACK><DATA=1>'`. */
+export function segmentText(entry: LogEntry): string {
+  return `${entry.from} ${formatSegment({ ...entry, flags: entry.flags.filter((f) => f !== 'PSH') })}`;
+}
+
+export interface SegmentOptions {
+  /** Only entries with these verdicts (default `['pass', 'release', 'delay']`: what reached the other host). */
+  verdicts?: readonly Verdict[];
+  /** Append the verdict: `'a <SEQ=1><ACK=1><CTL=FIN,ACK> hold'`. */
+  withVerdict?: boolean;
+}
+
+/** The wire log's entries as `segmentText`, in order. */
+export function segments(log: readonly LogEntry[], options: SegmentOptions = {}): string[] {
+  const { verdicts = ['pass', 'release', 'delay'], withVerdict = false } = options;
+  return log
+    .filter((e) => verdicts.includes(e.verdict))
+    .map((e) => (withVerdict ? `${segmentText(e)} ${e.verdict}` : segmentText(e)));
+}
+
+/** Asserts that the log's segments (as `segments(log, options)`) are exactly `expected`, in order. */
+export function expectSegments(log: readonly LogEntry[], expected: readonly string[], options: SegmentOptions = {}): void {
+  expect(segments(log, options)).toEqual(expected);
+}
+
+/**
+ * Resolves with the first log entry `predicate` accepts, once the wire has logged it: a kernel may
+ * already show the state a segment caused at its sender before the wire has read that segment.
+ */
+export function waitForSegment(wire: Wire, describe: string, predicate: (entry: LogEntry) => boolean, timeout = 5000): Promise<LogEntry> {
+  return waitUntil(describe, () => wire.log.find(predicate), { timeout });
+}
+
+/** A predicate for a FIN from `from`: for the wire's rules and for its log. */
+export const finFrom =
+  (from: 'a' | 'b') =>
+  (segment: WireSegment): boolean =>
+    segment.from === from && segment.flags.includes('FIN');
+
+/**
+ * What a Node write does: `'ok'` once the kernel took the bytes, or the error's code (`'EPIPE'`,
+ * `'ECONNRESET'`). A failed write also destroys the socket with that error; it is caught here.
+ */
+export function writeResult(socket: net.Socket, data: string | Uint8Array): Promise<string> {
+  return new Promise((resolve) => {
+    const onError = (error: NodeJS.ErrnoException): void => resolve(error.code ?? String(error));
+    socket.once('error', onError);
+    socket.write(data, (error) => {
+      // On failure Node calls back first and emits 'error' after: leave the listener to catch it.
+      if (error) resolve((error as NodeJS.ErrnoException).code ?? String(error));
+      else {
+        socket.off('error', onError);
+        resolve('ok');
+      }
+    });
+  });
+}
+
+/** The fd Node holds for `socket`, for a raw read(2) where Node would hide what the kernel says. */
+export function fdOf(socket: net.Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('the socket has no fd');
+  return fd;
+}
