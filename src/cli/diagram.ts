@@ -6,6 +6,7 @@
  * the end that acts first) and TCP B (on the right). Each end brings the history `watch()`
  * recorded; the scenario adds what the application did (actions) and what could not be shown
  * (notes). Segments are optional: loopback gives none, the lab's wire log gives every one.
+ * `path` says which of the two the run took.
  */
 import { outcomeOf, roleOf, type HistoryEntry } from '../lifecycle/fsm';
 import type { SocketAddress, SocketTimer } from '../diag';
@@ -17,7 +18,8 @@ export type Side = 'a' | 'b';
  * One segment on the wire, as the lab's segment log records it: `from` the end that sent it,
  * `flags` in tcpdump's letters (`'F.'`, `'S'`, `'R.'`, `'.'` for a pure ACK) or as names
  * (`'FIN,ACK'`), sequence numbers absolute and relative to each end's ISN, `len` payload bytes,
- * and what the wire did with it (`'pass'`, `'drop'`, `'hold'`, ...).
+ * and what the wire did with it (`'pass'`, `'drop'`, `'hold'`, `'release'`, `'delay'`). A held
+ * segment is logged twice: `'hold'` when the wire read it, `'release'` when it delivered it.
  */
 export interface Segment {
   /** ms, on the same clock as the histories (`performance.now()`). */
@@ -26,11 +28,25 @@ export interface Segment {
   flags: string;
   seq: number;
   ack: number;
-  relSeq: number;
-  relAck: number;
+  /** `seq` minus the sender's ISN; `undefined` when the wire never saw that ISN. */
+  relSeq: number | undefined;
+  /** `ack` minus the receiver's ISN; `undefined` without ACK or when that ISN is unknown. */
+  relAck: number | undefined;
   len: number;
   verdict: string;
 }
+
+/**
+ * How a run reached the kernels: `'lab'`, two network namespaces joined by the lab's userspace
+ * wire (segments logged), or `'loopback'`, one namespace's loopback (states only).
+ */
+export type RunPath = 'lab' | 'loopback';
+
+/** The words the ladder prints after `path: `. */
+export const PATH_TEXT: Readonly<Record<RunPath, string>> = {
+  lab: 'lab (two network namespaces, userspace wire)',
+  loopback: 'loopback',
+};
 
 /** Something an application did, drawn in parentheses like RFC 793's "(Close)". */
 export interface Action {
@@ -66,6 +82,8 @@ export interface Diagram {
   scenario: string;
   /** One line: what the scenario shows, e.g. `'normal close (RFC 793 figure 13)'`. */
   title: string;
+  /** Where it ran: the lab (with segments) or loopback (states only). */
+  path: RunPath;
   /** The time 0 of the drawing, on the histories' clock (ms). */
   t0: number;
   a: DiagramEnd;
@@ -169,15 +187,30 @@ export function ctlOf(flags: string): string {
   return [...known, ...other].join(',');
 }
 
-/** A segment's label as in RFC 793's figures, with relative numbers: `<SEQ=1><ACK=1><CTL=FIN,ACK>`. */
+/**
+ * A segment's label as in RFC 793's figures, with relative numbers: `<SEQ=1><ACK=1><CTL=FIN,ACK>`;
+ * no `<ACK=…>` on a segment without ACK (a SYN), absolute numbers where the ISN is unknown.
+ */
 export function segmentLabel(segment: Segment): string {
+  const ctl = ctlOf(segment.flags);
+  const seq = segment.relSeq ?? segment.seq;
+  const hasAck = ctl.split(',').includes('ACK');
+  const ack = hasAck ? `<ACK=${segment.relAck ?? segment.ack}>` : '';
   const data = segment.len > 0 ? `<DATA=${segment.len}>` : '';
-  return `<SEQ=${segment.relSeq}><ACK=${segment.relAck}><CTL=${ctlOf(segment.flags)}>${data}`;
+  return `<SEQ=${seq}>${ack}<CTL=${ctl}>${data}`;
 }
 
 /** True if the wire did not deliver the segment (dropped); held segments are delivered later. */
 export function isLost(segment: Segment): boolean {
   return /^(drop|dropped|lost)$/i.test(segment.verdict);
+}
+
+/** Where a segment is drawn: sent and delivered, held in the network, delivered after a hold, or lost. */
+export function segmentLeg(segment: Segment): 'whole' | 'held' | 'released' | 'lost' {
+  if (isLost(segment)) return 'lost';
+  if (/^(hold|held)$/i.test(segment.verdict)) return 'held';
+  if (/^release/i.test(segment.verdict)) return 'released';
+  return 'whole';
 }
 
 /** How a history entry became known, as the ladder prints it. */
@@ -204,6 +237,12 @@ export function legend(diagram: Diagram): string[] {
   if (used.has('event')) lines.push("event: implied by a Node event or our own call ('connect', ECONNRESET, reset())");
   if (used.has('inferred')) lines.push('inferred: too brief to see; filled in by the RFC 793 machine from the states around it (≤t: it began at or before t)');
   if (anomaly) lines.push('!: a step the RFC machine forbids, kept as the kernel showed it');
+  if (diagram.segments && diagram.segments.length > 0) {
+    lines.push("segments: the lab wire's log, timed when the wire read each one; SEQ/ACK relative to each end's initial sequence number");
+    const legs = new Set(diagram.segments.map(segmentLeg));
+    if (legs.has('held') || legs.has('released')) lines.push('[hold] ...: held on the wire (in the network); [release] ...: delivered later, when the wire let it go');
+    if (legs.has('lost')) lines.push('[drop] X: lost on the wire, never delivered');
+  }
   return lines;
 }
 
@@ -248,14 +287,20 @@ export function addressOf(address: SocketAddress | undefined): string {
 /** The note every drawing without segments carries. */
 export const NO_SEGMENTS_NOTE = 'segments: not shown — needs the lab (root or a user namespace); states only';
 
+/** The line that says where the run took place: `'path: lab (two network namespaces, userspace wire)'`. */
+export function pathLine(diagram: Diagram): string {
+  return `path: ${PATH_TEXT[diagram.path]}`;
+}
+
 /** ms relative to `t0`, to the µs. */
 function rel(at: number, t0: number): number {
   return Math.round((at - t0) * 1000) / 1000;
 }
 
 /**
- * The diagram as plain data for `--json`: times in ms relative to the start, both histories,
- * outcome and role per end, and every note, including what could not be shown.
+ * The diagram as plain data for `--json`: where it ran (`path`), times in ms relative to the
+ * start, both histories, outcome and role per end, the segments (`null` without the lab) and
+ * every note, including what could not be shown.
  */
 export function diagramJson(diagram: Diagram): unknown {
   const { t0 } = diagram;
@@ -273,9 +318,10 @@ export function diagramJson(diagram: Diagram): unknown {
   return {
     scenario: diagram.scenario,
     title: diagram.title,
+    path: diagram.path,
     ends: { a: end('TCP A', diagram.a), b: end('TCP B', diagram.b) },
     actions: diagram.actions.map((a) => ({ ...a, at: rel(a.at, t0) })),
-    segments: diagram.segments ? diagram.segments.map((s) => ({ ...s, at: rel(s.at, t0) })) : null,
+    segments: diagram.segments ? diagram.segments.map((s) => ({ ...s, relSeq: s.relSeq ?? null, relAck: s.relAck ?? null, at: rel(s.at, t0) })) : null,
     shown: { states: true, segments: diagram.segments !== undefined },
     notes: diagram.segments ? [...diagram.notes] : [...diagram.notes, NO_SEGMENTS_NOTE],
   };

@@ -6,12 +6,13 @@
 import {
   addressOf,
   endLine,
-  isLost,
   layout,
   rowTime,
   legend,
   NO_SEGMENTS_NOTE,
+  pathLine,
   segmentLabel,
+  segmentLeg,
   sourceLabel,
   type Cell,
   type Diagram,
@@ -40,10 +41,19 @@ function cellText(cell: Cell | undefined, style: Style): string {
   return `${state} ${entry.source === 'inferred' ? style.inferred(how) : style.dim(how)}`;
 }
 
+/**
+ * A segment as RFC 793 draws it: `--> <SEQ=…> -->` from A, `<-- … <--` from B; `...` for the
+ * part of the way it has not yet gone (held on the wire: `--> … ...`; delivered after a hold:
+ * `... … -->`, as figure 14's delayed FIN), `X` where it was lost.
+ */
 function arrow(segment: Segment, width: number): string {
   const label = segmentLabel(segment);
-  const lost = isLost(segment);
-  const [head, tail] = segment.from === 'a' ? ['-->', lost ? '--X' : '-->'] : [lost ? 'X--' : '<--', '<--'];
+  const leg = segmentLeg(segment);
+  const fromA = segment.from === 'a';
+  const sent = fromA ? '-->' : '<--';
+  const [near, far] = leg === 'held' ? [sent, '...'] : leg === 'released' ? ['...', sent] : leg === 'lost' ? [sent, fromA ? '--X' : 'X--'] : [sent, sent];
+  // The sender's end is drawn on its side: A's on the left, B's on the right.
+  const [head, tail] = fromA ? [near, far] : [far, near];
   const text = `${head} ${label} ${tail}`;
   return text.length >= width ? text : text + ' '.repeat(width - text.length);
 }
@@ -62,6 +72,7 @@ export function renderLadder(diagram: Diagram, style: Style = plain): string {
   const middle = diagram.segments ? MIDDLE_WITH_SEGMENTS : MIDDLE_STATES_ONLY;
   const out: string[] = [];
   out.push(style.title(`finwait demo ${diagram.scenario}: ${diagram.title}`));
+  out.push(pathLine(diagram));
   out.push(endHeader('TCP A', diagram.a));
   out.push(endHeader('TCP B', diagram.b));
   out.push('');

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
- * The `finwait` command: `finwait demo [scenario]` runs a close on real loopback sockets and
- * draws it as an RFC 793 ladder; `finwait ss` lists this host's TCP sockets by close state and
- * flags the suspicious ones. Argument parsing, help, output and exit codes live here; the work is
- * in `scenarios.ts`, `ladder.ts`, `svg.ts` and `ss.ts`.
+ * The `finwait` command: `finwait demo [scenario]` runs a close on real kernel sockets — in the
+ * lab (two network namespaces and a userspace wire, with every segment) when it is available,
+ * on loopback (states only) otherwise or with `--loopback` — and draws it as an RFC 793 ladder;
+ * `finwait ss` lists this host's TCP sockets by close state and flags the suspicious ones.
+ * Argument parsing, help, output and exit codes live here; the work is in `scenarios.ts`,
+ * `lab-scenarios.ts`, `ladder.ts`, `svg.ts` and `ss.ts`.
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isTcpState, type SocketFilter, type TcpState } from '../index';
-import { diagramJson } from './diagram';
+import { labAvailable } from '../testing/lab';
+import { diagramJson, type Diagram } from './diagram';
 import { renderLadder } from './ladder';
 import { SCENARIOS, scenario as findScenario } from './scenarios';
 import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJson } from './ss';
@@ -22,7 +25,7 @@ export const EXIT = {
   failed: 1,
   /** Unknown command, scenario or flag, or a bad value. */
   usage: 2,
-  /** The scenario cannot be shown on loopback: it needs the lab. */
+  /** The scenario needs the lab, and the lab is not available (or `--loopback` was given). */
   needsLab: 3,
 } as const;
 
@@ -37,7 +40,7 @@ class UsageError extends Error {
 
 const USAGE = {
   main: 'usage: finwait <command> [options]   (commands: demo, ss; finwait <command> --help)',
-  demo: 'usage: finwait demo [scenario] [--json] [--svg FILE]',
+  demo: 'usage: finwait demo [scenario] [--loopback] [--json] [--svg FILE]',
   ss: 'usage: finwait ss [--port N] [--state S...] [--time-wait-pile N] [--watch | --json]',
 };
 
@@ -47,15 +50,15 @@ const HELP = {
 ${USAGE.main}
 
 commands:
-  demo [scenario]   run a close on loopback, both ends watched, drawn as an RFC 793 ladder
+  demo [scenario]   run a close on real sockets (the lab, or loopback), drawn as an RFC 793 ladder
   ss                this host's TCP sockets by close state, with owners and flags
 
 options:
   -h, --help        this help; finwait <command> --help for a command's
 
 exit codes: 0 ok, 1 failed, 2 usage error, 3 the scenario needs the lab`,
-  demo: `finwait demo: a TCP close on real loopback sockets, drawn like RFC 793 figures 13 and 14:
-TCP A's states down the left, TCP B's down the right, time going down.
+  demo: `finwait demo: a TCP close on real kernel sockets, drawn like RFC 793 figures 13 and 14:
+TCP A's states down the left, TCP B's down the right, time going down, and the segments between.
 
 ${USAGE.demo}
 
@@ -63,13 +66,18 @@ scenarios (default: normal):
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(18)}${s.title}${s.needs ? ' [needs the lab]' : ''}`).join('\n')}
 
 options:
-  --json            print the scenario, both histories, outcome and role per end, and notes as JSON
+  --loopback        run on loopback even when the lab is available (states only)
+  --json            print the scenario, path, both histories, outcome and role per end, segments and notes as JSON
   --svg FILE        also write the ladder as an SVG file
   -h, --help        this help
 
-Segments (<SEQ=..><ACK=..><CTL=..>) need the lab (two network namespaces and a userspace wire:
-root or a user namespace); on loopback the ladder shows states only and says so.
-exit codes: 0 ok, 1 the scenario failed, 2 usage error, 3 the scenario needs the lab`,
+paths:
+  lab               when it can run (root or a user namespace: CAP_NET_ADMIN, CAP_SYS_ADMIN, /dev/net/tun, ip):
+                    TCP A in one network namespace, TCP B in another, joined by a userspace wire that logs
+                    every segment (<SEQ=..><ACK=..><CTL=..>) and holds or drops them where a scenario says
+  loopback          otherwise, or with --loopback: both ends on 127.0.0.1, states only
+The output says which: "path: lab (two network namespaces, userspace wire)" or "path: loopback".
+exit codes: 0 ok, 1 the scenario failed, 2 usage error, 3 the scenario needs the lab and it is not available`,
   ss: `finwait ss: this host's TCP sockets by close state (sock_diag, like ss -tan), with the process
 holding each (from /proc/*/fd) and flags on CLOSE_WAIT, FIN_WAIT2 with no timer, and TIME_WAIT piles.
 
@@ -101,8 +109,19 @@ function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
+/** Whether the lab can run, or why not (`--loopback` counts as a reason). */
+function labPath(loopback: boolean): { ok: true } | { ok: false; reason: string } {
+  if (loopback) return { ok: false, reason: '--loopback was given' };
+  return labAvailable();
+}
+
 async function demo(args: string[]): Promise<number> {
-  const { values, positionals } = parse('demo', args, { json: { type: 'boolean' }, svg: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
+  const { values, positionals } = parse('demo', args, {
+    loopback: { type: 'boolean' },
+    json: { type: 'boolean' },
+    svg: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   if (values.help) {
     print(HELP.demo);
     return EXIT.ok;
@@ -112,17 +131,36 @@ async function demo(args: string[]): Promise<number> {
   const chosen = findScenario(name);
   if (!chosen) throw new UsageError(`unknown scenario '${name}' (scenarios: ${SCENARIOS.map((s) => s.name).join(', ')})`, 'demo');
   if (values.svg === '') throw new UsageError('--svg needs a file name', 'demo');
-  if (chosen.needs || !chosen.run) {
-    const reason = chosen.needs ?? 'not available here';
+  let lab = labPath(values.loopback === true);
+  let diagram: Diagram | undefined;
+  let labFailed: string | undefined;
+  if (lab.ok) {
+    try {
+      diagram = await chosen.lab();
+    } catch (error) {
+      // labAvailable() is a cheap check; making the namespaces can still be refused (a container).
+      if ((error as NodeJS.ErrnoException).code !== 'ERR_FINWAIT_LAB_UNAVAILABLE') throw error;
+      labFailed = (error as Error).message;
+      lab = { ok: false, reason: labFailed };
+    }
+  }
+  if (!diagram && !chosen.loopback) {
+    const needs = chosen.needs ?? 'it has no loopback version';
+    const why = lab.ok ? '' : lab.reason;
+    const status = values.loopback ? 'was not used: --loopback was given' : `is not available here: ${why}`;
     process.stderr.write(
-      `finwait demo ${name}: needs the lab: ${reason}.\n` +
-        'The lab (two network namespaces joined by a userspace wire; root or a user namespace) is not in this build, ' +
-        'and a drawing without it would be made up, so none is drawn.\n',
+      `finwait demo ${name}: needs the lab: ${needs}.\n` +
+        `The lab (two network namespaces joined by a userspace wire; root or a user namespace) ${status}. ` +
+        'A drawing without it would be made up, so none is drawn.\n',
     );
-    if (values.json) print(JSON.stringify({ scenario: name, title: chosen.title, shown: null, needs: 'lab', reason }, null, 2));
+    if (values.json) print(JSON.stringify({ scenario: name, title: chosen.title, shown: null, needs: 'lab', reason: needs, unavailable: why }, null, 2));
     return EXIT.needsLab;
   }
-  const diagram = await chosen.run();
+  if (!diagram) {
+    diagram = await chosen.loopback!();
+    // Said when the lab looked available but could not be made; --loopback and an unprivileged user are the ordinary cases.
+    if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${labFailed}`] };
+  }
   if (values.svg) fs.writeFileSync(values.svg as string, renderSvg(diagram));
   if (values.json) print(JSON.stringify(diagramJson(diagram), null, 2));
   else print(renderLadder(diagram, styleFor(process.stdout)));

@@ -1,10 +1,12 @@
 /**
- * The close scenarios of `finwait demo`, each run on real loopback sockets with both ends
- * watched, returning the `Diagram` the renderers draw. Only the public API is used here.
+ * The close scenarios of `finwait demo`. Each runs in the lab when it is available (two network
+ * namespaces and a userspace wire: `lab-scenarios.ts`, with segments) and here on real loopback
+ * sockets otherwise, both ends watched, returning the `Diagram` the renderers draw. Only the
+ * public API is used here.
  *
  * Every wait is on something the kernel or Node showed (a state, an event, a queue), bounded by
  * a deadline; nothing sleeps. Scenarios that loopback cannot produce deterministically say what
- * they need (`needs`) instead of running.
+ * they need (`needs`) and have no loopback version.
  */
 import net from 'node:net';
 import { once } from 'node:events';
@@ -21,6 +23,18 @@ import {
   type SocketTuple,
 } from '../index';
 import type { Action, Diagram, DiagramEnd, Side } from './diagram';
+import {
+  labFinWait2Timeout,
+  labHalfClose,
+  labLostAck,
+  labNormal,
+  labReset,
+  labSimultaneous,
+  labThreeWay,
+  labTimeWait,
+  labUnreadData,
+} from './lab-scenarios';
+import { DEADLINE, until, within } from './wait';
 
 /** A scenario of `finwait demo`. */
 export interface Scenario {
@@ -29,28 +43,10 @@ export interface Scenario {
   title: string;
   /** Why loopback cannot run it and what it needs; present for lab-only scenarios. */
   needs?: string;
-  run?: () => Promise<Diagram>;
-}
-
-/** How long any one wait may take before the scenario fails (ms). */
-const DEADLINE = 10_000;
-
-/** Rejects if `promise` has not settled within `ms`. */
-function within<T>(promise: Promise<T>, what: string, ms = DEADLINE): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Resolves when `probe` returns true, checking on every turn of the event loop; bounded. */
-async function until(what: string, probe: () => boolean, ms = DEADLINE): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!probe()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
+  /** On loopback, states only; absent for lab-only scenarios. */
+  loopback?: () => Promise<Diagram>;
+  /** In the lab, with segments; rejects with `ERR_FINWAIT_LAB_UNAVAILABLE` when the lab cannot run. */
+  lab: () => Promise<Diagram>;
 }
 
 interface ConnectOptions {
@@ -136,7 +132,7 @@ class Run {
     };
     const a = end('a');
     const b = end('b');
-    return { scenario, title, t0: this.t0, a, b, actions: [...this.actions], notes };
+    return { scenario, title, path: 'loopback', t0: this.t0, a, b, actions: [...this.actions], notes };
   }
 
   /** Closes what is left; an end still in TIME_WAIT stays in the kernel, as it must. */
@@ -320,15 +316,15 @@ const LOST_ACK_NEEDS =
 
 /** Every scenario, in the order `finwait demo --help` lists them. */
 export const SCENARIOS: readonly Scenario[] = [
-  { name: 'normal', title: 'A closes, B closes after seeing A in FIN_WAIT2: four segments (RFC 793 fig. 13)', run: normal },
-  { name: 'three-way', title: "B closes as soon as it sees A's FIN: FIN, FIN+ACK, ACK", run: threeWay },
-  { name: 'simultaneous', title: 'both close at once, both through CLOSING (RFC 793 fig. 14)', needs: SIMULTANEOUS_NEEDS },
-  { name: 'half-close', title: 'A half-closes and keeps reading what B sends (RFC 1122 4.2.2.13)', run: halfClose },
-  { name: 'reset', title: 'A aborts with reset(): RST, no TIME_WAIT', run: resetScenario },
-  { name: 'unread-data', title: 'A closes with unread bytes: RST, not FIN', run: unreadData },
-  { name: 'lost-ack', title: "A's last ACK is lost: B retransmits its FIN from LAST_ACK", needs: LOST_ACK_NEEDS },
-  { name: 'fin-wait2-timeout', title: "A's orphaned FIN_WAIT2 times out (TCP_LINGER2 = 1 s) while B never closes", run: finWait2Timeout },
-  { name: 'time-wait', title: 'TIME_WAIT and its 60 s timer, seen through sock_diag', run: timeWait },
+  { name: 'normal', title: 'A closes, B closes after seeing A in FIN_WAIT2: four segments (RFC 793 fig. 13)', loopback: normal, lab: labNormal },
+  { name: 'three-way', title: "B closes as soon as it sees A's FIN: FIN, FIN+ACK, ACK", loopback: threeWay, lab: labThreeWay },
+  { name: 'simultaneous', title: 'both close at once, both through CLOSING (RFC 793 fig. 14)', needs: SIMULTANEOUS_NEEDS, lab: labSimultaneous },
+  { name: 'half-close', title: 'A half-closes and keeps reading what B sends (RFC 1122 4.2.2.13)', loopback: halfClose, lab: labHalfClose },
+  { name: 'reset', title: 'A aborts with reset(): RST, no TIME_WAIT', loopback: resetScenario, lab: labReset },
+  { name: 'unread-data', title: 'A closes with unread bytes: RST, not FIN', loopback: unreadData, lab: labUnreadData },
+  { name: 'lost-ack', title: "A's last ACK is lost: B retransmits its FIN from LAST_ACK", needs: LOST_ACK_NEEDS, lab: labLostAck },
+  { name: 'fin-wait2-timeout', title: "A's orphaned FIN_WAIT2 times out (TCP_LINGER2 = 1 s) while B never closes", loopback: finWait2Timeout, lab: labFinWait2Timeout },
+  { name: 'time-wait', title: 'TIME_WAIT and its 60 s timer, seen through sock_diag', loopback: timeWait, lab: labTimeWait },
 ];
 
 /** The scenario called `name`, or `undefined`. */

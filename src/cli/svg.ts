@@ -6,19 +6,20 @@
 import {
   addressOf,
   endLine,
-  isLost,
   layout,
   rowTime,
   legend,
   NO_SEGMENTS_NOTE,
+  pathLine,
   segmentLabel,
+  segmentLeg,
   sourceLabel,
   type Cell,
   type Diagram,
 } from './diagram';
 
 const ROW = 24;
-const TOP = 84;
+const TOP = 100;
 const LINE = 18;
 const FONT = 'ui-monospace, SFMono-Regular, Menlo, Consolas, monospace';
 
@@ -54,11 +55,12 @@ export function renderSvg(diagram: Diagram): string {
 
   const body: string[] = [];
   body.push(text(16, 24, `finwait demo ${diagram.scenario}: ${diagram.title}`, 'class="title"'));
-  body.push(text(xA, 52, 'TCP A', 'text-anchor="middle" class="end"'));
-  body.push(text(xB, 52, 'TCP B', 'text-anchor="middle" class="end"'));
-  body.push(text(xA, 68, `${diagram.a.label} ${addressOf(diagram.a.local)}`.trim(), 'text-anchor="middle" class="small"'));
-  body.push(text(xB, 68, `${diagram.b.label} ${addressOf(diagram.b.local)}`.trim(), 'text-anchor="middle" class="small"'));
-  body.push(text(xTime, 68, 'time ms', 'text-anchor="end" class="small"'));
+  body.push(text(16, 42, pathLine(diagram), 'class="small"'));
+  body.push(text(xA, 68, 'TCP A', 'text-anchor="middle" class="end"'));
+  body.push(text(xB, 68, 'TCP B', 'text-anchor="middle" class="end"'));
+  body.push(text(xA, 84, `${diagram.a.label} ${addressOf(diagram.a.local)}`.trim(), 'text-anchor="middle" class="small"'));
+  body.push(text(xB, 84, `${diagram.b.label} ${addressOf(diagram.b.local)}`.trim(), 'text-anchor="middle" class="small"'));
+  body.push(text(xTime, 84, 'time ms', 'text-anchor="end" class="small"'));
   body.push(`<line x1="${xA}" y1="${TOP - 8}" x2="${xA}" y2="${yEnd}" class="axis"/>`);
   body.push(`<line x1="${xB}" y1="${TOP - 8}" x2="${xB}" y2="${yEnd}" class="axis"/>`);
 
@@ -68,12 +70,23 @@ export function renderSvg(diagram: Diagram): string {
     if (row.segment) {
       const s = row.segment;
       const [x1, x2] = s.from === 'a' ? [xA, xB] : [xB, xA];
-      const lost = isLost(s);
-      const xEnd = lost ? (x1 + x2) / 2 : x2;
+      const middle = (x1 + x2) / 2;
+      const leg = segmentLeg(s);
       const y1 = y - 10;
-      const y2 = lost ? y : y + 8;
-      body.push(`<line x1="${x1}" y1="${y1}" x2="${xEnd}" y2="${y2}" class="segment"${lost ? '' : ' marker-end="url(#arrow)"'}/>`);
-      if (lost) body.push(text(xEnd, y2 + 4, 'X', 'text-anchor="middle" class="anomaly"'));
+      const y2 = y + 8;
+      if (leg === 'lost') {
+        body.push(`<line x1="${x1}" y1="${y1}" x2="${middle}" y2="${y}" class="segment"/>`);
+        body.push(text(middle, y + 4, 'X', 'text-anchor="middle" class="anomaly"'));
+      } else if (leg === 'held') {
+        // Sent, and waiting on the wire: the first half, dotted at its end, like figure 14's "...".
+        body.push(`<line x1="${x1}" y1="${y1}" x2="${middle}" y2="${y}" class="segment"/>`);
+        body.push(`<line x1="${middle}" y1="${y}" x2="${middle + (x2 - x1) / 8}" y2="${y + 2}" class="segment held"/>`);
+      } else if (leg === 'released') {
+        body.push(`<line x1="${middle}" y1="${y1}" x2="${x2}" y2="${y2}" class="segment" marker-end="url(#arrow)"/>`);
+        body.push(`<line x1="${middle - (x2 - x1) / 8}" y1="${y1 - 2}" x2="${middle}" y2="${y1}" class="segment held"/>`);
+      } else {
+        body.push(`<line x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}" class="segment" marker-end="url(#arrow)"/>`);
+      }
       const verdict = s.verdict && s.verdict !== 'pass' ? ` [${s.verdict}]` : '';
       body.push(text((xA + xB) / 2, y - 12, `${segmentLabel(s)}${verdict}`, 'text-anchor="middle" class="label"'));
       return;
@@ -101,7 +114,7 @@ export function renderSvg(diagram: Diagram): string {
     '.title { font-weight: bold; font-size: 15px; } .end { font-weight: bold; } .small { font-size: 11px; fill: #555; }',
     '.state { font-weight: bold; fill: #111; } .inferred { font-style: italic; fill: #888; } .anomaly { fill: #c00; font-weight: bold; }',
     '.action { fill: #0a6b7a; } .label { font-size: 11px; fill: #7a5c00; } .axis { stroke: #333; stroke-width: 2; }',
-    '.segment { stroke: #b58900; stroke-width: 1.5; } .dot { fill: #333; }',
+    '.segment { stroke: #b58900; stroke-width: 1.5; } .held { stroke-dasharray: 2 4; } .dot { fill: #333; }',
     '</style>',
     '</defs>',
     `<rect width="${width}" height="${height}" fill="#fff"/>`,

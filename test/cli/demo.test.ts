@@ -1,9 +1,23 @@
-/** `finwait demo`, run as a user would: every loopback scenario on real sockets, JSON, SVG, lab-only exits. */
+/**
+ * `finwait demo --loopback`, run as a user would: every loopback scenario on real sockets, JSON, SVG,
+ * lab-only exits; and without the lab's privileges, loopback by itself. The lab runs are in
+ * `demo-lab.test.ts`.
+ */
 import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { assertWellFormedXml, finwait } from './run';
+import { assertWellFormedXml, BIN, finwait } from './run';
+
+function hasSetpriv(): boolean {
+  try {
+    execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const NO_SEGMENTS = 'segments: not shown — needs the lab (root or a user namespace); states only';
 
@@ -28,7 +42,7 @@ const states = (cells: string[]) => cells.map((c) => c.split(' ')[0]);
 
 describe.concurrent('finwait demo on loopback', () => {
   it('normal: figure 13, A through FIN_WAIT2 to TIME_WAIT, B through CLOSE_WAIT and LAST_ACK', async () => {
-    const { code, stdout, stderr } = await finwait(['demo', 'normal']);
+    const { code, stdout, stderr } = await finwait(['demo', 'normal', '--loopback']);
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const { a, b } = columns(stdout);
@@ -41,17 +55,19 @@ describe.concurrent('finwait demo on loopback', () => {
     expect(stdout).toContain('TCP B: graceful, passive close; the kernel has forgotten the connection');
     expect(stdout).toContain('TCP A: graceful, active close; still TIME_WAIT in sock_diag');
     expect(stdout).toContain(NO_SEGMENTS);
+    expect(stdout.split('\n')[1]).toBe('path: loopback');
+    expect(stdout).not.toContain('<SEQ=');
     expect(stdout).not.toMatch(/\x1b\[/); // stdout is not a TTY
   });
 
   it('with no scenario runs normal', async () => {
-    const { code, stdout } = await finwait(['demo']);
+    const { code, stdout } = await finwait(['demo', '--loopback']);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^finwait demo normal: /);
   });
 
   it('three-way: B closes on the FIN; the note says what the states show and no more', async () => {
-    const { code, stdout } = await finwait(['demo', 'three-way']);
+    const { code, stdout } = await finwait(['demo', 'three-way', '--loopback']);
     expect(code).toBe(0);
     const { a, b } = columns(stdout);
     expect(states(a)).toEqual(expect.arrayContaining(['ESTABLISHED', 'FIN_WAIT1', 'TIME_WAIT']));
@@ -61,7 +77,7 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('half-close: A reads all of B\'s data in FIN_WAIT2', async () => {
-    const { code, stdout } = await finwait(['demo', 'half-close']);
+    const { code, stdout } = await finwait(['demo', 'half-close', '--loopback']);
     expect(code).toBe(0);
     expect(stdout).toContain('(read: first bytes, in FIN_WAIT2)');
     expect(stdout).toContain('(read 262144 bytes after its own FIN, then end-of-file)');
@@ -69,7 +85,7 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('reset: RST, ECONNRESET at B, no TIME_WAIT', async () => {
-    const { code, stdout } = await finwait(['demo', 'reset']);
+    const { code, stdout } = await finwait(['demo', 'reset', '--loopback']);
     expect(code).toBe(0);
     const { a, b } = columns(stdout);
     expect(states(a)).not.toContain('TIME_WAIT');
@@ -82,7 +98,7 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('unread-data: the closer had unread bytes, so RST', async () => {
-    const { code, stdout } = await finwait(['demo', 'unread-data']);
+    const { code, stdout } = await finwait(['demo', 'unread-data', '--loopback']);
     expect(code).toBe(0);
     expect(stdout).toMatch(/\(close: destroy\(\) with \d+ bytes unread\)/);
     expect(stdout).toContain('TCP A: reset-sent');
@@ -91,7 +107,7 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('fin-wait2-timeout: the orphan times out after TCP_LINGER2 = 1 s; B stays in CLOSE_WAIT', async () => {
-    const { code, stdout } = await finwait(['demo', 'fin-wait2-timeout']);
+    const { code, stdout } = await finwait(['demo', 'fin-wait2-timeout', '--loopback']);
     expect(code).toBe(0);
     const { a, b } = columns(stdout);
     expect(states(a)).toEqual(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSED']);
@@ -105,7 +121,7 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('time-wait: the TIME_WAIT entry with its sock_diag timer', async () => {
-    const { code, stdout } = await finwait(['demo', 'time-wait']);
+    const { code, stdout } = await finwait(['demo', 'time-wait', '--loopback']);
     expect(code).toBe(0);
     expect(columns(stdout).a).toContain('TIME_WAIT (sock_diag)');
     expect(stdout).toMatch(/A is in TIME_WAIT with a timewait timer of (5\d|60)\.\d s \(sock_diag\); inode 0/);
@@ -114,22 +130,25 @@ describe.concurrent('finwait demo on loopback', () => {
   it.each([
     ['simultaneous', /both FINs must cross on the wire/],
     ['lost-ack', /the last ACK must be lost/],
-  ])('%s needs the lab: a clear message, exit code 3, no drawing', async (name, why) => {
-    const { code, stdout, stderr } = await finwait(['demo', name]);
+  ])('%s with --loopback: needs the lab, a clear message, exit code 3, no drawing', async (name, why) => {
+    const { code, stdout, stderr } = await finwait(['demo', name, '--loopback']);
     expect(code).toBe(3);
     expect(stdout).toBe('');
     expect(stderr).toMatch(new RegExp(`^finwait demo ${name}: needs the lab: `));
     expect(stderr).toMatch(why);
-    const json = await finwait(['demo', name, '--json']);
+    expect(stderr).toContain('was not used: --loopback was given');
+    const json = await finwait(['demo', name, '--json', '--loopback']);
     expect(json.code).toBe(3);
-    expect(JSON.parse(json.stdout)).toMatchObject({ scenario: name, needs: 'lab', shown: null });
+    expect(JSON.parse(json.stdout)).toMatchObject({ scenario: name, needs: 'lab', shown: null, unavailable: '--loopback was given' });
   });
 
   it('--json: the scenario, both histories, outcome and role per end, and the notes', async () => {
-    const { code, stdout } = await finwait(['demo', 'normal', '--json']);
+    const { code, stdout } = await finwait(['demo', 'normal', '--json', '--loopback']);
     expect(code).toBe(0);
     const json = JSON.parse(stdout);
     expect(json.scenario).toBe('normal');
+    expect(json.path).toBe('loopback');
+    expect(json.shown).toEqual({ states: true, segments: false });
     expect(json.ends.a).toMatchObject({ name: 'TCP A', label: 'client', outcome: 'graceful', role: 'active', finished: false, sockDiag: { state: 'TIME_WAIT', inode: 0 } });
     expect(json.ends.b).toMatchObject({ name: 'TCP B', outcome: 'graceful', role: 'passive', finished: true, sockDiag: null });
     expect(json.ends.a.history.map((h: { state: string }) => h.state)).toEqual(expect.arrayContaining(['FIN_WAIT2', 'TIME_WAIT']));
@@ -146,7 +165,7 @@ describe.concurrent('finwait demo on loopback', () => {
   it('--svg FILE: a well-formed SVG with the states', async () => {
     const file = path.join(os.tmpdir(), `finwait-demo-${process.pid}.svg`);
     try {
-      const { code, stdout, stderr } = await finwait(['demo', 'reset', '--svg', file]);
+      const { code, stdout, stderr } = await finwait(['demo', 'reset', '--svg', file, '--loopback']);
       expect(code).toBe(0);
       expect(stdout).toContain('finwait demo reset');
       expect(stderr).toBe(`svg: written to ${file}\n`);
@@ -157,6 +176,24 @@ describe.concurrent('finwait demo on loopback', () => {
     } finally {
       fs.rmSync(file, { force: true });
     }
+  });
+
+  // As a user without CAP_NET_ADMIN would run it: no lab, so loopback without being asked, and the
+  // lab-only scenarios say why they cannot run. Needs root to drop to nobody.
+  const asNobody = process.getuid?.() === 0 && hasSetpriv();
+  it.skipIf(!asNobody)('without the lab\'s privileges: loopback by itself; lab-only scenarios exit 3 and say what is missing', async () => {
+    const nobody = ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'demo'];
+    const normal = execFileSync('setpriv', [...nobody, 'normal'], { encoding: 'utf8', env: { ...process.env, HOME: os.tmpdir() } });
+    expect(normal.split('\n')[1]).toBe('path: loopback');
+    expect(normal).toContain(NO_SEGMENTS);
+    let failed: { status: number; stderr: string } | undefined;
+    try {
+      execFileSync('setpriv', [...nobody, 'simultaneous'], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (error) {
+      failed = error as { status: number; stderr: string };
+    }
+    expect(failed?.status).toBe(3);
+    expect(failed?.stderr).toMatch(/is not available here: it needs CAP_NET_ADMIN and CAP_SYS_ADMIN/);
   });
 
   it('npm start runs finwait demo', () => {

@@ -21,6 +21,7 @@ const h = (state: HistoryEntry['state'], at: number, source: HistoryEntry['sourc
 const figure13: Diagram = {
   scenario: 'normal',
   title: 'normal close (RFC 793 figure 13)',
+  path: 'loopback',
   t0: 100,
   a: {
     label: 'client',
@@ -58,6 +59,7 @@ const seg = (at: number, from: 'a' | 'b', flags: string, relSeq: number, relAck:
 
 const withSegments: Diagram = {
   ...figure13,
+  path: 'lab',
   segments: [
     seg(101.9, 'a', 'F.', 1, 1),
     seg(102.9, 'b', '.', 1, 2),
@@ -114,6 +116,11 @@ describe('segments', () => {
     expect(segmentLabel(seg(0, 'a', 'F.', 100, 300))).toBe('<SEQ=100><ACK=300><CTL=FIN,ACK>');
     expect(segmentLabel({ ...seg(0, 'a', 'P.', 1, 1), len: 5 })).toBe('<SEQ=1><ACK=1><CTL=PSH,ACK><DATA=5>');
   });
+
+  it('have no <ACK=…> without the ACK bit, and absolute numbers where the wire never saw the ISN', () => {
+    expect(segmentLabel({ ...seg(0, 'a', 'SYN', 0, 0), relAck: undefined })).toBe('<SEQ=0><CTL=SYN>');
+    expect(segmentLabel({ ...seg(0, 'a', 'ACK', 0, 0), relSeq: undefined, relAck: undefined, seq: 77, ack: 88 })).toBe('<SEQ=77><ACK=88><CTL=ACK>');
+  });
 });
 
 describe('renderLadder', () => {
@@ -147,6 +154,29 @@ describe('renderLadder', () => {
     expect(drawn).toContain('<-- <SEQ=1><ACK=2><CTL=ACK> <--');
     expect(drawn).toMatch(/--> <SEQ=2><ACK=2><CTL=ACK> --X\s+\[drop\]/);
     expect(drawn).not.toContain(NO_SEGMENTS_NOTE);
+    expect(drawn).toContain("segments: the lab wire's log");
+    expect(drawn).toContain('[drop] X: lost on the wire');
+  });
+
+  it('says which path the run took, on the line after the title', () => {
+    expect(text.split('\n')[1]).toBe('path: loopback');
+    expect(renderLadder(withSegments).split('\n')[1]).toBe('path: lab (two network namespaces, userspace wire)');
+  });
+
+  it('draws held segments as in figure 14: "..." where they wait, and from "..." when released', () => {
+    const crossing: Diagram = {
+      ...withSegments,
+      segments: [seg(101.9, 'a', 'F.', 1, 1, 'hold'), seg(102, 'b', 'F.', 1, 1, 'hold'), seg(102.1, 'a', 'F.', 1, 1, 'release'), seg(102.2, 'b', 'F.', 1, 1, 'release')],
+    };
+    const drawn = renderLadder(crossing);
+    expect(drawn).toMatch(/--> <SEQ=1><ACK=1><CTL=FIN,ACK> \.\.\.\s+\[hold\]/);
+    expect(drawn).toMatch(/\.\.\. <SEQ=1><ACK=1><CTL=FIN,ACK> <--\s+\[hold\]/);
+    expect(drawn).toMatch(/\.\.\. <SEQ=1><ACK=1><CTL=FIN,ACK> -->\s+\[release\]/);
+    expect(drawn).toMatch(/<-- <SEQ=1><ACK=1><CTL=FIN,ACK> \.\.\.\s+\[release\]/);
+    expect(drawn).toContain('[hold] ...: held on the wire');
+    const svg = renderSvg(crossing);
+    assertWellFormedXml(svg);
+    expect(svg.match(/class="segment held"/g)).toHaveLength(4);
   });
 
   it('colours only with a colour style', () => {
@@ -189,6 +219,7 @@ describe('diagramJson', () => {
   it('has both histories with times from the start, outcome and role per end, and the notes', () => {
     const json = diagramJson(figure13) as any;
     expect(json.scenario).toBe('normal');
+    expect(json.path).toBe('loopback');
     expect(json.ends.a).toMatchObject({ name: 'TCP A', outcome: 'graceful', role: 'active', finished: false, sockDiag: { state: 'TIME_WAIT', inode: 0 } });
     expect(json.ends.b).toMatchObject({ name: 'TCP B', outcome: 'graceful', role: 'passive', finished: true, sockDiag: null });
     expect(json.ends.a.history[0]).toEqual({ state: 'ESTABLISHED', at: 1, source: 'kernel' });
@@ -196,15 +227,20 @@ describe('diagramJson', () => {
     expect(json.segments).toBeNull();
     expect(json.shown).toEqual({ states: true, segments: false });
     expect(json.notes).toEqual(['a note', NO_SEGMENTS_NOTE]);
-    expect((diagramJson(withSegments) as any).segments[0]).toMatchObject({ at: 1.9, from: 'a', relSeq: 1 });
+    const lab = diagramJson({ ...withSegments, segments: [{ ...seg(100.5, 'a', 'SYN', 0, 0), relAck: undefined }, ...withSegments.segments!] }) as any;
+    expect(lab.path).toBe('lab');
+    expect(lab.shown).toEqual({ states: true, segments: true });
+    expect(lab.segments[0]).toEqual({ at: 0.5, from: 'a', flags: 'SYN', seq: 1000, ack: 5000, relSeq: 0, relAck: null, len: 0, verdict: 'pass' });
+    expect(lab.segments[1]).toMatchObject({ at: 1.9, from: 'a', relSeq: 1 });
+    expect(lab.notes).toEqual(['a note']);
   });
 });
 
 describe('finwait ss, analysed', () => {
   const entry = (state: SocketEntry['state'], local: number, remote: string, inode: number, timer: SocketEntry['timer']['kind'] = 'off'): SocketEntry => {
     const [address, port] = remote.split(':');
-    return {
-      family: 4,
+    const made = {
+      family: 4 as const,
       local: { address: '10.0.0.2', port: local },
       remote: { address: address!, port: Number(port) },
       state,
@@ -213,7 +249,9 @@ describe('finwait ss, analysed', () => {
       sendQ: 0,
       inode,
       uid: 1000,
+      cookie: (local * 65536 + inode).toString(16).padStart(16, '0'),
     };
+    return made as SocketEntry;
   };
   const entries = [
     entry('ESTABLISHED', 5000, '10.0.0.9:443', 11),
