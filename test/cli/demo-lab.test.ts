@@ -4,31 +4,17 @@
  * Skipped with the reason where the lab cannot run, failed under CI=true (the rule of
  * test/testing/helpers.ts).
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { labAvailable } from '../../src/testing/index';
-import { labGate } from '../testing/helpers';
+import { itNeedsLab } from '../testing/helpers';
 import { assertWellFormedXml, finwait, type Ran } from './run';
 
 const LAB_PATH = 'path: lab (two network namespaces, userspace wire)';
 
-/** A CLI test that needs the lab. */
-function itLab(name: string, fn: () => Promise<void>, timeout?: number): void {
-  it(
-    name,
-    async (ctx) => {
-      const gate = labGate(labAvailable(), process.env);
-      if (!gate.run) {
-        if (gate.fail) throw new Error(gate.fail);
-        ctx.skip(gate.skip);
-      }
-      await fn();
-    },
-    timeout,
-  );
-}
+/** A CLI test that needs the lab (the CLI makes its own). */
+const itLab = itNeedsLab;
 
 /** Runs a lab scenario and checks it ran in the lab. */
 async function demo(args: string[]): Promise<Ran> {

@@ -14,9 +14,8 @@ export function labGate(availability: LabAvailability, env: NodeJS.ProcessEnv): 
   return { run: false, skip: `the lab is unavailable: ${availability.reason}` };
 }
 
-/** A test with a fresh lab, closed in `finally` whatever the test did. */
-export function itLab(name: string, fn: (lab: Lab) => Promise<void>, options: LabOptions & { timeout?: number } = {}): void {
-  const { timeout, ...labOptions } = options;
+/** A test that needs the lab's privileges (it makes its own labs, e.g. through the CLI). */
+export function itNeedsLab(name: string, fn: () => Promise<void>, timeout?: number): void {
   it(
     name,
     async (ctx) => {
@@ -25,6 +24,18 @@ export function itLab(name: string, fn: (lab: Lab) => Promise<void>, options: La
         if (gate.fail) throw new Error(gate.fail);
         ctx.skip(gate.skip);
       }
+      await fn();
+    },
+    timeout,
+  );
+}
+
+/** A test with a fresh lab, closed in `finally` whatever the test did. */
+export function itLab(name: string, fn: (lab: Lab) => Promise<void>, options: LabOptions & { timeout?: number } = {}): void {
+  const { timeout, ...labOptions } = options;
+  itNeedsLab(
+    name,
+    async () => {
       const lab = await createLab(labOptions);
       try {
         await fn(lab);
