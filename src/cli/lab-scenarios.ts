@@ -325,7 +325,7 @@ export function labLostAck(): Promise<Diagram> {
     const lost = aAcks.filter((s) => s.verdict === 'drop').length;
     return run.diagram('lost-ack', "A's last ACK is lost: B retransmits its FIN from LAST_ACK", [
       `B, in LAST_ACK, sent its FIN ${bFins.length} times (${bFins.map((s) => `+${(s.at - first).toFixed(1)} ms`).join(', ')}); A, in TIME_WAIT, acknowledged each, and the wire dropped ${lost} of those ACKs`,
-      `after ${LOST_ACK_RETRANSMISSIONS} retransmissions the wire let A's ACKs through again: the next one reached B, which closed`,
+      `once the wire had read ${LOST_ACK_RETRANSMISSIONS} retransmissions it let A's ACKs through again: the first that passed reached B, which closed (tcp_info above is read when the wire reads each FIN)`,
       `net.ipv4.tcp_rto_min_us = ${rtoMin} in both hosts' namespaces (the default minimum RTO is 200 ms) made B retransmit about 10x sooner`,
       "B was paused (pauseOnConnect), so Node never read A's FIN and kept B's fd open: its tcp_info shows the retransmissions",
     ]);

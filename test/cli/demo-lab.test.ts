@@ -213,16 +213,20 @@ describe.concurrent('finwait demo in the lab', () => {
     const close = afterHandshake(arrows(stdout));
     const bFins = close.filter((x) => x.from === 'b' && x.label === '<SEQ=1><ACK=2><CTL=FIN,ACK>');
     expect(bFins.length).toBeGreaterThanOrEqual(3); // the FIN and at least two retransmissions
+    // A acknowledges every FIN; the wire drops those ACKs until it has read B's fourth FIN. It
+    // reads on this process's event loop, so on a loaded machine it may read several FINs at
+    // once and let more than one ACK through: drops first, then passes, never the other way.
     const aAcks = close.filter((x) => x.from === 'a' && x.label === '<SEQ=2><ACK=2><CTL=ACK>');
-    expect(aAcks.map((x) => x.verdict)).toEqual([...Array(bFins.length - 1).fill('drop'), 'pass']);
+    expect(aAcks).toHaveLength(bFins.length);
+    expect(aAcks.map((x) => x.verdict).join(' ')).toMatch(/^(drop )+pass( pass)*$/);
     expect(stdout).toContain('--> <SEQ=2><ACK=2><CTL=ACK> --X');
     const { a, b } = columns(stdout);
     expect(b.map(([c]) => c)).toContain('LAST_ACK (fd)');
     expect(lineOf(b, 'LAST_ACK (fd)')).toBeLessThan(bFins[1]!.line);
     expect(states(b).at(-1)).toBe('CLOSED');
     expect(a.map(([c]) => c)).toContain('TIME_WAIT (sock_diag)');
-    expect(stdout).toMatch(/\(FIN sent again \(RTO\): tcp_info retransmits 1, backoff 1, rto \d+ ms\)/);
-    expect(stdout).toMatch(/\(FIN sent again \(RTO\): tcp_info retransmits 2, backoff 2, rto \d+ ms\)/);
+    expect(stdout).toMatch(/\(FIN sent again \((RTO|tail-loss probe)\): tcp_info retransmits \d, backoff \d, rto \d+ ms\)/);
+    expect(stdout).toMatch(/\(FIN sent again \(RTO\): tcp_info retransmits [1-9], backoff [1-9], rto \d+ ms\)/);
     expect(stdout).toContain('TCP B: graceful, passive close; the kernel has forgotten the connection');
   });
 
