@@ -117,6 +117,13 @@ export function socketTuple(socket: net.Socket): SocketTuple | undefined {
   return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
 }
 
+/** The 4-tuple of a socket that must be connected; `ERR_SOCKET_CLOSED` if it has none. */
+export function connectedTuple(socket: net.Socket): SocketTuple {
+  const tuple = socketTuple(socket);
+  if (!tuple) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it has no 4-tuple (not connected)');
+  return tuple;
+}
+
 /**
  * The TCP sockets of this network namespace, from the kernel's socket tables, like `ss -tan`:
  * every state including TIME_WAIT and orphans, IPv4 first then IPv6. Unknown filter keys throw

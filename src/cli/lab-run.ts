@@ -24,6 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { tcpState, watch, type Lifecycle, type SocketEntry, type SocketTuple, type TcpState } from '../index';
 import { replay, type HistoryEntry, type LifecycleState, type Observation } from '../lifecycle/fsm';
 import { createLab, type Host, type Lab, type LogEntry } from '../testing/index';
+import { connectedTuple } from '../diag';
 import type { Action, Diagram, DiagramEnd, Segment, Side } from './diagram';
 import { DEADLINE, poll, within } from './wait';
 
@@ -182,10 +183,7 @@ export class LabRun {
         this.#follow[side].fdClosed = true;
         this.#follow[side].dirty = true;
       });
-      this.#tuples[side] = {
-        local: { address: socket.localAddress!, port: socket.localPort! },
-        remote: { address: socket.remoteAddress!, port: socket.remotePort! },
-      };
+      this.#tuples[side] = connectedTuple(socket);
     }
     this.#timer = setInterval(() => this.tick(), 1);
   }

@@ -22,6 +22,7 @@ import {
   type Lifecycle,
   type SocketTuple,
 } from '../index';
+import { connectedTuple } from '../diag';
 import type { Action, Diagram, DiagramEnd, Side } from './diagram';
 import {
   labFinWait2Timeout,
@@ -88,11 +89,7 @@ class Run {
     [run.aSocket, run.bSocket] = clientIsA ? [client, server] : [server, client];
     [run.a, run.b] = clientIsA ? [clientWatch, serverWatch] : [serverWatch, clientWatch];
     if (!clientIsA) run.#labels = { a: 'server (accepted)', b: 'client' };
-    const tupleOf = (s: net.Socket): SocketTuple => ({
-      local: { address: s.localAddress!, port: s.localPort! },
-      remote: { address: s.remoteAddress!, port: s.remotePort! },
-    });
-    run.#tuples = { a: tupleOf(run.aSocket), b: tupleOf(run.bSocket) };
+    run.#tuples = { a: connectedTuple(run.aSocket), b: connectedTuple(run.bSocket) };
     void run.a.done.then(() => (run.finished.a = true));
     void run.b.done.then(() => (run.finished.b = true));
     return run;
