@@ -16,6 +16,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
+  exports.Set("sockDiagFind", Napi::Function::New(env, SockDiagFind, "sockDiagFind"));
+  exports.Set("sockDiagId", Napi::Function::New(env, SockDiagId, "sockDiagId"));
+  exports.Set("socketNetns", Napi::Function::New(env, SocketNetns, "socketNetns"));
+  exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
   exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
   exports.Set("bind", Napi::Function::New(env, Bind, "bind"));

@@ -36,12 +36,28 @@ Napi::Value TcpStates(const Napi::CallbackInfo& info);
 Napi::Value IoctlInt(const Napi::CallbackInfo& info);
 // socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's idiag_cookie.
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
-// sockDiag(family, states, id?, bytecode?, nsFd?) -> Buffer: one NETLINK_SOCK_DIAG request for
-// TCP (inet_diag_req_v2): a dump of the sockets in the `states` mask, filtered by the optional
-// INET_DIAG_REQ_BYTECODE, or with `id` (a struct inet_diag_sockid) the exact lookup of one
-// socket. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg + attributes). With
-// nsFd, the netlink socket is made inside that network namespace, so it sees that one's sockets.
+// sockDiag(family, states, bytecode?, nsFd?) -> Buffer: one NETLINK_SOCK_DIAG dump request for
+// TCP (inet_diag_req_v2) of the sockets in the `states` mask, filtered by the optional
+// INET_DIAG_REQ_BYTECODE. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg +
+// attributes). With nsFd, the netlink socket is made inside that network namespace, so it sees
+// that one's sockets.
 Napi::Value SockDiag(const Napi::CallbackInfo& info);
+// sockDiagFind(requests, replies, status, nsFd?): status.length exact lookups in one netlink
+// socket, sent 32 per sendmsg and read with recvmmsg. Request i is the 64-byte record at
+// requests[64 i] (u8 family, 3 bytes pad, struct inet_diag_sockid, the rest ignored); status[i]
+// becomes 1 with the reply's struct inet_diag_msg at replies[72 i], or the kernel's -errno
+// (-ENOENT: no such socket), or -EAGAIN if no reply came.
+Napi::Value SockDiagFind(const Napi::CallbackInfo& info);
+// sockDiagId(fd, record) -> connected: writes the 64-byte record sockDiagFind takes for the
+// socket behind fd: SO_COOKIE (read first), getsockname, getpeername, and its network
+// namespace's cookie (SO_NETNS_COOKIE, 0 before Linux 5.14) as a u64 at byte 56; byte 1 is its
+// tcpi_state (TCP_INFO), written even when it is not connected (then false, nothing else).
+Napi::Value SockDiagId(const Napi::CallbackInfo& info);
+// socketNetns(fd) -> fd: ioctl(SIOCGSKNS), an fd of the network namespace the socket lives in.
+Napi::Value SocketNetns(const Napi::CallbackInfo& info);
+// netnsCookie(nsFd?) -> BigInt: SO_NETNS_COOKIE of a socket made in this thread's network
+// namespace (or in nsFd's): the namespace's 64-bit id; 0 before Linux 5.14.
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
 // InNetns(env, nsFd, syscall, make) (Linux): runs make() with the calling thread inside the
 // network namespace nsFd and returns it home at once; returns make()'s fd, or throws the errno
 // make() left, named after `syscall`. A socket keeps the namespace it was created in.

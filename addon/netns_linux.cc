@@ -1,16 +1,24 @@
-// Creating a file descriptor inside another network namespace: setns(2) moves only the calling
-// thread, and a socket (or a TUN device, or a /proc/sys/net file) belongs to the namespace its
-// creator was in when it was made, for its whole life. So the thread enters the namespace, makes
-// the one call, and goes home at once; no JavaScript runs in between.
+// Network namespaces. Creating a file descriptor inside another one: setns(2) moves only the
+// calling thread, and a socket (or a TUN device, or a /proc/sys/net file) belongs to the
+// namespace its creator was in when it was made, for its whole life. So the thread enters the
+// namespace, makes the one call, and goes home at once; no JavaScript runs in between. And which
+// namespace a socket lives in: its namespace's fd (SIOCGSKNS) and cookie (SO_NETNS_COOKIE).
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <sched.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
 
 #include "finwait.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71  // asm-generic/socket.h, Linux 5.14
+#endif
 
 namespace finwait {
 
@@ -56,6 +64,45 @@ Napi::Value NetnsOpen(const Napi::CallbackInfo& info) {
   // Close-on-exec, as libuv opens every file.
   int fd = InNetns(info.Env(), ns_fd, "open", [&] { return open(path.c_str(), flags | O_CLOEXEC); });
   return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value SocketNetns(const Napi::CallbackInfo& info) {
+  int fd = ioctl(IntArg(info, 0), SIOCGSKNS);
+  if (fd < 0) {
+    int err = errno;
+    throw ErrnoError(info.Env(), err, "ioctl");
+  }
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(info.Env(), err, "fcntl");
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto make = [] { return socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); };
+  int fd;
+  if (info[0].IsNull() || info[0].IsUndefined()) {
+    fd = make();
+    if (fd < 0) {
+      int err = errno;
+      throw ErrnoError(env, err, "socket");
+    }
+  } else {
+    fd = InNetns(env, IntArg(info, 0), "socket", make);
+  }
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int err = errno;
+  close(fd);
+  if (rc != 0) {
+    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
+    cookie = 0;  // before Linux 5.14
+  }
+  return Napi::BigInt::New(env, cookie);
 }
 
 }  // namespace finwait

@@ -1,16 +1,26 @@
-// sock_diag for TCP (NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, struct inet_diag_req_v2): sends one
-// request and returns the kernel's reply messages as raw bytes; src/diag.ts decodes them. A
-// netlink socket per call: nothing survives between calls, so any environment may call at once.
-// The socket is made in the caller's network namespace, or in the one given (the lab's hosts).
+// sock_diag for TCP (NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, struct inet_diag_req_v2): a dump
+// (one request, the kernel's reply messages as raw bytes), a batch of exact lookups (many
+// requests in one sendmsg, the replies as raw inet_diag_msg records), and the record that names
+// one connected socket to a lookup. src/diag.ts decodes. A netlink socket per call: nothing
+// survives between calls, so any environment may call at once. The socket is made in the
+// caller's network namespace, or in the one given (the lab's hosts, a watched socket's own).
 #include <errno.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57  // asm-generic/socket.h; older libc headers lack it
+#endif
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
 
 #include <memory>
 #include <vector>
@@ -25,6 +35,9 @@ namespace {
 // recv never truncates one; MSG_TRUNC is still checked.
 constexpr size_t kRecvSize = 64 * 1024;
 
+// The record naming one connection to sockDiagFind (see finwait.h).
+constexpr size_t kIdRecord = 64;
+
 struct NetlinkFd {
   int fd;
   ~NetlinkFd() {
@@ -32,16 +45,54 @@ struct NetlinkFd {
   }
 };
 
-// Optional Uint8Array argument of exactly `size` bytes (0: any size); empty when null/undefined.
-Napi::TypedArrayOf<uint8_t> OptionalBytes(const Napi::CallbackInfo& info, size_t i, size_t size) {
+Napi::RangeError OutOfRange(Napi::Env env, const char* message) {
+  Napi::RangeError error = Napi::RangeError::New(env, message);
+  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  return error;
+}
+
+// Optional Uint8Array argument of at most 64 KiB; empty when null/undefined.
+Napi::TypedArrayOf<uint8_t> OptionalBytes(const Napi::CallbackInfo& info, size_t i) {
   if (info[i].IsNull() || info[i].IsUndefined()) return Napi::TypedArrayOf<uint8_t>();
   Napi::TypedArrayOf<uint8_t> bytes = Uint8ArrayArg(info, i);
-  if ((size != 0 && bytes.ByteLength() != size) || bytes.ByteLength() > 0xffff - NLA_HDRLEN) {
-    Napi::RangeError error = Napi::RangeError::New(info.Env(), "argument has the wrong length");
-    error.Set("code", Napi::String::New(info.Env(), "ERR_OUT_OF_RANGE"));
-    throw error;
+  if (bytes.ByteLength() > 0xffff - NLA_HDRLEN) {
+    throw OutOfRange(info.Env(), "argument has the wrong length");
   }
   return bytes;
+}
+
+// A netlink socket for sock_diag, in this thread's network namespace or in the one whose fd is
+// argument `ns_arg` (null or undefined: this one).
+int OpenNetlink(const Napi::CallbackInfo& info, size_t ns_arg) {
+  auto make = [] { return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); };
+  if (info[ns_arg].IsNull() || info[ns_arg].IsUndefined()) {
+    int fd = make();
+    if (fd < 0) {
+      int err = errno;
+      throw ErrnoError(info.Env(), err, "socket");
+    }
+    return fd;
+  }
+  return InNetns(info.Env(), IntArg(info, ns_arg), "socket", make);
+}
+
+void SendAll(Napi::Env env, int fd, const void* data, size_t size) {
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  const sockaddr* to = reinterpret_cast<const sockaddr*>(&kernel);
+  while (sendto(fd, data, size, 0, to, sizeof(kernel)) < 0) {
+    int err = errno;
+    if (err != EINTR) throw ErrnoError(env, err, "sendto");
+  }
+}
+
+nlmsghdr RequestHeader(size_t size, uint16_t flags, uint32_t seq) {
+  nlmsghdr nlh = {};
+  nlh.nlmsg_len = static_cast<uint32_t>(size);
+  nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  nlh.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
+  nlh.nlmsg_seq = seq;
+  return nlh;
 }
 
 }  // namespace
@@ -50,24 +101,17 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int family = IntArg(info, 0);
   uint32_t states = static_cast<uint32_t>(IntArg(info, 1));
-  Napi::TypedArrayOf<uint8_t> id = OptionalBytes(info, 2, sizeof(inet_diag_sockid));
-  Napi::TypedArrayOf<uint8_t> bytecode = OptionalBytes(info, 3, 0);
-  bool exact = !id.IsEmpty();
+  Napi::TypedArrayOf<uint8_t> bytecode = OptionalBytes(info, 2);
   size_t code_len = bytecode.IsEmpty() ? 0 : bytecode.ByteLength();
 
   // nlmsghdr, inet_diag_req_v2, then the bytecode as an INET_DIAG_REQ_BYTECODE attribute.
   size_t base = NLMSG_LENGTH(sizeof(inet_diag_req_v2));
   std::vector<uint8_t> request(base + (code_len ? NLA_HDRLEN + NLA_ALIGN(code_len) : 0));
-  nlmsghdr nlh = {};
-  nlh.nlmsg_len = static_cast<uint32_t>(request.size());
-  nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  nlh.nlmsg_flags = NLM_F_REQUEST | (exact ? 0 : NLM_F_DUMP);
-  nlh.nlmsg_seq = 1;
+  nlmsghdr nlh = RequestHeader(request.size(), NLM_F_DUMP, 1);
   inet_diag_req_v2 req = {};
   req.sdiag_family = static_cast<uint8_t>(family);
   req.sdiag_protocol = IPPROTO_TCP;
   req.idiag_states = states;
-  if (exact) memcpy(&req.id, id.Data(), sizeof(req.id));
   memcpy(request.data(), &nlh, sizeof(nlh));
   memcpy(request.data() + NLMSG_HDRLEN, &req, sizeof(req));
   if (code_len) {
@@ -76,28 +120,11 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
     memcpy(request.data() + base + NLA_HDRLEN, bytecode.Data(), code_len);
   }
 
-  // A netlink socket answers for the namespace it was made in: with nsFd, make it there.
-  auto make = [] { return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); };
-  NetlinkFd nl = {-1};
-  if (info[4].IsNull() || info[4].IsUndefined()) {
-    nl.fd = make();
-    if (nl.fd < 0) {
-      int err = errno;
-      throw ErrnoError(env, err, "socket");
-    }
-  } else {
-    nl.fd = InNetns(env, IntArg(info, 4), "socket", make);
-  }
-  sockaddr_nl kernel = {};
-  kernel.nl_family = AF_NETLINK;
-  const sockaddr* to = reinterpret_cast<const sockaddr*>(&kernel);
-  while (sendto(nl.fd, request.data(), request.size(), 0, to, sizeof(kernel)) < 0) {
-    int err = errno;
-    if (err != EINTR) throw ErrnoError(env, err, "sendto");
-  }
+  NetlinkFd nl = {OpenNetlink(info, 3)};
+  SendAll(env, nl.fd, request.data(), request.size());
 
-  // Keep the data messages, headers included; stop at NLMSG_DONE, or after a reply that is not
-  // part of a dump (NLM_F_MULTI unset: the exact lookup). NLMSG_ERROR becomes the errno error.
+  // Keep the data messages, headers included; stop at NLMSG_DONE. NLMSG_ERROR becomes the errno
+  // error.
   std::unique_ptr<uint8_t[]> chunk(new uint8_t[kRecvSize]);
   std::vector<uint8_t> out;
   for (bool done = false; !done;) {
@@ -132,11 +159,156 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
       }
       off += NLMSG_ALIGN(h.nlmsg_len);
       keep = off < size ? off : size;
-      if (!(h.nlmsg_flags & NLM_F_MULTI)) done = true;
     }
     out.insert(out.end(), chunk.get(), chunk.get() + keep);
   }
   return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+}
+
+Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArrayOf<uint8_t> requests = Uint8ArrayArg(info, 0);
+  Napi::TypedArrayOf<uint8_t> replies = Uint8ArrayArg(info, 1);
+  Napi::TypedArrayOf<int32_t> status = Int32ArrayArg(info, 2);
+  size_t count = status.ElementLength();
+  if (requests.ByteLength() < count * kIdRecord || replies.ByteLength() < count * sizeof(inet_diag_msg)) {
+    throw OutOfRange(env, "buffers too short for the lookups");
+  }
+  if (count == 0) return env.Undefined();
+  NetlinkFd nl = {OpenNetlink(info, 3)};
+  int32_t* result = status.Data();
+  for (size_t i = 0; i < count; i++) result[i] = -EAGAIN;
+
+  // The kernel answers each request inside sendmsg, each reply a datagram of its own queued on
+  // our socket; a batch is kept small enough that the replies fit the socket's receive buffer
+  // (one that did not fit would be dropped, and stays -EAGAIN), then read with recvmmsg.
+  constexpr size_t kBatch = 32;
+  constexpr size_t kReplySize = 1024;  // inet_diag_msg and a few small attributes; the rest is cut
+  constexpr size_t kMsgSize = NLMSG_LENGTH(sizeof(inet_diag_req_v2));
+  std::unique_ptr<uint8_t[]> in(new uint8_t[kBatch * kReplySize]);
+  uint8_t out[kBatch * NLMSG_ALIGN(kMsgSize)];
+  for (size_t first = 0; first < count; first += kBatch) {
+    size_t n = count - first < kBatch ? count - first : kBatch;
+    for (size_t j = 0; j < n; j++) {
+      const uint8_t* record = requests.Data() + (first + j) * kIdRecord;
+      // The sequence number says which request a reply answers.
+      nlmsghdr nlh = RequestHeader(kMsgSize, 0, static_cast<uint32_t>(first + j + 1));
+      inet_diag_req_v2 req = {};
+      req.sdiag_family = record[0];
+      req.sdiag_protocol = IPPROTO_TCP;
+      memcpy(&req.id, record + 4, sizeof(req.id));
+      memcpy(out + j * NLMSG_ALIGN(kMsgSize), &nlh, sizeof(nlh));
+      memcpy(out + j * NLMSG_ALIGN(kMsgSize) + NLMSG_HDRLEN, &req, sizeof(req));
+    }
+    SendAll(env, nl.fd, out, n * NLMSG_ALIGN(kMsgSize));
+    for (size_t answered = 0; answered < n;) {
+      mmsghdr msgs[kBatch];
+      iovec iovs[kBatch];
+      memset(msgs, 0, sizeof(msgs));
+      for (size_t j = 0; j < kBatch; j++) {
+        iovs[j] = {in.get() + j * kReplySize, kReplySize};
+        msgs[j].msg_hdr.msg_iov = &iovs[j];
+        msgs[j].msg_hdr.msg_iovlen = 1;
+      }
+      int got = recvmmsg(nl.fd, msgs, kBatch, MSG_DONTWAIT, nullptr);
+      if (got < 0) {
+        int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) break;  // every reply that was queued is read
+        throw ErrnoError(env, err, "recvmmsg");
+      }
+      for (int j = 0; j < got; j++) {
+        const uint8_t* data = in.get() + j * kReplySize;
+        size_t size = msgs[j].msg_len < kReplySize ? msgs[j].msg_len : kReplySize;
+        if (size < sizeof(nlmsghdr)) continue;
+        nlmsghdr h;
+        memcpy(&h, data, sizeof(h));
+        if (h.nlmsg_seq <= first || h.nlmsg_seq > first + n) continue;
+        size_t i = h.nlmsg_seq - 1;
+        if (h.nlmsg_type == NLMSG_ERROR && size >= NLMSG_LENGTH(sizeof(int))) {
+          int error = 0;
+          memcpy(&error, data + NLMSG_HDRLEN, sizeof(error));
+          result[i] = error < 0 ? error : -EPROTO;
+          answered++;
+        } else if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY && size >= NLMSG_LENGTH(sizeof(inet_diag_msg))) {
+          memcpy(replies.Data() + i * sizeof(inet_diag_msg), data + NLMSG_HDRLEN, sizeof(inet_diag_msg));
+          result[i] = 1;
+          answered++;
+        }
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IntArg(info, 0);
+  Napi::TypedArrayOf<uint8_t> out = Uint8ArrayArg(info, 1);
+  if (out.ByteLength() < kIdRecord) throw OutOfRange(env, "the record must have 64 bytes");
+  uint8_t* record = out.Data();
+  memset(record, 0, kIdRecord);
+  // The cookie first: a TIME_WAIT socket copies the cookie its connection had when TIME_WAIT
+  // began, and a peer name read afterwards proves it had not begun (the fd would be in CLOSE,
+  // which has no peer). All ones (INET_DIAG_NOCOOKIE) where SO_COOKIE is missing (before 4.12).
+  uint64_t cookie = 0, netns = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) {
+    int err = errno;
+    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
+    cookie = ~static_cast<uint64_t>(0);
+  }
+  sockaddr_storage local = {}, remote = {};
+  socklen_t local_len = sizeof(local), remote_len = sizeof(remote);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "getsockname");
+  }
+  // Not an IP socket: EOPNOTSUPP, as TCP_INFO says for one (and for UDP, below).
+  if (local.ss_family != AF_INET && local.ss_family != AF_INET6) {
+    throw ErrnoError(env, EOPNOTSUPP, "getsockname");
+  }
+  uint8_t state = 0;
+  len = sizeof(state);  // tcp_info begins with tcpi_state: one byte is enough
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "getsockopt");
+  }
+  record[1] = state;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &remote_len) != 0) {
+    int err = errno;
+    if (err == ENOTCONN) return Napi::Boolean::New(env, false);
+    throw ErrnoError(env, err, "getpeername");
+  }
+  // The network namespace's cookie is 0 before Linux 5.14.
+  len = sizeof(netns);
+  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) != 0) {
+    int err = errno;
+    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
+    netns = 0;
+  }
+  inet_diag_sockid id = {};
+  if (local.ss_family == AF_INET) {
+    const sockaddr_in* l = reinterpret_cast<const sockaddr_in*>(&local);
+    const sockaddr_in* r = reinterpret_cast<const sockaddr_in*>(&remote);
+    id.idiag_sport = l->sin_port;
+    id.idiag_dport = r->sin_port;
+    id.idiag_src[0] = l->sin_addr.s_addr;
+    id.idiag_dst[0] = r->sin_addr.s_addr;
+  } else {
+    const sockaddr_in6* l = reinterpret_cast<const sockaddr_in6*>(&local);
+    const sockaddr_in6* r = reinterpret_cast<const sockaddr_in6*>(&remote);
+    id.idiag_sport = l->sin6_port;
+    id.idiag_dport = r->sin6_port;
+    memcpy(id.idiag_src, &l->sin6_addr, 16);
+    memcpy(id.idiag_dst, &r->sin6_addr, 16);
+  }
+  id.idiag_cookie[0] = static_cast<uint32_t>(cookie);
+  id.idiag_cookie[1] = static_cast<uint32_t>(cookie >> 32);
+  record[0] = static_cast<uint8_t>(local.ss_family);
+  memcpy(record + 4, &id, sizeof(id));
+  memcpy(record + 56, &netns, sizeof(netns));
+  return Napi::Boolean::New(env, true);
 }
 
 }  // namespace finwait

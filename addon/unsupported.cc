@@ -27,6 +27,10 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return NotSupported(info, "getsockopt");
 }
 Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
+Napi::Value SockDiagFind(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
+Napi::Value SockDiagId(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockname"); }
+Napi::Value SocketNetns(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }
 Napi::Value NetnsOpen(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }

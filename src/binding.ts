@@ -60,21 +60,31 @@ export interface Native {
   /** getsockopt(SO_COOKIE): the socket's 64-bit id, sock_diag's `idiag_cookie` (Linux 4.12+). */
   socketCookie(fd: number): bigint;
   /**
-   * One NETLINK_SOCK_DIAG request for TCP sockets of `family` (AF_INET 2, AF_INET6 10): a dump
-   * of the states in the `states` bit mask (bit n = state n), filtered in the kernel by
-   * `bytecode` (INET_DIAG_REQ_BYTECODE) if given, or, with `id` (48 bytes of
-   * `struct inet_diag_sockid`), the exact lookup of one socket. Returns the reply's netlink
-   * messages, headers included; a lookup that finds nothing throws `ENOENT`. With `nsFd` (an
-   * fd of `/run/netns/NAME`) the netlink socket is made inside that network namespace, and so
-   * answers for its sockets (the lab's hosts); without it, for the caller's.
+   * One NETLINK_SOCK_DIAG dump request for TCP sockets of `family` (AF_INET 2, AF_INET6 10) in
+   * the states of the `states` bit mask (bit n = state n), filtered in the kernel by `bytecode`
+   * (INET_DIAG_REQ_BYTECODE) if given. Returns the reply's netlink messages, headers included.
+   * With `nsFd` (an fd of `/run/netns/NAME`) the netlink socket is made inside that network
+   * namespace, and so answers for its sockets (the lab's hosts); without it, for the caller's.
    */
-  sockDiag(
-    family: number,
-    states: number,
-    id?: Uint8Array | null,
-    bytecode?: Uint8Array | null,
-    nsFd?: number | null,
-  ): Uint8Array;
+  sockDiag(family: number, states: number, bytecode?: Uint8Array | null, nsFd?: number | null): Uint8Array;
+  /**
+   * `status.length` exact lookups through one netlink socket (32 requests per sendmsg). Request
+   * i is the 64-byte record at `requests[64 * i]` (u8 family, 3 bytes pad, 48 bytes of `struct
+   * inet_diag_sockid`); `status[i]` becomes 1 with the reply's 72-byte `struct inet_diag_msg` at
+   * `replies[72 * i]`, or the kernel's negative errno (`-ENOENT`: none), or `-EAGAIN` if no reply
+   * came. `nsFd` as for `sockDiag`.
+   */
+  sockDiagFind(requests: Uint8Array, replies: Uint8Array, status: Int32Array, nsFd?: number | null): void;
+  /**
+   * Writes the 64-byte record `sockDiagFind` takes for the socket behind `fd` (getsockname,
+   * getpeername, SO_COOKIE; all-ones cookie before Linux 4.12), with its network namespace's
+   * cookie (SO_NETNS_COOKIE, 0 before 5.14) as a u64 at byte 56. False if not connected.
+   */
+  sockDiagId(fd: number, record: Uint8Array): boolean;
+  /** ioctl(SIOCGSKNS): a new fd (close-on-exec) of the network namespace the socket lives in. */
+  socketNetns(fd: number): number;
+  /** SO_NETNS_COOKIE of a socket made in this thread's network namespace, or in `nsFd`'s; 0n before 5.14. */
+  netnsCookie(nsFd?: number | null): bigint;
   /**
    * socket(2) made with the calling thread inside the network namespace `nsFd` (an fd of
    * `/run/netns/NAME`), close-on-exec and non-blocking; the thread returns to its own namespace.

@@ -8,7 +8,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { native } from './binding';
-import { codedError, invalidArgType, outOfRange, type CodedError } from './errors';
+import { codedError, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { stateNumber, TCP_STATES, type TcpState } from './states';
 import { stateOrThrow } from './tcp-info';
 
@@ -90,8 +90,6 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLMSG_HDRLEN = 16;
-const INET_DIAG_MSG_LEN = 72;
-const INET_DIAG_SOCKID_LEN = 48;
 // Bytecode ops of include/uapi/linux/inet_diag.h; ports are compared with GE and LE, which every
 // kernel has (S_EQ/D_EQ are 4.16+).
 const BC_JMP = 1;
@@ -157,8 +155,8 @@ export function socketsIn(nsFd: number | null, filter: SocketFilter = {}): Socke
   const family = checkFamily(filter.family, 'filter.family');
   const entries: SocketEntry[] = [];
   if (mask === 0) return entries;
-  if (family !== 6) decode(native().sockDiag(AF_INET, mask, null, bytecode, nsFd), entries);
-  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, null, bytecode, nsFd), entries);
+  if (family !== 6) decode(native().sockDiag(AF_INET, mask, bytecode, nsFd), entries);
+  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, bytecode, nsFd), entries);
   return entries;
 }
 
@@ -176,32 +174,22 @@ export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
   const remote = checkAddress(tuple.remote, 'tuple.remote');
   const cookie = checkCookie(tuple.cookie, 'tuple.cookie');
   const v6 = family === 6 || (family === undefined && (net.isIPv6(local.address) || net.isIPv6(remote.address)));
-  const id = new Uint8Array(INET_DIAG_SOCKID_LEN);
-  const view = new DataView(id.buffer);
-  view.setUint16(0, local.port);
-  view.setUint16(2, remote.port);
-  packAddress(local.address, id, 4, v6, 'tuple.local.address');
-  packAddress(remote.address, id, 20, v6, 'tuple.remote.address');
-  // idiag_cookie, low u32 first; INET_DIAG_NOCOOKIE (all ones) asks for any incarnation.
-  view.setUint32(40, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(8), 16), LE);
-  view.setUint32(44, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(0, 8), 16), LE);
-  let reply: Uint8Array;
-  try {
-    reply = native().sockDiag(v6 ? AF_INET6 : AF_INET, 0, id, null);
-  } catch (error) {
-    // With a cookie, a socket of another incarnation is ENOENT on 6.18; sock_diag_check_cookie()
-    // itself says ESTALE, which some kernels pass on: both mean "not this connection".
-    const code = (error as { code?: unknown }).code;
-    if (code === 'ENOENT' || code === 'ESTALE') return undefined;
-    throw error;
+  const record = recordOf({ local, remote, cookie }, v6);
+  const view = new DataView(record.buffer);
+  const reply = new Uint8Array(DIAG_MSG_LEN);
+  const status = new Int32Array(1);
+  native().sockDiagFind(record, reply, status);
+  if (status[0] !== 1) {
+    if (isMiss(status[0]!)) return undefined;
+    throw errnoError(status[0]!, 'recvmsg');
   }
-  const [entry] = decode(reply, []);
+  const entry = entryAt(new DataView(reply.buffer), 0);
   // Without an established or TIME_WAIT match the kernel answers with the listener of the local
-  // address, if any: only an entry with the same 4-tuple is this connection.
-  const localAddress = unmapped(formatAddress(new DataView(id.buffer), 4, v6));
-  const remoteAddress = unmapped(formatAddress(new DataView(id.buffer), 20, v6));
+  // address, if any: only an entry with the same 4-tuple is this connection. An IPv4 tuple may
+  // be answered by a dual-stack IPv6 socket (`::ffff:a.b.c.d`).
+  const localAddress = unmapped(formatAddress(view, 8, v6));
+  const remoteAddress = unmapped(formatAddress(view, 24, v6));
   if (
-    entry === undefined ||
     entry.local.port !== local.port ||
     entry.remote.port !== remote.port ||
     unmapped(entry.local.address) !== localAddress ||
@@ -210,6 +198,65 @@ export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
     return undefined;
   }
   return entry;
+}
+
+/**
+ * @internal The `sockDiagFind` record of a valid `tuple` (IPv6 when `v6`, IPv4 addresses then
+ * written as `::ffff:a.b.c.d`; by default as its addresses say), asking for its cookie if given.
+ */
+export function recordOf(tuple: SocketTuple, v6 = net.isIPv6(tuple.local.address) || net.isIPv6(tuple.remote.address)): Uint8Array {
+  const { local, remote, cookie } = tuple;
+  const record = new Uint8Array(ID_RECORD);
+  const view = new DataView(record.buffer);
+  record[0] = v6 ? AF_INET6 : AF_INET;
+  view.setUint16(4, local.port);
+  view.setUint16(6, remote.port);
+  packAddress(local.address, record, 8, v6, 'tuple.local.address');
+  packAddress(remote.address, record, 24, v6, 'tuple.remote.address');
+  // idiag_cookie, low u32 first; INET_DIAG_NOCOOKIE (all ones) asks for any incarnation.
+  view.setUint32(44, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(8), 16), LE);
+  view.setUint32(48, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(0, 8), 16), LE);
+  return record;
+}
+
+/** @internal Bytes of a `sockDiagFind` request record, and of one reply (`struct inet_diag_msg`). */
+export const ID_RECORD = 64;
+export const DIAG_MSG_LEN = 72;
+const ENOENT = 2;
+const EAGAIN = 11;
+const ESTALE = 116;
+
+/**
+ * @internal True if a `sockDiagFind` status means "no such connection". With a cookie, a socket
+ * of another incarnation is ENOENT on 6.18; sock_diag_check_cookie() itself says ESTALE, which
+ * some kernels pass on: both mean "not this connection".
+ */
+export function isMiss(status: number): boolean {
+  return status === -ENOENT || status === -ESTALE;
+}
+
+/** @internal True if a `sockDiagFind` status means the reply was lost (ask again). */
+export function isLost(status: number): boolean {
+  return status === -EAGAIN;
+}
+
+/**
+ * @internal True if reply `j` (72 bytes each in `replies`) has the 4-tuple of request `i` (64
+ * bytes each in `requests`, from `sockDiagId`): not the listener the kernel answers with when
+ * nothing has that 4-tuple. Both hold `struct inet_diag_sockid` at byte 4; ports and addresses
+ * are its first 36 bytes.
+ */
+export function sameTuple(requests: Uint8Array, i: number, replies: Uint8Array, j: number): boolean {
+  const a = i * ID_RECORD + 4;
+  const b = j * DIAG_MSG_LEN + 4;
+  for (let k = 0; k < 36; k++) if (requests[a + k] !== replies[b + k]) return false;
+  return true;
+}
+
+/** @internal The state and timer of reply `j` in `replies` (see `sameTuple`). */
+export function replyAt(view: DataView, j: number): { state: TcpState; timer: SocketTimer } {
+  const m = j * DIAG_MSG_LEN;
+  return { state: stateOrThrow(view.getUint8(m + 1)), timer: timerAt(view, m) };
 }
 
 function checkStates(states: unknown): readonly TcpState[] {
@@ -295,30 +342,36 @@ let v4Names = new Map<number, string>();
 function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
   const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
   if (v4Names.size > 4096) v4Names = new Map();
-  for (let off = 0; off + NLMSG_HDRLEN + INET_DIAG_MSG_LEN <= reply.byteLength; ) {
+  for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
     const length = view.getUint32(off, LE);
     if (length < NLMSG_HDRLEN) break;
-    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) {
-      const m = off + NLMSG_HDRLEN;
-      const v6 = view.getUint8(m) === AF_INET6;
-      const timer = TIMERS[view.getUint8(m + 2)];
-      if (timer === undefined) throw unknownTimer(view.getUint8(m + 2));
-      out.push({
-        family: v6 ? 6 : 4,
-        local: { address: formatAddress(view, m + 8, v6), port: view.getUint16(m + 4) },
-        remote: { address: formatAddress(view, m + 24, v6), port: view.getUint16(m + 6) },
-        state: stateOrThrow(view.getUint8(m + 1)),
-        timer: { kind: timer, expiresMs: view.getUint32(m + 52, LE), retransmits: view.getUint8(m + 3) },
-        recvQ: view.getUint32(m + 56, LE),
-        sendQ: view.getUint32(m + 60, LE),
-        uid: view.getUint32(m + 64, LE),
-        inode: view.getUint32(m + 68, LE),
-        cookie: hex8(view.getUint32(m + 48, LE)) + hex8(view.getUint32(m + 44, LE)),
-      });
-    }
+    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) out.push(entryAt(view, off + NLMSG_HDRLEN));
     off += (length + 3) & ~3;
   }
   return out;
+}
+
+/** The `struct inet_diag_msg` at `m`. */
+function entryAt(view: DataView, m: number): SocketEntry {
+  const v6 = view.getUint8(m) === AF_INET6;
+  return {
+    family: v6 ? 6 : 4,
+    local: { address: formatAddress(view, m + 8, v6), port: view.getUint16(m + 4) },
+    remote: { address: formatAddress(view, m + 24, v6), port: view.getUint16(m + 6) },
+    state: stateOrThrow(view.getUint8(m + 1)),
+    timer: timerAt(view, m),
+    recvQ: view.getUint32(m + 56, LE),
+    sendQ: view.getUint32(m + 60, LE),
+    uid: view.getUint32(m + 64, LE),
+    inode: view.getUint32(m + 68, LE),
+    cookie: hex8(view.getUint32(m + 48, LE)) + hex8(view.getUint32(m + 44, LE)),
+  };
+}
+
+function timerAt(view: DataView, m: number): SocketTimer {
+  const kind = TIMERS[view.getUint8(m + 2)];
+  if (kind === undefined) throw unknownTimer(view.getUint8(m + 2));
+  return { kind, expiresMs: view.getUint32(m + 52, LE), retransmits: view.getUint8(m + 3) };
 }
 
 function hex8(n: number): string {
