@@ -33,7 +33,8 @@ import type { TcpState } from '../states';
  * a timewait socket that only sock_diag shows, for 60 s), or the connection ended (an RST, the
  * last ACK in LAST_ACK, a timeout). So `'CLOSE'` has no transitions of its own: it is an
  * observation meaning "TIME_WAIT or CLOSED" ({@link FD_CLOSE_MEANS}) that {@link observe} keeps
- * unresolved until sock_diag or an event says which. `'BOUND_INACTIVE'` (a bound socket that is
+ * unresolved until sock_diag or an event says which; read where TIME_WAIT can no longer follow
+ * (CLOSE_WAIT, LAST_ACK), it means CLOSED at once. `'BOUND_INACTIVE'` (a bound socket that is
  * no connection) and `'CLOSED'` have no transitions either.
  */
 export type LifecycleState = TcpState | 'CLOSED';
@@ -380,7 +381,8 @@ export interface Anomaly {
 }
 
 /**
- * What the model knows about one connection. Immutable: {@link observe} returns a new model.
+ * What the model knows about one connection. Never mutated: {@link observe} returns a new model
+ * (readonly in its type; not frozen at run time, which would double the cost of an observation).
  *
  * While an fd's CLOSE is unresolved, `state` is `'CLOSE'`, the last history entry is that CLOSE,
  * and `settled` is the state before it. A later TIME_WAIT (sock_diag), CLOSED (gone) or event
@@ -429,7 +431,7 @@ export function replay(observations: Iterable<Observation>, model = createModel(
 /**
  * Folds one observation into the model. A state reachable from the settled state is appended,
  * with the states in between inferred; an fd's `'CLOSE'` stays unresolved until sock_diag or an
- * event says TIME_WAIT or CLOSED; an event moves the model along the shortest path that ends with
+ * event says TIME_WAIT or CLOSED, unless no TIME_WAIT can follow (then CLOSED is inferred at once); an event moves the model along the shortest path that ends with
  * it. A repeat, a CLOSE read in TIME_WAIT or CLOSED, and an event already on the path change
  * nothing and return the same model. What the machine forbids is recorded as an {@link Anomaly}
  * and, for a state, appended flagged: the model then trusts the kernel and goes on from there.
@@ -456,7 +458,12 @@ function observeState(model: CloseModel, seen: LifecycleState, when: When): Obse
       if (!mayReadClose(state)) {
         return forbidden(model, when, { state: seen }, 'neither TIME_WAIT nor CLOSED can follow');
       }
-      return appended(model, [entry('CLOSE', when)]);
+      const close = appended(model, [entry('CLOSE', when)]);
+      if (completePath(state, 'TIME_WAIT') !== undefined) return close;
+      // From here (CLOSE_WAIT, LAST_ACK) no TIME_WAIT can follow: the fd's CLOSE is CLOSED.
+      const done = resolved(close.model, completePath(state, 'CLOSED')!, { at, source: 'inferred' });
+      const entries = [...done.entries.slice(0, -1), close.entries[0]!, done.entries[done.entries.length - 1]!];
+      return { ...done, entries };
     }
     const p = completePath(state, seen);
     if (p === undefined) return forbidden(model, when, { state: seen }, 'no legal path');
@@ -514,19 +521,11 @@ function happened(history: readonly HistoryEntry[], event: CloseEvent): boolean 
   return false;
 }
 
-function entry(
-  state: LifecycleState,
-  when: When,
-  event?: CloseEvent,
-  anomaly = false,
-): HistoryEntry {
-  return Object.freeze({
-    state,
-    at: when.at,
-    source: when.source,
-    ...(event === undefined ? {} : { event }),
-    ...(anomaly ? { anomaly: true as const } : {}),
-  });
+function entry(state: LifecycleState, when: When, event?: CloseEvent, anomaly = false): HistoryEntry {
+  // Literals of fixed shapes, not spreads: this runs for every observation of every watched socket.
+  const { at, source } = when;
+  if (anomaly) return { state, at, source, anomaly: true as const };
+  return event === undefined ? { state, at, source } : { state, at, source, event };
 }
 
 /**
@@ -535,10 +534,12 @@ function entry(
  */
 function pathEntries(p: Path, inferredAt: number, last?: When): HistoryEntry[] {
   const inferred: When = { at: inferredAt, source: 'inferred' };
-  const final = p.events.length - 1;
-  return p.path
-    .slice(1)
-    .map((state, i) => entry(state, i === final ? (last ?? inferred) : inferred, p.events[i]));
+  const { path, events } = p;
+  const out: HistoryEntry[] = [];
+  for (let i = 1; i < path.length; i++) {
+    out.push(entry(path[i]!, i === events.length && last ? last : inferred, events[i - 1]));
+  }
+  return out;
 }
 
 /** Resolves an unresolved CLOSE by `p`: the steps before its end go before the CLOSE entry. */
@@ -557,7 +558,7 @@ function resolved(model: CloseModel, p: Path, when: When): Observed {
 function appended(model: CloseModel, entries: readonly HistoryEntry[]): Observed {
   const state = entries[entries.length - 1]!.state;
   const settled = state !== 'CLOSE' ? state : model.state === undefined ? undefined : model.settled;
-  return changed(model, [...model.history, ...entries], entries, settled, state);
+  return changed(model, model.history.concat(entries), entries, settled, state);
 }
 
 function changed(
@@ -567,17 +568,14 @@ function changed(
   settled: LifecycleState | undefined,
   state: LifecycleState,
 ): Observed {
-  const next: CloseModel = Object.freeze({
-    state,
-    settled,
-    history: Object.freeze(history),
-    anomalies: model.anomalies,
-  });
-  return Object.freeze({ model: next, entries: Object.freeze(entries), anomaly: undefined });
+  const next: CloseModel = { state, settled, history, anomalies: model.anomalies };
+  return { model: next, entries, anomaly: undefined };
 }
 
+const NO_ENTRIES: readonly HistoryEntry[] = Object.freeze([]);
+
 function unchanged(model: CloseModel): Observed {
-  return Object.freeze({ model, entries: Object.freeze([]), anomaly: undefined });
+  return { model, entries: NO_ENTRIES, anomaly: undefined };
 }
 
 /**
@@ -593,13 +591,13 @@ function forbidden(
 ): Observed {
   const from = model.state;
   const seen = 'state' in what ? what.state : `'${what.event}'`;
-  const anomaly: Anomaly = Object.freeze({
+  const anomaly: Anomaly = {
     at: when.at,
     source: when.source,
     from,
     ...what,
     reason: `${seen} after ${from ?? 'nothing'}: ${detail}`,
-  });
+  };
   let history = model.history;
   let entries: readonly HistoryEntry[] = [];
   let state = model.state;
@@ -610,11 +608,6 @@ function forbidden(
     state = what.state;
     settled = state === 'CLOSE' ? undefined : state;
   }
-  const next: CloseModel = Object.freeze({
-    state,
-    settled,
-    history: Object.freeze(history),
-    anomalies: Object.freeze([...model.anomalies, anomaly]),
-  });
-  return Object.freeze({ model: next, entries: Object.freeze(entries), anomaly });
+  const next: CloseModel = { state, settled, history, anomalies: [...model.anomalies, anomaly] };
+  return { model: next, entries, anomaly };
 }

@@ -506,6 +506,15 @@ describe('observe: every ordered pair of observed states', () => {
           continue;
         }
         expect(step.anomaly, what).toBeUndefined();
+        if (b === 'CLOSE' && oraclePath(a, 'TIME_WAIT') === undefined) {
+          // No TIME_WAIT can follow: the fd's CLOSE is CLOSED, by the graceful path.
+          const p = oraclePath(a, 'CLOSED')!;
+          const inferred = p.path.slice(1, -1).map((s, i) => `${s}/inferred/${p.events[i]}`);
+          expect(trail(m), what).toEqual([trail(first)[0], ...inferred, 'CLOSE/diag/-', `CLOSED/inferred/${p.events.at(-1)}`]);
+          expect(step.entries.map((h) => h.state), what).toEqual([...p.path.slice(1, -1), 'CLOSE', 'CLOSED']);
+          expect(m.state, what).toBe('CLOSED');
+          continue;
+        }
         expect(m.state, what).toBe(b);
         if (a === 'CLOSE' || b === 'CLOSE') {
           expect(trail(m), what).toEqual([trail(first)[0], `${b}/diag/-`]);
@@ -535,7 +544,25 @@ describe('observe: every ordered pair of observed states', () => {
     );
   });
 
-  describe.each(beforeClose)('first %s, then the fd reads CLOSE', (a) => {
+  // Of those, the states from which no TIME_WAIT can follow: there the CLOSE means CLOSED at once.
+  const closeMeansClosed = beforeClose.filter((s) => oraclePath(s, 'TIME_WAIT') === undefined);
+
+  it('resolves an fd CLOSE at once after exactly CLOSE_WAIT, LAST_ACK and LISTEN', () => {
+    expect(closeMeansClosed.sort()).toEqual(['CLOSE_WAIT', 'LAST_ACK', 'LISTEN'].sort());
+    for (const a of closeMeansClosed) {
+      const m = replay([k(a, 0), k('CLOSE', 1)]);
+      const p = oraclePath(a, 'CLOSED')!;
+      const inferred = p.path.slice(1, -1).map((s, i) => `${s}/inferred/${p.events[i]}`);
+      expect(trail(m), a).toEqual([`${a}/kernel/-`, ...inferred, 'CLOSE/kernel/-', `CLOSED/inferred/${p.events.at(-1)}`]);
+      expect(m.history.map((h) => h.at), a).toEqual([0, ...inferred.map(() => 1), 1, 1]);
+      expect(m.anomalies, a).toEqual([]);
+      // A later sock_diag miss confirms it; a TIME_WAIT would be an anomaly.
+      expect(observe(m, d('CLOSED', 2)).model, a).toBe(m);
+      expect(observe(m, d('TIME_WAIT', 2)).anomaly, a).toBeDefined();
+    }
+  });
+
+  describe.each(beforeClose.filter((s) => !closeMeansClosed.includes(s)))('first %s, then the fd reads CLOSE', (a) => {
     it('TIME_WAIT or CLOSED resolves it with the path inserted before the CLOSE', () => {
       for (const b of FD_CLOSE_MEANS) {
         const what = `${a} → CLOSE → ${b}`;
@@ -612,16 +639,21 @@ describe('observe: anomalies and bookkeeping', () => {
     expect(observe(pending, k('CLOSE', 2)).model).toBe(pending);
   });
 
-  it('never mutates: models, histories and entries are frozen, and old models stay as they were', () => {
+  it('never mutates: every observation makes a new model, and old models stay as they were', () => {
     const empty = createModel();
     const one = observe(empty, k('ESTABLISHED', 0)).model;
+    const oneHistory = [...one.history];
     const two = observe(one, k('FIN_WAIT2', 1)).model;
+    const three = observe(two, k('ESTABLISHED', 2)).model; // an anomaly: a new anomalies list too
     expect(empty.history).toEqual([]);
-    expect(one.history).toHaveLength(1);
+    expect(Object.isFrozen(empty) && Object.isFrozen(empty.history)).toBe(true); // shared by all
+    expect(one.history).toEqual(oneHistory);
     expect(two.history).toHaveLength(3);
-    for (const x of [empty, one, two, two.history, two.anomalies, ...two.history]) {
-      expect(Object.isFrozen(x)).toBe(true);
-    }
+    expect(two.history).not.toBe(one.history);
+    expect(two.anomalies).toEqual([]);
+    expect(three.anomalies).toHaveLength(1);
+    expect(three.history).toHaveLength(4);
+    expect(two.history).toHaveLength(3);
     expect(Object.isFrozen(completePath('ESTABLISHED', 'CLOSED')!.path)).toBe(true);
   });
 });
