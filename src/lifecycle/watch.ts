@@ -8,16 +8,29 @@
  * model (`fsm.ts`) and marked `'inferred'`.
  *
  * One timer serves every watched socket: each socket has its own due time in a heap, and a poll
- * touches only the sockets that are due (one batch read for their fds, one sock_diag lookup each
- * for the closed ones). A TIME_WAIT is looked at again only when its timer runs out.
+ * touches only the sockets that are due (one batch read for their fds, one batch of sock_diag
+ * lookups for the closed ones, in each one's network namespace). A TIME_WAIT is looked at again
+ * only when its timer runs out.
  */
 import { EventEmitter } from 'node:events';
 import diagnosticsChannel from 'node:diagnostics_channel';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { constants, native } from '../binding';
-import { findSocket, socketTuple, type SocketEntry, type SocketTuple } from '../diag';
+import {
+  DIAG_MSG_LEN,
+  ID_RECORD,
+  isLost,
+  isMiss,
+  recordOf,
+  replyAt,
+  sameTuple,
+  socketTuple,
+  type SocketTimer,
+} from '../diag';
 import { codedError, invalidArgType } from '../errors';
 import { assertSocket, handleFd } from '../fd';
 import { OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
@@ -85,18 +98,28 @@ type Phase =
   /** Node closed the fd: sock_diag, when the kernel's timer says something can have changed. */
   | 'gone';
 
+/** A network namespace other than this thread's, held open while a socket of it is watched. */
+interface Netns {
+  fd: number;
+  key: string;
+  users: number;
+}
+
 interface Watched {
   lifecycle: Lifecycle;
-  socket: net.Socket;
+  /** The socket, until it is destroyed and its fd closed (then nothing is asked of it). */
+  socket: net.Socket | undefined;
   /** The fd the socket had when last seen, -1 before it has one. */
   fd: number;
-  /** The 4-tuple, and the cookie once the first lookup is made. */
-  tuple: SocketTuple | undefined;
   /**
+   * The connection's name for sock_diag lookups (a `sockDiagFind` record): its 4-tuple, and its
    * `SO_COOKIE`, read while the fd was open and before TIME_WAIT could begin (a TIME_WAIT socket
-   * copies the cookie its connection had by then); every sock_diag lookup asks for it.
+   * copies the cookie its connection had by then), so that a later connection on the same 4-tuple
+   * is not taken for it. `undefined` until it is connected.
    */
-  cookie: string | undefined;
+  id: Uint8Array | undefined;
+  /** Its network namespace, if not this thread's (a lab host's): lookups are made there. */
+  ns: Netns | undefined;
   /** The fd read CLOSE: it can show nothing more, so it is not read again. */
   fdClose: boolean;
   /** The state, unread bytes and SO_LINGER when Node closed the fd (from the close hook). */
@@ -108,8 +131,8 @@ interface Watched {
   slot: number;
   /** The fast cadence's current step (ms): 1 after a change, doubling to 100 while nothing changes. */
   step: number;
-  /** The last sock_diag entry seen after Node closed the fd, and when (ms). */
-  lastDiag?: { entry: SocketEntry; at: number };
+  /** What sock_diag last showed after Node closed the fd, and when (ms). */
+  lastDiag?: { state: TcpState; timer: SocketTimer; at: number };
   /** The lifecycle ended: nothing more is looked at. */
   ended: boolean;
 }
@@ -129,12 +152,12 @@ const LATE_MS = 250;
 const EARLY_MS = 1;
 /** States in which the connection is not closing (yet). */
 const NOT_CLOSING: ReadonlySet<LifecycleState> = new Set(['SYN_SENT', 'SYN_RECV', 'NEW_SYN_RECV', 'ESTABLISHED', 'LISTEN']);
+/** States in which our FIN has gone out. */
+const FIN_SENT: ReadonlySet<LifecycleState> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK']);
 /** States in which closing the fd can send an RST (unread data, SO_LINGER {1, 0}). */
 const UNSYNCHRONIZED: ReadonlySet<LifecycleState> = new Set(['CLOSE', 'LISTEN', 'SYN_SENT', 'TIME_WAIT']);
 
 const watched = new Set<Watched>();
-/** For tests (`watcherOf`). */
-const byLifecycle = new WeakMap<Lifecycle, Watched>();
 const bySocket = new WeakMap<net.Socket, Watched>();
 /** Watched sockets by the fd Node holds for them (an fd is not reused while it is open). */
 const byFd = new Map<number, Watched>();
@@ -145,6 +168,11 @@ let timer: NodeJS.Timeout | undefined;
 let timerAt = Infinity;
 let fdBuffer = new Int32Array(64);
 let stateBuffer = new Int32Array(64);
+/** The network namespaces of watched sockets that are not this thread's, by their cookie. */
+const namespaces = new Map<string, Netns>();
+/** This thread's network namespace's cookie (SO_NETNS_COOKIE) as [low, high] u32, read on first use. */
+let homeNetns: [number, number] | undefined;
+const LE = os.endianness() === 'LE';
 
 /** Follows a connection through its close lifecycle. */
 export class Lifecycle extends EventEmitter {
@@ -152,12 +180,18 @@ export class Lifecycle extends EventEmitter {
   #done: Promise<WatchResult> | undefined;
   #resolveDone: ((result: WatchResult) => void) | undefined;
   #ended = false;
-  #forget: (() => void) | undefined;
+  /** The watcher's record of the socket (`Watched`), forgotten when the lifecycle ends. */
+  #watcher: unknown;
 
-  /** @internal use `watch(socket)`; `forget` is called once when the lifecycle ends. */
-  constructor(forget?: () => void) {
+  /** @internal use `watch(socket)`. */
+  constructor(watcher?: unknown) {
     super();
-    this.#forget = forget;
+    this.#watcher = watcher;
+  }
+
+  /** @internal */
+  watcher(): unknown {
+    return this.#watcher;
   }
 
   /** The latest state (`'CLOSE'` while the fd read CLOSE and sock_diag has not said what followed). */
@@ -240,6 +274,8 @@ export class Lifecycle extends EventEmitter {
   observe(observation: Observation): boolean {
     if (this.#ended) return false;
     const before = this.#model;
+    // A state seen again changes nothing (the model's own rule, taken without a call).
+    if ('state' in observation && observation.state === before.state) return false;
     const { model, entries, anomaly } = observe(before, observation);
     this.#model = model;
     if (anomaly) debug('anomaly: %s', anomaly.reason);
@@ -260,7 +296,7 @@ export class Lifecycle extends EventEmitter {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#forget?.();
+    if (this.#watcher !== undefined) forget(this.#watcher as Watched);
     this.#resolveDone?.(this.#result());
     this.emit('end');
   }
@@ -340,10 +376,12 @@ function arm(): void {
     timerAt = Infinity;
     return;
   }
-  if (timer !== undefined && timerAt <= first.due) return;
-  clearTimeout(timer);
   const at = now();
-  const delay = Math.max(1, Math.ceil(first.due - at));
+  // A head already due (the loop was busy, so the timer is late) is served by the pending timer.
+  const want = Math.max(first.due, at + 1);
+  if (timer !== undefined && timerAt <= want) return;
+  clearTimeout(timer);
+  const delay = Math.ceil(want - at);
   timerAt = at + delay;
   timer = setTimeout(poll, delay).unref();
 }
@@ -365,7 +403,7 @@ function scheduleOpen(w: Watched, at: number, changed: boolean): void {
   } else {
     // A paused socket's FIN or RST makes no event; nor does anything on an fd that read CLOSE,
     // whose 'close' will come (the net stays in case Node's close escaped the hook).
-    scheduleAt(w, at + (w.socket.readableFlowing === true || w.fdClose ? SAFETY_MS : PAUSED_MS));
+    scheduleAt(w, at + (w.socket?.readableFlowing === true || w.fdClose ? SAFETY_MS : PAUSED_MS));
   }
 }
 
@@ -382,20 +420,52 @@ function readState(fd: number): TcpState {
 }
 
 /**
- * Learns the cookie of the socket behind `fd`, then reads its state: a TIME_WAIT socket copies
- * the cookie its connection had when TIME_WAIT began, so the cookie is kept only if the fd did not
- * read CLOSE afterwards (then TIME_WAIT may already have begun, with a cookie of its own).
+ * Names the connection behind `fd` for sock_diag (its 4-tuple and the cookie a TIME_WAIT of it
+ * will have) and reads its state, in one native call. An fd that already reads CLOSE has no peer
+ * to name: Node's cached 4-tuple then, if it has one, without a cookie. Throws for what is not a
+ * TCP socket.
  */
-function learnCookie(w: Watched, fd: number, at: number): void {
-  let cookie: string | undefined;
-  try {
-    cookie = native().socketCookie(fd).toString(16).padStart(16, '0');
-  } catch (error) {
-    debug('SO_COOKIE: %s', (error as Error).message); // kernels before 4.12: lookups by 4-tuple only
+function identify(w: Watched, fd: number, at: number): void {
+  const id = new Uint8Array(ID_RECORD);
+  const connected = native().sockDiagId(fd, id);
+  const state = stateOrThrow(id[1]!);
+  if (connected) {
+    w.id = id;
+    w.ns = netnsOf(id, fd);
+  } else if (state === 'CLOSE') {
+    const tuple = w.socket && socketTuple(w.socket);
+    w.id = tuple && recordOf(tuple);
   }
-  const state = readState(fd);
-  w.cookie = state === 'CLOSE' ? undefined : cookie;
   observeFd(w, state, at);
+}
+
+/** The namespace of a socket whose `sockDiagId` record is `id`: `undefined` if it is this thread's. */
+function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
+  const view = new DataView(id.buffer, id.byteOffset, ID_RECORD);
+  const lo = view.getUint32(56, LE);
+  const hi = view.getUint32(60, LE);
+  if (lo === 0 && hi === 0) return undefined; // before Linux 5.14: assumed this one
+  if (homeNetns === undefined) {
+    const cookie = native().netnsCookie();
+    homeNetns = [Number(cookie & 0xffffffffn), Number(cookie >> 32n)];
+  }
+  if (lo === homeNetns[0] && hi === homeNetns[1]) return undefined;
+  const key = `${hi.toString(16)}:${lo.toString(16)}`;
+  let ns = namespaces.get(key);
+  if (ns === undefined) {
+    ns = { fd: native().socketNetns(fd), key, users: 0 };
+    namespaces.set(key, ns);
+  }
+  ns.users++;
+  return ns;
+}
+
+function releaseNetns(w: Watched): void {
+  const ns = w.ns;
+  w.ns = undefined;
+  if (ns === undefined || --ns.users > 0) return;
+  namespaces.delete(ns.key);
+  fs.closeSync(ns.fd);
 }
 
 /** The fd Node holds for `w` now; notes a new one (the hook, the cookie, the tuple). */
@@ -405,11 +475,10 @@ function noteFd(w: Watched, fd: number, at: number): boolean {
   const first = w.fd < 0;
   w.fd = fd;
   byFd.set(fd, w);
-  w.tuple ??= w.socket.remotePort ? socketTuple(w.socket) : undefined;
   if (first) {
     hookClose(w);
     if (w.phase === 'pending') w.phase = 'open';
-    learnCookie(w, fd, at);
+    identify(w, fd, at);
     return true;
   }
   return false;
@@ -421,6 +490,9 @@ function toGone(w: Watched): void {
   w.phase = 'gone';
   w.step = FAST_MS;
   if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
+  // Its fd is closed: the socket can be collected while the connection is followed (60 s of
+  // TIME_WAIT); its listeners stay, and ignore an ended watcher.
+  if (w.socket?.destroyed) w.socket = undefined;
 }
 
 /** The timer: looks at every socket that is due, then arms the timer for the next one. */
@@ -438,17 +510,21 @@ function poll(): void {
 
 function pollDue(at: number): void {
   const live: Watched[] = [];
+  const gone: Watched[] = [];
   while (heap.length > 0 && heap[0]!.due <= at + EARLY_MS) {
     const w = heap[0]!;
     unqueue(w);
     try {
-      const fd = handleFd(w.socket);
+      const socket = w.socket;
+      const fd = socket === undefined || w.phase === 'gone' ? -1 : handleFd(socket);
       if (fd >= 0) {
         if (noteFd(w, fd, at) || w.fdClose) scheduleOpen(w, at, true);
         else live.push(w);
-      } else if (w.fd >= 0 || w.socket.destroyed || w.phase === 'gone') {
+      } else if (w.fd >= 0 || socket === undefined || socket.destroyed || w.phase === 'gone') {
         toGone(w);
-        followGone(w, at);
+        // Destroyed before it ever had a connection: nothing reached the kernel, or nothing to ask.
+        if (w.id === undefined) w.lifecycle.end();
+        else gone.push(w);
       } else {
         // Not connected yet: 'connect' and 'error' will say what happens; look now and then.
         w.step = Math.min(w.step * 2, SLOW_MS);
@@ -459,7 +535,12 @@ function pollDue(at: number): void {
       if (!w.ended) scheduleAt(w, at + SLOW_MS);
     }
   }
-  if (live.length === 0) return;
+  if (gone.length > 0) lookUp(gone, at);
+  if (live.length > 0) readFds(live, at);
+}
+
+/** One batch read of the states of fds Node holds. */
+function readFds(live: Watched[], at: number): void {
   if (fdBuffer.length < live.length) {
     fdBuffer = new Int32Array(2 * live.length);
     stateBuffer = new Int32Array(2 * live.length);
@@ -474,31 +555,72 @@ function pollDue(at: number): void {
   }
 }
 
-/** After Node closed the fd: the connection as sock_diag shows it, or gone. */
-function followGone(w: Watched, at: number): void {
-  const { lifecycle } = w;
-  if (!w.tuple) {
-    // Destroyed before it ever had a connection: nothing reached the kernel, or nothing to ask.
-    lifecycle.end();
-    return;
+let requests = new Uint8Array(64 * ID_RECORD);
+let replies = new Uint8Array(64 * DIAG_MSG_LEN);
+let statuses = new Int32Array(64);
+
+/** sock_diag lookups of sockets whose fd Node closed: one batch per network namespace. */
+function lookUp(gone: Watched[], at: number): void {
+  if (statuses.length < gone.length) {
+    requests = new Uint8Array(2 * gone.length * ID_RECORD);
+    replies = new Uint8Array(2 * gone.length * DIAG_MSG_LEN);
+    statuses = new Int32Array(2 * gone.length);
   }
-  if (w.cookie !== undefined && w.tuple.cookie !== w.cookie) w.tuple = { ...w.tuple, cookie: w.cookie };
-  const entry = findSocket(w.tuple);
-  if (!entry) {
+  // Nearly always one namespace, this one: sort only when there are more.
+  if (gone.some((w) => w.ns !== gone[0]!.ns)) gone.sort((a, b) => (a.ns?.fd ?? -1) - (b.ns?.fd ?? -1));
+  const view = new DataView(replies.buffer);
+  for (let first = 0; first < gone.length; ) {
+    const ns = gone[first]!.ns;
+    let end = first;
+    while (end < gone.length && gone[end]!.ns === ns) {
+      requests.set(gone[end]!.id!, (end - first) * ID_RECORD);
+      end++;
+    }
+    const count = end - first;
+    try {
+      native().sockDiagFind(requests, replies, statuses.subarray(0, count), ns?.fd ?? null);
+    } catch (error) {
+      debug('sock_diag: %s', (error as Error).message);
+      statuses.fill(-11, 0, count); // asked again soon
+    }
+    for (let i = 0; i < count; i++) {
+      const w = gone[first + i]!;
+      const status = statuses[i]!;
+      try {
+        if (status === 1 && sameTuple(requests, i, replies, i)) followGone(w, replyAt(view, i), at);
+        else if (status === 1 || isMiss(status)) followGone(w, undefined, at);
+        else {
+          if (!isLost(status)) debug('sock_diag lookup: errno %d', -status);
+          w.step = Math.min(w.step * 2, SLOW_MS);
+          scheduleAt(w, at + w.step);
+        }
+      } catch (error) {
+        debug('sock_diag lookup: %s', (error as Error).message);
+        if (!w.ended) scheduleAt(w, at + SLOW_MS);
+      }
+    }
+    first = end;
+  }
+}
+
+/** After Node closed the fd: the connection as sock_diag showed it, or gone (`undefined`). */
+function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | undefined, at: number): void {
+  const { lifecycle } = w;
+  if (!seen) {
     if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
     if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
     return;
   }
-  w.lastDiag = { entry, at };
-  const changed = lifecycle.observe({ state: entry.state, source: 'diag', at });
+  w.lastDiag = { ...seen, at };
+  const changed = lifecycle.observe({ state: seen.state, source: 'diag', at });
   if (w.ended) return;
-  const { kind, expiresMs } = entry.timer;
-  if (entry.state === 'TIME_WAIT' || (entry.state === 'FIN_WAIT2' && kind !== 'off')) {
+  const { kind, expiresMs } = seen.timer;
+  if (seen.state === 'TIME_WAIT' || (seen.state === 'FIN_WAIT2' && kind !== 'off')) {
     // Nothing more happens before the timer runs out, but for a TIME_WAIT an RST (RFC 1337) or
     // a new SYN on its 4-tuple, seen when it is next looked at. A FIN_WAIT2 orphan goes on to
     // TIME_WAIT when the peer's FIN comes: looked at at least every second.
     const wait = expiresMs > 0 ? expiresMs + TIMER_MARGIN_MS : LATE_MS;
-    scheduleAt(w, at + (entry.state === 'FIN_WAIT2' ? Math.min(wait, SAFETY_MS) : wait));
+    scheduleAt(w, at + (seen.state === 'FIN_WAIT2' ? Math.min(wait, SAFETY_MS) : wait));
   } else {
     // FIN_WAIT1, CLOSING, LAST_ACK: short, unless segments are lost.
     w.step = changed ? FAST_MS : Math.min(w.step * 2, SLOW_MS);
@@ -512,8 +634,8 @@ function followGone(w: Watched, at: number): void {
  * without the peer's FIN. Had the FIN come, TIME_WAIT would still be listed for 60 s.
  */
 function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
-  if (!last || last.entry.state !== 'FIN_WAIT2' || last.entry.timer.kind === 'off') return false;
-  return at >= last.at + last.entry.timer.expiresMs;
+  if (!last || last.state !== 'FIN_WAIT2' || last.timer.kind === 'off') return false;
+  return at >= last.at + last.timer.expiresMs;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,16 +647,18 @@ function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
  * once the fd read CLOSE, which it reads for good), and SO_LINGER and SIOCINQ only in a state
  * where they decide.
  */
-function hookClose(w: Watched): void {
-  const handle = (w.socket as unknown as { _handle?: { close?: (...args: unknown[]) => unknown } | null })._handle;
-  if (!handle || typeof handle.close !== 'function' || Object.hasOwn(handle, 'close')) return;
+function hookClose(w: Watched): boolean {
+  const socket = w.socket!;
+  const handle = (socket as unknown as { _handle?: { close?: (...args: unknown[]) => unknown } | null })._handle;
+  if (!handle || typeof handle.close !== 'function' || Object.hasOwn(handle, 'close')) return false;
   const close = handle.close;
   handle.close = function (this: unknown, ...args: unknown[]) {
     try {
-      const fd = handleFd(w.socket);
+      const fd = handleFd(socket);
       if (fd >= 0 && !w.ended) {
         const state = w.fdClose ? 'CLOSE' : readState(fd);
-        if (state !== 'CLOSE') observeFd(w, state, now());
+        if (!w.fdClose) observeFd(w, state, now()); // a CLOSE after LAST_ACK ends it here
+        if (w.ended) return close.apply(this, args);
         let unread = 0;
         let linger0 = false;
         if (!UNSYNCHRONIZED.has(state)) {
@@ -557,6 +681,7 @@ function hookClose(w: Watched): void {
     }
     return result;
   };
+  return true;
 }
 
 /** What closing the fd in `state` did, given what the close hook saw. */
@@ -585,7 +710,7 @@ function onEnd(this: net.Socket): void {
     // CLOSE after our FIN went out is TIME_WAIT; before it, only an RST ends a connection here.
     const finSent =
       this.writableFinished ||
-      ['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].includes(lifecycle.model().settled ?? '');
+      FIN_SENT.has(lifecycle.model().settled as LifecycleState);
     if (state === 'CLOSE' && !finSent) lifecycle.observe({ event: 'rst-received', source: 'event', at });
     observeFd(w, state, at);
   } catch (error) {
@@ -597,14 +722,14 @@ function onEnd(this: net.Socket): void {
 function onFinish(this: net.Socket): void {
   // Our FIN went out (Node's end() called shutdown(2)): FIN_WAIT1, then whatever the peer does.
   const w = bySocket.get(this);
-  if (!w) return;
+  if (!w || w.ended) return;
   if (w.phase === 'open' || w.phase === 'pending') w.phase = 'closing';
   wake(w);
 }
 
 function onError(this: net.Socket, error: NodeJS.ErrnoException): void {
   const w = bySocket.get(this);
-  if (!w) return;
+  if (!w || w.ended) return;
   const event: CloseEvent | undefined =
     error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.code === 'ECONNREFUSED'
       ? 'rst-received'
@@ -624,7 +749,7 @@ function closed(w: Watched): void {
 
 function onClose(this: net.Socket): void {
   const w = bySocket.get(this);
-  if (!w) return;
+  if (!w || w.ended) return;
   closed(w);
   toGone(w);
   wake(w);
@@ -632,14 +757,14 @@ function onClose(this: net.Socket): void {
 
 function onConnect(this: net.Socket): void {
   const w = bySocket.get(this);
-  if (!w) return;
+  if (!w || w.ended) return;
   // 'connect' means the handshake completed, a state polling may have missed.
   const at = now();
   w.lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at });
-  w.tuple ??= socketTuple(this);
   const fd = handleFd(this);
   try {
-    if (fd >= 0) noteFd(w, fd, at);
+    // Watched while connecting, its fd could not be named before: now it can.
+    if (fd >= 0 && !noteFd(w, fd, at) && w.id === undefined) identify(w, fd, at);
   } catch (error) {
     debug('connect: %s', (error as Error).message);
   }
@@ -651,7 +776,12 @@ function onConnect(this: net.Socket): void {
 /** Stops following `w`, once its lifecycle ended. */
 function forget(w: Watched): void {
   w.ended = true;
-  w.socket.off('end', onEnd).off('finish', onFinish).off('error', onError).off('close', onClose).off('connect', onConnect);
+  // A destroyed socket emits nothing more that matters (the handlers ignore an ended watcher).
+  if (w.socket && !w.socket.destroyed) {
+    w.socket.off('end', onEnd).off('finish', onFinish).off('error', onError).off('close', onClose).off('connect', onConnect);
+  }
+  w.socket = undefined;
+  releaseNetns(w);
   watched.delete(w);
   unqueue(w);
   if (byFd.get(w.fd) === w) byFd.delete(w.fd);
@@ -667,11 +797,16 @@ export function pollerStatus(): { scheduled: boolean; watched: number } {
  * @internal For tests: what the watcher of `lifecycle` knows of its socket (the cookie its
  * lookups ask for), and a way to look at it now instead of when it is due.
  */
-export function watcherOf(lifecycle: Lifecycle): { cookie: string | undefined; due: number; lookNow(): void } | undefined {
-  const w = byLifecycle.get(lifecycle);
+export function watcherOf(
+  lifecycle: Lifecycle,
+): { cookie: string | undefined; namespaced: boolean; due: number; lookNow(): void } | undefined {
+  const w = lifecycle.watcher() as Watched | undefined;
   if (!w) return undefined;
+  const view = w.id && new DataView(w.id.buffer, w.id.byteOffset, ID_RECORD);
+  const cookie = view && hex8(view.getUint32(48, LE)) + hex8(view.getUint32(44, LE));
   return {
-    cookie: w.cookie,
+    cookie: cookie === 'ffffffffffffffff' ? undefined : cookie,
+    namespaced: w.ns !== undefined,
     due: w.due,
     lookNow() {
       if (w.ended) return;
@@ -681,11 +816,15 @@ export function watcherOf(lifecycle: Lifecycle): { cookie: string | undefined; d
   };
 }
 
+function hex8(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}
+
 /** States other finwait calls read on a watched socket's fd are observations too. */
 diagnosticsChannel.subscribe(OBSERVED_CHANNEL, (message) => {
   const { fd, state } = message as { fd: number; state: TcpState };
   const w = byFd.get(fd);
-  if (w && handleFd(w.socket) === fd && observeFd(w, state, now())) wake(w);
+  if (w?.socket && handleFd(w.socket) === fd && observeFd(w, state, now())) wake(w);
 });
 
 /** Follows the socket's resets done through `reset()`. */
@@ -710,13 +849,12 @@ export function watch(socket: net.Socket): Lifecycle {
   if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
   constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
   const fd = handleFd(socket);
-  const lifecycle = new Lifecycle(() => forget(w)); // called on end, after w is made
   const w: Watched = {
-    lifecycle,
+    lifecycle: undefined as unknown as Lifecycle, // made next: it needs w
     socket,
     fd: -1,
-    tuple: undefined,
-    cookie: undefined,
+    id: undefined,
+    ns: undefined,
     fdClose: false,
     phase: 'pending',
     due: Infinity,
@@ -724,20 +862,21 @@ export function watch(socket: net.Socket): Lifecycle {
     step: FAST_MS,
     ended: false,
   };
+  const lifecycle = (w.lifecycle = new Lifecycle(w));
   const at = now();
   if (fd >= 0) {
     // Validates the fd (a Unix socket or UDP throws the kernel's error here) and records the start.
     w.phase = 'open';
-    learnCookie(w, fd, at);
+    identify(w, fd, at);
     w.fd = fd;
     byFd.set(fd, w);
-    w.tuple = socketTuple(socket);
-    hookClose(w);
   }
-  byLifecycle.set(lifecycle, w);
   watched.add(w);
   bySocket.set(socket, w);
-  socket.on('end', onEnd).on('finish', onFinish).on('error', onError).on('close', onClose).on('connect', onConnect);
+  socket.on('end', onEnd).on('finish', onFinish).on('error', onError);
+  // Closing the fd is seen by the close hook; 'close' only where the hook could not be set.
+  if (fd < 0 || !hookClose(w)) socket.on('close', onClose);
+  if (w.id === undefined) socket.on('connect', onConnect);
   if (fd >= 0) scheduleOpen(w, at, true);
   else scheduleAt(w, at + FAST_MS);
   arm();

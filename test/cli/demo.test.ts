@@ -152,7 +152,10 @@ describe.concurrent('finwait demo on loopback', () => {
     expect(json.ends.a).toMatchObject({ name: 'TCP A', label: 'client', outcome: 'graceful', role: 'active', finished: false, sockDiag: { state: 'TIME_WAIT', inode: 0 } });
     expect(json.ends.b).toMatchObject({ name: 'TCP B', outcome: 'graceful', role: 'passive', finished: true, sockDiag: null });
     expect(json.ends.a.history.map((h: { state: string }) => h.state)).toEqual(expect.arrayContaining(['FIN_WAIT2', 'TIME_WAIT']));
-    expect(json.ends.b.history.at(-1)).toMatchObject({ state: 'CLOSED', source: 'diag' });
+    // B's fd read CLOSE after LAST_ACK (CLOSED inferred at once), or Node closed it first and
+    // sock_diag no longer had the 4-tuple.
+    const [beforeLast, last] = json.ends.b.history.slice(-2);
+    expect(last).toMatchObject({ state: 'CLOSED', source: beforeLast.state === 'CLOSE' ? 'inferred' : 'diag' });
     for (const h of [...json.ends.a.history, ...json.ends.b.history]) {
       expect(h.at).toBeGreaterThanOrEqual(0);
       expect(['kernel', 'diag', 'event', 'inferred']).toContain(h.source);
