@@ -3,14 +3,12 @@
  * network namespace, TCP B one in host `b`'s, and every segment between them crosses the lab's
  * userspace wire, which logs it (and holds or drops it when a scenario says so).
  *
- * States. Both ends are followed with `watch()` on their fds. Once an fd is closed, `watch()`
- * looks for the connection through sock_diag in this process's network namespace, which cannot
- * see the lab's: there it finds nothing and records CLOSED at once, even for an end that is in
- * TIME_WAIT in its own namespace. So here `watch()`'s sock_diag observations are left out, and
- * each end is looked up instead through its host's `sockets()` (sock_diag inside the host's
- * namespace) once its fd is closed or reads CLOSE. The history drawn is the RFC machine
- * (`replay()`) run over both: what `watch()` saw on the fd and its events, and what the host's
- * sock_diag showed, in time order.
+ * States. Both ends are followed with `watch()` on their fds. Once an fd is closed or reads CLOSE,
+ * each end is looked up through its host's `sockets()` (sock_diag inside the host's namespace),
+ * only while the wire is quiet (see `QUIET_MS`), and `watch()`'s own sock_diag looks (which it
+ * makes in the socket's namespace too, on its own schedule) are left out. The history drawn is
+ * the RFC machine (`replay()`) run over both: what `watch()` saw on the fd and its events, and
+ * what the host's sock_diag showed, in time order.
  *
  * Segments. The wire's log times each segment in ms since the wire started, on the monotonic
  * clock the histories use (`performance.now()`), but the start is private to the wire. The wire
@@ -50,7 +48,7 @@ export interface LabRunOptions {
 
 /** The note every lab drawing carries: where its states come from, and what `watch()` cannot do there. */
 export const LAB_STATES_NOTE =
-  "states: watch() on each end's fd; once an fd was closed, watch() looked for the connection through sock_diag in this process's network namespace, which cannot see the lab's, so those looks are left out and the sock_diag rows come from each lab host's sockets() (sock_diag inside its namespace)";
+  "states: watch() on each end's fd and its events; the sock_diag rows come from each lab host's sockets() (sock_diag inside its namespace), asked only while the wire is quiet so that no look delays a segment";
 
 /** The states sock_diag is asked for: connections, not listeners or unconnected sockets. */
 const CONNECTION_STATES: TcpState[] = ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'];

@@ -3,6 +3,7 @@ import net from 'node:net';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -10,6 +11,7 @@ import { closeWrite, findSocket, reset, setLinger2, watch } from '../../src/inde
 import { socketTuple } from '../../src/diag';
 import { STATE_CHANNEL, watcherOf, type Transition } from '../../src/lifecycle/watch';
 import { pair, readAll, waitFor, type Pair } from '../helpers';
+import { itLab } from '../testing/helpers';
 
 let p: Pair | undefined;
 afterEach(async () => {
@@ -241,6 +243,46 @@ describe('watch', () => {
     expect(() => watch(p!.client)).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
     const lc = watch(p.server);
     expect(watch(p.server)).toBe(lc);
+  });
+
+  it('refuses a Unix socket with ENOTSUP, as the state calls do', async () => {
+    const dir = await import('node:fs').then((fs) => fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-')));
+    const server = net.createServer().listen(path.join(dir, 's'));
+    await once(server, 'listening');
+    const client = net.connect(path.join(dir, 's'));
+    await once(client, 'connect');
+    try {
+      expect(() => watch(client)).toThrow(expect.objectContaining({ code: 'ENOTSUP' }));
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  });
+
+  itLab("follows a lab host's socket in the host's own network namespace: TIME_WAIT from its sock_diag", async (lab) => {
+    const server = await lab.b.listen(80, { allowHalfOpen: true });
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const a = await lab.a.connect(80);
+    const [b] = await accepted;
+    const active = watch(a);
+    const passive = watch(b);
+    const tuple = socketTuple(a)!;
+    expect(watcherOf(active)).toMatchObject({ namespaced: true });
+    expect(watcherOf(active)!.cookie).toMatch(/^[0-9a-f]{16}$/);
+    b.resume();
+    a.resume();
+    b.on('end', () => b.end());
+    a.end();
+    await passive.done;
+    const timeWait = await active.until('TIME_WAIT', { timeout: 5000 });
+    // Only the host's namespace has it: this process's own sock_diag does not.
+    expect(timeWait.source).toBe('diag');
+    expect(findSocket(tuple)).toBeUndefined();
+    expect(lab.a.sockets({ states: ['TIME_WAIT'] }).map((e) => e.cookie)).toContain(watcherOf(active)!.cookie);
+    expect(active.state).toBe('TIME_WAIT');
+    expect(active.anomalies).toEqual([]);
+    a.destroy();
+    b.destroy();
   });
 
   it('never keeps the process alive on its own', async () => {
