@@ -19,7 +19,6 @@
             "addon/sockopt.cc",
             "addon/tcp_info_linux.cc",
             "addon/queues_linux.cc",
-            "addon/cookie_linux.cc",
             "addon/constants_linux.cc",
             "addon/sock_diag_linux.cc",
             "addon/netns_linux.cc",

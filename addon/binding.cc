@@ -14,7 +14,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpState", Napi::Function::New(env, TcpState, "tcpState"));
   exports.Set("tcpStates", Napi::Function::New(env, TcpStates, "tcpStates"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
-  exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
   exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
   exports.Set("sockDiagFind", Napi::Function::New(env, SockDiagFind, "sockDiagFind"));
   exports.Set("sockDiagId", Napi::Function::New(env, SockDiagId, "sockDiagId"));

@@ -34,8 +34,6 @@ Napi::Value TcpState(const Napi::CallbackInfo& info);
 Napi::Value TcpStates(const Napi::CallbackInfo& info);
 // ioctlInt(fd, request) -> int, for SIOCINQ, SIOCOUTQ and SIOCOUTQNSD only.
 Napi::Value IoctlInt(const Napi::CallbackInfo& info);
-// socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's idiag_cookie.
-Napi::Value SocketCookie(const Napi::CallbackInfo& info);
 // sockDiag(family, states, bytecode?, nsFd?) -> Buffer: one NETLINK_SOCK_DIAG dump request for
 // TCP (inet_diag_req_v2) of the sockets in the `states` mask, filtered by the optional
 // INET_DIAG_REQ_BYTECODE. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg +

@@ -23,9 +23,6 @@ Napi::Value TcpInfo(const Napi::CallbackInfo& info) { return NotSupported(info, 
 Napi::Value TcpState(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 Napi::Value TcpStates(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 Napi::Value IoctlInt(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
-Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
-  return NotSupported(info, "getsockopt");
-}
 Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
 Napi::Value SockDiagFind(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
 Napi::Value SockDiagId(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockname"); }

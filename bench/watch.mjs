@@ -53,7 +53,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   ];
   const list = (values) => values.map((v) => v.toFixed(0)).join(', ');
   const notes = [
-    `Each connection: connect, 5-byte request, 5-byte response, client end() (its side goes to TIME_WAIT), server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} unwatched warm-up connections; medians of ${pairs} runs each, alternating, each run a fresh process.`,
+    `Each connection: connect, 5-byte request, 5-byte response, client end() (its side goes to TIME_WAIT), server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that both are measured compiled); medians of ${pairs} runs each, alternating, each run a fresh process.`,
     `Runs (ms): without ${list(ms.plain)}; with watch() ${list(ms.watch)}.`,
     `Lifecycle states at the last 'close' (first watched run): ${Object.entries(states[0]).map(([k, v]) => `${k} ${v}`).join(', ')}.`,
     `Anomalies recorded by the watchers (all watched runs): ${summary(anomalies)}.`,

@@ -57,8 +57,6 @@ export interface Native {
   tcpStates(fds: Int32Array, out: Int32Array): void;
   /** ioctl(SIOCINQ | SIOCOUTQ | SIOCOUTQNSD). */
   ioctlInt(fd: number, request: number): number;
-  /** getsockopt(SO_COOKIE): the socket's 64-bit id, sock_diag's `idiag_cookie` (Linux 4.12+). */
-  socketCookie(fd: number): bigint;
   /**
    * One NETLINK_SOCK_DIAG dump request for TCP sockets of `family` (AF_INET 2, AF_INET6 10) in
    * the states of the `states` bit mask (bit n = state n), filtered in the kernel by `bytecode`

@@ -224,9 +224,13 @@ describe('findSocket()', () => {
     expect(client.cookie).toMatch(/^[0-9a-f]{16}$/);
     expect(server.cookie).toMatch(/^[0-9a-f]{16}$/);
     expect(client.cookie).not.toBe(server.cookie);
-    // The same number SO_COOKIE reads on the fd.
+    // The same number SO_COOKIE reads on the fd (sockDiagId writes it as sock_diag does).
     const fd = (p.client as unknown as { _handle: { fd: number } })._handle.fd;
-    expect(native().socketCookie(fd).toString(16).padStart(16, '0')).toBe(client.cookie);
+    const record = new Uint8Array(64);
+    expect(native().sockDiagId(fd, record)).toBe(true);
+    const view = new DataView(record.buffer);
+    const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+    expect(hex8(view.getUint32(48, true)) + hex8(view.getUint32(44, true))).toBe(client.cookie);
     const tuple = tupleOf(p.client);
     expect(findSocket(tuple)?.cookie).toBe(client.cookie);
     expect(findSocket({ ...tuple, cookie: client.cookie })).toMatchObject({ state: 'ESTABLISHED', cookie: client.cookie, ...tuple });

@@ -580,8 +580,11 @@ function lookUp(gone: Watched[], at: number): void {
     try {
       native().sockDiagFind(requests, replies, statuses.subarray(0, count), ns?.fd ?? null);
     } catch (error) {
+      // The netlink socket itself failed (EMFILE, ENOMEM): every one of them is asked again soon.
       debug('sock_diag: %s', (error as Error).message);
-      statuses.fill(-11, 0, count); // asked again soon
+      for (let i = first; i < end; i++) scheduleAt(gone[i]!, at + SLOW_MS);
+      first = end;
+      continue;
     }
     for (let i = 0; i < count; i++) {
       const w = gone[first + i]!;
