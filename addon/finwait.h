@@ -1,5 +1,8 @@
 // Declarations shared by every back-end: each platform's sources define the same functions, so
 // binding.cc registers one set of exports whatever the platform (binding.gyp picks the files).
+// One syscall per function, except where watch() needs many per socket at once and one call
+// across N-API costs less than several: tcpStates (a batch), sockDiagFind (a batch of lookups)
+// and sockDiagId (the syscalls that name one socket for a lookup).
 #ifndef FINWAIT_ADDON_FINWAIT_H_
 #define FINWAIT_ADDON_FINWAIT_H_
 

@@ -15,7 +15,8 @@
  *   (marked `'inferred'`), keeps an fd's ambiguous CLOSE open until something resolves it, and
  *   flags what the machine forbids without ever dropping it.
  *
- * Nothing here does I/O, keeps a timer or mutates its inputs: every model is a new frozen object.
+ * Nothing here does I/O, keeps a timer or mutates its inputs: every model is a new object,
+ * readonly and never mutated.
  * @see RFC 793 §3.5, RFC 1122 §4.2.2.13, tcp(7)
  */
 import { TCP_STATES } from '../states';
