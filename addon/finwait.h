@@ -8,6 +8,8 @@
 
 #include <napi.h>
 
+#include <stdint.h>
+
 #include <functional>
 
 namespace finwait {
@@ -63,6 +65,12 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info);
 // network namespace nsFd and returns it home at once; returns make()'s fd, or throws the errno
 // make() left, named after `syscall`. A socket keeps the namespace it was created in.
 int InNetns(Napi::Env env, int ns_fd, const char* syscall, const std::function<int()>& make);
+// MakeFd(info, i, syscall, make) (Linux): make() here if argument i is null or undefined, else in
+// the network namespace whose fd it is (InNetns); throws the errno make() left.
+int MakeFd(const Napi::CallbackInfo& info, size_t i, const char* syscall, const std::function<int()>& make);
+// NetnsCookieOf(env, fd) (Linux): SO_NETNS_COOKIE of the socket fd, its network namespace's
+// 64-bit id; 0 before Linux 5.14, which lacks it.
+uint64_t NetnsCookieOf(Napi::Env env, int fd);
 // The lab (finwait/testing): netnsSocket(nsFd, family, type) -> fd and netnsOpen(nsFd, path,
 // flags) -> fd make the fd with the calling thread inside the network namespace nsFd (setns(2)),
 // then return it home; bind(fd, sockaddr) is bind(2) with sockaddr_in/sockaddr_in6 bytes.

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <sched.h>
-#include <stdint.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -46,6 +45,27 @@ int InNetns(Napi::Env env, int ns_fd, const char* syscall, const std::function<i
   return fd;
 }
 
+int MakeFd(const Napi::CallbackInfo& info, size_t i, const char* syscall, const std::function<int()>& make) {
+  if (!info[i].IsNull() && !info[i].IsUndefined()) return InNetns(info.Env(), IntArg(info, i), syscall, make);
+  int fd = make();
+  if (fd < 0) {
+    int err = errno;
+    throw ErrnoError(info.Env(), err, syscall);
+  }
+  return fd;
+}
+
+uint64_t NetnsCookieOf(Napi::Env env, int fd) {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) {
+    int err = errno;
+    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
+    return 0;
+  }
+  return cookie;
+}
+
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) {
   int ns_fd = IntArg(info, 0);
   int family = IntArg(info, 1);
@@ -82,26 +102,15 @@ Napi::Value SocketNetns(const Napi::CallbackInfo& info) {
 
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto make = [] { return socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); };
-  int fd;
-  if (info[0].IsNull() || info[0].IsUndefined()) {
-    fd = make();
-    if (fd < 0) {
-      int err = errno;
-      throw ErrnoError(env, err, "socket");
-    }
-  } else {
-    fd = InNetns(env, IntArg(info, 0), "socket", make);
+  int fd = MakeFd(info, 0, "socket", [] { return socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); });
+  uint64_t cookie;
+  try {
+    cookie = NetnsCookieOf(env, fd);
+  } catch (...) {
+    close(fd);
+    throw;
   }
-  uint64_t cookie = 0;
-  socklen_t len = sizeof(cookie);
-  int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
-  int err = errno;
   close(fd);
-  if (rc != 0) {
-    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
-    cookie = 0;  // before Linux 5.14
-  }
   return Napi::BigInt::New(env, cookie);
 }
 

@@ -18,9 +18,6 @@
 #ifndef SO_COOKIE
 #define SO_COOKIE 57  // asm-generic/socket.h; older libc headers lack it
 #endif
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71
-#endif
 
 #include <memory>
 #include <vector>
@@ -64,16 +61,8 @@ Napi::TypedArrayOf<uint8_t> OptionalBytes(const Napi::CallbackInfo& info, size_t
 // A netlink socket for sock_diag, in this thread's network namespace or in the one whose fd is
 // argument `ns_arg` (null or undefined: this one).
 int OpenNetlink(const Napi::CallbackInfo& info, size_t ns_arg) {
-  auto make = [] { return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); };
-  if (info[ns_arg].IsNull() || info[ns_arg].IsUndefined()) {
-    int fd = make();
-    if (fd < 0) {
-      int err = errno;
-      throw ErrnoError(info.Env(), err, "socket");
-    }
-    return fd;
-  }
-  return InNetns(info.Env(), IntArg(info, ns_arg), "socket", make);
+  return MakeFd(info, ns_arg, "socket",
+                [] { return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG); });
 }
 
 void SendAll(Napi::Env env, int fd, const void* data, size_t size) {
@@ -251,7 +240,7 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
   // The cookie first: a TIME_WAIT socket copies the cookie its connection had when TIME_WAIT
   // began, and a peer name read afterwards proves it had not begun (the fd would be in CLOSE,
   // which has no peer). All ones (INET_DIAG_NOCOOKIE) where SO_COOKIE is missing (before 4.12).
-  uint64_t cookie = 0, netns = 0;
+  uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
   if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) {
     int err = errno;
@@ -280,13 +269,7 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
     if (err == ENOTCONN) return Napi::Boolean::New(env, false);
     throw ErrnoError(env, err, "getpeername");
   }
-  // The network namespace's cookie is 0 before Linux 5.14.
-  len = sizeof(netns);
-  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) != 0) {
-    int err = errno;
-    if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
-    netns = 0;
-  }
+  uint64_t netns = NetnsCookieOf(env, fd);
   inet_diag_sockid id = {};
   if (local.ss_family == AF_INET) {
     const sockaddr_in* l = reinterpret_cast<const sockaddr_in*>(&local);

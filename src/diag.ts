@@ -364,7 +364,7 @@ function entryAt(view: DataView, m: number): SocketEntry {
     sendQ: view.getUint32(m + 60, LE),
     uid: view.getUint32(m + 64, LE),
     inode: view.getUint32(m + 68, LE),
-    cookie: hex8(view.getUint32(m + 48, LE)) + hex8(view.getUint32(m + 44, LE)),
+    cookie: u64Hex(view, m + 44),
   };
 }
 
@@ -374,8 +374,23 @@ function timerAt(view: DataView, m: number): SocketTimer {
   return { kind, expiresMs: view.getUint32(m + 52, LE), retransmits: view.getUint8(m + 3) };
 }
 
-function hex8(n: number): string {
-  return n.toString(16).padStart(8, '0');
+/** The host-order u64 at `off` (two u32, low first, as `idiag_cookie`) as 16 hex digits. */
+function u64Hex(view: DataView, off: number): string {
+  return view.getUint32(off + 4, LE).toString(16).padStart(8, '0') + view.getUint32(off, LE).toString(16).padStart(8, '0');
+}
+
+const NO_COOKIE = 'ffffffffffffffff';
+
+/** @internal The cookie a `sockDiagFind` record asks for (as `SocketEntry.cookie`), `undefined` for any. */
+export function recordCookie(record: Uint8Array): string | undefined {
+  const cookie = u64Hex(new DataView(record.buffer, record.byteOffset, ID_RECORD), 44);
+  return cookie === NO_COOKIE ? undefined : cookie;
+}
+
+/** @internal The network namespace's cookie `sockDiagId` wrote (16 hex digits), `undefined` before Linux 5.14. */
+export function recordNetns(record: Uint8Array): string | undefined {
+  const cookie = u64Hex(new DataView(record.buffer, record.byteOffset, ID_RECORD), 56);
+  return cookie === '0000000000000000' ? undefined : cookie;
 }
 
 function unknownTimer(n: number): CodedError {

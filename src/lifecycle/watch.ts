@@ -16,7 +16,6 @@ import { EventEmitter } from 'node:events';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { constants, native } from '../binding';
@@ -25,6 +24,8 @@ import {
   ID_RECORD,
   isLost,
   isMiss,
+  recordCookie,
+  recordNetns,
   recordOf,
   replyAt,
   sameTuple,
@@ -170,9 +171,8 @@ let fdBuffer = new Int32Array(64);
 let stateBuffer = new Int32Array(64);
 /** The network namespaces of watched sockets that are not this thread's, by their cookie. */
 const namespaces = new Map<string, Netns>();
-/** This thread's network namespace's cookie (SO_NETNS_COOKIE) as [low, high] u32, read on first use. */
-let homeNetns: [number, number] | undefined;
-const LE = os.endianness() === 'LE';
+/** This thread's network namespace's cookie (SO_NETNS_COOKIE, 16 hex digits), read on first use. */
+let homeNetns: string | undefined;
 
 /** Follows a connection through its close lifecycle. */
 export class Lifecycle extends EventEmitter {
@@ -441,16 +441,10 @@ function identify(w: Watched, fd: number, at: number): void {
 
 /** The namespace of a socket whose `sockDiagId` record is `id`: `undefined` if it is this thread's. */
 function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
-  const view = new DataView(id.buffer, id.byteOffset, ID_RECORD);
-  const lo = view.getUint32(56, LE);
-  const hi = view.getUint32(60, LE);
-  if (lo === 0 && hi === 0) return undefined; // before Linux 5.14: assumed this one
-  if (homeNetns === undefined) {
-    const cookie = native().netnsCookie();
-    homeNetns = [Number(cookie & 0xffffffffn), Number(cookie >> 32n)];
-  }
-  if (lo === homeNetns[0] && hi === homeNetns[1]) return undefined;
-  const key = `${hi.toString(16)}:${lo.toString(16)}`;
+  const key = recordNetns(id);
+  if (key === undefined) return undefined; // before Linux 5.14: assumed this one
+  homeNetns ??= native().netnsCookie().toString(16).padStart(16, '0');
+  if (key === homeNetns) return undefined;
   let ns = namespaces.get(key);
   if (ns === undefined) {
     ns = { fd: native().socketNetns(fd), key, users: 0 };
@@ -805,10 +799,8 @@ export function watcherOf(
 ): { cookie: string | undefined; namespaced: boolean; due: number; lookNow(): void } | undefined {
   const w = lifecycle.watcher() as Watched | undefined;
   if (!w) return undefined;
-  const view = w.id && new DataView(w.id.buffer, w.id.byteOffset, ID_RECORD);
-  const cookie = view && hex8(view.getUint32(48, LE)) + hex8(view.getUint32(44, LE));
   return {
-    cookie: cookie === 'ffffffffffffffff' ? undefined : cookie,
+    cookie: w.id && recordCookie(w.id),
     namespaced: w.ns !== undefined,
     due: w.due,
     lookNow() {
@@ -817,10 +809,6 @@ export function watcherOf(
       poll();
     },
   };
-}
-
-function hex8(n: number): string {
-  return n.toString(16).padStart(8, '0');
 }
 
 /** States other finwait calls read on a watched socket's fd are observations too. */
