@@ -463,8 +463,10 @@ function observeState(model: CloseModel, seen: LifecycleState, when: When): Obse
       if (completePath(state, 'TIME_WAIT') !== undefined) return close;
       // From here (CLOSE_WAIT, LAST_ACK) no TIME_WAIT can follow: the fd's CLOSE is CLOSED.
       const done = resolved(close.model, completePath(state, 'CLOSED')!, { at, source: 'inferred' });
-      const entries = [...done.entries.slice(0, -1), close.entries[0]!, done.entries[done.entries.length - 1]!];
-      return { ...done, entries };
+      // The fd's CLOSE goes before the inferred CLOSED among the entries, as in the history.
+      const entries = done.entries.slice(0, -1);
+      entries.push(close.entries[0]!, done.entries[done.entries.length - 1]!);
+      return { model: done.model, entries, anomaly: undefined };
     }
     const p = completePath(state, seen);
     if (p === undefined) return forbidden(model, when, { state: seen }, 'no legal path');
@@ -499,13 +501,24 @@ function observeEvent(model: CloseModel, event: CloseEvent, when: When): Observe
   // Not yet the end: the whole path came before the fd read CLOSE, which stays unresolved.
   const close = history[history.length - 1]!;
   const before = pathEntries(p, close.at);
-  return changed(model, [...history.slice(0, -1), ...before, close], before, to, 'CLOSE');
+  const all = history.slice(0, -1);
+  pushAll(all, before);
+  all.push(close);
+  return changed(model, all, before, to, 'CLOSE');
 }
 
 /** True if an fd's CLOSE can follow `state`: TIME_WAIT or CLOSED is, or can be, reached. */
 function mayReadClose(state: LifecycleState): boolean {
-  return FD_CLOSE_MEANS.some((m) => m === state || completePath(state, m) !== undefined);
+  let may = MAY_READ_CLOSE.get(state);
+  if (may === undefined) {
+    may = FD_CLOSE_MEANS.some((m) => m === state || completePath(state, m) !== undefined);
+    if (KNOWN.has(state)) MAY_READ_CLOSE.set(state, may);
+  }
+  return may;
 }
+
+/** {@link mayReadClose}'s answers, per state: asked for every fd CLOSE of every watched socket. */
+const MAY_READ_CLOSE = new Map<LifecycleState, boolean>();
 
 /** True if an observed event is satisfied by a step taken on `taken` (see {@link Observation}). */
 function matches(observed: CloseEvent, taken: CloseEvent): boolean {
@@ -533,11 +546,11 @@ function entry(state: LifecycleState, when: When, event?: CloseEvent, anomaly = 
  * Entries for the steps of `p` after its first state: inferred at `inferredAt`, except the last,
  * which is the observation `last` when given.
  */
-function pathEntries(p: Path, inferredAt: number, last?: When): HistoryEntry[] {
+function pathEntries(p: Path, inferredAt: number, last?: When, length = p.path.length): HistoryEntry[] {
   const inferred: When = { at: inferredAt, source: 'inferred' };
   const { path, events } = p;
   const out: HistoryEntry[] = [];
-  for (let i = 1; i < path.length; i++) {
+  for (let i = 1; i < length; i++) {
     out.push(entry(path[i]!, i === events.length && last ? last : inferred, events[i - 1]));
   }
   return out;
@@ -548,18 +561,31 @@ function resolved(model: CloseModel, p: Path, when: When): Observed {
   const history = model.history;
   const close = history[history.length - 1]!;
   const to = p.path[p.path.length - 1]!;
-  const upToLast: Path = { path: p.path.slice(0, -1), events: p.events.slice(0, -1) };
-  const before = pathEntries(upToLast, close.at);
+  // Every step but the last, inferred at the CLOSE; the last one is this observation.
+  const added = pathEntries(p, close.at, undefined, p.path.length - 1);
+  const all = history.slice(0, -1);
+  pushAll(all, added);
   const last = entry(to, when, p.events[p.events.length - 1]);
-  const all = [...history.slice(0, -1), ...before, close, last];
-  return changed(model, all, [...before, last], to, to);
+  all.push(close, last);
+  added.push(last);
+  return changed(model, all, added, to, to);
 }
 
 /** Appends `entries`; the last one's state becomes the model's state. */
 function appended(model: CloseModel, entries: readonly HistoryEntry[]): Observed {
   const state = entries[entries.length - 1]!.state;
   const settled = state !== 'CLOSE' ? state : model.state === undefined ? undefined : model.settled;
-  return changed(model, model.history.concat(entries), entries, settled, state);
+  const history = model.history.slice();
+  pushAll(history, entries);
+  return changed(model, history, entries, settled, state);
+}
+
+/**
+ * Appends `items` to `to`. The model makes its arrays with this and `slice()`, not with spreads or
+ * `concat()`, which cost several times as much per observation of every watched socket.
+ */
+function pushAll<T>(to: T[], items: readonly T[]): void {
+  for (let i = 0; i < items.length; i++) to.push(items[i]!);
 }
 
 function changed(
