@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpStates", Napi::Function::New(env, TcpStates, "tcpStates"));
   exports.Set("ioctlInt", Napi::Function::New(env, IoctlInt, "ioctlInt"));
   exports.Set("sockDiag", Napi::Function::New(env, SockDiag, "sockDiag"));
+  exports.Set("sockDiagSocket", Napi::Function::New(env, SockDiagSocket, "sockDiagSocket"));
   exports.Set("sockDiagFind", Napi::Function::New(env, SockDiagFind, "sockDiagFind"));
   exports.Set("sockDiagId", Napi::Function::New(env, SockDiagId, "sockDiagId"));
   exports.Set("socketNetns", Napi::Function::New(env, SocketNetns, "socketNetns"));

@@ -45,16 +45,20 @@ Napi::Value IoctlInt(const Napi::CallbackInfo& info);
 // attributes). With nsFd, the netlink socket is made inside that network namespace, so it sees
 // that one's sockets.
 Napi::Value SockDiag(const Napi::CallbackInfo& info);
-// sockDiagFind(requests, replies, status, nsFd?): status.length exact lookups in one netlink
-// socket, sent 32 per sendmsg and read with recvmmsg. Request i is the 64-byte record at
-// requests[64 i] (u8 family, 3 bytes pad, struct inet_diag_sockid, the rest ignored); status[i]
-// becomes 1 with the reply's struct inet_diag_msg at replies[72 i], or the kernel's -errno
-// (-ENOENT: no such socket), or -EAGAIN if no reply came.
+// sockDiagSocket(nsFd?) -> fd: socket(AF_NETLINK, NETLINK_SOCK_DIAG), close-on-exec, here or in
+// the network namespace nsFd; the caller keeps it for sockDiagFind and closes it.
+Napi::Value SockDiagSocket(const Napi::CallbackInfo& info);
+// sockDiagFind(nlFd, requests, replies, status): status.length exact lookups through the
+// netlink socket nlFd, sent 32 per sendmsg and read with recvmmsg. Request i is the 64-byte
+// record at requests[64 i] (u8 family, 3 bytes pad, struct inet_diag_sockid, the rest ignored);
+// status[i] becomes 1 with the reply's struct inet_diag_msg at replies[72 i], or the kernel's
+// -errno (-ENOENT: no such socket), or -EAGAIN if no reply came.
 Napi::Value SockDiagFind(const Napi::CallbackInfo& info);
-// sockDiagId(fd, record) -> connected: writes the 64-byte record sockDiagFind takes for the
-// socket behind fd: SO_COOKIE (read first), getsockname, getpeername, and its network
-// namespace's cookie (SO_NETNS_COOKIE, 0 before Linux 5.14) as a u64 at byte 56; byte 1 is its
-// tcpi_state (TCP_INFO), written even when it is not connected (then false, nothing else).
+// sockDiagId(fd, record) -> connected: byte 1 of the record is the socket's tcpi_state
+// (TCP_INFO, read first); if it has a peer, the rest is the 64-byte record sockDiagFind takes
+// for it: SO_COOKIE (read before the peer's name), getsockname, getpeername, and its network
+// namespace's cookie (SO_NETNS_COOKIE, 0 before Linux 5.14) as a u64 at byte 56. False, with
+// nothing but the state, in CLOSE, LISTEN and SYN_SENT (one syscall).
 Napi::Value SockDiagId(const Napi::CallbackInfo& info);
 // socketNetns(fd) -> fd: ioctl(SIOCGSKNS), an fd of the network namespace the socket lives in.
 Napi::Value SocketNetns(const Napi::CallbackInfo& info);

@@ -1,9 +1,10 @@
 // sock_diag for TCP (NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, struct inet_diag_req_v2): a dump
 // (one request, the kernel's reply messages as raw bytes), a batch of exact lookups (many
 // requests in one sendmsg, the replies as raw inet_diag_msg records), and the record that names
-// one connected socket to a lookup. src/diag.ts decodes. A netlink socket per call: nothing
-// survives between calls, so any environment may call at once. The socket is made in the
-// caller's network namespace, or in the one given (the lab's hosts, a watched socket's own).
+// one connected socket to a lookup. src/diag.ts decodes. A dump makes its own netlink socket;
+// lookups go through one the caller made with sockDiagSocket and keeps (watch() asks many times a
+// second). Either is made in the caller's network namespace, or in the one given (the lab's
+// hosts, a watched socket's own).
 #include <errno.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -19,6 +20,7 @@
 #define SO_COOKIE 57  // asm-generic/socket.h; older libc headers lack it
 #endif
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -154,19 +156,27 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
 }
 
+Napi::Value SockDiagSocket(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), OpenNetlink(info, 0));
+}
+
 Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::TypedArrayOf<uint8_t> requests = Uint8ArrayArg(info, 0);
-  Napi::TypedArrayOf<uint8_t> replies = Uint8ArrayArg(info, 1);
-  Napi::TypedArrayOf<int32_t> status = Int32ArrayArg(info, 2);
+  int nl = IntArg(info, 0);
+  Napi::TypedArrayOf<uint8_t> requests = Uint8ArrayArg(info, 1);
+  Napi::TypedArrayOf<uint8_t> replies = Uint8ArrayArg(info, 2);
+  Napi::TypedArrayOf<int32_t> status = Int32ArrayArg(info, 3);
   size_t count = status.ElementLength();
   if (requests.ByteLength() < count * kIdRecord || replies.ByteLength() < count * sizeof(inet_diag_msg)) {
     throw OutOfRange(env, "buffers too short for the lookups");
   }
   if (count == 0) return env.Undefined();
-  NetlinkFd nl = {OpenNetlink(info, 3)};
   int32_t* result = status.Data();
   for (size_t i = 0; i < count; i++) result[i] = -EAGAIN;
+  // The socket outlives the call: sequence numbers never used on it before say which replies are
+  // this call's (a call that threw can have left replies queued; they are read and skipped).
+  static std::atomic<uint32_t> next_seq{1};
+  const uint32_t base = next_seq.fetch_add(static_cast<uint32_t>(count));
 
   // The kernel answers each request inside sendmsg, each reply a datagram of its own queued on
   // our socket; a batch is kept small enough that the replies fit the socket's receive buffer
@@ -181,7 +191,7 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
     for (size_t j = 0; j < n; j++) {
       const uint8_t* record = requests.Data() + (first + j) * kIdRecord;
       // The sequence number says which request a reply answers.
-      nlmsghdr nlh = RequestHeader(kMsgSize, 0, static_cast<uint32_t>(first + j + 1));
+      nlmsghdr nlh = RequestHeader(kMsgSize, 0, base + static_cast<uint32_t>(first + j));
       inet_diag_req_v2 req = {};
       req.sdiag_family = record[0];
       req.sdiag_protocol = IPPROTO_TCP;
@@ -189,7 +199,7 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
       memcpy(out + j * NLMSG_ALIGN(kMsgSize), &nlh, sizeof(nlh));
       memcpy(out + j * NLMSG_ALIGN(kMsgSize) + NLMSG_HDRLEN, &req, sizeof(req));
     }
-    SendAll(env, nl.fd, out, n * NLMSG_ALIGN(kMsgSize));
+    SendAll(env, nl, out, n * NLMSG_ALIGN(kMsgSize));
     for (size_t answered = 0; answered < n;) {
       mmsghdr msgs[kBatch];
       iovec iovs[kBatch];
@@ -199,11 +209,12 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
         msgs[j].msg_hdr.msg_iov = &iovs[j];
         msgs[j].msg_hdr.msg_iovlen = 1;
       }
-      int got = recvmmsg(nl.fd, msgs, kBatch, MSG_DONTWAIT, nullptr);
+      int got = recvmmsg(nl, msgs, kBatch, MSG_DONTWAIT, nullptr);
       if (got < 0) {
         int err = errno;
         if (err == EINTR) continue;
         if (err == EAGAIN || err == EWOULDBLOCK) break;  // every reply that was queued is read
+        if (err == ENOBUFS) continue;  // replies were dropped (they stay -EAGAIN); read the rest
         throw ErrnoError(env, err, "recvmmsg");
       }
       for (int j = 0; j < got; j++) {
@@ -212,8 +223,9 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
         if (size < sizeof(nlmsghdr)) continue;
         nlmsghdr h;
         memcpy(&h, data, sizeof(h));
-        if (h.nlmsg_seq <= first || h.nlmsg_seq > first + n) continue;
-        size_t i = h.nlmsg_seq - 1;
+        const uint32_t k = h.nlmsg_seq - base;  // modulo 2^32, as the counter wraps
+        if (k < first || k >= first + n) continue;
+        size_t i = k;
         if (h.nlmsg_type == NLMSG_ERROR && size >= NLMSG_LENGTH(sizeof(int))) {
           int error = 0;
           memcpy(&error, data + NLMSG_HDRLEN, sizeof(error));
@@ -237,11 +249,23 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
   if (out.ByteLength() < kIdRecord) throw OutOfRange(env, "the record must have 64 bytes");
   uint8_t* record = out.Data();
   memset(record, 0, kIdRecord);
-  // The cookie first: a TIME_WAIT socket copies the cookie its connection had when TIME_WAIT
+  // The state first (one syscall, all there is to read for a socket without a peer). TCP_INFO
+  // fails with EOPNOTSUPP on what is not a TCP socket (Unix, UDP).
+  uint8_t state = 0;
+  socklen_t len = sizeof(state);  // tcp_info begins with tcpi_state: one byte is enough
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "getsockopt");
+  }
+  record[1] = state;
+  if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_SYN_SENT) {
+    return Napi::Boolean::New(env, false);
+  }
+  // Then the cookie: a TIME_WAIT socket copies the cookie its connection had when TIME_WAIT
   // began, and a peer name read afterwards proves it had not begun (the fd would be in CLOSE,
   // which has no peer). All ones (INET_DIAG_NOCOOKIE) where SO_COOKIE is missing (before 4.12).
   uint64_t cookie = 0;
-  socklen_t len = sizeof(cookie);
+  len = sizeof(cookie);
   if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) {
     int err = errno;
     if (err != ENOPROTOOPT) throw ErrnoError(env, err, "getsockopt");
@@ -253,20 +277,16 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
     int err = errno;
     throw ErrnoError(env, err, "getsockname");
   }
-  // Not an IP socket: EOPNOTSUPP, as TCP_INFO says for one (and for UDP, below).
   if (local.ss_family != AF_INET && local.ss_family != AF_INET6) {
     throw ErrnoError(env, EOPNOTSUPP, "getsockname");
   }
-  uint8_t state = 0;
-  len = sizeof(state);  // tcp_info begins with tcpi_state: one byte is enough
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &state, &len) != 0) {
-    int err = errno;
-    throw ErrnoError(env, err, "getsockopt");
-  }
-  record[1] = state;
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &remote_len) != 0) {
     int err = errno;
-    if (err == ENOTCONN) return Napi::Boolean::New(env, false);
+    // It went to CLOSE since the state was read (TIME_WAIT began, or a reset came).
+    if (err == ENOTCONN) {
+      record[1] = TCP_CLOSE;
+      return Napi::Boolean::New(env, false);
+    }
     throw ErrnoError(env, err, "getpeername");
   }
   uint64_t netns = NetnsCookieOf(env, fd);

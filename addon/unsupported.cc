@@ -24,7 +24,8 @@ Napi::Value TcpState(const Napi::CallbackInfo& info) { return NotSupported(info,
 Napi::Value TcpStates(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 Napi::Value IoctlInt(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
-Napi::Value SockDiagFind(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
+Napi::Value SockDiagSocket(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
+Napi::Value SockDiagFind(const Napi::CallbackInfo& info) { return NotSupported(info, "sendto"); }
 Napi::Value SockDiagId(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockname"); }
 Napi::Value SocketNetns(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }

@@ -65,18 +65,22 @@ export interface Native {
    * namespace, and so answers for its sockets (the lab's hosts); without it, for the caller's.
    */
   sockDiag(family: number, states: number, bytecode?: Uint8Array | null, nsFd?: number | null): Uint8Array;
+  /** A NETLINK_SOCK_DIAG socket (close-on-exec) for `sockDiagFind`, made here or in `nsFd`'s namespace. */
+  sockDiagSocket(nsFd?: number | null): number;
   /**
-   * `status.length` exact lookups through one netlink socket (32 requests per sendmsg). Request
-   * i is the 64-byte record at `requests[64 * i]` (u8 family, 3 bytes pad, 48 bytes of `struct
-   * inet_diag_sockid`); `status[i]` becomes 1 with the reply's 72-byte `struct inet_diag_msg` at
-   * `replies[72 * i]`, or the kernel's negative errno (`-ENOENT`: none), or `-EAGAIN` if no reply
-   * came. `nsFd` as for `sockDiag`.
+   * `status.length` exact lookups through the netlink socket `nlFd` (32 requests per sendmsg).
+   * Request i is the 64-byte record at `requests[64 * i]` (u8 family, 3 bytes pad, 48 bytes of
+   * `struct inet_diag_sockid`); `status[i]` becomes 1 with the reply's 72-byte `struct
+   * inet_diag_msg` at `replies[72 * i]`, or the kernel's negative errno (`-ENOENT`: none), or
+   * `-EAGAIN` if no reply came.
    */
-  sockDiagFind(requests: Uint8Array, replies: Uint8Array, status: Int32Array, nsFd?: number | null): void;
+  sockDiagFind(nlFd: number, requests: Uint8Array, replies: Uint8Array, status: Int32Array): void;
   /**
-   * Writes the 64-byte record `sockDiagFind` takes for the socket behind `fd` (getsockname,
-   * getpeername, SO_COOKIE; all-ones cookie before Linux 4.12), with its network namespace's
-   * cookie (SO_NETNS_COOKIE, 0 before 5.14) as a u64 at byte 56. False if not connected.
+   * Reads the socket's state into byte 1 of `record` (TCP_INFO, first); if it has a peer, writes
+   * the rest of the 64-byte record `sockDiagFind` takes for it (SO_COOKIE, read before the
+   * peer's name; all ones before Linux 4.12; getsockname, getpeername) and its network
+   * namespace's cookie (SO_NETNS_COOKIE, 0 before 5.14) as a u64 at byte 56. False, with only
+   * the state, in CLOSE, LISTEN and SYN_SENT.
    */
   sockDiagId(fd: number, record: Uint8Array): boolean;
   /** ioctl(SIOCGSKNS): a new fd (close-on-exec) of the network namespace the socket lives in. */

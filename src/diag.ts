@@ -5,6 +5,7 @@
  * Linux only; elsewhere every call throws `ENOTSUP`.
  * @see sock_diag(7), ss(8)
  */
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { native } from './binding';
@@ -178,7 +179,12 @@ export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
   const view = new DataView(record.buffer);
   const reply = new Uint8Array(DIAG_MSG_LEN);
   const status = new Int32Array(1);
-  native().sockDiagFind(record, reply, status);
+  const nl = native().sockDiagSocket();
+  try {
+    native().sockDiagFind(nl, record, reply, status);
+  } finally {
+    fs.closeSync(nl);
+  }
   if (status[0] !== 1) {
     if (isMiss(status[0]!)) return undefined;
     throw errnoError(status[0]!, 'recvmsg');
@@ -391,6 +397,21 @@ export function recordCookie(record: Uint8Array): string | undefined {
 export function recordNetns(record: Uint8Array): string | undefined {
   const cookie = u64Hex(new DataView(record.buffer, record.byteOffset, ID_RECORD), 56);
   return cookie === '0000000000000000' ? undefined : cookie;
+}
+
+/**
+ * @internal True if the network namespace cookie `sockDiagId` wrote in `record` is `cookie` (its
+ * 8 bytes as the kernel's u64), or unknown (0, before Linux 5.14: taken as this one).
+ */
+export function recordInNetns(record: Uint8Array, cookie: Uint8Array): boolean {
+  let same = true;
+  let unknown = true;
+  for (let k = 0; k < 8; k++) {
+    const byte = record[56 + k]!;
+    if (byte !== cookie[k]) same = false;
+    if (byte !== 0) unknown = false;
+  }
+  return same || unknown;
 }
 
 function unknownTimer(n: number): CodedError {

@@ -99,6 +99,13 @@ export function queues(socket: SocketLike): Queues {
   return { unsent, unacked: total - unsent, unread };
 }
 
+/**
+ * diagnostics_channel on which `shutdown()` announces `{ fd }` just before it sends a FIN
+ * (`'write'` or `'both'`): `watch()` names the connection while TIME_WAIT cannot have begun.
+ */
+export const FIN_CHANNEL = 'finwait:socket:fin';
+const finChannel = diagnosticsChannel.channel(FIN_CHANNEL);
+
 /** Which directions `shutdown()` closes. */
 export type ShutdownHow = 'read' | 'write' | 'both';
 
@@ -114,8 +121,10 @@ export function shutdown(socket: SocketLike, how: ShutdownHow): void {
   const { SHUT_RD, SHUT_WR, SHUT_RDWR } = constants();
   const value = how === 'read' ? SHUT_RD : how === 'write' ? SHUT_WR : how === 'both' ? SHUT_RDWR : undefined;
   if (value === undefined) throw invalidArgType('how', "one of 'read', 'write' or 'both'", how);
+  if (value !== SHUT_RD && finChannel.hasSubscribers) finChannel.publish({ fd });
   native().shutdown(fd, value);
 }
+
 
 /**
  * `SO_LINGER`: `null` when off (close() returns at once and the kernel sends what is queued),

@@ -25,6 +25,7 @@ import {
   isLost,
   isMiss,
   recordCookie,
+  recordInNetns,
   recordNetns,
   recordOf,
   replyAt,
@@ -34,7 +35,7 @@ import {
 } from '../diag';
 import { codedError, invalidArgType } from '../errors';
 import { assertSocket, handleFd } from '../fd';
-import { OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
+import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
 import { stateName, type TcpState } from '../states';
 import { stateOrThrow } from '../tcp-info';
 import {
@@ -99,9 +100,12 @@ type Phase =
   /** Node closed the fd: sock_diag, when the kernel's timer says something can have changed. */
   | 'gone';
 
-/** A network namespace other than this thread's, held open while a socket of it is watched. */
+/**
+ * A network namespace other than this thread's, while a socket of it is watched: a netlink socket
+ * made inside it (for the lookups there; it also keeps the namespace alive).
+ */
 interface Netns {
-  fd: number;
+  nl: number;
   key: string;
   users: number;
 }
@@ -116,7 +120,10 @@ interface Watched {
    * The connection's name for sock_diag lookups (a `sockDiagFind` record): its 4-tuple, and its
    * `SO_COOKIE`, read while the fd was open and before TIME_WAIT could begin (a TIME_WAIT socket
    * copies the cookie its connection had by then), so that a later connection on the same 4-tuple
-   * is not taken for it. `undefined` until it is connected.
+   * is not taken for it. Read only when the connection can outlive its fd: just before this end
+   * sends its FIN (Node's shutdown or close, `shutdown()`), or when a read shows the FIN went out
+   * by another way; an end whose peer closed first, and that reads CLOSE when Node closes it, is
+   * never looked up. `undefined` until then.
    */
   id: Uint8Array | undefined;
   /** Its network namespace, if not this thread's (a lab host's): lookups are made there. */
@@ -132,6 +139,8 @@ interface Watched {
   slot: number;
   /** The fast cadence's current step (ms): 1 after a change, doubling to 100 while nothing changes. */
   step: number;
+  /** Its handle's shutdown and close are hooked. */
+  hooked: boolean;
   /** What sock_diag last showed after Node closed the fd, and when (ms). */
   lastDiag?: { state: TcpState; timer: SocketTimer; at: number };
   /** The lifecycle ended: nothing more is looked at. */
@@ -171,8 +180,10 @@ let fdBuffer = new Int32Array(64);
 let stateBuffer = new Int32Array(64);
 /** The network namespaces of watched sockets that are not this thread's, by their cookie. */
 const namespaces = new Map<string, Netns>();
-/** This thread's network namespace's cookie (SO_NETNS_COOKIE, 16 hex digits), read on first use. */
-let homeNetns: string | undefined;
+/** The netlink socket for lookups in this thread's namespace, -1 when none is open. */
+let homeNl = -1;
+/** This thread's network namespace's cookie (SO_NETNS_COOKIE) as `sockDiagId` writes it, read on first use. */
+let homeNetns: Uint8Array | undefined;
 
 /** Follows a connection through its close lifecycle. */
 export class Lifecycle extends EventEmitter {
@@ -420,34 +431,61 @@ function readState(fd: number): TcpState {
 }
 
 /**
- * Names the connection behind `fd` for sock_diag (its 4-tuple and the cookie a TIME_WAIT of it
- * will have) and reads its state, in one native call. An fd that already reads CLOSE has no peer
- * to name: Node's cached 4-tuple then, if it has one, without a cookie. Throws for what is not a
- * TCP socket.
+ * The first look at an fd: its state (which also says it is a TCP socket: anything else throws),
+ * and its name for sock_diag at once if its FIN went out already.
  */
-function identify(w: Watched, fd: number, at: number): void {
+function start(w: Watched, fd: number, at: number): void {
+  const state = readState(fd);
+  observeFd(w, state, at);
+  if (state === 'CLOSE' || FIN_SENT.has(state)) identify(w, fd, at);
+}
+
+/**
+ * Names the connection behind `fd` for sock_diag (its 4-tuple and the cookie a TIME_WAIT of it
+ * will have) and reads its state, in one native call; returns the state. An fd that already
+ * reads CLOSE has no peer to name: Node's cached 4-tuple then, if it has one, without a cookie.
+ */
+function identify(w: Watched, fd: number, at: number): TcpState {
   const id = new Uint8Array(ID_RECORD);
   const connected = native().sockDiagId(fd, id);
   const state = stateOrThrow(id[1]!);
   if (connected) {
     w.id = id;
     w.ns = netnsOf(id, fd);
-  } else if (state === 'CLOSE') {
+  }
+  observeFd(w, state, at);
+  if (!connected && state === 'CLOSE' && w.id === undefined && !w.ended) {
     const tuple = w.socket && socketTuple(w.socket);
     w.id = tuple && recordOf(tuple);
   }
-  observeFd(w, state, at);
+  return state;
+}
+
+/**
+ * Names `w`'s connection unless it is named already or its peer closed first (then this end
+ * cannot reach TIME_WAIT, and the fd's last read says what lookups it needs): just before this
+ * end sends its FIN.
+ */
+function identifyBeforeFin(w: Watched, fd: number): void {
+  if (w.id !== undefined || w.ended || fd < 0) return;
+  const settled = w.lifecycle.model().settled;
+  if (settled === 'CLOSE_WAIT' || settled === 'LAST_ACK') return;
+  identify(w, fd, now());
 }
 
 /** The namespace of a socket whose `sockDiagId` record is `id`: `undefined` if it is this thread's. */
 function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
-  const key = recordNetns(id);
-  if (key === undefined) return undefined; // before Linux 5.14: assumed this one
-  homeNetns ??= native().netnsCookie().toString(16).padStart(16, '0');
-  if (key === homeNetns) return undefined;
+  homeNetns ??= new Uint8Array(new BigUint64Array([native().netnsCookie()]).buffer);
+  if (recordInNetns(id, homeNetns)) return undefined;
+  const key = recordNetns(id)!;
   let ns = namespaces.get(key);
   if (ns === undefined) {
-    ns = { fd: native().socketNetns(fd), key, users: 0 };
+    const nsFd = native().socketNetns(fd);
+    try {
+      ns = { nl: native().sockDiagSocket(nsFd), key, users: 0 };
+    } finally {
+      fs.closeSync(nsFd);
+    }
     namespaces.set(key, ns);
   }
   ns.users++;
@@ -459,10 +497,17 @@ function releaseNetns(w: Watched): void {
   w.ns = undefined;
   if (ns === undefined || --ns.users > 0) return;
   namespaces.delete(ns.key);
-  fs.closeSync(ns.fd);
+  fs.closeSync(ns.nl);
 }
 
-/** The fd Node holds for `w` now; notes a new one (the hook, the cookie, the tuple). */
+function closeHomeNl(): void {
+  if (homeNl < 0) return;
+  const nl = homeNl;
+  homeNl = -1;
+  fs.closeSync(nl);
+}
+
+/** The fd Node holds for `w` now; notes a new one (the hooks, the first look). */
 function noteFd(w: Watched, fd: number, at: number): boolean {
   if (w.fd === fd) return false;
   if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
@@ -470,9 +515,9 @@ function noteFd(w: Watched, fd: number, at: number): boolean {
   w.fd = fd;
   byFd.set(fd, w);
   if (first) {
-    hookClose(w);
+    hookHandle(w);
     if (w.phase === 'pending') w.phase = 'open';
-    identify(w, fd, at);
+    start(w, fd, at);
     return true;
   }
   return false;
@@ -544,7 +589,16 @@ function readFds(live: Watched[], at: number): void {
   for (let i = 0; i < live.length; i++) {
     const w = live[i]!;
     const state = stateBuffer[i]! > 0 ? stateName(stateBuffer[i]!) : undefined;
-    const changed = state !== undefined && observeFd(w, state, at);
+    let changed = state !== undefined && observeFd(w, state, at);
+    // A FIN that went out by a way no hook saw (another library's shutdown(2)): named now, before
+    // TIME_WAIT can begin, if it has not begun yet.
+    if (w.id === undefined && state !== undefined && FIN_SENT.has(state) && !w.ended) {
+      try {
+        changed = identify(w, w.fd, at) !== state || changed;
+      } catch (error) {
+        debug('poll: %s', (error as Error).message);
+      }
+    }
     if (!w.ended) scheduleOpen(w, at, changed);
   }
 }
@@ -561,7 +615,7 @@ function lookUp(gone: Watched[], at: number): void {
     statuses = new Int32Array(2 * gone.length);
   }
   // Nearly always one namespace, this one: sort only when there are more.
-  if (gone.some((w) => w.ns !== gone[0]!.ns)) gone.sort((a, b) => (a.ns?.fd ?? -1) - (b.ns?.fd ?? -1));
+  if (gone.some((w) => w.ns !== gone[0]!.ns)) gone.sort((a, b) => (a.ns?.nl ?? -1) - (b.ns?.nl ?? -1));
   const view = new DataView(replies.buffer);
   for (let first = 0; first < gone.length; ) {
     const ns = gone[first]!.ns;
@@ -572,10 +626,13 @@ function lookUp(gone: Watched[], at: number): void {
     }
     const count = end - first;
     try {
-      native().sockDiagFind(requests, replies, statuses.subarray(0, count), ns?.fd ?? null);
+      if (ns === undefined && homeNl < 0) homeNl = native().sockDiagSocket();
+      native().sockDiagFind(ns?.nl ?? homeNl, requests, replies, statuses.subarray(0, count));
     } catch (error) {
-      // The netlink socket itself failed (EMFILE, ENOMEM): every one of them is asked again soon.
+      // The netlink socket failed (EMFILE, ENOMEM): every one of them is asked again soon, the
+      // home one through a new socket.
       debug('sock_diag: %s', (error as Error).message);
+      if (ns === undefined) closeHomeNl();
       for (let i = first; i < end; i++) scheduleAt(gone[i]!, at + SLOW_MS);
       first = end;
       continue;
@@ -644,17 +701,34 @@ function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
  * once the fd read CLOSE, which it reads for good), and SO_LINGER and SIOCINQ only in a state
  * where they decide.
  */
-function hookClose(w: Watched): boolean {
+function hookHandle(w: Watched): boolean {
+  if (w.hooked) return true;
   const socket = w.socket!;
-  const handle = (socket as unknown as { _handle?: { close?: (...args: unknown[]) => unknown } | null })._handle;
-  if (!handle || typeof handle.close !== 'function' || Object.hasOwn(handle, 'close')) return false;
-  const close = handle.close;
+  type Method = (...args: unknown[]) => unknown;
+  const handle = (socket as unknown as { _handle?: { close?: Method; shutdown?: Method } | null })._handle;
+  if (!handle || typeof handle.close !== 'function' || typeof handle.shutdown !== 'function') return false;
+  if (Object.hasOwn(handle, 'close') || Object.hasOwn(handle, 'shutdown')) return false;
+  w.hooked = true;
+  const { close, shutdown } = handle;
+  // Node's end() (its _final) calls shutdown just before libuv sends the FIN.
+  handle.shutdown = function (this: unknown, ...args: unknown[]) {
+    try {
+      identifyBeforeFin(w, handleFd(socket));
+    } catch (error) {
+      debug('shutdown hook: %s', (error as Error).message);
+    }
+    closing(w);
+    return shutdown.apply(this, args);
+  };
   handle.close = function (this: unknown, ...args: unknown[]) {
     try {
       const fd = handleFd(socket);
       if (fd >= 0 && !w.ended) {
-        const state = w.fdClose ? 'CLOSE' : readState(fd);
-        if (!w.fdClose) observeFd(w, state, now()); // a CLOSE after LAST_ACK ends it here
+        let state: TcpState = 'CLOSE';
+        // One read (none once the fd read CLOSE); a socket not named yet is named by the same call
+        // if it still has a peer: closing the fd sends its FIN or RST. A CLOSE after LAST_ACK ends it here.
+        if (w.id === undefined && !w.fdClose) state = identify(w, fd, now());
+        else if (!w.fdClose) observeFd(w, (state = readState(fd)), now());
         if (w.ended) return close.apply(this, args);
         let unread = 0;
         let linger0 = false;
@@ -717,9 +791,14 @@ function onEnd(this: net.Socket): void {
 }
 
 function onFinish(this: net.Socket): void {
-  // Our FIN went out (Node's end() called shutdown(2)): FIN_WAIT1, then whatever the peer does.
+  // Our FIN went out (Node's end() called shutdown(2)), where the handle could not be hooked.
   const w = bySocket.get(this);
-  if (!w || w.ended) return;
+  if (w && !w.ended) closing(w);
+}
+
+/** This end's FIN is going out: FIN_WAIT1 or LAST_ACK, then whatever the peer does. Polled fast. */
+function closing(w: Watched): void {
+  if (w.ended) return;
   if (w.phase === 'open' || w.phase === 'pending') w.phase = 'closing';
   wake(w);
 }
@@ -760,8 +839,8 @@ function onConnect(this: net.Socket): void {
   w.lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at });
   const fd = handleFd(this);
   try {
-    // Watched while connecting, its fd could not be named before: now it can.
-    if (fd >= 0 && !noteFd(w, fd, at) && w.id === undefined) identify(w, fd, at);
+    // Watched while connecting: its fd's first look, unless a poll took it already.
+    if (fd >= 0) noteFd(w, fd, at);
   } catch (error) {
     debug('connect: %s', (error as Error).message);
   }
@@ -780,6 +859,7 @@ function forget(w: Watched): void {
   w.socket = undefined;
   releaseNetns(w);
   watched.delete(w);
+  if (watched.size === 0) closeHomeNl();
   unqueue(w);
   if (byFd.get(w.fd) === w) byFd.delete(w.fd);
   if (heap.length === 0) arm();
@@ -818,6 +898,19 @@ diagnosticsChannel.subscribe(OBSERVED_CHANNEL, (message) => {
   if (w?.socket && handleFd(w.socket) === fd && observeFd(w, state, now())) wake(w);
 });
 
+/** A FIN about to go out through `shutdown()`: the connection is named first. */
+diagnosticsChannel.subscribe(FIN_CHANNEL, (message) => {
+  const { fd } = message as { fd: number };
+  const w = byFd.get(fd);
+  if (!w?.socket || handleFd(w.socket) !== fd) return;
+  try {
+    identifyBeforeFin(w, fd);
+  } catch (error) {
+    debug('shutdown: %s', (error as Error).message);
+  }
+  closing(w);
+});
+
 /** Follows the socket's resets done through `reset()`. */
 diagnosticsChannel.subscribe(RESET_CHANNEL, (message) => {
   const w = bySocket.get((message as { socket: net.Socket }).socket);
@@ -851,6 +944,7 @@ export function watch(socket: net.Socket): Lifecycle {
     due: Infinity,
     slot: -1,
     step: FAST_MS,
+    hooked: false,
     ended: false,
   };
   const lifecycle = (w.lifecycle = new Lifecycle(w));
@@ -858,16 +952,17 @@ export function watch(socket: net.Socket): Lifecycle {
   if (fd >= 0) {
     // Validates the fd (a Unix socket or UDP throws the kernel's error here) and records the start.
     w.phase = 'open';
-    identify(w, fd, at);
+    start(w, fd, at);
     w.fd = fd;
     byFd.set(fd, w);
   }
   watched.add(w);
   bySocket.set(socket, w);
-  socket.on('end', onEnd).on('finish', onFinish).on('error', onError);
-  // Closing the fd is seen by the close hook; 'close' only where the hook could not be set.
-  if (fd < 0 || !hookClose(w)) socket.on('close', onClose);
-  if (w.id === undefined) socket.on('connect', onConnect);
+  socket.on('end', onEnd).on('error', onError);
+  // This end's FIN and the fd's close are seen by the hooks on the handle (a connecting socket
+  // has its handle already); 'finish' and 'close' only where they could not be set.
+  if (!hookHandle(w)) socket.on('finish', onFinish).on('close', onClose);
+  if (fd < 0) socket.on('connect', onConnect);
   if (fd >= 0) scheduleOpen(w, at, true);
   else scheduleAt(w, at + FAST_MS);
   arm();

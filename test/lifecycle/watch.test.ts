@@ -152,10 +152,7 @@ describe('watch', () => {
       const [server] = await accepted;
       sockets.push(server);
       const lc = watch(server);
-      const cookie = watcherOf(lc)?.cookie;
-      expect(cookie).toMatch(/^[0-9a-f]{16}$/);
       const tuple = socketTuple(server)!;
-      expect(findSocket(tuple)?.cookie).toBe(cookie);
       // The server closes first, so its end goes to TIME_WAIT; the client answers with its FIN.
       first.resume();
       server.resume();
@@ -163,6 +160,11 @@ describe('watch', () => {
       server.end();
       await lc.until('TIME_WAIT', { timeout: 5000 });
       await firstClosed;
+      // The watcher read the cookie before TIME_WAIT began (when the FIN was about to go out): the
+      // TIME_WAIT socket has the same one.
+      const cookie = watcherOf(lc)?.cookie;
+      expect(cookie).toMatch(/^[0-9a-f]{16}$/);
+      expect(findSocket(tuple)).toMatchObject({ state: 'TIME_WAIT', cookie });
       // A SYN from the same client port ends the TIME_WAIT (RFC 1122 4.2.2.13) and takes over its
       // 4-tuple: a lookup by the 4-tuple alone now finds the new connection.
       const again = once(listener, 'connection') as Promise<[net.Socket]>;
@@ -267,13 +269,14 @@ describe('watch', () => {
     const active = watch(a);
     const passive = watch(b);
     const tuple = socketTuple(a)!;
-    expect(watcherOf(active)).toMatchObject({ namespaced: true });
-    expect(watcherOf(active)!.cookie).toMatch(/^[0-9a-f]{16}$/);
     b.resume();
     a.resume();
     b.on('end', () => b.end());
     a.end();
     await passive.done;
+    // Named when its FIN was about to go out, in the host's namespace.
+    expect(watcherOf(active)).toMatchObject({ namespaced: true });
+    expect(watcherOf(active)!.cookie).toMatch(/^[0-9a-f]{16}$/);
     const timeWait = await active.until('TIME_WAIT', { timeout: 5000 });
     // Only the host's namespace has it: this process's own sock_diag does not.
     expect(timeWait.source).toBe('diag');
