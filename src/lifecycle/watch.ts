@@ -164,13 +164,18 @@ const EARLY_MS = 1;
 const NOT_CLOSING: ReadonlySet<LifecycleState> = new Set(['SYN_SENT', 'SYN_RECV', 'NEW_SYN_RECV', 'ESTABLISHED', 'LISTEN']);
 /** States in which our FIN has gone out. */
 const FIN_SENT: ReadonlySet<LifecycleState> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK']);
+/** States with this end's FIN sent from which TIME_WAIT can follow: the connection must be named by now. */
+const BEFORE_TIME_WAIT: ReadonlySet<LifecycleState> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING']);
 /** States in which closing the fd can send an RST (unread data, SO_LINGER {1, 0}). */
 const UNSYNCHRONIZED: ReadonlySet<LifecycleState> = new Set(['CLOSE', 'LISTEN', 'SYN_SENT', 'TIME_WAIT']);
 
-const watched = new Set<Watched>();
-const bySocket = new WeakMap<net.Socket, Watched>();
+/** A watched socket's watcher, on the socket itself (cheaper than a WeakMap, whose entries cost every GC). */
+const kWatched = Symbol('finwait.watched');
+type WithWatcher = { [kWatched]?: Watched };
+/** How many sockets are followed. */
+let watchedCount = 0;
 /** Watched sockets by the fd Node holds for them (an fd is not reused while it is open). */
-const byFd = new Map<number, Watched>();
+const byFd: (Watched | undefined)[] = [];
 /** Every watched socket, a binary min-heap on `due`. */
 const heap: Watched[] = [];
 let timer: NodeJS.Timeout | undefined;
@@ -437,7 +442,7 @@ function readState(fd: number): TcpState {
 function start(w: Watched, fd: number, at: number): void {
   const state = readState(fd);
   observeFd(w, state, at);
-  if (state === 'CLOSE' || FIN_SENT.has(state)) identify(w, fd, at);
+  if (state === 'CLOSE' || BEFORE_TIME_WAIT.has(state)) identify(w, fd, at);
 }
 
 /**
@@ -507,17 +512,20 @@ function closeHomeNl(): void {
   fs.closeSync(nl);
 }
 
-/** The fd Node holds for `w` now; notes a new one (the hooks, the first look). */
-function noteFd(w: Watched, fd: number, at: number): boolean {
+/**
+ * The fd Node holds for `w` now; notes a new one (the hooks, and the first look unless `look` is
+ * false: 'connect' said ESTABLISHED).
+ */
+function noteFd(w: Watched, fd: number, at: number, look = true): boolean {
   if (w.fd === fd) return false;
-  if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
+  if (w.fd >= 0 && byFd[w.fd] === w) byFd[w.fd] = undefined;
   const first = w.fd < 0;
   w.fd = fd;
-  byFd.set(fd, w);
+  byFd[fd] = w;
   if (first) {
     hookHandle(w);
     if (w.phase === 'pending') w.phase = 'open';
-    start(w, fd, at);
+    if (look) start(w, fd, at);
     return true;
   }
   return false;
@@ -528,7 +536,7 @@ function toGone(w: Watched): void {
   if (w.phase === 'gone') return;
   w.phase = 'gone';
   w.step = FAST_MS;
-  if (w.fd >= 0 && byFd.get(w.fd) === w) byFd.delete(w.fd);
+  if (w.fd >= 0 && byFd[w.fd] === w) byFd[w.fd] = undefined;
   // Its fd is closed: the socket can be collected while the connection is followed (60 s of
   // TIME_WAIT); its listeners stay, and ignore an ended watcher.
   if (w.socket?.destroyed) w.socket = undefined;
@@ -592,7 +600,7 @@ function readFds(live: Watched[], at: number): void {
     let changed = state !== undefined && observeFd(w, state, at);
     // A FIN that went out by a way no hook saw (another library's shutdown(2)): named now, before
     // TIME_WAIT can begin, if it has not begun yet.
-    if (w.id === undefined && state !== undefined && FIN_SENT.has(state) && !w.ended) {
+    if (w.id === undefined && state !== undefined && BEFORE_TIME_WAIT.has(state) && !w.ended) {
       try {
         changed = identify(w, w.fd, at) !== state || changed;
       } catch (error) {
@@ -768,7 +776,7 @@ function closeEvent(w: Watched): CloseEvent | undefined {
 function onEnd(this: net.Socket): void {
   // Node says 'end' for a FIN, and also for an RST that came while bytes were queued (libuv
   // treats the hang-up after a partial read as end-of-file): the kernel tells them apart.
-  const w = bySocket.get(this);
+  const w = (this as WithWatcher)[kWatched];
   if (!w || w.ended) return;
   const fd = handleFd(this);
   if (fd < 0) return;
@@ -792,7 +800,7 @@ function onEnd(this: net.Socket): void {
 
 function onFinish(this: net.Socket): void {
   // Our FIN went out (Node's end() called shutdown(2)), where the handle could not be hooked.
-  const w = bySocket.get(this);
+  const w = (this as WithWatcher)[kWatched];
   if (w && !w.ended) closing(w);
 }
 
@@ -804,7 +812,7 @@ function closing(w: Watched): void {
 }
 
 function onError(this: net.Socket, error: NodeJS.ErrnoException): void {
-  const w = bySocket.get(this);
+  const w = (this as WithWatcher)[kWatched];
   if (!w || w.ended) return;
   const event: CloseEvent | undefined =
     error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.code === 'ECONNREFUSED'
@@ -824,7 +832,7 @@ function closed(w: Watched): void {
 }
 
 function onClose(this: net.Socket): void {
-  const w = bySocket.get(this);
+  const w = (this as WithWatcher)[kWatched];
   if (!w || w.ended) return;
   closed(w);
   toGone(w);
@@ -832,21 +840,27 @@ function onClose(this: net.Socket): void {
 }
 
 function onConnect(this: net.Socket): void {
-  const w = bySocket.get(this);
+  const w = (this as WithWatcher)[kWatched];
   if (!w || w.ended) return;
   // 'connect' means the handshake completed, a state polling may have missed.
   const at = now();
   w.lifecycle.observe({ state: 'ESTABLISHED', source: 'event', at });
   const fd = handleFd(this);
   try {
-    // Watched while connecting: its fd's first look, unless a poll took it already.
-    if (fd >= 0) noteFd(w, fd, at);
+    // Watched while connecting: its fd, unless a poll noted it already.
+    if (fd >= 0) noteFd(w, fd, at, false);
   } catch (error) {
     debug('connect: %s', (error as Error).message);
   }
   if (w.ended) return;
   scheduleOpen(w, at, true);
   arm();
+}
+
+/** The class of the socket's libuv handle (`'TCP'`, `'Pipe'`), `undefined` without one. */
+function socketHandleKind(socket: net.Socket): string | undefined {
+  const handle = (socket as unknown as { _handle?: object | null })._handle;
+  return handle ? handle.constructor.name : undefined;
 }
 
 /** Stops following `w`, once its lifecycle ended. */
@@ -858,16 +872,15 @@ function forget(w: Watched): void {
   }
   w.socket = undefined;
   releaseNetns(w);
-  watched.delete(w);
-  if (watched.size === 0) closeHomeNl();
+  if (--watchedCount === 0) closeHomeNl();
   unqueue(w);
-  if (byFd.get(w.fd) === w) byFd.delete(w.fd);
+  if (byFd[w.fd] === w) byFd[w.fd] = undefined;
   if (heap.length === 0) arm();
 }
 
 /** @internal For tests: whether the shared poller has a timer scheduled, and how many sockets it follows. */
 export function pollerStatus(): { scheduled: boolean; watched: number } {
-  return { scheduled: timer !== undefined, watched: watched.size };
+  return { scheduled: timer !== undefined, watched: watchedCount };
 }
 
 /**
@@ -894,14 +907,14 @@ export function watcherOf(
 /** States other finwait calls read on a watched socket's fd are observations too. */
 diagnosticsChannel.subscribe(OBSERVED_CHANNEL, (message) => {
   const { fd, state } = message as { fd: number; state: TcpState };
-  const w = byFd.get(fd);
+  const w = byFd[fd];
   if (w?.socket && handleFd(w.socket) === fd && observeFd(w, state, now())) wake(w);
 });
 
 /** A FIN about to go out through `shutdown()`: the connection is named first. */
 diagnosticsChannel.subscribe(FIN_CHANNEL, (message) => {
   const { fd } = message as { fd: number };
-  const w = byFd.get(fd);
+  const w = byFd[fd];
   if (!w?.socket || handleFd(w.socket) !== fd) return;
   try {
     identifyBeforeFin(w, fd);
@@ -913,7 +926,7 @@ diagnosticsChannel.subscribe(FIN_CHANNEL, (message) => {
 
 /** Follows the socket's resets done through `reset()`. */
 diagnosticsChannel.subscribe(RESET_CHANNEL, (message) => {
-  const w = bySocket.get((message as { socket: net.Socket }).socket);
+  const w = ((message as { socket: net.Socket }).socket as WithWatcher)[kWatched];
   w?.lifecycle.observe({ event: 'rst-sent', source: 'event', at: now() });
 });
 
@@ -928,11 +941,15 @@ diagnosticsChannel.subscribe(RESET_CHANNEL, (message) => {
  */
 export function watch(socket: net.Socket): Lifecycle {
   assertSocket(socket);
-  const existing = bySocket.get(socket);
+  const existing = (socket as WithWatcher)[kWatched];
   if (existing) return existing.lifecycle;
   if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
   constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
   const fd = handleFd(socket);
+  // A connecting socket's fd is read first when it connects: what is not TCP is refused now.
+  if (fd < 0 && socketHandleKind(socket) === 'Pipe') {
+    throw codedError('ENOTSUP', 'watch() follows TCP sockets; this one is a Unix domain socket or a pipe');
+  }
   const w: Watched = {
     lifecycle: undefined as unknown as Lifecycle, // made next: it needs w
     socket,
@@ -954,10 +971,10 @@ export function watch(socket: net.Socket): Lifecycle {
     w.phase = 'open';
     start(w, fd, at);
     w.fd = fd;
-    byFd.set(fd, w);
+    byFd[fd] = w;
   }
-  watched.add(w);
-  bySocket.set(socket, w);
+  watchedCount++;
+  (socket as WithWatcher)[kWatched] = w;
   socket.on('end', onEnd).on('error', onError);
   // This end's FIN and the fd's close are seen by the hooks on the handle (a connecting socket
   // has its handle already); 'finish' and 'close' only where they could not be set.

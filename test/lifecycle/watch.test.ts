@@ -251,9 +251,11 @@ describe('watch', () => {
     const dir = await import('node:fs').then((fs) => fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-')));
     const server = net.createServer().listen(path.join(dir, 's'));
     await once(server, 'listening');
+    // Still connecting (no fd yet): refused by its handle's kind.
     const client = net.connect(path.join(dir, 's'));
-    await once(client, 'connect');
     try {
+      expect(() => watch(client)).toThrow(expect.objectContaining({ code: 'ENOTSUP' }));
+      await once(client, 'connect');
       expect(() => watch(client)).toThrow(expect.objectContaining({ code: 'ENOTSUP' }));
     } finally {
       client.destroy();
