@@ -673,7 +673,7 @@ function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | 
     if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
     return;
   }
-  w.lastDiag = { ...seen, at };
+  w.lastDiag = { state: seen.state, timer: seen.timer, at };
   const changed = lifecycle.observe({ state: seen.state, source: 'diag', at });
   if (w.ended) return;
   const { kind, expiresMs } = seen.timer;
