@@ -1,11 +1,13 @@
 /**
  * `watch(socket)`: follows one connection through its close, from the kernel's point of view,
- * until the kernel has forgotten it. Node's events report most transitions; the fd is polled
- * while the connection is closing (between 'finish'/'end' and 'close'), and slowly otherwise as
- * a safety net; once Node closes it, sock_diag is asked by the 4-tuple and the socket's cookie,
- * so TIME_WAIT, orphans and the final disappearance are in the history, and a later connection
- * on the same 4-tuple is not mistaken for this one. What polling missed is filled in by the pure
- * model (`fsm.ts`) and marked `'inferred'`.
+ * until the kernel has forgotten it. Node's events and hooks on the socket's handle (its shutdown
+ * and close) report most transitions; the fd is polled while the connection is closing (from this
+ * end's FIN or the peer's 'end' to the close), and slowly otherwise as a safety net; once Node
+ * closes it, sock_diag is asked by the 4-tuple and the socket's cookie, so TIME_WAIT, orphans and
+ * the final disappearance are in the history, and a later connection on the same 4-tuple is not
+ * mistaken for this one. The cookie and 4-tuple are read only for an end that can outlive its fd,
+ * just before its FIN goes out. What polling missed is filled in by the pure model (`fsm.ts`) and
+ * marked `'inferred'`.
  *
  * One timer serves every watched socket: each socket has its own due time in a heap, and a poll
  * touches only the sockets that are due (one batch read for their fds, one batch of sock_diag
@@ -95,7 +97,7 @@ type Phase =
   | 'pending'
   /** An fd Node holds, not closing: Node's events report what happens; a slow safety net. */
   | 'open'
-  /** Between 'finish'/'end' (or a close state read) and 'close': polled fast. */
+  /** From this end's FIN or the peer's 'end' (or a close state read) to the close: polled fast. */
   | 'closing'
   /** Node closed the fd: sock_diag, when the kernel's timer says something can have changed. */
   | 'gone';
@@ -704,7 +706,9 @@ function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
 // Node's side: the close hook and the socket's events.
 
 /**
- * Takes a last look just before Node closes the fd (its handle's `close`): the kernel decides
+ * Hooks the socket's handle (false where it cannot: no handle yet, or hooked by someone else).
+ * Its `shutdown` (Node's end()) names the connection before the FIN goes out and starts the fast
+ * cadence. Its `close` takes a last look just before Node closes the fd: the kernel decides
  * between FIN and RST at that moment, on unread bytes and SO_LINGER {1, 0}. One state read (none
  * once the fd read CLOSE, which it reads for good), and SO_LINGER and SIOCINQ only in a state
  * where they decide.

@@ -7,11 +7,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { closeWrite, findSocket, reset, setLinger2, watch } from '../../src/index';
+import { closeWrite, findSocket, reset, setLinger2, shutdown, watch } from '../../src/index';
 import { socketTuple } from '../../src/diag';
 import { STATE_CHANNEL, watcherOf, type Transition } from '../../src/lifecycle/watch';
 import { pair, readAll, waitFor, type Pair } from '../helpers';
 import { itLab } from '../testing/helpers';
+import { isPureAck } from '../../src/testing/index';
 
 let p: Pair | undefined;
 afterEach(async () => {
@@ -135,6 +136,27 @@ describe('watch', () => {
     expect(states(closer)).not.toContain('TIME_WAIT');
     expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'fin-wait2-timeout', source: 'diag' });
     expect(peer.state).toBe('CLOSE_WAIT');
+  });
+
+  it("a FIN sent with finwait's shutdown() is seen like Node's end(): named first, then followed to TIME_WAIT", async () => {
+    p = await pair({ server: { allowHalfOpen: true } });
+    const lc = watch(p.client);
+    const tuple = socketTuple(p.client)!;
+    p.client.resume();
+    p.server.resume();
+    expect(watcherOf(lc)!.cookie).toBeUndefined();
+    shutdown(p.client, 'write');
+    // Named before shutdown(2) ran (finwait:socket:fin), not by a later poll.
+    const cookie = watcherOf(lc)!.cookie;
+    expect(cookie).toMatch(/^[0-9a-f]{16}$/);
+    await lc.until('FIN_WAIT2', { timeout: 5000 });
+    p.server.end();
+    await once(p.server, 'close');
+    p.client.destroy();
+    const timeWait = await lc.until('TIME_WAIT', { timeout: 5000 });
+    expect(timeWait.source).toBe('diag');
+    expect(findSocket(tuple)).toMatchObject({ state: 'TIME_WAIT', cookie });
+    expect(lc.anomalies).toEqual([]);
   });
 
   it('a new connection on the 4-tuple of a watched TIME_WAIT is not taken for it: lookups ask for its cookie', async () => {
@@ -288,6 +310,43 @@ describe('watch', () => {
     expect(active.anomalies).toEqual([]);
     a.destroy();
     b.destroy();
+  });
+
+  itLab('names a passive end only when Node closes it before the last ACK, and follows that LAST_ACK orphan to CLOSED', async (lab) => {
+    const server = await lab.b.listen(80, { allowHalfOpen: true, pauseOnConnect: true });
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const a = await lab.a.connect(80, { allowHalfOpen: true });
+    const [b] = await accepted;
+    const active = watch(a);
+    const passive = watch(b);
+    a.resume();
+    // B does not read (paused), so Node sees no 'end' and does not destroy it once its own end()
+    // is done: its fd stays open in LAST_ACK until the test closes it. The poller sees CLOSE_WAIT.
+    a.end();
+    await passive.until('CLOSE_WAIT', { timeout: 2000 });
+    // A's ACK of B's FIN is held on the wire: B stays in LAST_ACK.
+    lab.wire.hold((s) => s.from === 'a' && isPureAck(s));
+    b.end();
+    await passive.until('LAST_ACK', { timeout: 2000 });
+    // Its peer closed first: no TIME_WAIT can follow, so it was not named at its FIN.
+    expect(watcherOf(passive)!.cookie).toBeUndefined();
+    b.destroy();
+    // Closed in LAST_ACK, the connection lives on without an fd: named at the close, and looked
+    // up in B's namespace.
+    expect(watcherOf(passive)).toMatchObject({ namespaced: true, cookie: expect.stringMatching(/^[0-9a-f]{16}$/) });
+    const orphan = lab.b.sockets({ states: ['LAST_ACK'] });
+    expect(orphan.map((e) => e.cookie)).toContain(watcherOf(passive)!.cookie);
+    expect(orphan[0]!.inode).toBe(0);
+    lab.wire.pass();
+    lab.wire.release();
+    const result = await passive.done;
+    expect(result).toMatchObject({ outcome: 'graceful', role: 'passive', anomalies: [] });
+    expect(result.history.map((h) => h.state)).toEqual(['ESTABLISHED', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSED']);
+    expect(result.history.at(-1)!.source).toBe('diag');
+    expect(lab.b.sockets({ states: ['LAST_ACK'] })).toEqual([]);
+    // The active end went on to TIME_WAIT, seen in A's namespace.
+    expect(await active.until('TIME_WAIT', { timeout: 5000 })).toMatchObject({ source: 'diag' });
+    a.destroy();
   });
 
   it('never keeps the process alive on its own', async () => {
