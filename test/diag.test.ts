@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { findSocket, sockets, type SocketEntry, type SocketFilter, type SocketTuple } from '../src/diag';
 import { native } from '../src/binding';
-import { tcpState } from '../src/ops';
+import { shutdown, tcpState } from '../src/ops';
 import { pair, waitFor, type Pair } from './helpers';
 
 let p: Pair | undefined;
@@ -249,6 +249,37 @@ describe('findSocket()', () => {
     });
     expect(timeWait).toMatchObject({ cookie: client.cookie, inode: 0 });
     expect(findSocket({ ...tuple, cookie: other })).toBeUndefined();
+  });
+
+  it('sockDiagId: the state, then the name of a socket with a peer; only the state (CLOSE, no peer) once TIME_WAIT began', async () => {
+    p = await pair({ client: { allowHalfOpen: true } });
+    const fd = (p.client as unknown as { _handle: { fd: number } })._handle.fd;
+    const record = new Uint8Array(64);
+    expect(native().sockDiagId(fd, record)).toBe(true);
+    expect(record[1]).toBe(1); // TCP_ESTABLISHED
+    const tuple = tupleOf(p.client);
+    const view = new DataView(record.buffer);
+    expect(view.getUint16(4)).toBe(tuple.local.port);
+    expect(view.getUint16(6)).toBe(tuple.remote.port);
+    const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+    const cookie = hex8(view.getUint32(48, true)) + hex8(view.getUint32(44, true));
+    expect(view.getBigUint64(56, true)).toBe(native().netnsCookie());
+    // The client closes first with a raw shutdown(2) and keeps its fd (Node's writable never ends,
+    // and allowHalfOpen keeps it open after 'end'): once TIME_WAIT began, the fd is in CLOSE and
+    // has no peer (getpeername: ENOTCONN), so a cookie read now could not be the TIME_WAIT's.
+    p.server.resume();
+    shutdown(p.client, 'write');
+    const timeWait = await waitFor('TIME_WAIT', () => {
+      const entry = findSocket(tuple);
+      return entry?.state === 'TIME_WAIT' ? entry : undefined;
+    });
+    expect(timeWait.cookie).toBe(cookie);
+    expect(p.client.destroyed).toBe(false);
+    expect(tcpState(p.client)).toBe('CLOSE');
+    const after = new Uint8Array(64).fill(0xee);
+    expect(native().sockDiagId(fd, after)).toBe(false);
+    expect(after[1]).toBe(7); // TCP_CLOSE
+    expect(after.subarray(4).every((b) => b === 0)).toBe(true);
   });
 
   it('validates the tuple', () => {
