@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
-import { findSocket, sockets, type SocketEntry, type SocketFilter, type SocketTuple } from '../src/diag';
+import { DIAG_MSG_LEN, findSocket, ID_RECORD, recordOf, sameTuple, sockets, type SocketEntry, type SocketFilter, type SocketTuple } from '../src/diag';
 import { native } from '../src/binding';
 import { shutdown, tcpState } from '../src/ops';
 import { pair, waitFor, type Pair } from './helpers';
@@ -280,6 +281,37 @@ describe('findSocket()', () => {
     expect(native().sockDiagId(fd, after)).toBe(false);
     expect(after[1]).toBe(7); // TCP_CLOSE
     expect(after.subarray(4).every((b) => b === 0)).toBe(true);
+  });
+
+  it('sockDiagFind: many lookups through one kept netlink socket, in batches of 32, call after call', async () => {
+    const pairs = [await pair(), await pair(), await pair()];
+    const nl = native().sockDiagSocket();
+    try {
+      // 40 lookups (two sendmsg batches): the three connections, and 37 4-tuples nobody has.
+      const tuples = pairs.map((q) => tupleOf(q.client));
+      for (let i = 0; i < 37; i++) {
+        tuples.splice(1 + (i % 3), 0, { local: { address: '127.0.0.1', port: 1 + i }, remote: { address: '127.0.0.1', port: 9 } });
+      }
+      const requests = new Uint8Array(tuples.length * ID_RECORD);
+      tuples.forEach((t, i) => requests.set(recordOf(t), i * ID_RECORD));
+      const replies = new Uint8Array(tuples.length * DIAG_MSG_LEN);
+      const real = new Set(pairs.map((q) => tupleOf(q.client).local.port));
+      for (let round = 0; round < 3; round++) {
+        const status = new Int32Array(tuples.length);
+        native().sockDiagFind(nl, requests, replies, status);
+        tuples.forEach((t, i) => {
+          if (real.has(t.local.port)) {
+            expect(status[i]).toBe(1);
+            expect(sameTuple(requests, i, replies, i)).toBe(true);
+          } else {
+            expect(status[i]).toBe(-2); // ENOENT
+          }
+        });
+      }
+    } finally {
+      fs.closeSync(nl);
+      for (const q of pairs) await q.close();
+    }
   });
 
   it('validates the tuple', () => {
