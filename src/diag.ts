@@ -169,6 +169,14 @@ export function socketsIn(nsFd: number | null, filter: SocketFilter = {}): Socke
  * `tuple.cookie`, only that socket: a later connection on the same 4-tuple is `undefined`.
  */
 export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
+  return findSocketIn(null, tuple);
+}
+
+/**
+ * @internal `findSocket(tuple)` in the network namespace `nsFd` (an open fd of
+ * `/run/netns/NAME`; `null`: this thread's): the lab's hosts.
+ */
+export function findSocketIn(nsFd: number | null, tuple: SocketTuple): SocketEntry | undefined {
   if (typeof tuple !== 'object' || tuple === null) throw invalidArgType('tuple', 'an object', tuple);
   const family = checkFamily(tuple.family, 'tuple.family');
   const local = checkAddress(tuple.local, 'tuple.local');
@@ -179,7 +187,7 @@ export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
   const view = new DataView(record.buffer);
   const reply = new Uint8Array(DIAG_MSG_LEN);
   const status = new Int32Array(1);
-  const nl = native().sockDiagSocket();
+  const nl = native().sockDiagSocket(nsFd);
   try {
     native().sockDiagFind(nl, record, reply, status);
   } finally {

@@ -4,9 +4,10 @@
  * userspace wire, which logs it (and holds or drops it when a scenario says so).
  *
  * States. Both ends are followed with `watch()` on their fds. Once an fd is closed or reads CLOSE,
- * each end is looked up through its host's `sockets()` (sock_diag inside the host's namespace),
- * only while the wire is quiet (see `QUIET_MS`), and `watch()`'s own sock_diag looks (which it
- * makes in the socket's namespace too, on its own schedule) are left out. The history drawn is
+ * each end is looked up through its host's `findSocket()` (an exact sock_diag lookup inside the
+ * host's namespace) whenever a segment went by or a timer ran out, only while the wire is quiet
+ * (see `QUIET_MS`), and `watch()`'s own sock_diag looks (which it makes in the socket's namespace
+ * too, on its own schedule, up to 100 ms apart) are left out. The history drawn is
  * the RFC machine (`replay()`) run over both: what `watch()` saw on the fd and its events, and
  * what the host's sock_diag showed, in time order.
  *
@@ -48,20 +49,18 @@ export interface LabRunOptions {
 
 /** The note every lab drawing carries: where its states come from, and what `watch()` cannot do there. */
 export const LAB_STATES_NOTE =
-  "states: watch() on each end's fd and its events; the sock_diag rows come from each lab host's sockets() (sock_diag inside its namespace), asked only while the wire is quiet so that no look delays a segment";
+  "states: watch() on each end's fd and its events; the sock_diag rows come from each lab host's findSocket() (sock_diag inside its namespace), asked after each segment once the wire is quiet, so that no look delays a segment";
 
-/** The states sock_diag is asked for: connections, not listeners or unconnected sockets. */
+/** The states of a connection (an exact lookup can answer with a listener, which is not one). */
 const CONNECTION_STATES: TcpState[] = ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'];
 
 /**
- * When the host's sock_diag is asked. `host.sockets()` is a dump: the kernel walks its whole
- * established-connections table, shared by every namespace, so one call blocks the event loop
- * for about a millisecond on an idle machine and for 10-20 ms on one with 80,000 TIME_WAIT
- * sockets. The wire runs on the same event loop, so a dump while segments are in flight delays
- * them and changes what the kernels do (a tail-loss probe, an RST). So an end is looked up only
- * when something may have changed it (its fd closed or read CLOSE, a segment went by, its timer
- * ran out) and the wire has been quiet for `QUIET_MS`, so that what the kernels sent has been
- * relayed first.
+ * When the host's sock_diag is asked. The wire runs on the same event loop, and a segment it
+ * relays late changes what the kernels do (a tail-loss probe, an RST). A lookup is exact (a few
+ * µs; a dump, `host.sockets()`, walks the kernel's whole connection table, 10-20 ms with 80,000
+ * TIME_WAIT sockets), and still an end is looked up only when something may have changed it (its
+ * fd closed or read CLOSE, a segment went by, its timer ran out) and the wire has been quiet for
+ * `QUIET_MS`, so that what the kernels sent has been relayed first.
  */
 const QUIET_MS = 2;
 /** Looked up again this long after a timer sock_diag showed should have run out (ms; a jiffy is 4 ms at HZ=250). */
@@ -199,12 +198,10 @@ export class LabRun {
     return this.#tuples[side];
   }
 
-  /** The end in its host's sock_diag (connection states only), or `undefined`. */
+  /** The end in its host's sock_diag (a connection state), or `undefined`. */
   lookup(side: Side): SocketEntry | undefined {
-    const { local, remote } = this.#tuples[side];
-    return this.host(side)
-      .sockets({ localPort: local.port, remotePort: remote.port, family: 4, states: CONNECTION_STATES })
-      .find((e) => e.local.address === local.address && e.remote.address === remote.address);
+    const entry = this.host(side).findSocket(this.#tuples[side]);
+    return entry && CONNECTION_STATES.includes(entry.state) ? entry : undefined;
   }
 
   /**

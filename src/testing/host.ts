@@ -10,7 +10,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { native } from '../binding';
 import { codedError, invalidArgType, outOfRange } from '../errors';
-import { socketsIn, type SocketEntry, type SocketFilter } from '../diag';
+import { findSocketIn, socketsIn, type SocketEntry, type SocketFilter, type SocketTuple } from '../diag';
 import { nftIn } from './netns';
 import type { Side } from './wire';
 
@@ -266,6 +266,17 @@ export class Host {
    */
   sockets(filter: LabSocketFilter = {}): LabSocket[] {
     return socketsIn(this.#ns(), filter);
+  }
+
+  /**
+   * The one connection of this host's namespace with that 4-tuple, in any state (TIME_WAIT and
+   * orphans included), or `undefined`, like finwait's `findSocket(tuple)` (same tuple, same
+   * errors): one exact lookup through a sock_diag socket made inside this namespace, a few µs,
+   * where `sockets()` walks the kernel's whole connection table.
+   * @see sock_diag(7)
+   */
+  findSocket(tuple: SocketTuple): LabSocket | undefined {
+    return findSocketIn(this.#ns(), tuple);
   }
 
   /** @internal Destroys every socket and closes every server this host made; the host is closed from now on. */

@@ -99,7 +99,7 @@ describe.concurrent('finwait demo in the lab', () => {
     expect(stdout).toContain('TCP A: graceful, active close; still TIME_WAIT in sock_diag');
     expect(stdout).toContain('TCP B: graceful, passive close; the kernel has forgotten the connection');
     expect(stdout).toContain("the wire carried figure 13's four segments");
-    expect(stdout).toMatch(/^note: states: watch\(\) on each end's fd and its events; the sock_diag rows come from each lab host's sockets\(\)/m);
+    expect(stdout).toMatch(/^note: states: watch\(\) on each end's fd and its events; the sock_diag rows come from each lab host's findSocket\(\)/m);
     expect(stdout).not.toContain('segments: not shown');
   });
 

@@ -3,7 +3,7 @@ import { describe, expectTypeOf, it } from 'vitest';
 import type net from 'node:net';
 import * as t from '../../src/testing/index';
 import type { Lab, LogEntry, TcpFlag, Verdict, WireSegment } from '../../src/testing/index';
-import type { SocketEntry, SocketFilter, TcpState } from '../../src/index';
+import type { SocketEntry, SocketFilter, SocketTuple, TcpState } from '../../src/index';
 
 describe('finwait/testing types', () => {
   it('connectPair and the waiters', () => {
@@ -26,6 +26,9 @@ describe('finwait/testing types', () => {
     // host.sockets() is synchronous and returns finwait's own sock_diag entries.
     expectTypeOf<Lab['a']['sockets']>().returns.toEqualTypeOf<SocketEntry[]>();
     expectTypeOf<Lab['a']['sockets']>().parameter(0).toEqualTypeOf<SocketFilter | undefined>();
+    // host.findSocket() is one synchronous exact lookup, finwait's findSocket() inside the namespace.
+    expectTypeOf<Lab['a']['findSocket']>().returns.toEqualTypeOf<SocketEntry | undefined>();
+    expectTypeOf<Lab['a']['findSocket']>().parameter(0).toEqualTypeOf<SocketTuple>();
     expectTypeOf<t.LabSocket>().toEqualTypeOf<SocketEntry>();
     expectTypeOf<t.LabConnectOptions['reuseAddress']>().toEqualTypeOf<boolean | undefined>();
   });

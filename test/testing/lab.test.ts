@@ -10,7 +10,7 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { execFileSync, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { sockets, tcpState } from '../../src/index';
+import { findSocket, sockets, tcpState } from '../../src/index';
 import {
   connectPair,
   createLab,
@@ -207,6 +207,13 @@ describe('the lab', () => {
     expect(tw).toMatchObject({ local: { port: sa.localPort }, inode: 0, timer: { kind: 'timewait' } });
     expect(tw.timer.expiresMs).toBeGreaterThan(55_000);
     expect(tw.timer.expiresMs).toBeLessThanOrEqual(60_000);
+    // findSocket(): the same entry by one exact lookup in the host's namespace, by 4-tuple and
+    // cookie; nothing for it in this process's namespace, nor for a 4-tuple nobody has.
+    expect(lab.a.findSocket(tw)).toMatchObject({ state: 'TIME_WAIT', cookie: tw.cookie, local: tw.local, remote: tw.remote, inode: 0 });
+    expect(lab.a.findSocket({ local: tw.local, remote: tw.remote, cookie: tw.cookie })?.state).toBe('TIME_WAIT');
+    expect(findSocket(tw)).toBeUndefined();
+    expect(lab.a.findSocket({ local: tw.local, remote: { address: '10.77.0.2', port: 81 } })).toBeUndefined();
+    expect(() => lab.a.findSocket({ local: tw.local } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
   });
 
   itLab('connect: localPort binds that port; reuseAddress sets SO_REUSEADDR before the bind', async (lab) => {
