@@ -469,6 +469,14 @@ function identify(w: Watched, fd: number, at: number): TcpState {
 }
 
 /**
+ * Names at once a connection whose handle could not be hooked (another library hooked it first):
+ * its FIN would go out unseen, and only 'close' would say that the fd is gone.
+ */
+function nameUnhooked(w: Watched, fd: number, at: number): void {
+  if (!w.hooked && w.id === undefined && !w.ended) identify(w, fd, at);
+}
+
+/**
  * Names `w`'s connection unless it is named already or its peer closed first (then this end
  * cannot reach TIME_WAIT, and the fd's last read says what lookups it needs): just before this
  * end sends its FIN.
@@ -528,6 +536,7 @@ function noteFd(w: Watched, fd: number, at: number, look = true): boolean {
     hookHandle(w);
     if (w.phase === 'pending') w.phase = 'open';
     if (look) start(w, fd, at);
+    nameUnhooked(w, fd, at);
     return true;
   }
   return false;
@@ -983,7 +992,8 @@ export function watch(socket: net.Socket): Lifecycle {
   // This end's FIN and the fd's close are seen by the hooks on the handle (a connecting socket
   // has its handle already); 'finish' and 'close' only where they could not be set.
   if (!hookHandle(w)) socket.on('finish', onFinish).on('close', onClose);
-  if (fd < 0) socket.on('connect', onConnect);
+  if (fd >= 0) nameUnhooked(w, fd, at);
+  else socket.on('connect', onConnect);
   if (fd >= 0) scheduleOpen(w, at, true);
   else scheduleAt(w, at + FAST_MS);
   arm();

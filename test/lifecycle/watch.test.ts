@@ -138,6 +138,34 @@ describe('watch', () => {
     expect(peer.state).toBe('CLOSE_WAIT');
   });
 
+  it("follows a socket whose handle another library hooked first: Node's events, and the connection named at once", async () => {
+    p = await pair({ server: { allowHalfOpen: true } });
+    // Own close and shutdown methods on both handles, as another library's hooks would be.
+    for (const socket of [p.client, p.server]) {
+      const handle = (socket as unknown as { _handle: Record<string, (...args: unknown[]) => unknown> })._handle;
+      for (const name of ['close', 'shutdown']) {
+        const original = handle[name]!;
+        handle[name] = function (this: unknown, ...args: unknown[]) {
+          return original.apply(this, args);
+        };
+      }
+    }
+    const active = watch(p.client);
+    const passive = watch(p.server);
+    expect(watcherOf(active)!.cookie).toMatch(/^[0-9a-f]{16}$/);
+    expect(watcherOf(passive)!.cookie).toMatch(/^[0-9a-f]{16}$/);
+    p.client.resume();
+    p.server.resume();
+    p.client.end();
+    await passive.until('CLOSE_WAIT', { timeout: 5000 });
+    p.server.end();
+    await active.until('TIME_WAIT', { timeout: 5000 });
+    const result = await passive.done;
+    expect(result).toMatchObject({ outcome: 'graceful', role: 'passive', anomalies: [] });
+    expect(result.history.at(-1)!.state).toBe('CLOSED');
+    expect(active.anomalies).toEqual([]);
+  });
+
   it("a FIN sent with finwait's shutdown() is seen like Node's end(): named first, then followed to TIME_WAIT", async () => {
     p = await pair({ server: { allowHalfOpen: true } });
     const lc = watch(p.client);
