@@ -51,7 +51,7 @@ export interface LabRunOptions {
 export const LAB_STATES_NOTE =
   "states: watch() on each end's fd and its events; the sock_diag rows come from each lab host's findSocket() (sock_diag inside its namespace), asked after each segment once the wire is quiet, so that no look delays a segment";
 
-/** The states of a connection (an exact lookup can answer with a listener, which is not one). */
+/** The states drawn as a sock_diag row of a connection (a request socket's NEW_SYN_RECV is not). */
 const CONNECTION_STATES: TcpState[] = ['ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'];
 
 /**
