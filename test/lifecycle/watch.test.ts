@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
@@ -164,6 +166,40 @@ describe('watch', () => {
     expect(result).toMatchObject({ outcome: 'graceful', role: 'passive', anomalies: [] });
     expect(result.history.at(-1)!.state).toBe('CLOSED');
     expect(active.anomalies).toEqual([]);
+  });
+
+  it('follows both ends of a TLS connection (hooks on the TLS handle): close_notify and FIN, TIME_WAIT from sock_diag', async () => {
+    const fixtures = path.join(__dirname, '..', 'fixtures');
+    const ca = fs.readFileSync(path.join(fixtures, 'cert.pem'));
+    const server = tls.createServer({ key: fs.readFileSync(path.join(fixtures, 'key.pem')), cert: ca, allowHalfOpen: true });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>;
+    const client = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', ca, servername: 'localhost' });
+    try {
+      const active = watch(client); // while connecting
+      await once(client, 'secureConnect');
+      const [peer] = await accepted;
+      const passive = watch(peer);
+      const tuple = socketTuple(client)!;
+      client.resume();
+      peer.resume();
+      peer.on('end', () => peer.end());
+      client.end();
+      const result = await passive.done;
+      // Seen or inferred, every state of each path; an fd's CLOSE is there when a read caught it.
+      const steps = (lc: { history: readonly { state: string }[] }) => states(lc).filter((s) => s !== 'CLOSE');
+      expect(result).toMatchObject({ outcome: 'graceful', role: 'passive', anomalies: [] });
+      expect(steps(result)).toEqual(['ESTABLISHED', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSED']);
+      const timeWait = await active.until('TIME_WAIT', { timeout: 5000 });
+      expect(timeWait.source).toBe('diag');
+      expect(findSocket(tuple)).toMatchObject({ state: 'TIME_WAIT', cookie: watcherOf(active)!.cookie });
+      expect(steps(active)).toEqual(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']);
+      expect(active.anomalies).toEqual([]);
+    } finally {
+      client.destroy();
+      server.close();
+    }
   });
 
   it("a FIN sent with finwait's shutdown() is seen like Node's end(): named first, then followed to TIME_WAIT", async () => {
