@@ -22,6 +22,7 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { tcpState, watch, type Lifecycle, type SocketEntry, type SocketTuple, type TcpState } from '../index';
 import { replay, type HistoryEntry, type LifecycleState, type Observation } from '../lifecycle/fsm';
+import { orphanTimedOut, type DiagSighting } from '../lifecycle/watch';
 import { createLab, type Host, type Lab, type LogEntry } from '../testing/index';
 import { connectedTuple } from '../diag';
 import type { Action, Diagram, DiagramEnd, Segment, Side } from './diagram';
@@ -73,7 +74,7 @@ const OBSERVED_EVENTS = new Set(['close', 'rst-sent', 'rst-received', 'timeout']
 interface Follow {
   /** Observations in the order made. `last`: replayed after everything `watch()` saw (see `tick()`). */
   made: { observation: Observation; last: boolean }[];
-  seen?: { entry: SocketEntry; at: number };
+  seen?: DiagSighting;
   /** Something may have changed (a segment on the wire, the fd closed): look when the wire is quiet. */
   dirty: boolean;
   /** When the timer sock_diag last showed runs out (ms, `performance.now()`): look then. */
@@ -96,14 +97,6 @@ function watchObservations(history: readonly HistoryEntry[]): Observation[] {
   return observations;
 }
 
-/**
- * True if a connection that just vanished was last seen as an orphaned FIN_WAIT2 whose timer had
- * run out by now (as `watch()` decides it): the kernel dropped it without the peer's FIN.
- */
-function orphanTimedOut(seen: Follow['seen'], at: number): boolean {
-  if (!seen || seen.entry.state !== 'FIN_WAIT2' || seen.entry.timer.kind === 'off') return false;
-  return at >= seen.at + seen.entry.timer.expiresMs;
-}
 
 /** A connection between the lab's hosts, both ends watched, every segment logged. */
 export class LabRun {
@@ -154,7 +147,7 @@ export class LabRun {
       // Sent by one end, about to reach the other: either may change state. A TIME_WAIT only
       // ends by its timer or an RST (RFC 1337's assassination).
       for (const follow of Object.values(this.#follow)) {
-        if (follow.seen?.entry.state !== 'TIME_WAIT' || entry.flags.includes('RST')) follow.dirty = true;
+        if (follow.seen?.state !== 'TIME_WAIT' || entry.flags.includes('RST')) follow.dirty = true;
       }
     });
     lab.wire.on('error', (error: Error) => {
@@ -247,8 +240,8 @@ export class LabRun {
     const entry = this.lookup(side);
     if (follow.finished || !this.#diagOnly(side)) return entry;
     if (entry) {
-      if (entry.state !== follow.seen?.entry.state) follow.made.push({ observation: { state: entry.state, source: 'diag', at }, last: false });
-      follow.seen = { entry, at };
+      if (entry.state !== follow.seen?.state) follow.made.push({ observation: { state: entry.state, source: 'diag', at }, last: false });
+      follow.seen = { state: entry.state, timer: entry.timer, at };
       follow.due = entry.timer.kind === 'off' ? Infinity : at + entry.timer.expiresMs + EXPIRY_SLACK_MS;
       return entry;
     }

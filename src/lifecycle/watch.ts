@@ -144,7 +144,7 @@ interface Watched {
   /** Its handle's shutdown and close are hooked. */
   hooked: boolean;
   /** What sock_diag last showed after Node closed the fd, and when (ms). */
-  lastDiag?: { state: TcpState; timer: SocketTimer; at: number };
+  lastDiag?: DiagSighting;
   /** The lifecycle ended: nothing more is looked at. */
   ended: boolean;
 }
@@ -701,12 +701,19 @@ function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | 
   }
 }
 
+/** @internal What sock_diag showed of a connection after its fd closed, and when (ms). */
+export interface DiagSighting {
+  state: TcpState;
+  timer: SocketTimer;
+  at: number;
+}
+
 /**
- * True if a connection that just vanished from sock_diag was last seen there as an orphaned
- * FIN_WAIT2 whose timer (TCP_LINGER2, tcp_fin_timeout) had run out by now: the kernel dropped it
- * without the peer's FIN. Had the FIN come, TIME_WAIT would still be listed for 60 s.
+ * @internal True if a connection that just vanished from sock_diag was last seen there as an
+ * orphaned FIN_WAIT2 whose timer (TCP_LINGER2, tcp_fin_timeout) had run out by now: the kernel
+ * dropped it without the peer's FIN. Had the FIN come, TIME_WAIT would still be listed for 60 s.
  */
-function orphanTimedOut(last: Watched['lastDiag'], at: number): boolean {
+export function orphanTimedOut(last: DiagSighting | undefined, at: number): boolean {
   if (!last || last.state !== 'FIN_WAIT2' || last.timer.kind === 'off') return false;
   return at >= last.at + last.timer.expiresMs;
 }
