@@ -1,7 +1,15 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
 // watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
 //
-//   node bench/watch-child.mjs plain|watch <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|watch <host> <count> <concurrency> <warm-up count>
+//
+// `kernel` makes, without watch(), the native calls watch() makes on these connections, at the
+// same moments (a floor under watch()'s cost: the kernel's share of it). Counted in a watched run
+// (native calls wrapped), watch() makes per connection: three TCP state reads (server: when
+// watched and at 'end'; client: at 'end'), two sockDiagId calls (client: before its FIN, five
+// syscalls; server: at its close, one syscall in CLOSE) and one sock_diag lookup of the client's
+// TIME_WAIT, batched with the others closed since the last poll. Not copied: its batch reads of
+// closing fds (about one call per three connections).
 //
 // Client and server live in this process, on <host> (a 127.x address of its own). Each connection:
 // connect, the client writes 5 bytes, the server answers 5 bytes, the client ends, the server ends
@@ -13,6 +21,7 @@ import net from 'node:net';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
+const addon = require('../dist/binding.js').native();
 
 const [variant, host, countArg, concurrencyArg, warmupArg] = process.argv.slice(2);
 const count = Number(countArg);
@@ -22,11 +31,35 @@ const request = Buffer.from('ping\n');
 const response = Buffer.from('pong\n');
 
 let watching = false;
+let kernel = false;
+const fdOf = (socket) => socket._handle?.fd ?? -1;
+
+// The `kernel` variant's lookups: the closed clients' records, asked for in one batch a poll later.
+const ID_RECORD = 64;
+const DIAG_MSG_LEN = 72;
+let closedIds = [];
+let lookupTimer;
+let netlink = -1;
+function lookUp() {
+  lookupTimer = undefined;
+  const ids = closedIds;
+  closedIds = [];
+  const requests = new Uint8Array(ids.length * ID_RECORD);
+  ids.forEach((id, i) => requests.set(id, i * ID_RECORD));
+  if (netlink < 0) netlink = addon.sockDiagSocket();
+  addon.sockDiagFind(netlink, requests, new Uint8Array(ids.length * DIAG_MSG_LEN), new Int32Array(ids.length));
+}
 const lifecycles = { client: [], server: [] };
 let onServerClose = () => {};
 
 const server = net.createServer((socket) => {
   if (watching) lifecycles.server.push(finwait.watch(socket));
+  if (kernel) {
+    addon.tcpState(fdOf(socket));
+    socket.on('end', () => addon.tcpState(fdOf(socket)));
+    // 'finish' comes in the same turn as the close, just before it.
+    socket.on('finish', () => addon.sockDiagId(fdOf(socket), new Uint8Array(ID_RECORD)));
+  }
   socket.on('data', () => socket.write(response));
   socket.on('error', fail);
   socket.on('close', () => onServerClose());
@@ -55,7 +88,18 @@ function run(n) {
       const socket = net.connect({ port, host });
       if (watching) lifecycles.client.push(finwait.watch(socket));
       socket.on('connect', () => socket.write(request));
-      socket.on('data', () => socket.end());
+      let id;
+      socket.on('data', () => {
+        if (kernel) addon.sockDiagId(fdOf(socket), (id = new Uint8Array(ID_RECORD)));
+        socket.end();
+      });
+      if (kernel) {
+        socket.on('end', () => addon.tcpState(fdOf(socket)));
+        socket.on('close', () => {
+          closedIds.push(id);
+          lookupTimer ??= setTimeout(lookUp, 1);
+        });
+      }
       socket.on('error', fail);
       socket.on('close', () => {
         closed();
@@ -69,6 +113,7 @@ function run(n) {
 // The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
 watching = variant === 'watch';
+kernel = variant === 'kernel';
 await run(warmup);
 lifecycles.client.length = lifecycles.server.length = 0;
 const start = process.hrtime.bigint();
