@@ -1,3 +1,6 @@
+#include <math.h>
+#include <stdint.h>
+
 #include <string>
 
 #include <uv.h>
@@ -23,9 +26,21 @@ static Napi::Error ArgTypeError(const Napi::CallbackInfo& info, size_t i, const 
   return error;
 }
 
+Napi::RangeError OutOfRange(Napi::Env env, const std::string& message) {
+  Napi::RangeError error = Napi::RangeError::New(env, message);
+  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  return error;
+}
+
 int IntArg(const Napi::CallbackInfo& info, size_t i) {
   if (!info[i].IsNumber()) throw ArgTypeError(info, i, "a number");
-  return info[i].As<Napi::Number>().Int32Value();
+  // Int32Value() would wrap 2^32 + 5 to 5 and truncate 5.9 and NaN: the wrong fd, silently.
+  double value = info[i].As<Napi::Number>().DoubleValue();
+  if (!(value >= INT32_MIN && value <= INT32_MAX) || value != trunc(value)) {
+    throw OutOfRange(info.Env(), "argument " + std::to_string(i) +
+                                     " must be an integer >= -2147483648 and <= 2147483647");
+  }
+  return static_cast<int>(value);
 }
 
 Napi::TypedArrayOf<int32_t> Int32ArrayArg(const Napi::CallbackInfo& info, size_t i) {

@@ -88,12 +88,14 @@ FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) 
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");
   std::unique_ptr<PollState> state(new PollState());
-  int r = uv_poll_init(loop, &state->handle, fd);
-  if (r != 0) throw ErrnoError(env, -r, "uv_poll_init");
-  state->handle.data = state.get();
+  // What can throw comes before uv_poll_init: from then on libuv owns the handle, and the state
+  // may only be freed from uv_close's callback.
   state->env = env;
   state->callback = Napi::Persistent(info[1].As<Napi::Function>());
   state->context.reset(new Napi::AsyncContext(env, "finwait:FdPoll"));
+  int r = uv_poll_init(loop, &state->handle, fd);
+  if (r != 0) throw ErrnoError(env, -r, "uv_poll_init");
+  state->handle.data = state.get();
   r = uv_poll_start(&state->handle, UV_READABLE, OnReadable);
   if (r == 0 && napi_add_async_cleanup_hook(env, OnEnvTeardown, state.get(), &state->hook) != napi_ok) {
     r = UV_ENOMEM;

@@ -11,15 +11,19 @@
 #include <stdint.h>
 
 #include <functional>
+#include <string>
 
 namespace finwait {
 
 // The one place errors are built: a Node-style error ("<syscall> <CODE>", .code, .errno as the
 // negative libuv number, .syscall) from an errno value saved right after the syscall.
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall);
+// A RangeError with code ERR_OUT_OF_RANGE, for arguments of the right type and a wrong value.
+Napi::RangeError OutOfRange(Napi::Env env, const std::string& message);
 
 // Argument guards. TypeScript validates first with Node's codes; these only make sure a direct
-// call with wrong arguments throws instead of crashing the process.
+// call with wrong arguments throws instead of crashing the process or acting on the wrong fd.
+// IntArg takes only integers in int32's range (ERR_OUT_OF_RANGE otherwise).
 int IntArg(const Napi::CallbackInfo& info, size_t i);
 Napi::TypedArrayOf<int32_t> Int32ArrayArg(const Napi::CallbackInfo& info, size_t i);
 Napi::TypedArrayOf<uint8_t> Uint8ArrayArg(const Napi::CallbackInfo& info, size_t i);
@@ -52,7 +56,8 @@ Napi::Value SockDiagSocket(const Napi::CallbackInfo& info);
 // netlink socket nlFd, sent 32 per sendmsg and read with recvmmsg. Request i is the 64-byte
 // record at requests[64 i] (u8 family, 3 bytes pad, struct inet_diag_sockid, the rest ignored);
 // status[i] becomes 1 with the reply's struct inet_diag_msg at replies[72 i], or the kernel's
-// -errno (-ENOENT: no such socket), or -EAGAIN if no reply came.
+// -errno (-ENOENT: no such socket), or -EAGAIN if no reply came. An nlFd that is not a
+// NETLINK_SOCK_DIAG socket throws EPROTOTYPE before anything is sent.
 Napi::Value SockDiagFind(const Napi::CallbackInfo& info);
 // sockDiagId(fd, record) -> connected: byte 1 of the record is the socket's tcpi_state
 // (TCP_INFO, read first); if it has a peer, the rest is the 64-byte record sockDiagFind takes
@@ -77,12 +82,15 @@ int MakeFd(const Napi::CallbackInfo& info, size_t i, const char* syscall, const 
 uint64_t NetnsCookieOf(Napi::Env env, int fd);
 // The lab (finwait/testing): netnsSocket(nsFd, family, type) -> fd and netnsOpen(nsFd, path,
 // flags) -> fd make the fd with the calling thread inside the network namespace nsFd (setns(2)),
-// then return it home; bind(fd, sockaddr) is bind(2) with sockaddr_in/sockaddr_in6 bytes.
+// then return it home (EPERM, before it moves, if it could not come back); netnsOpen adds
+// O_NONBLOCK and refuses O_CREAT and O_TMPFILE (EINVAL); bind(fd, sockaddr) is bind(2) with
+// sockaddr_in/sockaddr_in6 bytes.
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info);
 Napi::Value NetnsOpen(const Napi::CallbackInfo& info);
 Napi::Value Bind(const Napi::CallbackInfo& info);
 // tunSetIff(fd, name, flags) -> name: ioctl(TUNSETIFF); tunRead(fd, buffer) -> packet length,
-// 0 when none is waiting (EAGAIN); tunWrite(fd, buffer, length) -> bytes written.
+// 0 when none is waiting (EAGAIN); tunWrite(fd, buffer, length) -> bytes written. The fd must
+// be non-blocking (netnsOpen makes it so), or a read with nothing waiting would block.
 Napi::Value TunSetIff(const Napi::CallbackInfo& info);
 Napi::Value TunRead(const Napi::CallbackInfo& info);
 Napi::Value TunWrite(const Napi::CallbackInfo& info);

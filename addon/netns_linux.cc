@@ -28,15 +28,20 @@ int InNetns(Napi::Env env, int ns_fd, const char* syscall, const std::function<i
     int err = errno;
     throw ErrnoError(env, err, "open");
   }
-  if (setns(ns_fd, CLONE_NEWNET) != 0) {
+  // Coming home needs CAP_SYS_ADMIN over the home namespace's user namespace, leaving only over
+  // the target's: a process in a user namespace of its own may enter a namespace it made and
+  // then be refused the way back (EPERM). Entering home first, where the thread already is,
+  // asks the kernel that question before anything moves.
+  if (setns(home, CLONE_NEWNET) != 0 || setns(ns_fd, CLONE_NEWNET) != 0) {
     int err = errno;
     close(home);
     throw ErrnoError(env, err, "setns");
   }
   int fd = make();
   int err = errno;
-  // Going home can only fail for lack of memory; a JavaScript thread left in the wrong
-  // namespace would make every later socket there, so that is not an error to recover from.
+  // Checked above, so going home can now fail only for lack of memory; a JavaScript thread left
+  // in the wrong namespace would make every later socket there, so that is not an error to
+  // recover from.
   if (setns(home, CLONE_NEWNET) != 0) {
     Napi::Error::Fatal("finwait", "setns(2) back to the thread's own network namespace failed");
   }
@@ -81,8 +86,12 @@ Napi::Value NetnsOpen(const Napi::CallbackInfo& info) {
   if (!info[1].IsString()) throw ErrnoError(info.Env(), EINVAL, "open");
   std::string path = info[1].As<Napi::String>().Utf8Value();
   int flags = IntArg(info, 2);
-  // Close-on-exec, as libuv opens every file.
-  int fd = InNetns(info.Env(), ns_fd, "open", [&] { return open(path.c_str(), flags | O_CLOEXEC); });
+  // Nothing is created (open() would take a mode this call does not have), and an open that
+  // would wait (a FIFO without a peer, a device) fails instead of holding the event loop, and the
+  // thread, in the other namespace. Close-on-exec, as libuv opens every file.
+  if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE) throw ErrnoError(info.Env(), EINVAL, "open");
+  int fd = InNetns(info.Env(), ns_fd, "open",
+                   [&] { return open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC); });
   return Napi::Number::New(info.Env(), fd);
 }
 

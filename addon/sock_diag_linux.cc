@@ -44,12 +44,6 @@ struct NetlinkFd {
   }
 };
 
-Napi::RangeError OutOfRange(Napi::Env env, const char* message) {
-  Napi::RangeError error = Napi::RangeError::New(env, message);
-  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
-  return error;
-}
-
 // Optional Uint8Array argument of at most 64 KiB; empty when null/undefined.
 Napi::TypedArrayOf<uint8_t> OptionalBytes(const Napi::CallbackInfo& info, size_t i) {
   if (info[i].IsNull() || info[i].IsUndefined()) return Napi::TypedArrayOf<uint8_t>();
@@ -75,6 +69,21 @@ void SendAll(Napi::Env env, int fd, const void* data, size_t size) {
     int err = errno;
     if (err != EINTR) throw ErrnoError(env, err, "sendto");
   }
+}
+
+void CheckSockDiagSocket(Napi::Env env, int fd) {
+  int domain = 0, protocol = 0;
+  socklen_t len = sizeof(domain);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "getsockopt");
+  }
+  len = sizeof(protocol);
+  if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, err, "getsockopt");
+  }
+  if (domain != AF_NETLINK || protocol != NETLINK_SOCK_DIAG) throw ErrnoError(env, EPROTOTYPE, "sendto");
 }
 
 nlmsghdr RequestHeader(size_t size, uint16_t flags, uint32_t seq) {
@@ -148,8 +157,9 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) {
         done = true;
         break;
       }
-      off += NLMSG_ALIGN(h.nlmsg_len);
-      keep = off < size ? off : size;
+      // The last message of a datagram may lack its padding: never step past the data.
+      off = NLMSG_ALIGN(h.nlmsg_len) < size - off ? off + NLMSG_ALIGN(h.nlmsg_len) : size;
+      keep = off;
     }
     out.insert(out.end(), chunk.get(), chunk.get() + keep);
   }
@@ -171,6 +181,9 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info) {
     throw OutOfRange(env, "buffers too short for the lookups");
   }
   if (count == 0) return env.Undefined();
+  // Anything but a sock_diag netlink socket would get the requests as data (a TCP socket sends
+  // them to its peer, and the reads below would eat what the peer sent).
+  CheckSockDiagSocket(env, nl);
   int32_t* result = status.Data();
   for (size_t i = 0; i < count; i++) result[i] = -EAGAIN;
   // The socket outlives the call: sequence numbers never used on it before say which replies are

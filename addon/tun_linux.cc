@@ -35,6 +35,8 @@ Napi::Value TunSetIff(const Napi::CallbackInfo& info) {
 Napi::Value TunRead(const Napi::CallbackInfo& info) {
   int fd = IntArg(info, 0);
   Napi::TypedArrayOf<uint8_t> buffer = Uint8ArrayArg(info, 1);
+  // A read into nothing would return 0, "no packet", and leave the packet queued.
+  if (buffer.ByteLength() == 0) throw OutOfRange(info.Env(), "argument 1 must not be empty");
   ssize_t n = read(fd, buffer.Data(), buffer.ByteLength());
   if (n < 0) {
     int err = errno;
