@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { once } from 'node:events';
 import { native } from '../binding';
 import { codedError, invalidArgType, outOfRange } from '../errors';
 import { findSocketIn, socketsIn, type SocketEntry, type SocketFilter, type SocketTuple } from '../diag';
@@ -164,7 +163,7 @@ export class Host {
     // Node takes a bound socket's fd as is: createHandle(fd) opens it as a TCP handle, then listen(2).
     server.listen({ fd, backlog });
     try {
-      await once(server, 'listening');
+      await this.#until(server, 'listening');
     } catch (error) {
       server.close();
       throw error;
@@ -213,7 +212,7 @@ export class Host {
     this.#track(socket);
     socket.connect(port, host);
     try {
-      await once(socket, 'connect');
+      await this.#until(socket, 'connect');
     } catch (error) {
       socket.destroy();
       throw error;
@@ -255,6 +254,7 @@ export class Host {
    */
   async nft(rules: string): Promise<void> {
     if (typeof rules !== 'string') throw invalidArgType('rules', 'of type string', rules);
+    this.#ns(); // ERR_FINWAIT_LAB_CLOSED once the lab is closed, like every other method
     await nftIn(this.netns, rules);
   }
 
@@ -295,6 +295,32 @@ export class Host {
   #ns(): number {
     if (this.#closed) throw codedError('ERR_FINWAIT_LAB_CLOSED', `The lab is closed: host ${this.name} can no longer be used`);
     return this.#nsFd;
+  }
+
+  /**
+   * Resolves on `event`; rejects with the `'error'`, or with `ERR_FINWAIT_LAB_CLOSED` if the lab
+   * closed it first (`lab.close()` destroys sockets and closes servers without an error, and a
+   * server closed before it listens never says 'listening').
+   */
+  #until(emitter: net.Socket | net.Server, event: 'connect' | 'listening'): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const settle = (): void => {
+        emitter.off(event, onEvent).off('error', onError).off('close', onClose);
+      };
+      const onEvent = (): void => {
+        settle();
+        resolve();
+      };
+      const onError = (error: Error): void => {
+        settle();
+        reject(error);
+      };
+      const onClose = (): void => {
+        settle();
+        reject(codedError('ERR_FINWAIT_LAB_CLOSED', `The lab closed before host ${this.name} was done (${event === 'connect' ? 'connecting' : 'listening'})`));
+      };
+      emitter.once(event, onEvent).once('error', onError).once('close', onClose);
+    });
   }
 
   #track(socket: net.Socket): void {

@@ -100,16 +100,20 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
       return { nsFd, tunFd };
     };
     const ends = { a: open('a'), b: open('b') };
-    await Promise.all(
-      (['a', 'b'] as const).map((side) =>
-        ipIn(names[side], [
-          'link set lo up',
-          `link set ${WIRE_DEVICE} mtu ${mtu}`,
-          `addr add ${ADDRESSES[side]}/${PREFIX_LENGTH} dev ${WIRE_DEVICE}`,
-          `link set ${WIRE_DEVICE} up`,
-        ]),
-      ),
-    );
+    try {
+      await Promise.all(
+        (['a', 'b'] as const).map((side) =>
+          ipIn(names[side], [
+            'link set lo up',
+            `link set ${WIRE_DEVICE} mtu ${mtu}`,
+            `addr add ${ADDRESSES[side]}/${PREFIX_LENGTH} dev ${WIRE_DEVICE}`,
+            `link set ${WIRE_DEVICE} up`,
+          ]),
+        ),
+      );
+    } catch (error) {
+      throw labUnavailable(`configuring the namespaces failed (${(error as Error).message})`, error);
+    }
     const wire = new Wire({ a: ends.a.tunFd, b: ends.b.tunFd });
     const a = new Host('a', ADDRESSES.a, names.a, ends.a.nsFd);
     const b = new Host('b', ADDRESSES.b, names.b, ends.b.nsFd);

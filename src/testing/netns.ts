@@ -99,7 +99,12 @@ export async function ipIn(name: string, commands: readonly string[]): Promise<v
  */
 export async function nftIn(name: string, rules: string): Promise<void> {
   if (!hasCommand('nft')) throw labUnavailable('the nft command (nftables) is not installed');
-  await run('ip', ['netns', 'exec', name, 'nft', '-f', '-'], rules.endsWith('\n') ? rules : `${rules}\n`);
+  try {
+    await run('ip', ['netns', 'exec', name, 'nft', '-f', '-'], rules.endsWith('\n') ? rules : `${rules}\n`);
+  } catch (error) {
+    // nft's own message (a syntax error, an unknown table) is in it, with a code to tell it apart.
+    throw Object.assign(error as Error, { code: 'ERR_FINWAIT_NFT' });
+  }
 }
 
 function pidAlive(pid: number): boolean {

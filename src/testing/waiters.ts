@@ -53,6 +53,7 @@ export function waitUntil<T>(
   return new Promise<T>((resolve, reject) => {
     if (typeof describe !== 'string') throw invalidArgType('describe', 'of type string', describe);
     if (typeof probe !== 'function') throw invalidArgType('probe', 'of type function', probe);
+    if (lastSeen !== undefined && typeof lastSeen !== 'function') throw invalidArgType('lastSeen', 'of type function', lastSeen);
     const { timeout, signal } = checkOptions(options);
     if (signal?.aborted) throw abortError(signal);
     const deadline = performance.now() + timeout;
@@ -81,8 +82,17 @@ export function waitUntil<T>(
       if (value !== undefined && value !== false) return settle(undefined, value);
       const now = performance.now();
       if (now >= deadline) {
-        const seen = lastSeen?.();
-        const tail = lastSeen ? `; last seen: ${String(seen)}` : '';
+        let seen: unknown;
+        let tail = '';
+        if (lastSeen) {
+          // It runs in a timer: what it throws goes into the message, not out of the process.
+          try {
+            seen = lastSeen();
+            tail = `; last seen: ${String(seen)}`;
+          } catch (error) {
+            tail = `; lastSeen() threw: ${error instanceof Error ? error.message : String(error)}`;
+          }
+        }
         const error: WaitTimeoutError = codedError('ERR_FINWAIT_TIMEOUT', `Timed out after ${timeout} ms waiting for ${describe}${tail}`);
         if (lastSeen) error.lastSeen = seen;
         return settle(error);

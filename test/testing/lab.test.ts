@@ -257,7 +257,10 @@ describe('the lab', () => {
     await lab.a.listen(80);
     const self = await lab.a.connect(80, { host: '127.0.0.1' });
     expect(tcpState(self)).toBe('ESTABLISHED');
-    await expect(lab.b.nft('table inet lab { chain input { nonsense; }; }')).rejects.toThrow(/nonsense|syntax/);
+    await expect(lab.b.nft('table inet lab { chain input { nonsense; }; }')).rejects.toMatchObject({
+      code: 'ERR_FINWAIT_NFT',
+      message: expect.stringMatching(/nonsense|syntax/),
+    });
   });
 
   it('close() leaves no namespace, no TUN device, no fd and no process behind', async (ctx) => {
@@ -302,6 +305,26 @@ describe('the lab', () => {
     expect(() => lab.b.sysctl('net.ipv4.tcp_fin_timeout', 5)).toThrow(closed);
     await expect(lab.a.connect(80)).rejects.toEqual(closed);
     await expect(lab.b.listen(80)).rejects.toEqual(closed);
+    await expect(lab.b.nft('table inet lab { }')).rejects.toEqual(closed);
+  });
+
+  it('a lab closed while a host connects or listens: the promises reject with ERR_FINWAIT_LAB_CLOSED', async (ctx) => {
+    const gate = labGate(labAvailable(), process.env);
+    if (!gate.run) {
+      if (gate.fail) throw new Error(gate.fail);
+      ctx.skip(gate.skip);
+    }
+    const lab = await createLab();
+    await lab.b.listen(80);
+    lab.wire.drop(); // the SYN never arrives: the connect is pending when the lab closes
+    const connecting = lab.a.connect(80).catch((error: unknown) => error);
+    await waitUntil('the SYN on the wire', () => lab.wire.log.length > 0);
+    // Closed in the same turn, before it could say 'listening'.
+    const listening = lab.b.listen(81).catch((error: unknown) => error);
+    await lab.close();
+    const closed = expect.objectContaining({ code: 'ERR_FINWAIT_LAB_CLOSED' });
+    expect(await connecting).toEqual(closed);
+    expect(await listening).toEqual(closed);
   });
 
   it('cleans up what it made when createLab fails half-way', async (ctx) => {
@@ -317,11 +340,12 @@ describe('the lab', () => {
     const script = `
       require(${JSON.stringify(dist)}).createLab().then(
         () => console.log('created'),
-        (e) => console.log(JSON.stringify({ message: e.message, pid: process.pid })));`;
+        (e) => console.log(JSON.stringify({ message: e.message, code: e.code, pid: process.pid })));`;
     try {
       const { stdout } = await pexecFile(process.execPath, ['-e', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
-      const { message, pid } = JSON.parse(stdout) as { message: string; pid: number };
+      const { message, code, pid } = JSON.parse(stdout) as { message: string; code: string; pid: number };
       expect(message).toContain('configuration refused');
+      expect(code).toBe('ERR_FINWAIT_LAB_UNAVAILABLE');
       expect(netnsNames().filter((n) => n.startsWith(`finwait-${pid}-`))).toEqual([]);
     } finally {
       fs.rmSync(bin, { recursive: true, force: true });

@@ -125,4 +125,15 @@ describe('waitUntil', () => {
       throw new Error('probe failed');
     })).rejects.toThrow('probe failed');
   });
+
+  it('a lastSeen() that throws at the deadline still rejects with ERR_FINWAIT_TIMEOUT, naming what it threw', async () => {
+    const lastSeen = (): never => {
+      throw new Error('no state to show');
+    };
+    await expect(waitUntil('never', () => undefined, { timeout: 5 }, lastSeen)).rejects.toMatchObject({
+      code: 'ERR_FINWAIT_TIMEOUT',
+      message: 'Timed out after 5 ms waiting for never; lastSeen() threw: no state to show',
+    });
+    await expect(waitUntil('x', () => 1, {}, 'state' as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+  });
 });
