@@ -318,6 +318,8 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) {
     id.idiag_dport = r->sin6_port;
     memcpy(id.idiag_src, &l->sin6_addr, 16);
     memcpy(id.idiag_dst, &r->sin6_addr, 16);
+    // A link-local connection is bound to its interface: the lookup finds it only with it.
+    id.idiag_if = l->sin6_scope_id;
   }
   id.idiag_cookie[0] = static_cast<uint32_t>(cookie);
   id.idiag_cookie[1] = static_cast<uint32_t>(cookie >> 32);

@@ -127,6 +127,18 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
       if (states.at(-1)?.state !== state) states.push({ state, at: since() });
     };
     const currentFd = (): number => handleFd(socket);
+    /**
+     * The connection in sock_diag after Node closed its fd: its orphan, `undefined` once gone, or
+     * `null` when the lookup failed (it runs in event handlers, where a throw would crash).
+     */
+    const lookUp = (): ReturnType<typeof findSocket> | null => {
+      if (!tuple) return null;
+      try {
+        return findSocket(tuple);
+      } catch {
+        return null;
+      }
+    };
     const kernelQueued = (fd: number): number => {
       try {
         const q = queues(fd);
@@ -178,13 +190,13 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     const closeNow = (reason: CloseReason, fd: number): void => {
       const unackedAtClose = kernelQueued(fd);
       socket.destroy();
-      if (reason === 'all-acknowledged' && tuple) {
+      if (reason === 'all-acknowledged') {
         // From FIN_WAIT2 with nothing unread, close() leaves an orphan; a socket gone at once
         // means data arrived in between and the kernel answered with RST. (After the peer's FIN
         // nothing can arrive, so that path needs no look.)
-        const orphan = findSocket(tuple);
-        see(orphan?.state ?? 'CLOSED');
-        if (!orphan) return finish('reset-sent', 'data-at-close', { unackedAtClose });
+        const orphan = lookUp();
+        if (orphan !== null) see(orphan?.state ?? 'CLOSED');
+        if (orphan === undefined) return finish('reset-sent', 'data-at-close', { unackedAtClose });
       }
       finish('graceful', reason, { unackedAtClose });
     };
@@ -254,8 +266,8 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     function onClose(): void {
       if (settled) return;
       // Node closed the fd itself: after both FINs (allowHalfOpen: false), or destroyed by someone.
-      const orphan = tuple ? findSocket(tuple) : undefined;
-      see(orphan?.state ?? 'CLOSED');
+      const orphan = tuple ? lookUp() : undefined; // no 4-tuple: it never connected
+      if (orphan !== null) see(orphan?.state ?? 'CLOSED');
       if (socket.errored) return onError(socket.errored as NodeJS.ErrnoException);
       if (socket.readableEnded && finSentAt !== undefined) return finish('graceful', 'peer-fin');
       finish('reset-sent', 'closed-elsewhere');

@@ -165,7 +165,7 @@ export function socketsIn(nsFd: number | null, filter: SocketFilter = {}): Socke
  * The socket of one connection by its 4-tuple, in any state (TIME_WAIT and orphans included),
  * or `undefined` once the kernel has forgotten it: one lookup in the kernel's hash table, not a
  * dump. Accepts a `SocketEntry`; a `net.Socket`'s `localAddress`/`localPort`,
- * `remoteAddress`/`remotePort` make a tuple. IPv6 zone ids (`%eth0`) are not supported. With
+ * `remoteAddress`/`remotePort` make a tuple, link-local ones with their zone id (`%eth0`). With
  * `tuple.cookie`, only that socket: a later connection on the same 4-tuple is `undefined`.
  */
 export function findSocket(tuple: SocketTuple): SocketEntry | undefined {
@@ -215,6 +215,20 @@ export function findSocketIn(nsFd: number | null, tuple: SocketTuple): SocketEnt
 }
 
 /**
+ * The interface index of an IPv6 address's zone id (`fe80::1%eth0`, `fe80::1%2`, as Node writes
+ * link-local peers): 0 without a zone, `undefined` for a name that is no interface of this
+ * network namespace with an IPv6 link-local address. A link-local connection is bound to its
+ * interface, and the kernel finds it only with that index (`idiag_if`).
+ */
+function zoneIndex(address: string): number | undefined {
+  const at = address.indexOf('%');
+  if (at < 0) return 0;
+  const zone = address.slice(at + 1);
+  if (/^\d+$/.test(zone)) return Number(zone);
+  return os.networkInterfaces()[zone]?.find((a) => a.family === 'IPv6' && a.scopeid)?.scopeid;
+}
+
+/**
  * @internal The `sockDiagFind` record of a valid `tuple` (IPv6 when `v6`, IPv4 addresses then
  * written as `::ffff:a.b.c.d`; by default as its addresses say), asking for its cookie if given.
  */
@@ -225,8 +239,11 @@ export function recordOf(tuple: SocketTuple, v6 = net.isIPv6(tuple.local.address
   record[0] = v6 ? AF_INET6 : AF_INET;
   view.setUint16(4, local.port);
   view.setUint16(6, remote.port);
-  packAddress(local.address, record, 8, v6, 'tuple.local.address');
-  packAddress(remote.address, record, 24, v6, 'tuple.remote.address');
+  packAddress(local.address.split('%')[0]!, record, 8, v6, 'tuple.local.address');
+  packAddress(remote.address.split('%')[0]!, record, 24, v6, 'tuple.remote.address');
+  // idiag_if: a link-local connection's interface (the zone of either address, as the kernel
+  // gives both ends the same); an unknown zone name asks for any, and finds only unbound ones.
+  view.setUint32(40, zoneIndex(local.address) || zoneIndex(remote.address) || 0, LE);
   // idiag_cookie, low u32 first; INET_DIAG_NOCOOKIE (all ones) asks for any incarnation.
   view.setUint32(44, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(8), 16), LE);
   view.setUint32(48, cookie === undefined ? 0xffffffff : Number.parseInt(cookie.slice(0, 8), 16), LE);
@@ -307,8 +324,11 @@ function checkFamily(family: unknown, name: string): 4 | 6 | undefined {
 function checkAddress(value: unknown, name: string): SocketAddress {
   if (typeof value !== 'object' || value === null) throw invalidArgType(name, 'an object', value);
   const { address, port } = value as Partial<SocketAddress>;
-  if (typeof address !== 'string' || net.isIP(address) === 0 || address.includes('%')) {
-    throw invalidArgType(`${name}.address`, 'an IPv4 or IPv6 address without a zone id', address);
+  if (typeof address !== 'string' || net.isIP(address) === 0) {
+    throw invalidArgType(`${name}.address`, 'an IPv4 or IPv6 address', address);
+  }
+  if (zoneIndex(address) === undefined) {
+    throw invalidArgType(`${name}.address`, 'an address whose zone id is an interface of this host (index or name)', address);
   }
   if (port === undefined) throw invalidArgType(`${name}.port`, 'an integer', port);
   return { address, port: checkPort(port, `${name}.port`) as number };

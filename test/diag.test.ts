@@ -3,10 +3,12 @@ import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { DIAG_MSG_LEN, findSocket, ID_RECORD, recordOf, sameTuple, sockets, type SocketEntry, type SocketFilter, type SocketTuple } from '../src/diag';
 import { native } from '../src/binding';
 import { shutdown, tcpState } from '../src/ops';
 import { pair, waitFor, type Pair } from './helpers';
+import { itNeedsLab } from './testing/helpers';
 
 let p: Pair | undefined;
 afterEach(async () => {
@@ -328,7 +330,10 @@ describe('findSocket()', () => {
     expect(bad(null)).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad({ ...ok, local: undefined })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad({ ...ok, local: { address: 'localhost', port: 1 } })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+    // A zone id must name an interface with an IPv6 link-local address (lo has none here); an index is taken as is.
     expect(bad({ ...ok, local: { address: 'fe80::1%lo', port: 1 } })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+    expect(bad({ ...ok, local: { address: 'fe80::1%no-such-if', port: 1 } })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+    expect(bad({ local: { address: 'fe80::1%1', port: 1 }, remote: { address: 'fe80::2%1', port: 2 } })).toBe('no error');
     expect(bad({ ...ok, local: { address: '::1', port: 1 }, family: 4 })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad({ ...ok, remote: { address: '127.0.0.1' } })).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
     expect(bad({ ...ok, remote: { address: '127.0.0.1', port: 65536 } })).toEqual(['RangeError', 'ERR_OUT_OF_RANGE']);
@@ -374,5 +379,43 @@ describe('sockets() filter validation', () => {
     expect(code(undefined)).toBe('no error');
     expect(code({})).toBe('no error');
     expect(code({ port: undefined, other: undefined })).toBe('no error');
+  });
+});
+
+describe('link-local IPv6 (zone ids, as Node writes them: fe80::1%lo)', () => {
+  itNeedsLab('findSocket, gracefulClose and watch() follow a link-local connection (its interface is part of the lookup)', async () => {
+    // In a network namespace of its own (unshare -n), with fe80::1 on its lo: a connection bound
+    // to an interface is found by sock_diag only with that interface's index.
+    const dist = path.join(__dirname, '..', 'dist', 'index.js');
+    const script = `
+      const net = require('node:net');
+      const { execFileSync } = require('node:child_process');
+      const f = require(${JSON.stringify(dist)});
+      execFileSync('ip', ['link', 'set', 'lo', 'up']);
+      execFileSync('ip', ['addr', 'add', 'fe80::1/64', 'dev', 'lo']);
+      const server = net.createServer({ allowHalfOpen: true }).listen(0, '::', () => {
+        const c = net.connect({ host: 'fe80::1%lo', port: server.address().port });
+        c.on('connect', async () => {
+          const life = f.watch(c);
+          const tuple = { local: { address: c.localAddress, port: c.localPort }, remote: { address: c.remoteAddress, port: c.remotePort } };
+          const found = f.findSocket(tuple)?.state;
+          const report = await f.gracefulClose(c, { timeout: 2000 });
+          await life.until('TIME_WAIT', { timeout: 2000 });
+          const orphan = f.findSocket(tuple)?.state;
+          console.log(JSON.stringify({ local: tuple.local.address, found, outcome: report.outcome, orphan,
+            timeWait: life.history.find((h) => h.state === 'TIME_WAIT')?.source }));
+          server.close();
+          process.exit(0);
+        });
+      });
+      server.on('connection', (s) => s.on('end', () => s.end()));`;
+    const out = execFileSync('unshare', ['-n', process.execPath, '-e', script], { encoding: 'utf8', timeout: 10_000 });
+    expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual({
+      local: 'fe80::1%lo',
+      found: 'ESTABLISHED',
+      outcome: 'graceful',
+      orphan: 'TIME_WAIT',
+      timeWait: 'diag',
+    });
   });
 });
