@@ -59,6 +59,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     }
     const fd = fdOf(socket);
     constants(); // an unsupported platform throws ENOTSUP before anything is sent
+    tcpState(fd); // and anything but a TCP socket (a Unix one) before its end() is called
     if (signal?.aborted) throw abortError(signal);
     const tuple = socketTuple(socket);
 

@@ -112,6 +112,8 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     const { timeout, maxDiscard, signal } = validate(options);
     fdOf(socket);
     constants(); // ENOTSUP before anything is sent on a platform without a back-end
+    // Before anything is armed or sent: anything but a TCP socket (a Unix one) throws here.
+    const firstState = tcpState(socket);
     const started = performance.now();
     const tuple = socketTuple(socket);
     const states: CloseReport['states'] = [];
@@ -285,15 +287,14 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     }
 
     if (signal?.aborted) throw abortError(signal);
+    see(firstState);
     const deadline = setTimeout(() => abortive('deadline'), timeout);
     if (timeout === 0) {
       // No time at all (closeServer past its deadline): reset now, without a FIN first.
-      see(tcpState(socket));
       return abortive('deadline');
     }
     signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
-    see(tcpState(socket));
     if (socket.writableFinished) finSentAt = 0;
     socket.resume();
     ensureReading(socket);

@@ -123,6 +123,19 @@ describe('sockets that are not TCP keep the kernel own error code', () => {
     expect(() => finwait.tcpInfo(unixClient)).toThrow(code('ENOTSUP'));
   });
 
+  it('gracefulClose() and closeWrite() refuse a Unix socket before touching it: no timer, listener, end() or reset', async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const listeners = ['data', 'end', 'finish', 'close', 'error'].map((e) => unixClient.listenerCount(e));
+    await expect(finwait.gracefulClose(unixClient, { timeout: 1500 })).rejects.toMatchObject({ code: 'ENOTSUP' });
+    await expect(finwait.gracefulClose(unixClient, { timeout: 0 })).rejects.toMatchObject({ code: 'ENOTSUP' });
+    await expect(finwait.closeWrite(unixClient)).rejects.toMatchObject({ code: 'ENOTSUP' });
+    expect(timers()).toBe(before);
+    expect(['data', 'end', 'finish', 'close', 'error'].map((e) => unixClient.listenerCount(e))).toEqual(listeners);
+    expect(unixClient.writableEnded).toBe(false);
+    expect(unixClient.destroyed).toBe(false);
+  });
+
   it('the dgram socket object itself is refused by type', () => {
     expect(() => finwait.tcpState(udp as never)).toThrow(code('ERR_INVALID_ARG_TYPE'));
   });
