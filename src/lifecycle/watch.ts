@@ -35,13 +35,14 @@ import {
   socketTuple,
   type SocketTimer,
 } from '../diag';
-import { codedError, invalidArgType } from '../errors';
+import { codedError, invalidArgType, outOfRange } from '../errors';
 import { assertSocket, handleFd } from '../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
 import { stateName, type TcpState } from '../states';
 import { stateOrThrow } from '../tcp-info';
 import {
   createModel,
+  LIFECYCLE_STATES,
   observe,
   outcomeOf,
   roleOf,
@@ -192,6 +193,13 @@ let homeNl = -1;
 /** This thread's network namespace's cookie (SO_NETNS_COOKIE) as `sockDiagId` writes it, read on first use. */
 let homeNetns: Uint8Array | undefined;
 
+/** The largest delay setTimeout() takes (ms). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function notReached(state: LifecycleState): Error {
+  return codedError('ERR_FINWAIT_STATE_NOT_REACHED', `The connection ended without passing through ${state}`);
+}
+
 /** Follows a connection through its close lifecycle. */
 export class Lifecycle extends EventEmitter {
   #model: CloseModel = createModel();
@@ -248,13 +256,24 @@ export class Lifecycle extends EventEmitter {
    * if the connection ends without passing through it.
    */
   until(state: LifecycleState, options: UntilOptions = {}): Promise<HistoryEntry> {
+    if (typeof state !== 'string') return Promise.reject(invalidArgType('state', 'a TCP state name or CLOSED', state));
+    if (!LIFECYCLE_STATES.includes(state)) {
+      return Promise.reject(outOfRange('state', `one of ${LIFECYCLE_STATES.join(', ')}`, state));
+    }
+    if (options === null || typeof options !== 'object') return Promise.reject(invalidArgType('options', 'of type object', options));
     const { timeout } = options;
-    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0))) {
-      return Promise.reject(invalidArgType('options.timeout', 'a non-negative number', timeout));
+    if (timeout !== undefined && (typeof timeout !== 'number' || Number.isNaN(timeout))) {
+      return Promise.reject(invalidArgType('options.timeout', 'a number', timeout));
+    }
+    // setTimeout's own limit: beyond it Node fires after 1 ms.
+    if (timeout !== undefined && !(timeout >= 0 && timeout <= MAX_TIMEOUT_MS)) {
+      return Promise.reject(outOfRange('options.timeout', `>= 0 and <= ${MAX_TIMEOUT_MS}`, timeout));
     }
     const seen = (): HistoryEntry | undefined => this.history.find((h) => h.state === state);
     const already = seen();
     if (already) return Promise.resolve(already);
+    // The lifecycle ended without it: no transition can come any more.
+    if (this.#ended) return Promise.reject(notReached(state));
     return new Promise((resolve, reject) => {
       let deadline: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
@@ -271,7 +290,7 @@ export class Lifecycle extends EventEmitter {
       };
       const onEnd = (): void => {
         cleanup();
-        reject(codedError('ERR_FINWAIT_STATE_NOT_REACHED', `The connection ended without passing through ${state}`));
+        reject(notReached(state));
       };
       this.on('transition', onTransition).on('end', onEnd);
       if (timeout !== undefined) {

@@ -322,6 +322,21 @@ describe('watch', () => {
     reset(p.client);
     await expect(never).rejects.toMatchObject({ code: 'ERR_FINWAIT_STATE_NOT_REACHED' });
     await expect(lc.until('ESTABLISHED')).resolves.toMatchObject({ state: 'ESTABLISHED' });
+    // Asked after the end: at once, not never.
+    await lc.done;
+    await expect(lc.until('TIME_WAIT')).rejects.toMatchObject({ code: 'ERR_FINWAIT_STATE_NOT_REACHED' });
+  });
+
+  it('until() refuses what it could never settle on: a misspelt state, a timeout setTimeout cannot take', async () => {
+    p = await pair();
+    const lc = watch(p.client);
+    await expect(lc.until('TIME-WAIT' as never)).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(lc.until(5 as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    await expect(lc.until('FIN_WAIT2', null as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    await expect(lc.until('FIN_WAIT2', { timeout: NaN })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    for (const timeout of [-1, Infinity, 2 ** 31]) {
+      await expect(lc.until('FIN_WAIT2', { timeout })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    }
   });
 
   it('refuses what it cannot watch, with codes', async () => {
