@@ -199,10 +199,14 @@ export class Wire extends EventEmitter {
     const accept = checkPredicate(predicate);
     const released = this.#held.filter((h) => accept(h.segment));
     this.#held = this.#held.filter((h) => !released.includes(h));
+    let thrown: unknown;
     for (const { segment, packet } of released) {
-      this.#record(segment, 'release');
+      const listenerError = this.#record(segment, 'release');
+      thrown ??= listenerError;
       this.#write(segment.from === 'a' ? 'b' : 'a', packet, packet.length);
     }
+    // Every released segment is written first: a 'segment' listener's error loses none of them.
+    if (thrown !== undefined) throw thrown;
     return released.length;
   }
 
@@ -242,15 +246,28 @@ export class Wire extends EventEmitter {
         continue;
       }
       const segment = this.#relative(parsed, from);
-      const rule = this.#rules.find((r) => r.predicate(segment));
+      // What a predicate or a 'segment' listener throws is reported ('error') once the segment
+      // has gone where it was going: the packet is out of the TUN device, and is never lost for
+      // it. A predicate that throws does not match (the segment passes, if no other rule takes it).
+      let thrown: unknown;
+      const rule = this.#rules.find((r) => {
+        try {
+          return r.predicate(segment);
+        } catch (error) {
+          thrown ??= error;
+          return false;
+        }
+      });
       const verdict = rule?.verdict ?? 'pass';
-      this.#record(segment, verdict, rule?.ms);
+      const listenerError = this.#record(segment, verdict, rule?.ms);
+      thrown ??= listenerError;
       if (verdict === 'pass') {
         // Behind the segments of this direction still delayed, if any: no overtaking.
         if (this.#queued(from)) this.#enqueue(from, 0, this.#buffer.slice(0, length));
         else this.#write(to, this.#buffer, length);
       } else if (verdict === 'hold') this.#held.push({ segment, packet: this.#buffer.slice(0, length) });
       else if (verdict === 'delay') this.#enqueue(from, rule!.ms!, this.#buffer.slice(0, length));
+      if (thrown !== undefined) return this.#fail(thrown instanceof Error ? thrown : new Error(String(thrown)));
     }
   }
 
@@ -311,11 +328,17 @@ export class Wire extends EventEmitter {
     };
   }
 
-  #record(segment: WireSegment, verdict: Verdict, delayMs?: number): void {
+  /** Logs a segment and tells the 'segment' listeners; returns what one of them threw, for the caller to report after the segment is on its way. */
+  #record(segment: WireSegment, verdict: Verdict, delayMs?: number): unknown {
     const entry: LogEntry = { ...segment, at: performance.now() - this.#start, verdict };
     if (verdict === 'delay') entry.delayMs = delayMs;
     this.#log.push(entry);
-    this.emit('segment', entry);
+    try {
+      this.emit('segment', entry);
+    } catch (error) {
+      return error;
+    }
+    return undefined;
   }
 
   #write(to: Side, packet: Uint8Array, length: number): void {

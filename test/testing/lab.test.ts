@@ -216,6 +216,37 @@ describe('the lab', () => {
     expect(() => lab.a.findSocket({ local: tw.local } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
   });
 
+  itLab('a predicate or a \'segment\' listener that throws: reported as \'error\', and the segment still goes through', async (lab) => {
+    const errors: string[] = [];
+    lab.wire.on('error', (error: Error) => errors.push(error.message));
+    const server = await lab.b.listen(80);
+    const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+    const a = await lab.a.connect(80);
+    const [b] = await accepted;
+    const isData = (e: { len: number; flags: string[] }): boolean => e.len > 0 && !e.flags.includes('SYN') && !e.flags.includes('FIN');
+    let thrownOnce = false;
+    lab.wire.on('segment', (e: LogEntry) => {
+      if (isData(e) && e.from === 'a' && !thrownOnce) {
+        thrownOnce = true;
+        throw new Error('listener failed');
+      }
+    });
+    lab.wire.hold((segment) => {
+      if (isData(segment) && segment.from === 'b') throw new Error('predicate failed');
+      return false;
+    });
+    const got = { a: '', b: '' };
+    a.on('data', (chunk: Buffer) => (got.a += chunk.toString()));
+    b.on('data', (chunk: Buffer) => (got.b += chunk.toString()));
+    a.write('ping');
+    await waitUntil('b has the data', () => got.b === 'ping');
+    b.write('pong');
+    await waitUntil('a has the data', () => got.a === 'pong');
+    expect(errors).toEqual(['listener failed', 'predicate failed']);
+    // Each data segment crossed once: none waited for a retransmission.
+    expect(lab.wire.log.filter((e) => isData(e)).map((e) => `${e.from} ${e.verdict}`)).toEqual(['a pass', 'b pass']);
+  });
+
   itLab('connect: localPort binds that port; reuseAddress sets SO_REUSEADDR before the bind', async (lab) => {
     await lab.b.listen(80);
     await lab.b.listen(81);
