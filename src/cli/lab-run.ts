@@ -119,7 +119,8 @@ export class LabRun {
   /** When the wire last logged a segment (ms, `performance.now()`). */
   #lastSegment = -Infinity;
   #timer: NodeJS.Timeout | undefined;
-  #wireError: Error | undefined;
+  /** The first failure of the wire or of a look: the next wait() rejects with it. */
+  #failure: Error | undefined;
 
   /** Creates a lab and connects its hosts; rejects with `ERR_FINWAIT_LAB_UNAVAILABLE` if the lab cannot run here. */
   static async open(options: LabRunOptions = {}): Promise<LabRun> {
@@ -151,7 +152,7 @@ export class LabRun {
       }
     });
     lab.wire.on('error', (error: Error) => {
-      this.#wireError ??= error;
+      this.#failure ??= error;
     });
     const serverSide: Side = options.listener ?? 'b';
     const clientSide: Side = serverSide === 'a' ? 'b' : 'a';
@@ -175,7 +176,17 @@ export class LabRun {
       });
       this.#tuples[side] = connectedTuple(socket);
     }
-    this.#timer = setInterval(() => this.tick(), 1);
+    this.#timer = setInterval(() => {
+      // A failed look (sock_diag, say EMFILE) must not escape the timer: the process would die
+      // with the lab's namespaces left behind. It fails the run's next wait instead, and
+      // withLab() closes the lab.
+      try {
+        this.tick();
+      } catch (error) {
+        this.#failure ??= error as Error;
+        clearInterval(this.#timer);
+      }
+    }, 1);
   }
 
   act(side: Side, text: string): void {
@@ -271,10 +282,10 @@ export class LabRun {
     return this.history(side).some((h) => h.state === state && h.source !== 'inferred');
   }
 
-  /** Resolves when `probe` holds, looking every ms; rejects if the wire failed or after the deadline. */
+  /** Resolves when `probe` holds, looking every ms; rejects if the wire or a look failed, or after the deadline. */
   async wait(what: string, probe: () => boolean, ms = DEADLINE): Promise<void> {
     await poll(what, () => {
-      if (this.#wireError) throw this.#wireError;
+      if (this.#failure) throw this.#failure;
       return probe();
     }, ms);
   }

@@ -281,4 +281,31 @@ describe.concurrent('finwait demo in the lab', () => {
       fs.rmSync(file, { force: true });
     }
   });
+
+  itLab('a sock_diag look that fails mid-run (EMFILE): exit 1 with the error, and the lab\'s namespaces are deleted', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-demo-fail-'));
+    const preload = path.join(dir, 'fail.cjs');
+    const pidFile = path.join(dir, 'pid');
+    // The CLI's own host.findSocket(), failing from its second call on (the first look after a segment).
+    fs.writeFileSync(
+      preload,
+      `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
+       const { Host } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'testing', 'host.js'))});
+       const real = Host.prototype.findSocket;
+       let calls = 0;
+       Host.prototype.findSocket = function (tuple) {
+         if (++calls > 1) throw Object.assign(new Error('socket EMFILE'), { code: 'EMFILE', syscall: 'socket' });
+         return real.call(this, tuple);
+       };`,
+    );
+    try {
+      const { code, stderr } = await finwait(['demo', 'time-wait'], { NODE_OPTIONS: `--require ${preload}` });
+      expect(code).toBe(1);
+      expect(stderr).toBe('finwait: EMFILE: socket EMFILE\n');
+      const pid = fs.readFileSync(pidFile, 'utf8');
+      expect(fs.readdirSync('/run/netns').filter((n) => n.startsWith(`finwait-${pid}-`))).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
