@@ -144,6 +144,8 @@ interface Watched {
   step: number;
   /** Its handle's shutdown and close are hooked. */
   hooked: boolean;
+  /** finwait's `shutdown()` sent this end's FIN (at once: no Node event says so). */
+  rawFin: boolean;
   /** What sock_diag last showed after Node closed the fd, and when (ms). */
   lastDiag?: DiagSighting;
   /** The lifecycle ended: nothing more is looked at. */
@@ -169,6 +171,8 @@ const NOT_CLOSING: ReadonlySet<LifecycleState> = new Set(['SYN_SENT', 'SYN_RECV'
 const FIN_SENT: ReadonlySet<LifecycleState> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK']);
 /** States with this end's FIN sent from which TIME_WAIT can follow: the connection must be named by now. */
 const BEFORE_TIME_WAIT: ReadonlySet<LifecycleState> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING']);
+/** States from which a close with SO_LINGER {1, 0} always sends an RST (tcp_need_reset()). */
+const RESET_FROM: ReadonlySet<LifecycleState> = new Set(['ESTABLISHED', 'CLOSE_WAIT', 'FIN_WAIT1', 'FIN_WAIT2', 'SYN_RECV']);
 /** States in which closing the fd can send an RST (unread data, SO_LINGER {1, 0}). */
 const UNSYNCHRONIZED: ReadonlySet<LifecycleState> = new Set(['CLOSE', 'LISTEN', 'SYN_SENT', 'TIME_WAIT']);
 
@@ -700,6 +704,12 @@ function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | 
   const { lifecycle } = w;
   if (!seen) {
     if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
+    // FIN_WAIT1, CLOSING and FIN_WAIT2 end in a TIME_WAIT that sock_diag shows for 60 s, or by
+    // FIN_WAIT2's timer: an orphan gone from them otherwise was reset (sock_diag cannot tell the
+    // peer's RST from the kernel's own abort of an orphan; the peer's is by far the commoner).
+    else if (BEFORE_TIME_WAIT.has(w.lastDiag?.state ?? (lifecycle.model().settled as LifecycleState))) {
+      lifecycle.observe({ event: 'rst-received', source: 'diag', at });
+    }
     if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
     return;
   }
@@ -828,6 +838,7 @@ function onEnd(this: net.Socket): void {
     // CLOSE after our FIN went out is TIME_WAIT; before it, only an RST ends a connection here.
     const finSent =
       this.writableFinished ||
+      w.rawFin ||
       FIN_SENT.has(lifecycle.model().settled as LifecycleState);
     if (state === 'CLOSE' && !finSent) lifecycle.observe({ event: 'rst-received', source: 'event', at });
     observeFd(w, state, at);
@@ -960,13 +971,34 @@ diagnosticsChannel.subscribe(FIN_CHANNEL, (message) => {
   } catch (error) {
     debug('shutdown: %s', (error as Error).message);
   }
+  // shutdown(2) follows at once: a CLOSE read at the peer's 'end' is then TIME_WAIT, not an RST.
+  w.rawFin = true;
   closing(w);
 });
 
-/** Follows the socket's resets done through `reset()`. */
+/**
+ * Follows the socket's resets done through `reset()` (SO_LINGER {1, 0}, then close): the kernel
+ * sends an RST only from ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, FIN_WAIT2 and SYN_RECV, or from
+ * LAST_ACK and CLOSING with bytes still unsent (tcp_disconnect()); an fd that reads CLOSE (TIME_WAIT
+ * began, which goes on) or SYN_SENT sends none.
+ */
 diagnosticsChannel.subscribe(RESET_CHANNEL, (message) => {
-  const w = ((message as { socket: net.Socket }).socket as WithWatcher)[kWatched];
-  w?.lifecycle.observe({ event: 'rst-sent', source: 'event', at: now() });
+  const socket = (message as { socket: net.Socket }).socket;
+  const w = (socket as WithWatcher)[kWatched];
+  if (!w || w.ended) return;
+  const at = now();
+  const fd = handleFd(socket);
+  let sendsRst = true;
+  if (fd >= 0) {
+    try {
+      const state = readState(fd);
+      observeFd(w, state, at);
+      sendsRst = RESET_FROM.has(state) || ((state === 'LAST_ACK' || state === 'CLOSING') && native().ioctlInt(fd, constants().SIOCOUTQNSD) > 0);
+    } catch (error) {
+      debug('reset: %s', (error as Error).message);
+    }
+  }
+  if (sendsRst) w.lifecycle.observe({ event: 'rst-sent', source: 'event', at });
 });
 
 /**
@@ -1001,6 +1033,7 @@ export function watch(socket: net.Socket): Lifecycle {
     slot: -1,
     step: FAST_MS,
     hooked: false,
+    rawFin: false,
     ended: false,
   };
   const lifecycle = (w.lifecycle = new Lifecycle(w));

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { closeWrite, findSocket, reset, setLinger2, shutdown, watch } from '../../src/index';
+import { closeWrite, findSocket, reset, setLinger2, shutdown, tcpState, watch } from '../../src/index';
 import { socketTuple } from '../../src/diag';
 import { STATE_CHANNEL, watcherOf, type Transition } from '../../src/lifecycle/watch';
 import { pair, readAll, waitFor, type Pair } from '../helpers';
@@ -122,6 +122,58 @@ describe('watch', () => {
     p.server.destroy();
     expect(await closer.done).toMatchObject({ outcome: 'reset-sent' });
     expect(await peer.done).toMatchObject({ outcome: 'reset-received' });
+  });
+
+  it('reset() once TIME_WAIT began (the fd reads CLOSE) sends nothing: no reset recorded, the TIME_WAIT followed', async () => {
+    p = await pair({ client: { allowHalfOpen: true }, server: { allowHalfOpen: true } });
+    const lc = watch(p.client);
+    const tuple = socketTuple(p.client)!;
+    p.client.resume();
+    p.server.resume();
+    shutdown(p.client, 'write');
+    await waitFor('CLOSE_WAIT at the server', () => (tcpState(p!.server) === 'CLOSE_WAIT' ? true : undefined));
+    shutdown(p.server, 'write');
+    await waitFor('the client fd in CLOSE', () => (tcpState(p!.client) === 'CLOSE' ? true : undefined));
+    reset(p.client);
+    expect((await lc.until('TIME_WAIT', { timeout: 5000 })).source).toBe('diag');
+    expect(findSocket(tuple)).toMatchObject({ state: 'TIME_WAIT' });
+    expect(lc.history.map((h) => h.event)).not.toContain('rst-sent');
+    expect(lc.state).toBe('TIME_WAIT');
+  });
+
+  it("a FIN sent with finwait's shutdown() and answered at once is not taken for an RST (20 connections)", async () => {
+    const wrong: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const q = await pair();
+      try {
+        const lc = watch(q.client);
+        q.client.resume();
+        shutdown(q.client, 'write'); // the server's Node answers 'end' with its own FIN at once
+        await lc.until('TIME_WAIT', { timeout: 5000 });
+        if (lc.history.some((h) => h.event === 'rst-received')) wrong.push(lc.history.map((h) => `${h.state}/${h.event}`).join(' '));
+      } finally {
+        await q.close();
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('an orphan in FIN_WAIT1 that the peer resets is reset-received, not a TIME_WAIT inferred', async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    p.client.on('error', () => {});
+    // More than the paused peer's window takes: our FIN waits behind unsent bytes in FIN_WAIT1.
+    p.client.write(Buffer.alloc(8 * 1024 * 1024));
+    p.client.end();
+    await waitFor('bytes unsent in the kernel', () => (tcpState(p!.client) === 'ESTABLISHED' && p!.server.readableLength === 0 ? true : undefined));
+    const tuple = socketTuple(p.client)!;
+    p.client.destroy();
+    await lc.until('FIN_WAIT1', { timeout: 5000 });
+    await waitFor('the orphan in FIN_WAIT1', () => (findSocket(tuple)?.state === 'FIN_WAIT1' && findSocket(tuple)?.inode === 0 ? true : undefined));
+    p.server.destroy(); // unread bytes: the server's kernel answers with RST
+    const result = await lc.done;
+    expect(result).toMatchObject({ outcome: 'reset-received' });
+    expect(states(lc)).not.toContain('TIME_WAIT');
   });
 
   it('an orphaned FIN_WAIT2 whose TCP_LINGER2 runs out: timed-out, no TIME_WAIT inferred', async () => {
