@@ -2,6 +2,7 @@
  * `closeWrite()`: half-close through Node, resolved by what the kernel shows, not by a timer.
  */
 import type net from 'node:net';
+import os from 'node:os';
 import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, socketClosed } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
@@ -46,7 +47,9 @@ function finProgress(state: TcpState): 'acked' | 'pending' | 'closed' {
  * the error is taken from the kernel's `SO_ERROR`, so Node does not report it again), with
  * `ERR_SOCKET_CLOSED` if the socket is destroyed first, and with an `AbortError` on `signal`.
  * When Node closes the fd meanwhile (it does once both directions ended), the connection is
- * followed through sock_diag by its 4-tuple; its disappearance from the kernel counts as acknowledged.
+ * followed through sock_diag by its 4-tuple; its disappearance from the kernel counts as acknowledged
+ * after LAST_ACK, and as a reset (`ECONNRESET`) from FIN_WAIT1 or CLOSING, which would have gone on
+ * to FIN_WAIT2 or TIME_WAIT.
  * @see shutdown(2)
  */
 export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}): Promise<void> {
@@ -66,6 +69,8 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     let timer: NodeJS.Timeout | undefined;
     let delay = FIRST_POLL_MS;
     let settled = false;
+    /** The state last read on the fd or in sock_diag. */
+    let last: TcpState | undefined;
 
     const settle = (error?: Error): void => {
       if (settled) return;
@@ -81,6 +86,14 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     const checkOrphan = (): void => {
       if (!tuple) return settle(socketClosed('it was closed before its FIN was seen acknowledged'));
       const entry = findSocket(tuple);
+      if (entry === undefined && (last === 'FIN_WAIT1' || last === 'CLOSING')) {
+        // Gone without FIN_WAIT2 or TIME_WAIT (which sock_diag would show for 60 s): reset, by
+        // the peer or by reset() here, before our FIN was acknowledged.
+        return settle(Object.assign(errnoError(-os.constants.errno.ECONNRESET, 'read'), {
+          message: `read ECONNRESET: the connection was reset in ${last}, before our FIN was acknowledged`,
+        }));
+      }
+      if (entry !== undefined) last = entry.state;
       if (entry === undefined || finProgress(entry.state) !== 'pending') settle();
     };
 
@@ -89,7 +102,8 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
       if (socket.errored) return settle(socket.errored);
       if (!socket.writableFinished) return; // 'finish' comes once shutdown(2) was called.
       if (handleFd(socket) !== fd) return checkOrphan();
-      const progress = finProgress(tcpState(fd));
+      last = tcpState(fd);
+      const progress = finProgress(last);
       if (progress === 'acked') return settle();
       if (progress === 'closed') {
         const err = takeSocketError(fd);

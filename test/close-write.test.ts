@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
-import { closeWrite, queues, reset, tcpState } from '../src/index';
+import { closeWrite, findSocket, queues, reset, tcpState } from '../src/index';
 import { pair, readAll, waitFor, type Pair } from './helpers';
 
 let p: Pair | undefined;
@@ -60,6 +60,31 @@ describe('closeWrite', () => {
     await waitFor('FIN_WAIT1', () => (tcpState(p!.client) === 'FIN_WAIT1' ? true : undefined));
     reset(p.server);
     await expect(closing).rejects.toMatchObject({ code: 'ECONNRESET' });
+  });
+
+  it.each(['reset() here', 'the peer, after Node closed our fd'])('rejects with ECONNRESET when the reset comes from %s while our FIN waits (FIN_WAIT1)', async (by) => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    p.client.on('error', () => {});
+    const chunk = Buffer.alloc(64 * 1024);
+    await waitFor('unsent bytes in the kernel, none in Node', () => {
+      if (p!.client.writableLength === 0) {
+        if (queues(p!.client).unsent > 0) return true;
+        p!.client.write(chunk);
+      }
+      return undefined;
+    }, 10_000);
+    const tuple = { local: { address: p.client.localAddress!, port: p.client.localPort! }, remote: { address: p.client.remoteAddress!, port: p.client.remotePort! } };
+    const closing = closeWrite(p.client).catch((error: unknown) => error);
+    await waitFor('FIN_WAIT1', () => (tcpState(p!.client) === 'FIN_WAIT1' ? true : undefined));
+    if (by === 'reset() here') {
+      reset(p.client);
+    } else {
+      p.client.destroy(); // an orphan in FIN_WAIT1
+      await waitFor('the orphan', () => (findSocket(tuple)?.state === 'FIN_WAIT1' ? true : undefined));
+      p.server.destroy(); // unread bytes: RST
+    }
+    expect(await closing).toMatchObject({ code: 'ECONNRESET' });
+    expect(findSocket(tuple)).toBeUndefined();
   });
 
   it('rejects with ERR_SOCKET_CLOSED when the socket is destroyed before the FIN was sent', async () => {
