@@ -170,17 +170,31 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     return report;
   };
 
+  /**
+   * The response on `socket` now, if any: made the last (`Connection: close`, whose end calls
+   * destroySoon) if its headers are still to come, else followed to its end, after which Node
+   * starts the next pipelined response, if any, which is followed in turn; then close. Returns
+   * whether there was one.
+   */
+  const lastResponse = (socket: net.Socket): boolean => {
+    const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (!res) return false;
+    if (!res.headersSent) res.shouldKeepAlive = false;
+    else {
+      res.once('finish', () =>
+        setImmediate(() => {
+          if (!lastResponse(socket)) void closeOne(socket);
+        }),
+      );
+    }
+    return true;
+  };
+
   /** An HTTP connection: let the response in flight finish, then close it our way. */
   const handleHttp = (socket: net.Socket): void => {
     // Node ends a `Connection: close` response's socket with destroySoon(): make that graceful.
     (socket as net.Socket & { destroySoon: () => void }).destroySoon = () => void closeOne(socket);
-    const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (res && !res.headersSent) res.shouldKeepAlive = false;
-    if (res && res.headersSent) {
-      // Headers already promised keep-alive: close once this response is complete.
-      res.once('finish', () => setImmediate(() => void closeOne(socket)));
-    }
-    if (res) return; // a Connection: close response's end calls destroySoon
+    if (lastResponse(socket)) return;
     // Idle keep-alive: a short window for one last request (served with Connection: close, whose
     // end calls destroySoon), then close.
     const timer = setTimeout(() => {

@@ -71,6 +71,52 @@ describe('closeServer (http)', () => {
     for (const s of [...idle, busy]) s.destroy();
   });
 
+  it('pipelined requests: a response whose headers went out and the one queued behind it both arrive before the FIN', async () => {
+    let endOne!: () => void;
+    let answerTwo!: () => void;
+    const one = new Promise<void>((resolve) => (endOne = resolve));
+    const two = new Promise<void>((resolve) => (answerTwo = resolve));
+    let received = 0;
+    const server = http.createServer(async (req, res) => {
+      received++;
+      if (req.url === '/one') {
+        res.writeHead(200, { 'content-type': 'text/plain' }); // headers out: keep-alive promised
+        res.write('one-');
+        await one;
+        res.end('done');
+      } else {
+        await two;
+        res.end('two-done');
+      }
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    let text = '';
+    client.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    const ended = ending(client);
+    client.write('GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor('both requests parsed, the first response begun', () => (received === 2 && text.includes('one-') ? true : undefined));
+
+    const shutdown = closeServer(server, { timeout: 5000 });
+    endOne();
+    // The second is answered only after the first is complete (and Node made it the current one).
+    await waitFor('the first response complete', () => (text.includes('0\r\n\r\n') ? true : undefined));
+    await new Promise((resolve) => setImmediate(resolve));
+    answerTwo();
+    const report = await shutdown;
+
+    expect(await ended).toBe('end');
+    expect(text).toMatch(/one-\r\n4\r\ndone\r\n0\r\n\r\n/); // chunked, complete
+    expect(text.endsWith('two-done')).toBe(true);
+    expect(text.toLowerCase()).toMatch(/connection: close[\s\S]*two-done$/); // the last one says so
+    expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(2);
+    expect(report.totals).toEqual({ graceful: 1, resetSent: 0, resetReceived: 0, total: 1 });
+    client.destroy();
+  });
+
   it('serves a request that arrives on an idle keep-alive connection during the drain window, with Connection: close', async () => {
     const server = http.createServer((_req, res) => res.end('ok'));
     server.listen(0, '127.0.0.1');
