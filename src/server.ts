@@ -105,17 +105,14 @@ function isHttp(server: net.Server): server is http.Server {
 }
 
 /** Waits (bounded) until the kernel's accept queue of the listening socket is empty. */
-async function drainAcceptQueue(server: net.Server, until: number): Promise<number> {
+async function drainAcceptQueue(server: net.Server, until: number): Promise<void> {
   const fd = handleFd(server);
   const address = server.address();
-  if (fd < 0 || !address || typeof address === 'string') return 0;
+  if (fd < 0 || !address || typeof address === 'string') return;
   const inode = fs.fstatSync(fd).ino;
-  let max = 0;
   for (;;) {
     const listener = sockets({ states: ['LISTEN'], localPort: address.port }).find((s) => s.inode === inode);
-    const queued = listener?.recvQ ?? 0;
-    max = Math.max(max, queued);
-    if (queued === 0 || performance.now() > until) return max;
+    if ((listener?.recvQ ?? 0) === 0 || performance.now() > until) return;
     // libuv accepts on the next turn of the loop.
     await new Promise((resolve) => setImmediate(resolve));
   }
@@ -149,6 +146,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   const reports = new Map<net.Socket, Promise<ConnectionReport>>();
   const requests = new WeakMap<net.Socket, number>();
   const waiting = new Set<() => void>(); // called at the deadline: close (reset) what is still open
+  let pastDeadline = false;
 
   const closeOne = (socket: net.Socket): Promise<ConnectionReport> => {
     const existing = reports.get(socket);
@@ -160,8 +158,12 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const remaining = Math.max(0, deadlineAt - performance.now());
     if (http) detachHttpParser(socket);
+    // At the deadline or after an abort, no time is left: reset at once, with no FIN first (a timer
+    // may fire a little before performance.now() says the deadline came; and gracefulClose()
+    // would refuse an aborted signal and reset nothing).
+    const noTime = pastDeadline || signal?.aborted === true;
     const report = (async (): Promise<ConnectionReport> => {
-      const result: CloseReport = await gracefulClose(socket, { timeout: remaining, ...(signal ? { signal } : {}) }).catch(
+      const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(signal && !noTime ? { signal } : {}) }).catch(
         (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, error),
       );
       return { ...result, peer, requestsDuringShutdown: requests.get(socket) ?? 0 };
@@ -245,8 +247,16 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   const untracked = countUntracked(server, known);
 
   // 1. Stop accepting: take in what already waits in the kernel's accept queue, then close the
-  //    listener (closing it first would reset those connections).
-  const acceptedFromQueue = server.listening ? await drainAcceptQueue(server, Math.min(deadlineAt, started + 1000)) : 0;
+  //    listener (closing it first would reset those connections). What the drain accepts comes
+  //    as 'connection' events, counted.
+  let acceptedFromQueue = 0;
+  const countAccepted = (): void => void acceptedFromQueue++;
+  server.on('connection', countAccepted);
+  try {
+    if (server.listening) await drainAcceptQueue(server, Math.min(deadlineAt, started + 1000));
+  } finally {
+    server.off('connection', countAccepted);
+  }
   // net.Server's close, not http's: Node >= 19's http close() destroys idle keep-alive sockets.
   // The listening fd closes at once; close()'s callback would also wait for untracked connections.
   if (server.listening) net.Server.prototype.close.call(server);
@@ -254,14 +264,15 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   // 2. Every connection known now; more may join while they drain (accepted from the queue).
   for (const socket of [...known, ...(http ? httpSockets(server) : [])]) adopt(socket);
 
-  // 3. One deadline for everything.
-  const deadline = setTimeout(() => {
-    for (const onDeadline of waiting) onDeadline();
-  }, timeout);
-  const onAbort = (): void => {
-    for (const onDeadline of waiting) onDeadline();
+  // 3. One deadline for everything, counted from the call (the drain took some of it).
+  const onDeadline = (): void => {
+    pastDeadline = true;
+    for (const close of waiting) close();
   };
+  const deadline = setTimeout(onDeadline, Math.max(0, deadlineAt - performance.now()));
+  const onAbort = onDeadline;
   signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort(); // aborted during the drain
 
   // Every known connection ends with exactly one report: from gracefulClose(), or from its own
   // 'close' when it ended without us (the peer closed it during the drain window).

@@ -117,6 +117,28 @@ describe('closeServer (http)', () => {
     client.destroy();
   });
 
+  it('an abort (even right after the call, during the accept-queue drain) resets what is open at once, and says so', async () => {
+    const server = http.createServer((_req, res) => res.end('ok'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    await rawRequest(client, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n'); // now an idle keep-alive connection
+    const ended = ending(client);
+    const closed = once(server, 'close');
+    const controller = new AbortController();
+    const shutdown = closeServer(server, { timeout: 10_000, drainWindow: 5000, signal: controller.signal });
+    controller.abort();
+    const report = await shutdown;
+    expect(report.totals).toEqual({ graceful: 0, resetSent: 1, resetReceived: 0, total: 1 });
+    expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
+    expect(await ended).toBe('ECONNRESET');
+    await closed; // nothing left open: the server could close
+    expect(report.duration).toBeLessThan(1000);
+    client.destroy();
+  });
+
   it('serves a request that arrives on an idle keep-alive connection during the drain window, with Connection: close', async () => {
     const server = http.createServer((_req, res) => res.end('ok'));
     server.listen(0, '127.0.0.1');
