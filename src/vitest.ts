@@ -16,8 +16,24 @@
 import net from 'node:net';
 import { socketTuple } from './diag';
 import { Lifecycle } from './lifecycle/watch';
-import type { HistoryEntry, LifecycleState } from './lifecycle/fsm';
+import { LIFECYCLE_STATES, type HistoryEntry, type LifecycleState } from './lifecycle/fsm';
+import { invalidArgType, outOfRange } from './errors';
 import { tcpState } from './ops';
+
+/**
+ * The states a matcher was given, checked: a misspelt name would otherwise make every `.not`
+ * assertion pass. Throws (the assertion fails, with or without `.not`).
+ */
+function checkStates(expected: unknown, single: boolean): readonly LifecycleState[] {
+  const list: unknown[] = Array.isArray(expected) ? expected : single ? [expected] : [];
+  if (!Array.isArray(expected) && !single) throw invalidArgType('states', 'an array of TCP state names', expected);
+  if (list.length === 0) throw outOfRange('states', 'at least one state', expected);
+  for (const state of list) {
+    if (typeof state !== 'string') throw invalidArgType('state', 'a TCP state name or CLOSED', state);
+    if (!LIFECYCLE_STATES.includes(state as LifecycleState)) throw outOfRange('state', `one of ${LIFECYCLE_STATES.join(', ')}`, state);
+  }
+  return list as LifecycleState[];
+}
 
 /** What vitest passes a matcher as `this` (the part these matchers use). */
 interface MatcherContext {
@@ -50,13 +66,16 @@ function formatHistory(history: readonly HistoryEntry[]): string {
  * `'CLOSED'` or a TIME_WAIT seen through sock_diag).
  */
 function toBeInTcpState(this: MatcherContext, received: unknown, expected: LifecycleState | readonly LifecycleState[]): MatcherResult {
-  const wanted = (Array.isArray(expected) ? expected : [expected]) as readonly LifecycleState[];
+  const wanted = checkStates(expected, true);
   let actual: LifecycleState | undefined;
   let failure: string | undefined;
   try {
     actual = received instanceof Lifecycle ? received.state : tcpState(received as net.Socket | number);
   } catch (error) {
-    failure = `${(error as Error).message}${(error as { code?: string }).code ? ` (${(error as { code?: string }).code})` : ''}`;
+    // A socket Node closed is in no state; anything else (not a socket, not a TCP socket, a bad
+    // fd) is a mistake in the test, which fails it with or without .not.
+    if ((error as { code?: string }).code !== 'ERR_SOCKET_CLOSED') throw error;
+    failure = `${(error as Error).message} (ERR_SOCKET_CLOSED)`;
   }
   const pass = actual !== undefined && wanted.includes(actual);
   const what = wanted.length === 1 ? wanted[0] : `one of ${wanted.join(', ')}`;
@@ -78,7 +97,8 @@ function toBeInTcpState(this: MatcherContext, received: unknown, expected: Lifec
  * `expect(lifecycle).toHaveSeenStates([...])`: the watched connection passed through these states
  * in this order (other states may come between; inferred states count, marked in the message).
  */
-function toHaveSeenStates(this: MatcherContext, received: unknown, expected: readonly LifecycleState[]): MatcherResult {
+function toHaveSeenStates(this: MatcherContext, received: unknown, states: readonly LifecycleState[]): MatcherResult {
+  const expected = checkStates(states, false);
   if (!(received instanceof Lifecycle)) {
     return { pass: false, message: () => `toHaveSeenStates() needs the Lifecycle that watch(socket) returned, got ${describeTarget(received)}` };
   }

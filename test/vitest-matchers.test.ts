@@ -35,8 +35,31 @@ describe('toBeInTcpState', () => {
     }
   });
 
-  it('reports a socket whose state cannot be read, with its code', () => {
-    expect(failure(() => expect(-1).toBeInTcpState('ESTABLISHED'))).toMatch(/could not be read: .*ERR_OUT_OF_RANGE/);
+  it('fails on what is not a socket or fd, and on a misspelt state, also under .not', async () => {
+    const code = (fn: () => void): string | undefined => {
+      try {
+        fn();
+      } catch (error) {
+        return (error as { code?: string }).code;
+      }
+      return undefined;
+    };
+    expect(code(() => expect(-1).toBeInTcpState('ESTABLISHED'))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => expect('x').not.toBeInTcpState('ESTABLISHED'))).toBe('ERR_INVALID_ARG_TYPE');
+    const p = await pair();
+    try {
+      expect(code(() => expect(p.client).not.toBeInTcpState('ESTABLSHED' as never))).toBe('ERR_OUT_OF_RANGE');
+      expect(code(() => expect(p.client).not.toBeInTcpState([]))).toBe('ERR_OUT_OF_RANGE');
+      const lc = watch(p.client);
+      expect(code(() => expect(lc).not.toHaveSeenStates('ESTABLISHED' as never))).toBe('ERR_INVALID_ARG_TYPE');
+      expect(code(() => expect(lc).not.toHaveSeenStates(['TIME-WAIT' as never]))).toBe('ERR_OUT_OF_RANGE');
+      // A socket Node closed is in no state: a failure that says so, and .not passes.
+      p.client.destroy();
+      expect(failure(() => expect(p.client).toBeInTcpState('ESTABLISHED'))).toMatch(/could not be read: .*ERR_SOCKET_CLOSED/);
+      expect(p.client).not.toBeInTcpState('ESTABLISHED');
+    } finally {
+      await p.close();
+    }
   });
 });
 
