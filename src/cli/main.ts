@@ -195,7 +195,10 @@ async function ss(args: string[]): Promise<number> {
   }
   const stateTexts = (values.state as string[] | undefined) ?? [];
   if (positionals.length > 0 && stateTexts.length === 0) throw new UsageError(`unexpected argument '${positionals[0]}'`, 'ss');
-  const states = [...stateTexts, ...positionals].flatMap((s) => s.split(',')).filter(Boolean).map(stateArg);
+  const names = [...stateTexts, ...positionals].flatMap((s) => s.split(','));
+  // An empty name (`--state ''`, `--state a,,b`) is a mistake, not "every state".
+  if (names.some((n) => n.trim() === '')) throw new UsageError(`--state needs state names, got '${[...stateTexts, ...positionals].join(' ')}'`, 'ss');
+  const states = names.map(stateArg);
   const filter: SocketFilter = {};
   if (states.length > 0) filter.states = [...new Set(states)];
   if (values.port !== undefined) filter.port = intArg('--port', values.port as string, 65535);
@@ -219,31 +222,39 @@ function watchSs(filter: SocketFilter, pile: number | undefined): Promise<number
   };
   return new Promise((resolve) => {
     const stdin = process.stdin;
-    const stop = (): void => {
+    let timer: NodeJS.Timeout | undefined;
+    /** Leaves the alternate screen, then says why if a read failed (after, so that it stays visible). */
+    const stop = (error?: unknown): void => {
       clearInterval(timer);
-      process.off('SIGINT', stop);
+      process.off('SIGINT', onSigint);
+      stdin.off('data', onKey);
       if (stdin.isTTY) stdin.setRawMode(false);
       stdin.pause();
       out.write('\x1b[?25h\x1b[?1049l');
-      resolve(EXIT.ok);
+      if (error === undefined) return resolve(EXIT.ok);
+      const e = error as NodeJS.ErrnoException;
+      process.stderr.write(`finwait: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+      resolve(EXIT.failed);
     };
-    out.write('\x1b[?1049h\x1b[?25l');
-    const timer = setInterval(() => {
+    const onSigint = (): void => stop();
+    const onKey = (key: Buffer): void => {
+      const k = key.toString();
+      if (k === 'q' || k === 'Q' || k === '\x03') stop();
+    };
+    const redraw = (): void => {
       try {
         draw();
       } catch (error) {
-        stop();
-        process.stderr.write(`finwait ss: ${(error as Error).message}\n`);
+        stop(error);
       }
-    }, 1000);
-    process.on('SIGINT', stop);
+    };
+    out.write('\x1b[?1049h\x1b[?25l');
+    timer = setInterval(redraw, 1000);
+    process.on('SIGINT', onSigint);
     if (stdin.isTTY) stdin.setRawMode(true);
-    stdin.on('data', (key: Buffer) => {
-      const k = key.toString();
-      if (k === 'q' || k === 'Q' || k === '\x03') stop();
-    });
+    stdin.on('data', onKey);
     stdin.resume();
-    draw();
+    redraw();
   });
 }
 

@@ -6,6 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findSocket, tcpState } from '../../src/index';
 import { pair, waitFor, type Pair } from '../helpers';
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { BIN, finwait } from './run';
 
 let closeWait: Pair;
@@ -109,7 +112,8 @@ while time.time() < deadline:
             break
         out += data
 _, status = os.waitpid(pid, 0)
-sys.stdout.write('%d %d %d' % (os.waitstatus_to_exitcode(status), out.count(b'\\x1b[H\\x1b[2J'), out.endswith(b'\\x1b[?25h\\x1b[?1049l')))
+after = out.rsplit(b'\\x1b[?1049l', 1)[-1].decode(errors='replace').strip()
+sys.stdout.write('%d %d %d %s' % (os.waitstatus_to_exitcode(status), out.count(b'\\x1b[H\\x1b[2J'), out.endswith(b'\\x1b[?25h\\x1b[?1049l'), after))
 `;
 
 describe('finwait ss --watch', () => {
@@ -131,5 +135,33 @@ describe('finwait ss --watch', () => {
     expect(code).toBe(0);
     expect(redraws).toBeGreaterThanOrEqual(2);
     expect(restored).toBe(1);
+  });
+
+  it.skipIf(!hasPython)('a kernel call that fails on a redraw: the screen is restored, the error shown after it, exit 1', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-ss-fail-'));
+    const preload = path.join(dir, 'fail.cjs');
+    // sockets() works for the first draw, then fails (EMFILE) on the next.
+    fs.writeFileSync(
+      preload,
+      `const diag = require(${JSON.stringify(path.join(path.dirname(BIN), '..', 'diag.js'))});
+       const real = diag.sockets;
+       let calls = 0;
+       diag.sockets = (...args) => {
+         if (++calls > 1) throw Object.assign(new Error('socket EMFILE'), { code: 'EMFILE' });
+         return real(...args);
+       };`,
+    );
+    try {
+      const out = execFileSync('python3', ['-c', PTY_DRIVER, process.execPath, '--require', preload, BIN, 'ss', '--watch', '--port', '1', 'q'], {
+        encoding: 'utf8',
+        timeout: 15_000,
+      });
+      const [code, redraws, , ...after] = out.split(' ');
+      expect(Number(code)).toBe(1);
+      expect(Number(redraws)).toBe(1);
+      expect(after.join(' ')).toBe('finwait: EMFILE: socket EMFILE');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -11,6 +11,8 @@ describe.concurrent('finwait usage', () => {
     [['demo', '--frob'], /Unknown option '--frob'/, 'finwait demo --help'],
     [['demo', '--svg'], /argument missing/, 'finwait demo --help'],
     [['ss', '--state', 'nope'], /unknown state 'nope'/, 'finwait ss --help'],
+    [['ss', '--state', ''], /--state needs state names/, 'finwait ss --help'],
+    [['ss', '--state', 'listen,,time-wait'], /--state needs state names/, 'finwait ss --help'],
     [['ss', '--port', '70000'], /--port needs an integer 0-65535/, 'finwait ss --help'],
     [['ss', '--port', 'x'], /--port needs an integer/, 'finwait ss --help'],
     [['ss', 'extra'], /unexpected argument 'extra'/, 'finwait ss --help'],
