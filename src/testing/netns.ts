@@ -116,9 +116,47 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on every Linux port Node runs on). */
+const USER_HZ = 100;
+/** Slack for comparing a namespace's ctime with a process's start (both to ~10 ms). */
+const CLOCK_SLACK_MS = 100;
+
+/** When process `pid` started, in ms since the epoch (from /proc), or `undefined` if unknown. */
+function processStart(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command's closing parenthesis start at field 3; starttime is field 22.
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+    const start = Date.now() - uptime * 1000 + (ticks / USER_HZ) * 1000;
+    return Number.isFinite(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the lab namespace `name` was left by a process that is gone: its pid (from the name)
+ * is not alive, or is alive but started after the namespace was made (the pid was reused, as
+ * pids are from 1 again in a new container, including this process's own pid).
+ */
+function isStale(name: string): boolean {
+  const pid = /^finwait-(\d+)-\d+-\d+-[ab]$/.exec(name)?.[1];
+  if (pid === undefined) return false;
+  if (Number(pid) !== process.pid && !pidAlive(Number(pid))) return true;
+  const started = processStart(Number(pid));
+  if (started === undefined) return false;
+  try {
+    return fs.statSync(path.join(NETNS_DIR, name)).ctimeMs < started - CLOCK_SLACK_MS;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Deletes lab namespaces left by processes that died before their lab's `close()` (a killed test
- * run), recognised by the pid in their name. Best effort: errors are ignored.
+ * run), recognised by the pid in their name and, for a pid in use again, by the namespace being
+ * older than its process. Best effort: errors are ignored.
  */
 export function sweepStaleNamespaces(): void {
   let names: string[];
@@ -127,10 +165,7 @@ export function sweepStaleNamespaces(): void {
   } catch {
     return;
   }
-  const stale = names.filter((n) => {
-    const pid = /^finwait-(\d+)-\d+-\d+-[ab]$/.exec(n)?.[1];
-    return pid !== undefined && Number(pid) !== process.pid && !pidAlive(Number(pid));
-  });
+  const stale = names.filter(isStale);
   if (stale.length === 0) return;
   try {
     execFileSync('ip', ['-force', '-batch', '-'], { input: stale.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });

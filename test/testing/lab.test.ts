@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
-import { execFileSync, execFile } from 'node:child_process';
+import { execFileSync, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { findSocket, sockets, tcpState } from '../../src/index';
 import {
@@ -356,6 +356,61 @@ describe('the lab', () => {
     const closed = expect.objectContaining({ code: 'ERR_FINWAIT_LAB_CLOSED' });
     expect(await connecting).toEqual(closed);
     expect(await listening).toEqual(closed);
+  });
+
+  it('sweeps a namespace whose pid is alive again but started after the namespace was made (pid reuse)', async (ctx) => {
+    const gate = labGate(labAvailable(), process.env);
+    if (!gate.run) {
+      if (gate.fail) throw new Error(gate.fail);
+      ctx.skip(gate.skip);
+    }
+    // An old namespace: one `unshare -n` made before the process whose pid will name it.
+    const holder = spawn('unshare', ['-n', 'sleep', '30'], { stdio: 'ignore' });
+    const reused = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const mounted: string[] = [];
+    let held: number | undefined;
+    try {
+      const home = fs.readlinkSync('/proc/self/ns/net');
+      const nsPath = `/proc/${holder.pid}/ns/net`;
+      await waitUntil('the holder in a namespace of its own', () => {
+        try {
+          return fs.readlinkSync(nsPath) !== home;
+        } catch {
+          return false;
+        }
+      });
+      // The namespace's inode is made when first opened, and lives while something holds it (this
+      // fd, later the mount): its ctime is then the namespace's birth, as for `ip netns add`.
+      held = fs.openSync(nsPath, 'r');
+      const made = fs.fstatSync(held).ctimeMs;
+      reused.kill();
+      await once(reused, 'exit');
+      await waitUntil('a moment past the namespace', () => Date.now() > made + 300);
+      const late = spawn('sleep', ['30'], { stdio: 'ignore' }); // alive, and younger than the namespace
+      try {
+        const name = `finwait-${late.pid}-0-0-a`;
+        const file = path.join('/run/netns', name);
+        fs.writeFileSync(file, '');
+        execFileSync('mount', ['--bind', nsPath, file]);
+        mounted.push(file);
+        // And one this process makes now, with its own pid: younger than the process, kept.
+        const ours = `finwait-${process.pid}-99-99-a`;
+        execFileSync('ip', ['netns', 'add', ours]);
+        mounted.push(path.join('/run/netns', ours));
+        const lab = await createLab();
+        await lab.close();
+        expect(fs.existsSync(file)).toBe(false);
+        expect(fs.existsSync(path.join('/run/netns', ours))).toBe(true);
+      } finally {
+        late.kill();
+      }
+    } finally {
+      for (const file of mounted) {
+        if (fs.existsSync(file)) execFileSync('ip', ['netns', 'del', path.basename(file)]);
+      }
+      if (held !== undefined) fs.closeSync(held);
+      holder.kill();
+    }
   });
 
   it('cleans up what it made when createLab fails half-way', async (ctx) => {
