@@ -232,7 +232,14 @@ export class Host {
     }
     if (typeof value !== 'string' && typeof value !== 'number') throw invalidArgType('value', 'a string or a number', value);
     const file = path.join('/proc/sys', ...name.split('.'));
-    const writer = native().netnsOpen(this.#ns(), file, fs.constants.O_WRONLY);
+    let writer: number;
+    try {
+      writer = native().netnsOpen(this.#ns(), file, fs.constants.O_WRONLY);
+    } catch (error) {
+      // Say which: a sysctl newer than this kernel (tcp_rto_min_us is 6.11+) is the usual cause.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') (error as Error).message = `open ENOENT: this kernel has no sysctl ${name} (${file})`;
+      throw error;
+    }
     try {
       fs.writeSync(writer, `${value}\n`);
     } finally {
