@@ -13,8 +13,12 @@ const entries = process.argv.slice(2).length ? process.argv.slice(2) : ['index']
 for (const entry of entries) {
   const file = basename(entry);
   const names = Object.keys(require(join(dist, `${entry}.js`))).filter((n) => n !== 'default' && n !== '__esModule');
+  // require(), not `import cjs from`: a bundler or vitest that transforms this file (finwait linked
+  // with `npm link`, outside node_modules) takes a default import of a module marked __esModule as
+  // its `default` export, which has none; Node's own require gives module.exports everywhere.
   const js = [
-    `import cjs from './${file}.js';`,
+    `import { createRequire } from 'node:module';`,
+    `const cjs = createRequire(import.meta.url)('./${file}.js');`,
     `export const { ${names.join(', ')} } = cjs;`,
     'export default cjs;',
     '',

@@ -134,3 +134,39 @@ describe('the finwait/testing sub-path of the installed tarball', () => {
     expect(out.trim()).toBe('ESTABLISHED function boolean');
   });
 });
+
+describe('linked into a project (npm link: a symlink out of node_modules), under vitest', () => {
+  it('imports finwait and finwait/testing through their ESM entries, which vitest then transforms', () => {
+    // vitest transforms a dependency that resolves outside node_modules, as a linked one does:
+    // the ESM wrappers must give the CommonJS exports there too, not only under Node's loader.
+    const project = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-linked-'));
+    try {
+      fs.mkdirSync(path.join(project, 'node_modules'));
+      fs.symlinkSync(root, path.join(project, 'node_modules', 'finwait'), 'dir');
+      fs.symlinkSync(path.join(root, 'node_modules', 'vitest'), path.join(project, 'node_modules', 'vitest'), 'dir');
+      fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'linked', private: true, type: 'module' }));
+      fs.writeFileSync(
+        path.join(project, 'linked.test.mjs'),
+        `import { expect, test } from 'vitest';
+         import { tcpState } from 'finwait';
+         import { connectPair } from 'finwait/testing';
+         import { matchers } from 'finwait/vitest';
+         expect.extend(matchers);
+         test('a pair through the linked package', async () => {
+           const p = await connectPair();
+           expect(tcpState(p.client)).toBe('ESTABLISHED');
+           expect(p.client).toBeInTcpState('ESTABLISHED');
+           await p.close();
+         });`,
+      );
+      const out = execFileSync(path.join(root, 'node_modules', '.bin', 'vitest'), ['run', '--root', project], {
+        cwd: project,
+        encoding: 'utf8',
+        env: { ...process.env, NO_COLOR: '1', CI: 'true' },
+      });
+      expect(out).toMatch(/Tests\s+1 passed/);
+    } finally {
+      fs.rmSync(project, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
