@@ -7,7 +7,7 @@ import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, socketClosed } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { takeSocketError, tcpState } from './ops';
-import { findSocket, socketTuple } from './diag';
+import { findSocket, namedTuple } from './diag';
 import type { TcpState } from './states';
 
 /** Options of `closeWrite()`. */
@@ -64,7 +64,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     constants(); // an unsupported platform throws ENOTSUP before anything is sent
     tcpState(fd); // and anything but a TCP socket (a Unix one) before its end() is called
     if (signal?.aborted) throw abortError(signal);
-    const tuple = socketTuple(socket);
+    const tuple = namedTuple(socket, fd); // with its cookie: a later connection on the 4-tuple is not this one
 
     let timer: NodeJS.Timeout | undefined;
     let delay = FIRST_POLL_MS;

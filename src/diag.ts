@@ -116,6 +116,23 @@ export function socketTuple(socket: net.Socket): SocketTuple | undefined {
   return { local: { address: localAddress, port: localPort }, remote: { address: remoteAddress, port: remotePort } };
 }
 
+/**
+ * @internal The 4-tuple of a connected socket and its `SO_COOKIE`, read on its fd: a lookup after
+ * Node closed the fd then finds this connection (its orphan or TIME_WAIT keeps the cookie), never
+ * a later one on the same 4-tuple. Node's cached 4-tuple alone if the fd has no peer any more.
+ */
+export function namedTuple(socket: net.Socket, fd: number): SocketTuple | undefined {
+  const tuple = socketTuple(socket);
+  if (!tuple) return undefined;
+  const record = new Uint8Array(ID_RECORD);
+  try {
+    if (native().sockDiagId(fd, record)) return { ...tuple, cookie: recordCookie(record) };
+  } catch {
+    // Not readable now: the 4-tuple alone.
+  }
+  return tuple;
+}
+
 /** The 4-tuple of a socket that must be connected; `ERR_SOCKET_CLOSED` if it has none. */
 export function connectedTuple(socket: net.Socket): SocketTuple {
   const tuple = socketTuple(socket);
