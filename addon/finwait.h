@@ -43,11 +43,13 @@ Napi::Value TcpState(const Napi::CallbackInfo& info);
 Napi::Value TcpStates(const Napi::CallbackInfo& info);
 // ioctlInt(fd, request) -> int, for SIOCINQ, SIOCOUTQ and SIOCOUTQNSD only.
 Napi::Value IoctlInt(const Napi::CallbackInfo& info);
-// sockDiag(family, states, bytecode?, nsFd?) -> Buffer: one NETLINK_SOCK_DIAG dump request for
-// TCP (inet_diag_req_v2) of the sockets in the `states` mask, filtered by the optional
-// INET_DIAG_REQ_BYTECODE. Returns the reply's netlink messages (nlmsghdr + inet_diag_msg +
-// attributes). With nsFd, the netlink socket is made inside that network namespace, so it sees
-// that one's sockets.
+// sockDiag(family, states, bytecode?, nsFd?, scratch) -> Uint8Array: one NETLINK_SOCK_DIAG dump
+// request for TCP (inet_diag_req_v2) of the sockets in the `states` mask, filtered by the
+// optional INET_DIAG_REQ_BYTECODE. Returns the reply's netlink messages (nlmsghdr +
+// inet_diag_msg + attributes), received straight into `scratch` (a Uint8Array the caller keeps
+// between calls), or into a larger ArrayBuffer when it does not fit: the result is a view of
+// whichever holds them, from its start. With nsFd, the netlink socket is made inside that network
+// namespace, so it sees that one's sockets.
 Napi::Value SockDiag(const Napi::CallbackInfo& info);
 // sockDiagSocket(nsFd?) -> fd: socket(AF_NETLINK, NETLINK_SOCK_DIAG), close-on-exec, here or in
 // the network namespace nsFd; the caller keeps it for sockDiagFind and closes it.

@@ -60,11 +60,13 @@ export interface Native {
   /**
    * One NETLINK_SOCK_DIAG dump request for TCP sockets of `family` (AF_INET 2, AF_INET6 10) in
    * the states of the `states` bit mask (bit n = state n), filtered in the kernel by `bytecode`
-   * (INET_DIAG_REQ_BYTECODE) if given. Returns the reply's netlink messages, headers included.
+   * (INET_DIAG_REQ_BYTECODE) if given. Returns the reply's netlink messages, headers included,
+   * received straight into `scratch` (kept by the caller between calls) or, when they do not fit,
+   * into a larger ArrayBuffer: the result views whichever holds them.
    * With `nsFd` (an fd of `/run/netns/NAME`) the netlink socket is made inside that network
    * namespace, and so answers for its sockets (the lab's hosts); without it, for the caller's.
    */
-  sockDiag(family: number, states: number, bytecode?: Uint8Array | null, nsFd?: number | null): Uint8Array;
+  sockDiag(family: number, states: number, bytecode: Uint8Array | null | undefined, nsFd: number | null | undefined, scratch: Uint8Array): Uint8Array;
   /** A NETLINK_SOCK_DIAG socket (close-on-exec) for `sockDiagFind`, made here or in `nsFd`'s namespace. */
   sockDiagSocket(nsFd?: number | null): number;
   /**

@@ -150,6 +150,27 @@ export function sockets(filter: SocketFilter = {}): SocketEntry[] {
   return socketsIn(null, filter);
 }
 
+/** Where dumps are received, kept between calls (decoded at once, never handed out). */
+const SCRATCH_MIN = 256 * 1024;
+let scratch: Uint8Array = new Uint8Array(SCRATCH_MIN);
+
+/**
+ * One dump's reply, received into `scratch`, which grows to the largest reply seen (a dump of
+ * 50,000 sockets is ~4.8 MB: fresh memory for it each time would cost a page fault per 4 KiB), and
+ * shrinks back after a run of small ones.
+ */
+function dump(family: number, mask: number, bytecode: Uint8Array | null, nsFd: number | null): Uint8Array {
+  const reply = native().sockDiag(family, mask, bytecode, nsFd, scratch);
+  if (reply.buffer !== scratch.buffer) scratch = new Uint8Array(reply.buffer);
+  else if (scratch.byteLength > 16 * SCRATCH_MIN && reply.byteLength < scratch.byteLength / 16) smallDumps++;
+  if (smallDumps > 100) {
+    smallDumps = 0;
+    scratch = new Uint8Array(SCRATCH_MIN);
+  }
+  return reply;
+}
+let smallDumps = 0;
+
 /**
  * @internal `sockets(filter)` in the network namespace `nsFd` (an open fd of
  * `/run/netns/NAME`; `null`: this process's), for the lab's hosts (`host.sockets()`).
@@ -173,8 +194,8 @@ export function socketsIn(nsFd: number | null, filter: SocketFilter = {}): Socke
   const family = checkFamily(filter.family, 'filter.family');
   const entries: SocketEntry[] = [];
   if (mask === 0) return entries;
-  if (family !== 6) decode(native().sockDiag(AF_INET, mask, bytecode, nsFd), entries);
-  if (family !== 4) decode(native().sockDiag(AF_INET6, mask, bytecode, nsFd), entries);
+  if (family !== 6) decode(dump(AF_INET, mask, bytecode, nsFd), entries);
+  if (family !== 4) decode(dump(AF_INET6, mask, bytecode, nsFd), entries);
   return entries;
 }
 

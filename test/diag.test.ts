@@ -382,6 +382,46 @@ describe('sockets() filter validation', () => {
   });
 });
 
+describe('the dump received into a kept scratch array', () => {
+  it('grows a scratch array that is too small (mid-dump), with the same bytes as a roomy one', async () => {
+    const listeners: net.Server[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const server = net.createServer().listen(0, '127.0.0.1');
+        await once(server, 'listening');
+        listeners.push(server);
+      }
+      const LISTEN = 1 << 10;
+      const ours = listeners.map((l) => (l.address() as net.AddressInfo).port).sort();
+      // The local ports of the listeners in a reply (other test files may listen meanwhile).
+      const ports = (reply: Uint8Array): number[] => {
+        const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+        const found: number[] = [];
+        for (let off = 0; off + 88 <= reply.byteLength; off += (view.getUint32(off, true) + 3) & ~3) found.push(view.getUint16(off + 20));
+        return found.filter((port) => ours.includes(port)).sort();
+      };
+      const roomy = new Uint8Array(1 << 20);
+      const whole = native().sockDiag(2, LISTEN, null, null, roomy);
+      expect(whole.buffer).toBe(roomy.buffer); // it fitted: received in place
+      expect(whole.byteOffset).toBe(0);
+      expect(ports(whole)).toEqual(ours);
+      const tiny = new Uint8Array(8);
+      const grown = native().sockDiag(2, LISTEN, null, null, tiny);
+      expect(grown.buffer).not.toBe(tiny.buffer);
+      expect(ports(grown)).toEqual(ours);
+      // A view into the middle of an ArrayBuffer: the reply starts at the view's start.
+      const offset = new Uint8Array(new ArrayBuffer(1 << 20), 4096);
+      const atOffset = native().sockDiag(2, LISTEN, null, null, offset);
+      expect(atOffset.buffer).toBe(offset.buffer);
+      expect(atOffset.byteOffset).toBe(4096);
+      expect(ports(atOffset)).toEqual(ours);
+      expect(() => native().sockDiag(2, LISTEN, null, null, undefined as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    } finally {
+      for (const server of listeners) server.close();
+    }
+  });
+});
+
 describe('link-local IPv6 (zone ids, as Node writes them: fe80::1%lo)', () => {
   itNeedsLab('findSocket, gracefulClose and watch() follow a link-local connection (its interface is part of the lookup)', async () => {
     // In a network namespace of its own (unshare -n), with fe80::1 on its lo: a connection bound
