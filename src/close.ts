@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, outOfRange } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
-import { findSocket, namedTuple } from './diag';
+import { findSocket, socketTuple } from './diag';
 import { queues, reset, tcpState } from './ops';
 import type { TcpState } from './states';
 
@@ -110,12 +110,14 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
   return new Promise<CloseReport>((resolve) => {
     assertSocket(socket);
     const { timeout, maxDiscard, signal } = validate(options);
-    const fd = fdOf(socket);
+    fdOf(socket);
     constants(); // ENOTSUP before anything is sent on a platform without a back-end
     // Before anything is armed or sent: anything but a TCP socket (a Unix one) throws here.
     const firstState = tcpState(socket);
     const started = performance.now();
-    const tuple = namedTuple(socket, fd); // with its cookie: a later connection on the 4-tuple is not this one
+    // Its lookups come in the same turn as the close, when no later connection can have taken
+    // the 4-tuple: no cookie needed (reading it would cost every close five syscalls).
+    const tuple = socketTuple(socket);
     const states: CloseReport['states'] = [];
     let finSentAt: number | undefined;
     let bytesDiscarded = 0;
