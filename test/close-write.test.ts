@@ -9,6 +9,18 @@ afterEach(async () => {
   p = undefined;
 });
 
+/** Writes until the paused peer's window is full: bytes wait unsent in the kernel (our FIN would wait behind them), none in Node. */
+async function fillPeerWindow(pair: Pair): Promise<void> {
+  const chunk = Buffer.alloc(64 * 1024);
+  await waitFor('unsent bytes in the kernel, none in Node', () => {
+    if (pair.client.writableLength === 0) {
+      if (queues(pair.client).unsent > 0) return true;
+      pair.client.write(chunk);
+    }
+    return undefined;
+  }, 10_000);
+}
+
 describe('closeWrite', () => {
   it("resolves when the kernel shows our FIN acknowledged; the peer gets 'end' and can still send", async () => {
     p = await pair({ server: { allowHalfOpen: true }, client: { allowHalfOpen: true } });
@@ -47,15 +59,7 @@ describe('closeWrite', () => {
 
   it("rejects with ECONNRESET when the peer resets before acknowledging our FIN", async () => {
     p = await pair({ server: { pauseOnConnect: true } });
-    // Fill the peer's window so our FIN has to wait behind unsent bytes in the kernel.
-    const chunk = Buffer.alloc(64 * 1024);
-    await waitFor('unsent bytes in the kernel, none in Node', () => {
-      if (p!.client.writableLength === 0) {
-        if (queues(p!.client).unsent > 0) return true;
-        p!.client.write(chunk);
-      }
-      return undefined;
-    }, 10_000);
+    await fillPeerWindow(p);
     const closing = closeWrite(p.client);
     await waitFor('FIN_WAIT1', () => (tcpState(p!.client) === 'FIN_WAIT1' ? true : undefined));
     reset(p.server);
@@ -65,14 +69,7 @@ describe('closeWrite', () => {
   it.each(['reset() here', 'the peer, after Node closed our fd'])('rejects with ECONNRESET when the reset comes from %s while our FIN waits (FIN_WAIT1)', async (by) => {
     p = await pair({ server: { pauseOnConnect: true } });
     p.client.on('error', () => {});
-    const chunk = Buffer.alloc(64 * 1024);
-    await waitFor('unsent bytes in the kernel, none in Node', () => {
-      if (p!.client.writableLength === 0) {
-        if (queues(p!.client).unsent > 0) return true;
-        p!.client.write(chunk);
-      }
-      return undefined;
-    }, 10_000);
+    await fillPeerWindow(p);
     const tuple = { local: { address: p.client.localAddress!, port: p.client.localPort! }, remote: { address: p.client.remoteAddress!, port: p.client.remotePort! } };
     const closing = closeWrite(p.client).catch((error: unknown) => error);
     await waitFor('FIN_WAIT1', () => (tcpState(p!.client) === 'FIN_WAIT1' ? true : undefined));

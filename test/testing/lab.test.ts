@@ -22,7 +22,7 @@ import {
   type Lab,
   type LogEntry,
 } from '../../src/testing/index';
-import { itLab, labGate } from './helpers';
+import { itLab, itNeedsLab, labGate } from './helpers';
 
 const root = path.join(__dirname, '..', '..');
 const dist = path.join(root, 'dist', 'testing', 'index.js');
@@ -341,12 +341,7 @@ describe('the lab', () => {
     await expect(lab.b.nft('table inet lab { }')).rejects.toEqual(closed);
   });
 
-  it('a lab closed while a host connects or listens: the promises reject with ERR_FINWAIT_LAB_CLOSED', async (ctx) => {
-    const gate = labGate(labAvailable(), process.env);
-    if (!gate.run) {
-      if (gate.fail) throw new Error(gate.fail);
-      ctx.skip(gate.skip);
-    }
+  itNeedsLab('a lab closed while a host connects or listens: the promises reject with ERR_FINWAIT_LAB_CLOSED', async () => {
     const lab = await createLab();
     await lab.b.listen(80);
     lab.wire.drop(); // the SYN never arrives: the connect is pending when the lab closes
@@ -360,12 +355,7 @@ describe('the lab', () => {
     expect(await listening).toEqual(closed);
   });
 
-  it('sweeps a namespace whose pid is alive again but started after the namespace was made (pid reuse)', async (ctx) => {
-    const gate = labGate(labAvailable(), process.env);
-    if (!gate.run) {
-      if (gate.fail) throw new Error(gate.fail);
-      ctx.skip(gate.skip);
-    }
+  itNeedsLab('sweeps a namespace whose pid is alive again but started after the namespace was made (pid reuse)', async () => {
     // An old namespace: one `unshare -n` made before the process whose pid will name it.
     const holder = spawn('unshare', ['-n', 'sleep', '30'], { stdio: 'ignore' });
     const reused = spawn('sleep', ['30'], { stdio: 'ignore' });
