@@ -161,11 +161,14 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     // At the deadline or after an abort, no time is left: reset at once, with no FIN first (a timer
     // may fire a little before performance.now() says the deadline came; and gracefulClose()
     // would refuse an aborted signal and reset nothing).
-    const noTime = pastDeadline || signal?.aborted === true;
+    const aborted = signal?.aborted === true;
+    const noTime = pastDeadline || aborted;
     const report = (async (): Promise<ConnectionReport> => {
       const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(signal && !noTime ? { signal } : {}) }).catch(
         (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, error),
       );
+      // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
+      if (aborted && result.reason === 'deadline') result.reason = 'aborted';
       return { ...result, peer, requestsDuringShutdown: requests.get(socket) ?? 0 };
     })();
     reports.set(socket, report);

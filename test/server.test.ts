@@ -132,7 +132,7 @@ describe('closeServer (http)', () => {
     controller.abort();
     const report = await shutdown;
     expect(report.totals).toEqual({ graceful: 0, resetSent: 1, resetReceived: 0, total: 1 });
-    expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
+    expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'aborted' });
     expect(await ended).toBe('ECONNRESET');
     await closed; // nothing left open: the server could close
     expect(report.duration).toBeLessThan(1000);
