@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { constants } from './binding';
-import { abortError, errnoError, invalidArgType, outOfRange } from './errors';
+import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple } from './diag';
 import { queues, reset, tcpState } from './ops';
@@ -75,8 +75,7 @@ const DEFAULT_MAX_DISCARD = 16 * 1024 * 1024;
 function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOptions, 'signal'>> & { signal?: AbortSignal } {
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
   const { timeout = DEFAULT_TIMEOUT_MS, maxDiscard = DEFAULT_MAX_DISCARD, signal } = options;
-  if (typeof timeout !== 'number' || Number.isNaN(timeout)) throw invalidArgType('options.timeout', 'a number', timeout);
-  if (timeout < 0 || timeout > 2 ** 31 - 1) throw outOfRange('options.timeout', '>= 0 and <= 2147483647', timeout);
+  checkTimerMs(timeout, 'options.timeout');
   if (typeof maxDiscard !== 'number' || Number.isNaN(maxDiscard)) throw invalidArgType('options.maxDiscard', 'a number', maxDiscard);
   if (maxDiscard < 0) throw outOfRange('options.maxDiscard', '>= 0', maxDiscard);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);

@@ -153,6 +153,8 @@ export function sockets(filter: SocketFilter = {}): SocketEntry[] {
 /** Where dumps are received, kept between calls (decoded at once, never handed out). */
 const SCRATCH_MIN = 256 * 1024;
 let scratch: Uint8Array = new Uint8Array(SCRATCH_MIN);
+/** Dumps in a row that used under 1/16 of a large scratch. */
+let smallDumps = 0;
 
 /**
  * One dump's reply, received into `scratch`, which grows to the largest reply seen (a dump of
@@ -169,7 +171,6 @@ function dump(family: number, mask: number, bytecode: Uint8Array | null, nsFd: n
   }
   return reply;
 }
-let smallDumps = 0;
 
 /**
  * @internal `sockets(filter)` in the network namespace `nsFd` (an open fd of

@@ -49,6 +49,16 @@ export function outOfRange(name: string, range: string, actual: unknown, hint = 
   return coded(new RangeError(hint ? `${message}. ${hint}` : message), 'ERR_OUT_OF_RANGE');
 }
 
+/** The longest delay setTimeout() takes, ms (beyond it Node fires after 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A ms option a timer will take: a number from 0 to `MAX_TIMER_MS`, else Node's argument errors. */
+export function checkTimerMs(value: unknown, name: string): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw invalidArgType(name, 'a number', value);
+  if (value < 0 || value > MAX_TIMER_MS) throw outOfRange(name, `>= 0 and <= ${MAX_TIMER_MS}`, value);
+  return value;
+}
+
 /** `Error` with `code: 'ERR_SOCKET_CLOSED'`: the socket has no file descriptor (yet or any more). */
 export function socketClosed(why: string): Error & { code: string } {
   return coded(new Error(`Socket is closed: ${why}`), 'ERR_SOCKET_CLOSED');

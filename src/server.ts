@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { constants } from './binding';
 import { gracefulClose, type CloseReport } from './close';
 import { sockets } from './diag';
-import { abortError, invalidArgType, outOfRange } from './errors';
+import { abortError, checkTimerMs, invalidArgType } from './errors';
 import { handleFd } from './fd';
 
 /** Options of `closeServer()`. */
@@ -121,10 +121,8 @@ async function drainAcceptQueue(server: net.Server, until: number): Promise<void
 function validate(options: CloseServerOptions): { timeout: number; drainWindow: number; signal?: AbortSignal } {
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
   const { timeout = DEFAULT_TIMEOUT_MS, drainWindow = DEFAULT_DRAIN_MS, signal } = options;
-  for (const [name, value] of [['options.timeout', timeout], ['options.drainWindow', drainWindow]] as const) {
-    if (typeof value !== 'number' || Number.isNaN(value)) throw invalidArgType(name, 'a number', value);
-    if (value < 0 || value > 2 ** 31 - 1) throw outOfRange(name, '>= 0 and <= 2147483647', value);
-  }
+  checkTimerMs(timeout, 'options.timeout');
+  checkTimerMs(drainWindow, 'options.drainWindow');
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
   return { timeout, drainWindow, signal };
 }
@@ -273,9 +271,8 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     for (const close of waiting) close();
   };
   const deadline = setTimeout(onDeadline, Math.max(0, deadlineAt - performance.now()));
-  const onAbort = onDeadline;
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) onAbort(); // aborted during the drain
+  signal?.addEventListener('abort', onDeadline, { once: true });
+  if (signal?.aborted) onDeadline(); // aborted during the drain
 
   // Every known connection ends with exactly one report: from gracefulClose(), or from its own
   // 'close' when it ended without us (the peer closed it during the drain window).
@@ -284,7 +281,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   }
   const connections = await Promise.all([...reports.values()]);
   clearTimeout(deadline);
-  signal?.removeEventListener('abort', onAbort);
+  signal?.removeEventListener('abort', onDeadline);
   if (http) server.off('request', onRequest);
   server.off(connectionEvent(server), onConnection);
 

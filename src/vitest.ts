@@ -15,8 +15,8 @@
  */
 import net from 'node:net';
 import { socketTuple } from './diag';
-import { Lifecycle } from './lifecycle/watch';
-import { LIFECYCLE_STATES, type HistoryEntry, type LifecycleState } from './lifecycle/fsm';
+import { checkLifecycleState, Lifecycle } from './lifecycle/watch';
+import type { HistoryEntry, LifecycleState } from './lifecycle/fsm';
 import { invalidArgType, outOfRange } from './errors';
 import { tcpState } from './ops';
 
@@ -28,10 +28,7 @@ function checkStates(expected: unknown, single: boolean): readonly LifecycleStat
   const list: unknown[] = Array.isArray(expected) ? expected : single ? [expected] : [];
   if (!Array.isArray(expected) && !single) throw invalidArgType('states', 'an array of TCP state names', expected);
   if (list.length === 0) throw outOfRange('states', 'at least one state', expected);
-  for (const state of list) {
-    if (typeof state !== 'string') throw invalidArgType('state', 'a TCP state name or CLOSED', state);
-    if (!LIFECYCLE_STATES.includes(state as LifecycleState)) throw outOfRange('state', `one of ${LIFECYCLE_STATES.join(', ')}`, state);
-  }
+  for (const state of list) checkLifecycleState(state, 'state');
   return list as LifecycleState[];
 }
 

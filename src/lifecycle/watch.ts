@@ -35,7 +35,7 @@ import {
   socketTuple,
   type SocketTimer,
 } from '../diag';
-import { codedError, invalidArgType, outOfRange } from '../errors';
+import { checkTimerMs, codedError, invalidArgType, outOfRange } from '../errors';
 import { assertSocket, handleFd } from '../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
 import { stateName, type TcpState } from '../states';
@@ -197,8 +197,14 @@ let homeNl = -1;
 /** This thread's network namespace's cookie (SO_NETNS_COOKIE) as `sockDiagId` writes it, read on first use. */
 let homeNetns: Uint8Array | undefined;
 
-/** The largest delay setTimeout() takes (ms). */
-const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/**
+ * Throws unless `state` is a state a lifecycle can be in (a kernel state name or `'CLOSED'`): a
+ * misspelt one would be waited for, or asserted absent, forever.
+ */
+export function checkLifecycleState(state: unknown, name: string): asserts state is LifecycleState {
+  if (typeof state !== 'string') throw invalidArgType(name, 'a TCP state name or CLOSED', state);
+  if (!LIFECYCLE_STATES.includes(state as LifecycleState)) throw outOfRange(name, `one of ${LIFECYCLE_STATES.join(', ')}`, state);
+}
 
 function notReached(state: LifecycleState): Error {
   return codedError('ERR_FINWAIT_STATE_NOT_REACHED', `The connection ended without passing through ${state}`);
@@ -260,18 +266,13 @@ export class Lifecycle extends EventEmitter {
    * if the connection ends without passing through it.
    */
   until(state: LifecycleState, options: UntilOptions = {}): Promise<HistoryEntry> {
-    if (typeof state !== 'string') return Promise.reject(invalidArgType('state', 'a TCP state name or CLOSED', state));
-    if (!LIFECYCLE_STATES.includes(state)) {
-      return Promise.reject(outOfRange('state', `one of ${LIFECYCLE_STATES.join(', ')}`, state));
-    }
-    if (options === null || typeof options !== 'object') return Promise.reject(invalidArgType('options', 'of type object', options));
-    const { timeout } = options;
-    if (timeout !== undefined && (typeof timeout !== 'number' || Number.isNaN(timeout))) {
-      return Promise.reject(invalidArgType('options.timeout', 'a number', timeout));
-    }
-    // setTimeout's own limit: beyond it Node fires after 1 ms.
-    if (timeout !== undefined && !(timeout >= 0 && timeout <= MAX_TIMEOUT_MS)) {
-      return Promise.reject(outOfRange('options.timeout', `>= 0 and <= ${MAX_TIMEOUT_MS}`, timeout));
+    let timeout: number | undefined;
+    try {
+      checkLifecycleState(state, 'state');
+      if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+      if (options.timeout !== undefined) timeout = checkTimerMs(options.timeout, 'options.timeout');
+    } catch (error) {
+      return Promise.reject(error);
     }
     const seen = (): HistoryEntry | undefined => this.history.find((h) => h.state === state);
     const already = seen();
