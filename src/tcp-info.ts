@@ -1,6 +1,7 @@
 /**
  * `struct tcp_info` (include/uapi/linux/tcp.h), decoded by the length the kernel wrote: a field
- * beyond that length is `undefined`, not 0. Offsets and units: KERNEL.md.
+ * beyond that length is `undefined`, not 0. Units are on each field of `TcpInfo`; the byte offsets
+ * of the uapi header are in `decodeTcpInfo()`.
  * @see tcp(7) TCP_INFO
  */
 import os from 'node:os';

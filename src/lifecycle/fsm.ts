@@ -2,10 +2,11 @@
  * The close lifecycle of one TCP connection as a pure state machine.
  *
  * The machine is the close half of RFC 793 §3.5 (figures 13 and 14; the state diagram of §3.2),
- * with RFC 1122 §4.2.2.13's half-close and what Linux actually does (KERNEL.md): FIN_WAIT1 goes
- * straight to TIME_WAIT on one FIN+ACK segment, an orphaned FIN_WAIT2 is dropped by a timer,
- * a passive open waits in a request socket (NEW_SYN_RECV), and an fd reads CLOSE while the
- * connection's TIME_WAIT goes on in a socket only sock_diag shows.
+ * with RFC 1122 §4.2.2.13's half-close and what Linux actually does (the kernel rows that
+ * test/kernel/ proves on two real kernels): FIN_WAIT1 goes straight to TIME_WAIT on one FIN+ACK
+ * segment, an orphaned FIN_WAIT2 is dropped by a timer, a passive open waits in a request socket
+ * (NEW_SYN_RECV), and an fd reads CLOSE while the connection's TIME_WAIT goes on in a socket only
+ * sock_diag shows.
  *
  * Two layers:
  * - the graph: {@link TRANSITIONS}, {@link next}, {@link isLegal} and {@link completePath} say

@@ -1,6 +1,6 @@
 /**
- * KERNEL.md rows 1 and 2: the orderly close with four segments (RFC 793 figure 13) and with three
- * (FIN, FIN+ACK, ACK), between two real kernels on the lab's wire.
+ * Kernel rows 1 and 2 (numbered in ./helpers.ts): the orderly close with four segments (RFC 793
+ * figure 13) and with three (FIN, FIN+ACK, ACK), between two real kernels on the lab's wire.
  *
  *     TCP A                                                TCP B
  * 1.  ESTABLISHED                                          ESTABLISHED
@@ -19,7 +19,7 @@ import { tcpInfo, tcpState } from '../../src/index';
 import { isPureAck, waitForState, waitUntil } from '../../src/testing/index';
 import { connect, expectSegments, finFrom, itLab, segments, waitForSegment } from './helpers';
 
-describe('KERNEL.md rows 1-2: orderly close', () => {
+describe('kernel rows 1-2: orderly close', () => {
   itLab('1. normal close, 4 segments (RFC 793 figure 13): B closes only after A is in FIN_WAIT2', async (lab) => {
     const { a, b, wire } = lab;
     const { sa, sb } = await connect(lab, { allowHalfOpen: true, pauseOnConnect: true });

@@ -1,14 +1,14 @@
 /**
- * KERNEL.md rows 8 and 9: what bounds FIN_WAIT2. An orphan (its fd closed) waits TCP_LINGER2
- * seconds (default tcp_fin_timeout, 60) for the peer's FIN, then the kernel forgets it; with
- * TCP_LINGER2 = -1, close() in FIN_WAIT2 sends RST at once instead.
+ * Kernel rows 8 and 9 (numbered in ./helpers.ts): what bounds FIN_WAIT2. An orphan (its fd closed)
+ * waits TCP_LINGER2 seconds (default tcp_fin_timeout, 60) for the peer's FIN, then the kernel
+ * forgets it; with TCP_LINGER2 = -1, close() in FIN_WAIT2 sends RST at once instead.
  */
 import { describe, expect } from 'vitest';
 import { closeWrite, getLinger2, setLinger2, tcpState } from '../../src/index';
 import { waitForState, waitUntil } from '../../src/testing/index';
 import { connect, expectSegments, itLab, waitForSegment, writeResult } from './helpers';
 
-describe('KERNEL.md rows 8-9: FIN_WAIT2', () => {
+describe('kernel rows 8-9: FIN_WAIT2', () => {
   itLab('8. FIN_WAIT2 timeout: with TCP_LINGER2 = 1 the orphan is gone after ≈1 s; B stays in CLOSE_WAIT and its next send gets RST', async (lab) => {
     const { a, b, wire } = lab;
     const { sa, sb } = await connect(lab, { allowHalfOpen: true });

@@ -1,8 +1,8 @@
 /**
- * KERNEL.md row 4: the half-close of RFC 1122 4.2.2.13. As in the table, B half-closes here
- * (`closeWrite()`: FIN after Node's queued writes) and A, in CLOSE_WAIT, keeps sending; B, in
- * FIN_WAIT2 with its fd open, receives every byte. The wire shows the data after the FIN: every
- * segment of A's acknowledges B's FIN (ACK=2), and every segment of B's sits at SEQ=2.
+ * Kernel row 4 (numbered in ./helpers.ts): the half-close of RFC 1122 4.2.2.13. As the row has it,
+ * B half-closes here (`closeWrite()`: FIN after Node's queued writes) and A, in CLOSE_WAIT, keeps
+ * sending; B, in FIN_WAIT2 with its fd open, receives every byte. The wire shows the data after the
+ * FIN: every segment of A's acknowledges B's FIN (ACK=2), and every segment of B's sits at SEQ=2.
  */
 import { describe, expect } from 'vitest';
 import { once } from 'node:events';
@@ -13,7 +13,7 @@ import { connect, expectSegments, itLab, segmentText, waitForSegment } from './h
 /** Bytes A sends after B's FIN: about 70 full segments at the wire's MSS (1448). */
 const SIZE = 100_000;
 
-describe('KERNEL.md row 4: half-close', () => {
+describe('kernel row 4: half-close', () => {
   itLab('4. half-close: B sends FIN, A in CLOSE_WAIT sends 100 000 bytes after it, B in FIN_WAIT2 receives them all', async (lab) => {
     const { a, b, wire } = lab;
     const { sa, sb } = await connect(lab, { allowHalfOpen: true });

@@ -1,7 +1,25 @@
 /**
- * Shared by the kernel-behaviour suite (one file per group of rows of KERNEL.md's "Close
- * behaviour" table): a connection across the lab's wire, and segment matching in the notation of
- * RFC 793's figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
+ * Shared by the kernel-behaviour suite. Its tests are named by the "kernel rows", finwait's own
+ * numbering of the close behaviours it proves between two real kernels (A closes first, B is the
+ * peer), one file per group of rows:
+ *
+ *   1  normal close, four segments (RFC 793 figure 13)       fin-close.test.ts
+ *   2  three segments: FIN, FIN+ACK, ACK                      fin-close.test.ts
+ *   3  simultaneous close, both through CLOSING (figure 14)   simultaneous-close.test.ts
+ *   4  half-close (RFC 1122 4.2.2.13)                         half-close.test.ts
+ *   5  close with unread data sends RST                       reset.test.ts
+ *   6  data sent to a closed socket gets RST                  reset.test.ts
+ *   7  a SYN to a port nobody listens on gets RST             reset.test.ts
+ *   8  an orphaned FIN_WAIT2 times out (TCP_LINGER2)          fin-wait2.test.ts
+ *   9  TCP_LINGER2 = -1: RST at close in FIN_WAIT2            fin-wait2.test.ts
+ *  10  the final ACK lost: FIN retransmitted from LAST_ACK    retransmission.test.ts
+ *  11  TIME_WAIT lasts 2MSL, 60 s on Linux                    time-wait.test.ts
+ *  12  TIME_WAIT blocks bind() of its address                 time-wait.test.ts
+ *  13  SO_LINGER {1, 0}: an abortive close, RST               linger.test.ts
+ *  14  SO_LINGER {1, N > 0}: close() blocks up to N s         linger.test.ts
+ *
+ * Here: a connection across the lab's wire, and segment matching in the notation of RFC 793's
+ * figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
  * ISN. PSH is left out everywhere: the kernel sets it as it likes, and a retransmitted FIN can
  * carry PSH and data (`FP.`), so no assertion here depends on it.
  */

@@ -1,8 +1,8 @@
 /**
- * KERNEL.md rows 13 and 14: SO_LINGER. {1, 0} makes close() abortive (RST, no TIME_WAIT on
- * either side); {1, N > 0} makes close() block for up to N seconds, even on a non-blocking
- * socket, which is why finwait's setLinger refuses positive values and why row 14 runs in a
- * child process, never on this event loop.
+ * Kernel rows 13 and 14 (numbered in ./helpers.ts): SO_LINGER. {1, 0} makes close() abortive (RST,
+ * no TIME_WAIT on either side); {1, N > 0} makes close() block for up to N seconds, even on a
+ * non-blocking socket, which is why finwait's setLinger refuses positive values and why row 14 runs
+ * in a child process, never on this event loop.
  */
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -35,7 +35,7 @@ start = time.monotonic(); sender.close(); took = time.monotonic() - start
 print(json.dumps({'nonBlocking': True, 'unackedAtClose': unacked, 'closeSeconds': took}))
 `;
 
-describe('KERNEL.md rows 13-14: SO_LINGER', () => {
+describe('kernel rows 13-14: SO_LINGER', () => {
   itLab('13. SO_LINGER {1, 0}: close() sends RST; the peer reads ECONNRESET, then sends get EPIPE; no TIME_WAIT anywhere', async (lab) => {
     const { a, b, wire } = lab;
 

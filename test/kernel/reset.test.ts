@@ -1,6 +1,7 @@
 /**
- * KERNEL.md rows 5, 6 and 7: where an RST comes from without anyone asking for one. A close
- * with unread data, data sent to a socket that was closed, a SYN to a port nobody listens on.
+ * Kernel rows 5, 6 and 7 (numbered in ./helpers.ts): where an RST comes from without anyone asking
+ * for one. A close with unread data, data sent to a socket that was closed, a SYN to a port nobody
+ * listens on.
  */
 import { describe, expect } from 'vitest';
 import fs from 'node:fs';
@@ -29,7 +30,7 @@ async function closeWithUnreadData(lab: Lab, port: number): Promise<Connection> 
   return connection;
 }
 
-describe('KERNEL.md rows 5-7: RSTs nobody asked for', () => {
+describe('kernel rows 5-7: RSTs nobody asked for', () => {
   itLab('5. close with unread data sends RST; the peer reads the bytes already queued, then ECONNRESET once, then EOF', async (lab) => {
     const { a, b, wire } = lab;
     const { sa } = await closeWithUnreadData(lab, 80);

@@ -1,8 +1,8 @@
 /**
- * KERNEL.md row 10: the final ACK is lost, so B retransmits its FIN from LAST_ACK, each time
- * after a longer timeout, and A, in TIME_WAIT, acknowledges every copy and restarts its 60 s.
- * `net.ipv4.tcp_rto_min_us` = 20 000 in both namespaces makes the timeouts ~10x shorter than the
- * default 200 ms floor, so the whole backoff takes a few hundred milliseconds.
+ * Kernel row 10 (numbered in ./helpers.ts): the final ACK is lost, so B retransmits its FIN from
+ * LAST_ACK, each time after a longer timeout, and A, in TIME_WAIT, acknowledges every copy and
+ * restarts its 60 s. `net.ipv4.tcp_rto_min_us` = 20 000 in both namespaces makes the timeouts ~10x
+ * shorter than the default 200 ms floor, so the whole backoff takes a few hundred milliseconds.
  */
 import { describe, expect } from 'vitest';
 import { tcpInfo, tcpState } from '../../src/index';
@@ -25,7 +25,7 @@ interface AckSample {
   expiresMs: number | undefined;
 }
 
-describe('KERNEL.md row 10: lost final ACK', () => {
+describe('kernel row 10: lost final ACK', () => {
   itLab('10. lost final ACK: B retransmits its FIN from LAST_ACK with growing backoff, A re-ACKs each copy from TIME_WAIT', async (lab) => {
     const { a, b, wire } = lab;
     // Before any socket exists: a socket takes its RTO floor when it is created.

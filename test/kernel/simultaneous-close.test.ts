@@ -1,6 +1,7 @@
 /**
- * KERNEL.md row 3, the flagship: a simultaneous close (RFC 793 §3.5, figure 14) between two real kernels, both
- * ends passing through CLOSING, made deterministic by holding segments on the lab's wire.
+ * Kernel row 3 (numbered in ./helpers.ts), the flagship: a simultaneous close (RFC 793 §3.5, figure
+ * 14) between two real kernels, both ends passing through CLOSING, made deterministic by holding
+ * segments on the lab's wire.
  *
  *     TCP A                                                TCP B
  * 1.  ESTABLISHED                                          ESTABLISHED
@@ -18,7 +19,7 @@ import { tcpState } from '../../src/index';
 import { isPureAck, waitForState, waitUntil } from '../../src/testing/index';
 import { connect, itLab, segments } from './helpers';
 
-describe('KERNEL.md row 3: simultaneous close', () => {
+describe('kernel row 3: simultaneous close', () => {
   itLab('3. simultaneous close: both ends pass through CLOSING, as in RFC 793 figure 14', async (lab) => {
     const { a, b, wire } = lab;
     // Paused ends never read EOF, so Node keeps both fds open and the kernel's states stay visible.

@@ -1,6 +1,7 @@
 /**
- * KERNEL.md rows 11 and 12: TIME_WAIT, which only sock_diag shows. Its 2MSL of 60 s is read from
- * its timer (nobody waits a minute), and the address it holds is tried with bind(2).
+ * Kernel rows 11 and 12 (numbered in ./helpers.ts): TIME_WAIT, which only sock_diag shows. Its 2MSL
+ * of 60 s is read from its timer (nobody waits a minute), and the address it holds is tried with
+ * bind(2).
  */
 import { describe, expect } from 'vitest';
 import { once } from 'node:events';
@@ -17,7 +18,7 @@ async function activeClose(sa: net.Socket, sb: net.Socket): Promise<void> {
   await waitForState(sa, 'CLOSE');
 }
 
-describe('KERNEL.md rows 11-12: TIME_WAIT', () => {
+describe('kernel rows 11-12: TIME_WAIT', () => {
   itLab('11. TIME_WAIT is 2MSL = 60 s on Linux: its sock_diag timer starts at 60 000 ms and counts down', async (lab) => {
     const { a, b } = lab;
     const { sa, sb } = await connect(lab, { allowHalfOpen: true, pauseOnConnect: true });

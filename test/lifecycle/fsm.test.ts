@@ -2,8 +2,8 @@
  * The pure close-lifecycle model, exhaustively: every (state, event) for `next`, every ordered
  * pair of states for `isLegal`, `completePath` and `observe`, and the RFC 793 / RFC 1122 close
  * sequences as a watcher would see them. The oracles here are written independently of
- * src/lifecycle/fsm.ts: a table by hand from the RFCs and KERNEL.md, and a brute-force search over
- * every path instead of a breadth-first one.
+ * src/lifecycle/fsm.ts: a table by hand from the RFCs and the kernel rows of test/kernel/, and a
+ * brute-force search over every path instead of a breadth-first one.
  */
 import { describe, it, expect } from 'vitest';
 import { TCP_STATES } from '../../src/states';
@@ -54,7 +54,7 @@ const X = 'CLOSED';
 /** RST either way, or the kernel giving up (RFC 793 §3.9 "If the RST bit is set", user timeout). */
 const AB = { 'rst-received': X, 'rst-sent': X, timeout: X } as const;
 
-/** By hand from RFC 793 §3.2/§3.5/§3.9, RFC 1122 §4.2.2.13 and KERNEL.md. */
+/** By hand from RFC 793 §3.2/§3.5/§3.9, RFC 1122 §4.2.2.13 and what Linux does (the kernel rows of test/kernel/). */
 const TABLE: Partial<Record<LifecycleState, Partial<Record<CloseEvent, LifecycleState>>>> = {
   SYN_SENT: { 'syn-ack': 'ESTABLISHED', syn: 'SYN_RECV', close: X, 'rst-received': X, timeout: X },
   SYN_RECV: { 'ack-of-syn': 'ESTABLISHED', fin: 'CLOSE_WAIT', close: 'FIN_WAIT1', ...AB },
@@ -381,7 +381,7 @@ describe('observe: RFC close sequences', () => {
     expect(b.anomalies).toEqual([]);
   });
 
-  it('close with unread data sends RST (KERNEL #5): reset-sent, even from CLOSE_WAIT', () => {
+  it('close with unread data sends RST (kernel row 5): reset-sent, even from CLOSE_WAIT', () => {
     const b = replay([k('ESTABLISHED', 0), k('CLOSE_WAIT', 1), ev('rst-sent', 2)]);
     expect(trail(b)).toEqual(['ESTABLISHED/kernel/-', 'CLOSE_WAIT/kernel/fin', 'CLOSED/event/rst-sent']);
     expect(roleOfModel(b)).toBe('passive');
@@ -392,7 +392,7 @@ describe('observe: RFC close sequences', () => {
     expect(outcomeOf(a.history)).toBe('reset-received');
   });
 
-  it('orphaned FIN_WAIT2 timeout (KERNEL #8), reported as an event', () => {
+  it('orphaned FIN_WAIT2 timeout (kernel row 8), reported as an event', () => {
     const m = replay([d('FIN_WAIT2', 0), ev('fin-wait2-timeout', 1020)]);
     expect(trail(m)).toEqual(['FIN_WAIT2/diag/-', 'CLOSED/event/fin-wait2-timeout']);
     expect(outcomeOf(m.history)).toBe('timed-out');
