@@ -1,6 +1,12 @@
-/** Helpers for tests on real loopback sockets: pairs, bounded waits on observed kernel facts. */
+/**
+ * Helpers for tests on real loopback sockets: pairs, bounded waits on observed kernel facts, and
+ * the gate of tests that need privileges (root or a user namespace).
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
+import { it } from 'vitest';
 
 export interface Pair {
   client: net.Socket;
@@ -70,4 +76,77 @@ export function readAll(socket: net.Socket): Promise<Buffer> {
     socket.once('end', () => resolve(Buffer.concat(chunks)));
     socket.once('error', reject);
   });
+}
+
+/** Whether something a test needs is here, or why not. */
+export type Availability = { ok: true } | { ok: false; reason: string };
+
+/**
+ * The privileged-test policy: a test that needs `what` (the lab, a network namespace) runs when it
+ * is available, skips with the reason when not, except under CI=true, where it fails instead.
+ */
+export function privilegedGate(what: string, availability: Availability, env: NodeJS.ProcessEnv): { run: true } | { run: false; skip?: string; fail?: string } {
+  if (availability.ok) return { run: true };
+  if (env.CI === 'true') return { run: false, fail: `CI=true: a test that needs ${what} may not be skipped, and ${what} is unavailable: ${availability.reason}` };
+  return { run: false, skip: `${what} is unavailable: ${availability.reason}` };
+}
+
+/** A test that needs `what`: `availability()` is asked when the test runs (see `privilegedGate`). */
+export function itNeeds(what: string, availability: () => Availability, name: string, fn: () => Promise<void>, timeout?: number): void {
+  it(
+    name,
+    async (ctx) => {
+      const gate = privilegedGate(what, availability(), process.env);
+      if (!gate.run) {
+        if (gate.fail) throw new Error(gate.fail);
+        ctx.skip(gate.skip);
+      }
+      await fn();
+    },
+    timeout,
+  );
+}
+
+/** Whether `id` is inside one of the ranges of a `/proc/<pid>/uid_map` or `gid_map` (lines `inside outside count`). */
+export function idMapped(map: string, id: number): boolean {
+  return map.split('\n').some((line) => {
+    const [inside, , count] = line.trim().split(/\s+/).map(Number);
+    return inside !== undefined && count !== undefined && id >= inside && id < inside + count;
+  });
+}
+
+/** Whether this process has capability number `cap` in its effective set (`CapEff`, /proc/self/status). */
+export function hasCapability(cap: number): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
+}
+
+function hasSetpriv(): boolean {
+  try {
+    execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const CAP_SETGID = 6;
+const CAP_SETUID = 7;
+
+/**
+ * Whether this process can run a command as uid and gid `id` (`setpriv --reuid=ID --regid=ID`):
+ * it needs CAP_SETUID and CAP_SETGID, `id` mapped in its user namespace, and setpriv. uid 0 is not
+ * enough: inside `unshare -r` uid 0 maps only itself, and setresuid(65534) fails there.
+ */
+export function canBecome(id: number): Availability {
+  if (process.platform !== 'linux') return { ok: false, reason: `setpriv is Linux-only (this is ${process.platform})` };
+  if (!hasCapability(CAP_SETUID) || !hasCapability(CAP_SETGID)) return { ok: false, reason: 'this process lacks CAP_SETUID and CAP_SETGID (not root)' };
+  for (const kind of ['uid', 'gid'] as const) {
+    const map = fs.readFileSync(`/proc/self/${kind}_map`, 'utf8');
+    if (!idMapped(map, id)) {
+      return { ok: false, reason: `${kind} ${id} is not mapped in this user namespace (/proc/self/${kind}_map: ${map.trim().replace(/\s+/g, ' ')})` };
+    }
+  }
+  if (!hasSetpriv()) return { ok: false, reason: 'the setpriv command (util-linux) is not installed' };
+  return { ok: true };
 }

@@ -8,6 +8,7 @@
  * `lab-scenarios.ts`, `ladder.ts`, `svg.ts` and `ss.ts`.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isTcpState, type SocketFilter, type TcpState } from '../index';
 import { labAvailable } from '../testing/lab';
@@ -39,7 +40,7 @@ class UsageError extends Error {
 }
 
 const USAGE = {
-  main: 'usage: finwait <command> [options]   (commands: demo, ss; finwait <command> --help)',
+  main: 'usage: finwait <command> [options]   (commands: demo, ss; finwait <command> --help; finwait --version)',
   demo: 'usage: finwait demo [scenario] [--loopback] [--json] [--svg FILE]',
   ss: 'usage: finwait ss [--port N] [--state S...] [--time-wait-pile N] [--watch | --json]',
 };
@@ -55,6 +56,7 @@ commands:
 
 options:
   -h, --help        this help; finwait <command> --help for a command's
+  -V, --version     the version of finwait
 
 exit codes: 0 ok, 1 failed, 2 usage error, 3 the scenario needs the lab`,
   demo: `finwait demo: a TCP close on real kernel sockets, drawn like RFC 793 figures 13 and 14:
@@ -62,7 +64,7 @@ TCP A's states down the left, TCP B's down the right, time going down, and the s
 
 ${USAGE.demo}
 
-scenarios (default: normal):
+scenarios (default: normal; any case, - or _):
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(18)}${s.title}${s.needs ? ' [needs the lab]' : ''}`).join('\n')}
 
 options:
@@ -109,6 +111,55 @@ function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
+/** `finwait: <message>`, the error's code in front unless the message says it already (`connect ENETUNREACH ...`). */
+function errorLine(error: unknown): string {
+  const e = error as NodeJS.ErrnoException | undefined;
+  const message = e?.message ?? String(error);
+  const code = e?.code && !message.split(/[^\w]+/).includes(e.code) ? `${e.code}: ` : '';
+  return `finwait: ${code}${message}\n`;
+}
+
+/** This package's version, from its package.json. */
+function version(): string {
+  return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+const SVG_PROBLEMS: Record<string, (dir: string) => string> = {
+  ENOENT: (dir) => `there is no directory ${dir}`,
+  ENOTDIR: (dir) => `${dir} is not a directory`,
+  EACCES: (dir) => `no permission to write in ${dir}`,
+  EROFS: (dir) => `${dir} is on a read-only file system`,
+};
+
+/** Why `file` cannot be written (`[code, reason]`): a missing or read-only directory, a directory by that name; or `undefined`. */
+function svgFileProblem(file: string): [string, string] | undefined {
+  const dir = path.dirname(path.resolve(file));
+  try {
+    if (fs.statSync(file, { throwIfNoEntry: false })?.isDirectory()) return ['EISDIR', 'it is a directory'];
+    fs.accessSync(dir, fs.constants.W_OK);
+    return undefined;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+    return [code, SVG_PROBLEMS[code]?.(dir) ?? (error as Error).message];
+  }
+}
+
+/** Fails before the scenario runs when `file` cannot be written. */
+function checkSvgFile(file: string): void {
+  const problem = svgFileProblem(file);
+  if (problem) throw Object.assign(new Error(`--svg ${file}: cannot write it: ${problem[1]} (${problem[0]})`), { code: problem[0] });
+}
+
+/** Writes the SVG; an error names the file once, with the system's reason. */
+function writeSvg(file: string, svg: string): void {
+  try {
+    fs.writeFileSync(file, svg);
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException;
+    throw Object.assign(new Error(`--svg ${file}: cannot write it: ${e.message}`), { code: e.code });
+  }
+}
+
 /** Whether the lab can run, or why not (`--loopback` counts as a reason). */
 function labPath(loopback: boolean): { ok: true } | { ok: false; reason: string } {
   if (loopback) return { ok: false, reason: '--loopback was given' };
@@ -131,6 +182,7 @@ async function demo(args: string[]): Promise<number> {
   const chosen = findScenario(name);
   if (!chosen) throw new UsageError(`unknown scenario '${name}' (scenarios: ${SCENARIOS.map((s) => s.name).join(', ')})`, 'demo');
   if (values.svg === '') throw new UsageError('--svg needs a file name', 'demo');
+  if (values.svg) checkSvgFile(values.svg as string);
   let lab = labPath(values.loopback === true);
   let diagram: Diagram | undefined;
   let labFailed: string | undefined;
@@ -149,19 +201,24 @@ async function demo(args: string[]): Promise<number> {
     const why = lab.ok ? '' : lab.reason;
     const status = values.loopback ? 'was not used: --loopback was given' : `is not available here: ${why}`;
     process.stderr.write(
-      `finwait demo ${name}: needs the lab: ${needs}.\n` +
+      `finwait demo ${chosen.name}: needs the lab: ${needs}.\n` +
         `The lab (two network namespaces joined by a userspace wire; root or a user namespace) ${status}. ` +
         'A drawing without it would be made up, so none is drawn.\n',
     );
-    if (values.json) print(JSON.stringify({ scenario: name, title: chosen.title, shown: null, needs: 'lab', reason: needs, unavailable: why }, null, 2));
+    if (values.json) print(JSON.stringify({ scenario: chosen.name, title: chosen.title, shown: null, needs: 'lab', reason: needs, unavailable: why }, null, 2));
     return EXIT.needsLab;
   }
   if (!diagram) {
-    diagram = await chosen.loopback!();
+    try {
+      diagram = await chosen.loopback!();
+    } catch (error) {
+      if (labFailed) process.stderr.write(`finwait demo ${chosen.name}: lab: not used: ${labFailed}\n`);
+      throw error;
+    }
     // Said when the lab looked available but could not be made; --loopback and an unprivileged user are the ordinary cases.
     if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${labFailed}`] };
   }
-  if (values.svg) fs.writeFileSync(values.svg as string, renderSvg(diagram));
+  if (values.svg) writeSvg(values.svg as string, renderSvg(diagram));
   if (values.json) print(JSON.stringify(diagramJson(diagram), null, 2));
   else print(renderLadder(diagram, styleFor(process.stdout)));
   if (values.svg && !values.json) process.stderr.write(`svg: written to ${values.svg as string}\n`);
@@ -232,8 +289,7 @@ function watchSs(filter: SocketFilter, pile: number | undefined): Promise<number
       stdin.pause();
       out.write('\x1b[?25h\x1b[?1049l');
       if (error === undefined) return resolve(EXIT.ok);
-      const e = error as NodeJS.ErrnoException;
-      process.stderr.write(`finwait: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+      process.stderr.write(errorLine(error));
       resolve(EXIT.failed);
     };
     const onSigint = (): void => stop();
@@ -267,6 +323,11 @@ export async function main(argv: string[]): Promise<number> {
       print(HELP[topic]);
       return EXIT.ok;
     }
+    if (command === '-V' || command === '--version') {
+      if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got '${rest.join(' ')}'`);
+      print(version());
+      return EXIT.ok;
+    }
     if (command === 'demo') return await demo(rest);
     if (command === 'ss') return await ss(rest);
     throw new UsageError(command === undefined ? 'a command is needed' : `unknown command '${command}'`);
@@ -276,8 +337,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`finwait: ${error.message}\n${USAGE[error.command]}\nsee '${more}'\n`);
       return EXIT.usage;
     }
-    const e = error as NodeJS.ErrnoException;
-    process.stderr.write(`finwait: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+    process.stderr.write(errorLine(error));
     return EXIT.failed;
   }
 }

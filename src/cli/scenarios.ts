@@ -9,6 +9,7 @@
  * they need (`needs`) and have no loopback version.
  */
 import net from 'node:net';
+import os from 'node:os';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import {
@@ -71,25 +72,43 @@ class Run {
   readonly finished = { a: false, b: false };
   #labels = { a: 'client', b: 'server (accepted)' };
 
+  /**
+   * Listens on 127.0.0.1, connects to it and watches both ends. Fails at once with the socket's
+   * error (`connect ENETUNREACH` when `lo` is down), or at the deadline; either way it closes what
+   * it opened first, so that a failure never leaves the process running.
+   */
   static async open(options: ConnectOptions = {}): Promise<Run> {
     const run = new Run();
-    const listener = net.createServer(options.server ?? {}).listen(0, '127.0.0.1');
+    const listener = net.createServer(options.server ?? {});
     run.listener = listener;
-    await within(once(listener, 'listening'), 'listening');
+    let client: net.Socket | undefined;
     const accepted = once(listener, 'connection') as Promise<[net.Socket]>;
-    const client = net.connect({ port: (listener.address() as net.AddressInfo).port, host: '127.0.0.1', ...options.client });
-    const clientWatch = watch(client);
-    run.act(options.a === 'server' ? 'b' : 'a', 'connect()');
-    const [server] = await within(accepted, 'the accepted connection');
-    if (client.connecting) await within(once(client, 'connect'), "the client's 'connect'");
-    const serverWatch = watch(server);
-    run.client = client;
-    run.server = server;
-    const clientIsA = options.a !== 'server';
-    [run.aSocket, run.bSocket] = clientIsA ? [client, server] : [server, client];
-    [run.a, run.b] = clientIsA ? [clientWatch, serverWatch] : [serverWatch, clientWatch];
-    if (!clientIsA) run.#labels = { a: 'server (accepted)', b: 'client' };
-    run.#tuples = { a: connectedTuple(run.aSocket), b: connectedTuple(run.bSocket) };
+    accepted.catch(() => {}); // a failed listen() rejects it too; the failure is reported once, below
+    try {
+      listener.listen(0, '127.0.0.1');
+      await within(once(listener, 'listening'), 'listening on 127.0.0.1');
+      const { port } = listener.address() as net.AddressInfo;
+      client = net.connect({ port, host: '127.0.0.1', ...options.client });
+      const clientWatch = watch(client);
+      run.act(options.a === 'server' ? 'b' : 'a', 'connect()');
+      // Rejects with the client's error ('connect ENETUNREACH') as soon as it comes.
+      await within(once(client, 'connect'), `the connection to 127.0.0.1:${port}`);
+      const [server] = await within(accepted, 'the accepted connection');
+      const serverWatch = watch(server);
+      run.client = client;
+      run.server = server;
+      const clientIsA = options.a !== 'server';
+      [run.aSocket, run.bSocket] = clientIsA ? [client, server] : [server, client];
+      [run.a, run.b] = clientIsA ? [clientWatch, serverWatch] : [serverWatch, clientWatch];
+      if (!clientIsA) run.#labels = { a: 'server (accepted)', b: 'client' };
+      run.#tuples = { a: connectedTuple(run.aSocket), b: connectedTuple(run.bSocket) };
+    } catch (error) {
+      client?.destroy();
+      listener.close();
+      // A connection accepted after the deadline is closed too.
+      accepted.then(([late]) => late.destroy(), () => {});
+      throw withLoopbackHint(error);
+    }
     void run.a.done.then(() => (run.finished.a = true));
     void run.b.done.then(() => (run.finished.b = true));
     return run;
@@ -138,6 +157,22 @@ class Run {
     this.server.destroy();
     this.listener.close();
   }
+}
+
+/** The kernel's errors for 127.0.0.1 when `lo` is down (ENETUNREACH, EHOSTUNREACH) or lacks the address (EADDRNOTAVAIL). */
+const LOOPBACK_MISSING = new Set(['ENETUNREACH', 'EADDRNOTAVAIL', 'EHOSTUNREACH']);
+
+/**
+ * Adds what to do to a socket error that means 127.0.0.1 is not up here (a fresh network namespace
+ * has `lo` down), when no interface that is up has 127.0.0.1; other errors are returned as they are.
+ */
+function withLoopbackHint(error: unknown): unknown {
+  const e = error as NodeJS.ErrnoException;
+  if (!(error instanceof Error) || !LOOPBACK_MISSING.has(e.code ?? '')) return error;
+  const up = Object.values(os.networkInterfaces()).some((addresses) => addresses?.some((a) => a.address === '127.0.0.1'));
+  if (up) return error;
+  e.message += " (no interface in this network namespace is up with 127.0.0.1: bring the loopback up with 'ip link set lo up')";
+  return error;
 }
 
 /** Runs `body` on a fresh connection and always cleans up. */
@@ -307,7 +342,7 @@ async function timeWait(): Promise<Diagram> {
 }
 
 const SIMULTANEOUS_NEEDS =
-  "both FINs must cross on the wire: the lab holds each FIN on its userspace wire until both ends are in FIN_WAIT1, then releases them together (KERNEL.md, row 3). On loopback a FIN arrives microseconds after it is sent, so one end always sees the other's FIN before it closes itself: that is a normal close, not CLOSING";
+  "both FINs must cross on the wire: the lab holds each FIN on its userspace wire until both ends are in FIN_WAIT1, then releases them together. On loopback a FIN arrives microseconds after it is sent, so one end always sees the other's FIN before it closes itself: that is a normal close, not CLOSING";
 const LOST_ACK_NEEDS =
   "the last ACK must be lost: the lab's wire drops A's ACK of B's FIN, so B retransmits its FIN from LAST_ACK and A, in TIME_WAIT, acknowledges it again. Loopback never loses a segment";
 
@@ -324,7 +359,11 @@ export const SCENARIOS: readonly Scenario[] = [
   { name: 'time-wait', title: 'TIME_WAIT and its 60 s timer, seen through sock_diag', loopback: timeWait, lab: labTimeWait },
 ];
 
-/** The scenario called `name`, or `undefined`. */
+/**
+ * The scenario called `name`, or `undefined`. Spelt as you like, as state names are: case, `_` for
+ * `-`, and `fin-wait-2` for `fin-wait2` (`NORMAL`, `Three_Way`, `FIN_WAIT_2_TIMEOUT`).
+ */
 export function scenario(name: string): Scenario | undefined {
-  return SCENARIOS.find((s) => s.name === name);
+  const wanted = name.trim().toLowerCase().replace(/_/g, '-').replace(/fin-wait-([12])/g, 'fin-wait$1');
+  return SCENARIOS.find((s) => s.name === wanted);
 }

@@ -64,7 +64,8 @@ export function run(file: string, args: readonly string[], input = ''): Promise<
   return new Promise((resolve, reject) => {
     const child = execFile(file, args, { encoding: 'utf8' }, (error, stdout, stderr) => {
       if (error) {
-        const detail = stderr.trim() || error.message;
+        // One line: ip's own lines joined ('mount --make-shared /run/netns failed: ...; Command failed -:1').
+        const detail = (stderr.trim() || error.message).replace(/\s*\n\s*/g, '; ');
         reject(Object.assign(new Error(`${file} ${args.join(' ')}: ${detail}`, { cause: error }), { stderr }));
       } else {
         resolve(stdout);

@@ -263,7 +263,8 @@ describe.concurrent('finwait demo in the lab', () => {
   });
 
   itLab('--svg FILE: a well-formed SVG with the segment arrows, held ones drawn short', async () => {
-    const file = path.join(os.tmpdir(), `finwait-demo-lab-${process.pid}.svg`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-demo-lab-svg-'));
+    const file = path.join(dir, 'simultaneous.svg');
     try {
       const { code, stdout, stderr } = await finwait(['demo', 'simultaneous', '--svg', file]);
       expect(code).toBe(0);
@@ -278,7 +279,7 @@ describe.concurrent('finwait demo in the lab', () => {
       expect(svg).toContain(LAB_PATH);
       for (const state of ['CLOSING', 'TIME_WAIT']) expect(svg).toContain(state);
     } finally {
-      fs.rmSync(file, { force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -287,21 +288,21 @@ describe.concurrent('finwait demo in the lab', () => {
     const preload = path.join(dir, 'fail.cjs');
     const pidFile = path.join(dir, 'pid');
     // The CLI's own host.findSocket(), failing from its second call on (the first look after a segment).
-    fs.writeFileSync(
-      preload,
-      `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
-       const { Host } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'testing', 'host.js'))});
-       const real = Host.prototype.findSocket;
-       let calls = 0;
-       Host.prototype.findSocket = function (tuple) {
-         if (++calls > 1) throw Object.assign(new Error('socket EMFILE'), { code: 'EMFILE', syscall: 'socket' });
-         return real.call(this, tuple);
-       };`,
-    );
     try {
+      fs.writeFileSync(
+        preload,
+        `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid));
+         const { Host } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'dist', 'testing', 'host.js'))});
+         const real = Host.prototype.findSocket;
+         let calls = 0;
+         Host.prototype.findSocket = function (tuple) {
+           if (++calls > 1) throw Object.assign(new Error('socket EMFILE'), { code: 'EMFILE', syscall: 'socket' });
+           return real.call(this, tuple);
+         };`,
+      );
       const { code, stderr } = await finwait(['demo', 'time-wait'], { NODE_OPTIONS: `--require ${preload}` });
       expect(code).toBe(1);
-      expect(stderr).toBe('finwait: EMFILE: socket EMFILE\n');
+      expect(stderr).toBe('finwait: socket EMFILE\n'); // the code once: the message has it
       const pid = fs.readFileSync(pidFile, 'utf8');
       expect(fs.readdirSync('/run/netns').filter((n) => n.startsWith(`finwait-${pid}-`))).toEqual([]);
     } finally {

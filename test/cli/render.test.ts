@@ -203,14 +203,15 @@ describe('renderSvg', () => {
     const svg = renderSvg(withSegments);
     expect(svg).toContain('&lt;SEQ=1&gt;&lt;ACK=1&gt;&lt;CTL=FIN,ACK&gt;');
     expect(svg).toContain('marker-end="url(#arrow)"');
-    const file = path.join(os.tmpdir(), `finwait-${process.pid}.svg`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-render-'));
+    const file = path.join(dir, 'ladder.svg');
     fs.writeFileSync(file, svg);
     try {
       execFileSync('python3', ['-c', 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])', file], { stdio: 'pipe' });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error; // no python3: the check above stands
     } finally {
-      fs.rmSync(file, { force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

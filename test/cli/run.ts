@@ -1,6 +1,10 @@
-/** Runs the built `finwait` bin as a user would, and a tiny XML well-formedness check. */
-import { execFile } from 'node:child_process';
+/**
+ * Runs the built `finwait` bin as a user would (also inside a fresh network namespace), and a tiny
+ * XML well-formedness check.
+ */
+import { execFile, spawnSync } from 'node:child_process';
 import path from 'node:path';
+import type { Availability } from '../helpers';
 
 export const BIN = path.join(__dirname, '..', '..', 'dist', 'cli', 'main.js');
 
@@ -10,14 +14,47 @@ export interface Ran {
   stderr: string;
 }
 
-/** `node dist/cli/main.js ...args`, without colour (stdout is a pipe anyway). */
-export function finwait(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ran> {
+export interface RunOptions {
+  /** A command that runs node, e.g. `['unshare', '-n']`; it must exec node, so that a kill reaches it. */
+  prefix?: readonly string[];
+  /** Killed after this many ms, and the promise rejects saying so (default 20 s). */
+  timeout?: number;
+}
+
+/**
+ * `node dist/cli/main.js ...args`, without colour (stdout is a pipe anyway). Rejects if the process
+ * had to be killed (it hung) or could not start.
+ */
+export function finwait(args: string[], env: NodeJS.ProcessEnv = {}, options: RunOptions = {}): Promise<Ran> {
+  const { prefix = [], timeout = 20_000 } = options;
+  const [file, ...rest] = [...prefix, process.execPath, BIN, ...args];
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 20_000, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') return reject(error);
+    execFile(file!, rest, { timeout, maxBuffer: 256 * 1024 * 1024, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== 'number') {
+        const why = error.killed ? `still running after ${timeout} ms, killed (${error.signal})` : error.message;
+        return reject(new Error(`finwait ${args.join(' ')}: ${why}\nstdout: ${stdout}\nstderr: ${stderr}`, { cause: error }));
+      }
       resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
     });
   });
+}
+
+let netns: (Availability & { prefix?: string[] }) | undefined;
+
+/**
+ * How to run a command in a fresh network namespace, where only `lo` exists and it is down:
+ * `unshare -n` (root, or uid 0 of a user namespace with its capabilities), else `unshare -rn` (an
+ * unprivileged user, where user namespaces are allowed); or why neither works. Asked once.
+ */
+export function freshNetns(): Availability & { prefix?: string[] } {
+  if (netns) return netns;
+  const failures: string[] = [];
+  for (const prefix of [['unshare', '-n'], ['unshare', '-rn']]) {
+    const probe = spawnSync(prefix[0]!, [...prefix.slice(1), 'true'], { encoding: 'utf8' });
+    if (probe.status === 0) return (netns = { ok: true, prefix });
+    failures.push(`${prefix.join(' ')}: ${probe.error?.message ?? probe.stderr.trim()}`);
+  }
+  return (netns = { ok: false, reason: `no network namespace can be made here (${failures.join('; ')})` });
 }
 
 /**

@@ -2,32 +2,17 @@
  * The lab test policy: a test that needs the lab (root, /dev/net/tun) skips with the reason when
  * the lab is unavailable, except under CI=true, where a skipped privileged test is a failure.
  */
-import { it } from 'vitest';
 import { createLab, labAvailable, type Lab, type LabAvailability, type LabOptions } from '../../src/testing/index';
+import { itNeeds, privilegedGate } from '../helpers';
 
 /** What to do with a lab test: run it, skip it (with the reason), or fail it (CI=true). */
 export function labGate(availability: LabAvailability, env: NodeJS.ProcessEnv): { run: true } | { run: false; skip?: string; fail?: string } {
-  if (availability.ok) return { run: true };
-  if (env.CI === 'true') {
-    return { run: false, fail: `CI=true: a lab test may not be skipped, and the lab is unavailable: ${availability.reason}` };
-  }
-  return { run: false, skip: `the lab is unavailable: ${availability.reason}` };
+  return privilegedGate('the lab', availability, env);
 }
 
 /** A test that needs the lab's privileges (it makes its own labs, e.g. through the CLI). */
 export function itNeedsLab(name: string, fn: () => Promise<void>, timeout?: number): void {
-  it(
-    name,
-    async (ctx) => {
-      const gate = labGate(labAvailable(), process.env);
-      if (!gate.run) {
-        if (gate.fail) throw new Error(gate.fail);
-        ctx.skip(gate.skip);
-      }
-      await fn();
-    },
-    timeout,
-  );
+  itNeeds('the lab', labAvailable, name, fn, timeout);
 }
 
 /** A test with a fresh lab, closed in `finally` whatever the test did. */

@@ -23,6 +23,8 @@ import {
   type LogEntry,
 } from '../../src/testing/index';
 import { itLab, itNeedsLab, labGate } from './helpers';
+import { idMapped } from '../helpers';
+import { run } from '../../src/testing/netns';
 
 const root = path.join(__dirname, '..', '..');
 const dist = path.join(root, 'dist', 'testing', 'index.js');
@@ -412,14 +414,14 @@ describe('the lab', () => {
       ctx.skip(gate.skip);
     }
     // An `ip` that creates namespaces but fails to configure them (`ip -n NAME ...`).
-    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-fake-ip-'));
     const realIp = execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim();
-    fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\nif [ "$1" = "-n" ]; then echo "configuration refused" >&2; exit 2; fi\nexec ${realIp} "$@"\n`, { mode: 0o755 });
     const script = `
       require(${JSON.stringify(dist)}).createLab().then(
         () => console.log('created'),
         (e) => console.log(JSON.stringify({ message: e.message, code: e.code, pid: process.pid })));`;
+    const bin = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-fake-ip-'));
     try {
+      fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\nif [ "$1" = "-n" ]; then echo "configuration refused" >&2; exit 2; fi\nexec ${realIp} "$@"\n`, { mode: 0o755 });
       const { stdout } = await pexecFile(process.execPath, ['-e', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
       const { message, code, pid } = JSON.parse(stdout) as { message: string; code: string; pid: number };
       expect(message).toContain('configuration refused');
@@ -448,6 +450,26 @@ describe('the lab', () => {
     expect(result.available.reason).toMatch(/CAP_NET_ADMIN|tun|Linux/);
     expect(result.code).toBe('ERR_FINWAIT_LAB_UNAVAILABLE');
     expect(result.message).toContain(result.available.reason);
+  });
+
+  it("a failed command (ip's) is reported in one line: its stderr's lines joined", async () => {
+    const script = 'echo "mount --make-shared /run/netns failed: Operation not permitted" >&2; echo "Command failed -:1" >&2; exit 1';
+    await expect(run('sh', ['-c', script])).rejects.toThrow(/^sh -c .*: mount --make-shared \/run\/netns failed: Operation not permitted; Command failed -:1$/);
+  });
+
+  it('idMapped: uid 65534 is in a full map, not in the one-id map of unshare -r (where uid 0 is not root)', () => {
+    expect(idMapped('         0          0 4294967295\n', 65534)).toBe(true);
+    expect(idMapped('         0          0          1\n', 65534)).toBe(false);
+    expect(idMapped('         0       1000          1\n      1000     100000      65536\n', 65534)).toBe(true);
+    expect(idMapped('', 0)).toBe(false);
+    let inUserns: string;
+    try {
+      inUserns = execFileSync('unshare', ['-r', 'cat', '/proc/self/uid_map'], { encoding: 'utf8', stdio: 'pipe' });
+    } catch {
+      return; // no user namespaces here: the fixed maps above stand
+    }
+    expect(idMapped(inUserns, 0)).toBe(true);
+    expect(idMapped(inUserns, 65534)).toBe(false);
   });
 
   it('labGate: runs, skips with the reason, or fails under CI=true', () => {
