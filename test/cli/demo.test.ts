@@ -8,14 +8,84 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { canBecome, hasCapability, type Availability } from '../helpers';
 import { assertWellFormedXml, BIN, finwait } from './run';
 
-function hasSetpriv(): boolean {
+const NOBODY = 65534;
+const CAP_NET_ADMIN = 12;
+const CAP_SYS_ADMIN = 21;
+
+/** Sets modes so that every user can read `dir` and everything in it (a mkdtemp directory is 0700). */
+function readableByAll(dir: string): void {
+  fs.chmodSync(dir, 0o755);
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) readableByAll(file);
+    else fs.chmodSync(file, fs.statSync(file).mode & 0o111 ? 0o755 : 0o644);
+  }
+}
+
+/** The first directory above `dir` that other users cannot pass through (no o+x), or `undefined`. */
+function closedAncestor(dir: string): string | undefined {
+  for (let up = path.dirname(dir); ; up = path.dirname(up)) {
+    const stat = fs.statSync(up);
+    if (!(stat.mode & 0o001) && stat.uid !== NOBODY) return up;
+    if (up === path.dirname(up)) return undefined;
+  }
+}
+
+/**
+ * What the bin needs to run, as an installed package has it: package.json, dist/, the addon's
+ * binary and node-gyp-build, copied into a new mkdtemp directory that every user can read. The
+ * checkout itself may be private (a clone in a mode-0700 directory under /root). The caller
+ * removes it.
+ */
+function copyForAnyUser(): { dir: string; bin: string; env: NodeJS.ProcessEnv } {
+  const root = path.join(path.dirname(BIN), '..', '..');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-nobody-'));
   try {
-    execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
+    fs.cpSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+    fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+    for (const build of ['Release', 'Debug']) {
+      const from = path.join(root, 'build', build);
+      if (!fs.existsSync(from)) continue;
+      for (const name of fs.readdirSync(from).filter((n) => n.endsWith('.node'))) {
+        fs.cpSync(path.join(from, name), path.join(dir, 'build', build, name));
+      }
+    }
+    if (fs.existsSync(path.join(root, 'prebuilds'))) fs.cpSync(path.join(root, 'prebuilds'), path.join(dir, 'prebuilds'), { recursive: true });
+    const gypBuild = path.dirname(require.resolve('node-gyp-build/package.json', { paths: [root] }));
+    fs.cpSync(gypBuild, path.join(dir, 'node_modules', 'node-gyp-build'), { recursive: true });
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: dir };
+    if (process.env.FINWAIT_NATIVE) {
+      // A custom build chosen for this run: the copy uses it too.
+      env.FINWAIT_NATIVE = path.join(dir, 'override.node');
+      fs.cpSync(path.resolve(process.env.FINWAIT_NATIVE), env.FINWAIT_NATIVE);
+    }
+    readableByAll(dir);
+    return { dir, bin: path.join(dir, 'dist', 'cli', 'main.js'), env };
+  } catch (error) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/**
+ * How this test runs the bin without the lab's privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN): as it is
+ * when this process lacks them; as nobody when it can become nobody (root); with every capability
+ * dropped when it cannot (uid 0 of a user namespace made by `unshare -r` maps only itself, so
+ * setresuid(65534) fails there); or why not.
+ */
+function unprivileged(): Availability & { how?: 'as-is' | 'nobody' | 'no-capabilities' } {
+  if (process.platform !== 'linux') return { ok: false, reason: `Linux only (this is ${process.platform})` };
+  if (!hasCapability(CAP_NET_ADMIN) && !hasCapability(CAP_SYS_ADMIN)) return { ok: true, how: 'as-is' };
+  const nobody = canBecome(NOBODY);
+  if (nobody.ok) return { ok: true, how: 'nobody' };
+  try {
+    execFileSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', 'true'], { stdio: 'pipe' });
+    return { ok: true, how: 'no-capabilities' };
+  } catch (error) {
+    return { ok: false, reason: `cannot become nobody (${nobody.reason}) nor drop capabilities with setpriv (${(error as Error).message})` };
   }
 }
 
@@ -166,7 +236,8 @@ describe.concurrent('finwait demo on loopback', () => {
   });
 
   it('--svg FILE: a well-formed SVG with the states', async () => {
-    const file = path.join(os.tmpdir(), `finwait-demo-${process.pid}.svg`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-demo-svg-'));
+    const file = path.join(dir, 'reset.svg');
     try {
       const { code, stdout, stderr } = await finwait(['demo', 'reset', '--svg', file, '--loopback']);
       expect(code).toBe(0);
@@ -177,26 +248,51 @@ describe.concurrent('finwait demo on loopback', () => {
       for (const state of ['ESTABLISHED', 'CLOSED']) expect(svg).toContain(state);
       expect(svg).toContain('reset-sent');
     } finally {
-      fs.rmSync(file, { force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
   // As a user without CAP_NET_ADMIN would run it: no lab, so loopback without being asked, and the
-  // lab-only scenarios say why they cannot run. Needs root to drop to nobody.
-  const asNobody = process.getuid?.() === 0 && hasSetpriv();
-  it.skipIf(!asNobody)('without the lab\'s privileges: loopback by itself; lab-only scenarios exit 3 and say what is missing', async () => {
-    const nobody = ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'demo'];
-    const normal = execFileSync('setpriv', [...nobody, 'normal'], { encoding: 'utf8', env: { ...process.env, HOME: os.tmpdir() } });
-    expect(normal.split('\n')[1]).toBe('path: loopback');
-    expect(normal).toContain(NO_SEGMENTS);
-    let failed: { status: number; stderr: string } | undefined;
+  // lab-only scenarios say why they cannot run. As nobody (uid 65534) from a copy every user can
+  // read when this process can become nobody; see unprivileged() for the other ways.
+  it("without the lab's privileges: loopback by itself; lab-only scenarios exit 3 and say what is missing", (ctx) => {
+    const way = unprivileged();
+    if (!way.ok) return ctx.skip(`cannot run without privileges here: ${way.reason}`);
+    let copy: ReturnType<typeof copyForAnyUser> | undefined;
     try {
-      execFileSync('setpriv', [...nobody, 'simultaneous'], { encoding: 'utf8', stdio: 'pipe' });
-    } catch (error) {
-      failed = error as { status: number; stderr: string };
+      let run: (scenario: string) => string[];
+      let env: NodeJS.ProcessEnv = process.env;
+      if (way.how === 'nobody') {
+        copy = copyForAnyUser();
+        const closed = closedAncestor(copy.dir);
+        if (closed) return ctx.skip(`uid ${NOBODY} cannot reach ${copy.dir}: ${closed} is closed to other users (set TMPDIR to a directory they can pass through)`);
+        env = copy.env;
+        const bin = copy.bin;
+        run = (scenario) => ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, bin, 'demo', scenario];
+      } else if (way.how === 'no-capabilities') {
+        run = (scenario) => ['setpriv', '--bounding-set=-all', '--inh-caps=-all', process.execPath, BIN, 'demo', scenario];
+      } else {
+        run = (scenario) => [process.execPath, BIN, 'demo', scenario];
+      }
+      const cwd = copy?.dir;
+      const exec = (scenario: string): string => {
+        const [file, ...args] = run(scenario);
+        return execFileSync(file!, args, { encoding: 'utf8', stdio: 'pipe', env, cwd, timeout: 20_000 });
+      };
+      const normal = exec('normal');
+      expect(normal.split('\n')[1]).toBe('path: loopback');
+      expect(normal).toContain(NO_SEGMENTS);
+      let failed: { status: number; stderr: string } | undefined;
+      try {
+        exec('simultaneous');
+      } catch (error) {
+        failed = error as { status: number; stderr: string };
+      }
+      expect(failed?.status).toBe(3);
+      expect(failed?.stderr).toMatch(/is not available here: it needs CAP_NET_ADMIN and CAP_SYS_ADMIN/);
+    } finally {
+      if (copy) fs.rmSync(copy.dir, { recursive: true, force: true });
     }
-    expect(failed?.status).toBe(3);
-    expect(failed?.stderr).toMatch(/is not available here: it needs CAP_NET_ADMIN and CAP_SYS_ADMIN/);
   });
 
   it('npm start runs finwait demo', () => {
