@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { codedError, notSupported } from './errors';
+import type { CodedError } from './errors';
 
 /** Numbers of the platform's constants; only `supported` exists where there is no back-end. */
 export interface NativeConstants {
@@ -109,38 +109,66 @@ export interface Native {
   constants: NativeConstants;
 }
 
-function load(): Native {
+/** The C library a Linux process runs on, as prebuilds are tagged: glibc or musl. */
+function libc(): 'glibc' | 'musl' {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+/** Where this runs, as prebuilds are named: `linux-x64-glibc`, `darwin-arm64`. */
+export function platformName(): string {
+  const name = `${process.platform}-${process.arch}`;
+  return process.platform === 'linux' ? `${name}-${libc()}` : name;
+}
+
+/**
+ * The one error every kernel-only call throws where the native part cannot be used: `ENOTSUP`,
+ * naming the platform and what is missing, with the loader's error as `cause`.
+ */
+function unavailable(why: string, cause?: unknown): CodedError {
+  const error = new Error(`finwait's kernel calls are not available on ${platformName()}: ${why}`, { cause });
+  return Object.assign(error, { code: 'ENOTSUP' });
+}
+
+type Loaded = { native: Native; error?: undefined } | { native?: undefined; error: CodedError };
+
+function load(): Loaded {
   try {
     // FINWAIT_NATIVE names a .node file to load instead (a custom or debug build).
     const override = process.env.FINWAIT_NATIVE;
-    if (override) return require(path.resolve(override)) as Native;
-    return nodeGypBuild(path.join(__dirname, '..')) as Native;
+    const addon = (override ? require(path.resolve(override)) : nodeGypBuild(path.join(__dirname, '..'))) as Native;
+    if (!addon.constants.supported) return { error: unavailable(`finwait has no back-end for ${process.platform} yet`) };
+    return { native: addon };
   } catch (cause) {
-    // Deferred to the first call so that importing finwait never throws. Where a back-end exists
-    // (Linux) a missing or broken binary is ERR_DLOPEN_FAILED; elsewhere the platform is ENOTSUP.
+    // Deferred to the first call so that importing finwait never throws.
+    if (process.platform !== 'linux') return { error: unavailable(`finwait has no back-end for ${process.platform} yet`, cause) };
     const why = (cause as Error).message.split('\n')[0];
-    const error =
-      process.platform === 'linux'
-        ? codedError('ERR_DLOPEN_FAILED', `finwait's native addon could not be loaded (${why}); run npm rebuild finwait`)
-        : notSupported(`finwait's native addon (${why})`, cause);
-    return new Proxy({} as Native, {
-      get() {
-        throw error;
-      },
-    });
+    return {
+      error: unavailable(
+        `its native part could not be loaded (${why}). No prebuilt binary matches this platform and none was built at install; ` +
+          '"npm rebuild finwait" builds one (it needs python3, make and a C++ compiler)',
+        cause,
+      ),
+    };
   }
 }
 
-let loaded: Native | undefined;
+let loaded: Loaded | undefined;
 
-/** The addon, loaded on first use. */
+/** The addon, loaded on first use; throws the `ENOTSUP` of `nativeUnavailable()` where it cannot be used. */
 export function native(): Native {
-  return (loaded ??= load());
+  loaded ??= load();
+  if (loaded.error) throw loaded.error;
+  return loaded.native;
 }
 
-/** The platform's constants; throws `ENOTSUP` where there is no back-end (they would be undefined). */
+/** Why the kernel calls cannot be made here (the error they throw), or `undefined` when they can. */
+export function nativeUnavailable(): CodedError | undefined {
+  loaded ??= load();
+  return loaded.error;
+}
+
+/** The platform's constants; throws `ENOTSUP` where there is no back-end. */
 export function constants(): NativeConstants {
-  const c = native().constants;
-  if (!c.supported) throw notSupported('finwait');
-  return c;
+  return native().constants;
 }

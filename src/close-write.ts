@@ -6,7 +6,7 @@ import os from 'node:os';
 import { constants } from './binding';
 import { abortError, errnoError, invalidArgType, socketClosed } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
-import { takeSocketError, tcpState } from './ops';
+import { socketErrorOf, tcpState } from './ops';
 import { findSocket, namedTuple } from './diag';
 import type { TcpState } from './states';
 
@@ -72,11 +72,20 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
     /** The state last read on the fd or in sock_diag. */
     let last: TcpState | undefined;
 
+    /**
+     * A destroy() before the FIN went out: Node 22 and later fail the queued write with
+     * ECANCELED ('error', and `socket.errored`), Node 20 says nothing; both are the same event.
+     */
+    const failure = (error: Error): Error =>
+      !socket.writableFinished && (error as NodeJS.ErrnoException).code === 'ECANCELED'
+        ? socketClosed('it was destroyed before its FIN was sent', error)
+        : error;
+
     const settle = (error?: Error): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.off('finish', onFinish).off('end', onEnd).off('error', settle).off('close', onClose);
+      socket.off('finish', onFinish).off('end', onEnd).off('error', onError).off('close', onClose);
       signal?.removeEventListener('abort', onAbort);
       if (error) reject(error);
       else resolve();
@@ -99,14 +108,14 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
 
     function check(): void {
       if (settled) return;
-      if (socket.errored) return settle(socket.errored);
+      if (socket.errored) return settle(failure(socket.errored));
       if (!socket.writableFinished) return; // 'finish' comes once shutdown(2) was called.
       if (handleFd(socket) !== fd) return checkOrphan();
       last = tcpState(fd);
       const progress = finProgress(last);
       if (progress === 'acked') return settle();
       if (progress === 'closed') {
-        const err = takeSocketError(fd);
+        const err = socketErrorOf(socket, fd);
         return settle(err ? errnoError(-err, 'read') : undefined);
       }
     }
@@ -138,7 +147,7 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
 
     function onClose(): void {
       // Destroyed: an error wins; otherwise follow the connection in the kernel.
-      if (socket.errored) return settle(socket.errored);
+      if (socket.errored) return settle(failure(socket.errored));
       if (!socket.writableFinished) return settle(socketClosed('it was destroyed before its FIN was sent'));
       poll();
     }
@@ -147,7 +156,11 @@ export function closeWrite(socket: net.Socket, options: CloseWriteOptions = {}):
       settle(abortError(signal as AbortSignal));
     }
 
-    socket.on('finish', onFinish).on('end', onEnd).on('error', settle).on('close', onClose);
+    function onError(error: Error): void {
+      settle(failure(error));
+    }
+
+    socket.on('finish', onFinish).on('end', onEnd).on('error', onError).on('close', onClose);
     signal?.addEventListener('abort', onAbort, { once: true });
     if (!socket.writableEnded) socket.end();
     if (socket.writableFinished) poll();

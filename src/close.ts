@@ -7,11 +7,12 @@
  */
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { constants } from './binding';
-import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange } from './errors';
+import { nativeUnavailable } from './binding';
+import { closeWithoutKernel } from './close-node-only';
+import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple } from './diag';
-import { queues, reset, tcpState } from './ops';
+import { queues, reset, socketErrorOf, tcpState } from './ops';
 import type { TcpState } from './states';
 
 /** Options of `gracefulClose()`. */
@@ -45,7 +46,12 @@ export type CloseReason =
 
 /** What `gracefulClose()` did, and why. */
 export interface CloseReport {
-  outcome: 'graceful' | 'reset-sent' | 'reset-received';
+  /**
+   * `'destroyed'` only where the kernel's view is not available (`kernelView: false`): at the
+   * deadline Node could not reset the socket (a TLS socket, or a shutdown in progress), so it was
+   * destroyed: what Node still queued is lost, the kernel sends what it holds, then FIN.
+   */
+  outcome: 'graceful' | 'reset-sent' | 'reset-received' | 'destroyed';
   reason: CloseReason;
   /** Bytes read from the peer after the close began (given to any 'data' listeners, otherwise discarded). */
   bytesDiscarded: number;
@@ -59,6 +65,15 @@ export interface CloseReport {
   states: { state: TcpState | 'CLOSED'; at: number }[];
   /** The socket's error, for `peer-reset` and `closed-elsewhere`. */
   error?: Error;
+  /**
+   * Whether the close was decided by what the kernel showed. `false` where finwait's kernel calls
+   * are not available (see `capabilities()`): the close used what Node alone can do (end, read
+   * and discard, the peer's FIN, the deadline), `states` is empty and byte counts the kernel
+   * holds are -1.
+   */
+  kernelView: boolean;
+  /** Why the kernel's view was not available: the `ENOTSUP` error kernel calls throw here. */
+  kernelError?: CodedError;
 }
 
 const FIRST_POLL_MS = 1;
@@ -103,14 +118,16 @@ function ensureReading(socket: net.Socket): void {
  * until the kernel shows everything we sent acknowledged, nothing unread and the peer quiet for
  * 20 ms, then closes, so the kernel sends no RST. At the deadline, and only then, `reset()`. Never blocks the event loop.
  * Resolves with a report of the path taken; rejects only for bad arguments or a socket that is
- * already closed (`ERR_SOCKET_CLOSED`).
+ * already closed (`ERR_SOCKET_CLOSED`). Where finwait's kernel calls are not available, closes
+ * with what Node alone can do and says so (`kernelView: false`).
  */
 export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions = {}): Promise<CloseReport> {
   return new Promise<CloseReport>((resolve) => {
     assertSocket(socket);
     const { timeout, maxDiscard, signal } = validate(options);
+    const unavailable = nativeUnavailable();
+    if (unavailable) return resolve(closeWithoutKernel(socket, { timeout, maxDiscard, signal }, unavailable));
     fdOf(socket);
-    constants(); // ENOTSUP before anything is sent on a platform without a back-end
     // Before anything is armed or sent: anything but a TCP socket (a Unix one) throws here.
     const firstState = tcpState(socket);
     const started = performance.now();
@@ -168,6 +185,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
         unsentInNode: 0,
         durations: { flush: flushEnd, linger: total - flushEnd, total },
         states,
+        kernelView: true,
         ...extra,
       });
     };
@@ -241,11 +259,16 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     }
 
     function onEnd(): void {
-      // The peer's FIN: once ours is out too, the close is complete in both directions.
+      // The peer's FIN: once ours is out too, the close is complete in both directions. Or an RST
+      // that followed data not yet read, which Node 20 and 22 also report as 'end': the fd then
+      // reads CLOSE with ECONNRESET pending (Node 24 and later emit that 'error' instead).
       const fd = currentFd();
       if (fd >= 0) {
         try {
-          see(tcpState(fd));
+          const state = tcpState(fd);
+          see(state);
+          const pending = state === 'CLOSE' ? socketErrorOf(socket, fd) : 0;
+          if (pending) return onError(errnoError(-pending, 'read'));
         } catch {
           /* decided below */
         }

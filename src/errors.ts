@@ -60,8 +60,8 @@ export function checkTimerMs(value: unknown, name: string): number {
 }
 
 /** `Error` with `code: 'ERR_SOCKET_CLOSED'`: the socket has no file descriptor (yet or any more). */
-export function socketClosed(why: string): Error & { code: string } {
-  return coded(new Error(`Socket is closed: ${why}`), 'ERR_SOCKET_CLOSED');
+export function socketClosed(why: string, cause?: unknown): Error & { code: string } {
+  return coded(new Error(`Socket is closed: ${why}`, cause === undefined ? undefined : { cause }), 'ERR_SOCKET_CLOSED');
 }
 
 /** An errno error built from a negative libuv error number, the same shape the addon throws. */

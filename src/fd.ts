@@ -42,6 +42,9 @@ export function fdOf(target: unknown, name = 'socket'): number {
   const fd = handle.fd;
   if (typeof fd !== 'number' || fd < 0) {
     if (process.platform === 'win32') throw notSupported('Reading a socket file descriptor');
+    // A handle with no fd property at all: this Node does not expose it (libuv gives -1 while
+    // connecting, and `fd` is there from the start).
+    if (!('fd' in handle)) throw notSupported(`Reading a socket's file descriptor (net.Socket#_handle.fd is missing in Node.js ${process.version})`);
     throw socketClosed('it has no file descriptor yet (still connecting)');
   }
   return fd;

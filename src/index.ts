@@ -4,6 +4,7 @@
  */
 export { TCP_STATES, isTcpState, type TcpState } from './states';
 export type { ErrnoError, CodedError } from './errors';
+export { capabilities, type Capabilities } from './capabilities';
 export type { SocketLike } from './fd';
 export type { TcpInfo } from './tcp-info';
 export {

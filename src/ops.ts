@@ -182,3 +182,23 @@ export function takeSocketError(fd: number): number {
   const { SOL_SOCKET, SO_ERROR } = constants();
   return native().getIntOption(fd, SOL_SOCKET, SO_ERROR);
 }
+
+const kTakenError = Symbol('finwait.takenSocketError');
+
+/**
+ * The socket's pending error (`SO_ERROR`) as the first finwait caller took it: reading clears it
+ * in the kernel, so the error taken is kept on the socket and every later caller (watch(),
+ * gracefulClose(), closeWrite() on the same socket) gets the same answer. 0 if none.
+ *
+ * Why it is needed: when an RST follows data not yet read, Node 20 and 22 emit the data and then
+ * 'end' (libuv takes the hang-up after a short read for end-of-file), while Node 24 and later emit
+ * 'error' ECONNRESET. An fd that reads CLOSE at 'end' with ECONNRESET pending was reset.
+ */
+export function socketErrorOf(socket: net.Socket, fd: number): number {
+  const holder = socket as net.Socket & { [kTakenError]?: number };
+  const taken = holder[kTakenError];
+  if (taken) return taken;
+  const error = takeSocketError(fd);
+  if (error) holder[kTakenError] = error;
+  return error;
+}

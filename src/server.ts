@@ -10,11 +10,12 @@ import net from 'node:net';
 import type http from 'node:http';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { constants } from './binding';
+import { nativeUnavailable } from './binding';
 import { gracefulClose, type CloseReport } from './close';
 import { sockets } from './diag';
 import { abortError, checkTimerMs, invalidArgType } from './errors';
 import { handleFd } from './fd';
+import { missingInternal } from './node-internals';
 
 /** Options of `closeServer()`. */
 export interface CloseServerOptions {
@@ -36,17 +37,24 @@ export interface ConnectionReport extends CloseReport {
 
 /** What `closeServer()` did. */
 export interface ServerCloseReport {
-  /** Connections per outcome, and in all. */
-  totals: { graceful: number; resetSent: number; resetReceived: number; total: number };
+  /** Connections per outcome, and in all (`destroyed` only without the kernel's view). */
+  totals: { graceful: number; resetSent: number; resetReceived: number; destroyed: number; total: number };
   /** ms from the call until the last connection was closed. */
   duration: number;
   /** Connections that were waiting in the accept queue when the shutdown began, accepted and closed gracefully. */
   acceptedFromQueue: number;
   /**
    * Connections to this server's port that finwait could not close because they were accepted
-   * before it knew of them (a plain `net.Server` not passed to `trackConnections()` first).
+   * before it knew of them (a plain `net.Server` not passed to `trackConnections()` first); -1
+   * when unknown (no kernel view).
    */
   untracked: number;
+  /**
+   * Whether the kernel's view was available (see `capabilities()`). Without it the accept queue
+   * cannot be seen (it is drained for a few turns of the event loop instead), untracked
+   * connections are not counted, and each connection closes as `CloseReport.kernelView` says.
+   */
+  kernelView: boolean;
   connections: ConnectionReport[];
 }
 
@@ -77,11 +85,22 @@ function connectionEvent(server: net.Server): 'connection' | 'secureConnection' 
   return server instanceof tls.Server ? 'secureConnection' : 'connection';
 }
 
-/** Sockets of an http(s) server, from Node's own connection list (Node >= 18.14). */
+/**
+ * Sockets of an http(s) server, from Node's own connection list (Node >= 18.14; made when the
+ * server starts listening).
+ */
 function httpSockets(server: net.Server): net.Socket[] {
   const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
   const list = symbol ? (server as unknown as Record<symbol, { all?: () => { socket?: net.Socket }[] }>)[symbol] : undefined;
-  if (!list || typeof list.all !== 'function') return [];
+  if (!list || typeof list.all !== 'function') {
+    if (server.listening || symbol) {
+      missingInternal(
+        "http.Server's connection list (the http.server.connections symbol)",
+        'closeServer() closes only the connections trackConnections() saw and those whose next request starts after the call; the others are counted in the report as untracked',
+      );
+    }
+    return [];
+  }
   return list.all().flatMap((parser) => (parser.socket ? [parser.socket] : []));
 }
 
@@ -92,11 +111,22 @@ function httpSockets(server: net.Server): net.Socket[] {
  * (Node 18–22); removing them makes its socket listener wrapper unconsume the handle too.
  */
 function detachHttpParser(socket: net.Socket): void {
+  let detached = 0;
   for (const event of ['data', 'end'] as const) {
     for (const listener of socket.listeners(event)) {
       const name = (listener as { name?: string }).name;
-      if (name === 'bound socketOnData' || name === 'bound socketOnEnd') socket.removeListener(event, listener as () => void);
+      if (name === 'bound socketOnData' || name === 'bound socketOnEnd') {
+        socket.removeListener(event, listener as () => void);
+        detached++;
+      }
     }
+  }
+  // A connection Node's HTTP server still parses (it has a parser) must have had them.
+  if (detached === 0 && (socket as { parser?: unknown }).parser) {
+    missingInternal(
+      "the HTTP server's socket listeners (bound socketOnData, bound socketOnEnd)",
+      'closeServer() cannot take a connection from the HTTP parser: a request racing the FIN may still be parsed and handed to the application',
+    );
   }
 }
 
@@ -104,8 +134,16 @@ function isHttp(server: net.Server): server is http.Server {
   return typeof (server as http.Server).closeIdleConnections === 'function';
 }
 
+/** Turns of the event loop the accept queue is given where the kernel cannot show it. */
+const BLIND_DRAIN_TURNS = 3;
+
 /** Waits (bounded) until the kernel's accept queue of the listening socket is empty. */
 async function drainAcceptQueue(server: net.Server, until: number): Promise<void> {
+  if (nativeUnavailable()) {
+    // libuv accepts everything queued when the listener becomes readable, on the next turns.
+    for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
+    return;
+  }
   const fd = handleFd(server);
   const address = server.address();
   if (fd < 0 || !address || typeof address === 'string') return;
@@ -135,7 +173,7 @@ function validate(options: CloseServerOptions): { timeout: number; drainWindow: 
 export async function closeServer(server: net.Server, options: CloseServerOptions = {}): Promise<ServerCloseReport> {
   if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
   const { timeout, drainWindow, signal } = validate(options);
-  constants();
+  const kernelView = nativeUnavailable() === undefined;
   if (signal?.aborted) throw abortError(signal);
   const started = performance.now();
   const deadlineAt = started + timeout;
@@ -163,7 +201,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     const noTime = pastDeadline || aborted;
     const report = (async (): Promise<ConnectionReport> => {
       const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(signal && !noTime ? { signal } : {}) }).catch(
-        (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, error),
+        (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, kernelView, error),
       );
       // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
       if (aborted && result.reason === 'deadline') result.reason = 'aborted';
@@ -227,8 +265,8 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     const error = (socket.errored ?? undefined) as Error | undefined;
     const report: ConnectionReport = {
       ...(hadError
-        ? closedWithout('reset-received', 'peer-reset', performance.now() - started, error)
-        : closedWithout('graceful', 'peer-fin', performance.now() - started, error)),
+        ? closedWithout('reset-received', 'peer-reset', performance.now() - started, kernelView, error)
+        : closedWithout('graceful', 'peer-fin', performance.now() - started, kernelView, error)),
       peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
       requestsDuringShutdown: requests.get(socket) ?? 0,
     };
@@ -245,7 +283,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   };
   if (http) server.prependListener('request', onRequest);
   server.on(connectionEvent(server), onConnection);
-  const untracked = countUntracked(server, known);
+  const untracked = kernelView ? countUntracked(server, known) : -1;
 
   // 1. Stop accepting: take in what already waits in the kernel's accept queue, then close the
   //    listener (closing it first would reset those connections). What the drain accepts comes
@@ -285,17 +323,24 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   if (http) server.off('request', onRequest);
   server.off(connectionEvent(server), onConnection);
 
-  const totals = { graceful: 0, resetSent: 0, resetReceived: 0, total: connections.length };
+  const totals = { graceful: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: connections.length };
   for (const c of connections) {
     if (c.outcome === 'graceful') totals.graceful++;
     else if (c.outcome === 'reset-sent') totals.resetSent++;
-    else totals.resetReceived++;
+    else if (c.outcome === 'reset-received') totals.resetReceived++;
+    else totals.destroyed++;
   }
-  return { totals, duration: performance.now() - started, acceptedFromQueue, untracked, connections };
+  return { totals, duration: performance.now() - started, acceptedFromQueue, untracked, kernelView, connections };
 }
 
 /** The report of a connection that ended without a gracefulClose() of ours running it. */
-function closedWithout(outcome: CloseReport['outcome'], reason: CloseReport['reason'], total: number, error?: Error): CloseReport {
+function closedWithout(
+  outcome: CloseReport['outcome'],
+  reason: CloseReport['reason'],
+  total: number,
+  kernelView: boolean,
+  error?: Error,
+): CloseReport {
   return {
     outcome,
     reason,
@@ -304,6 +349,7 @@ function closedWithout(outcome: CloseReport['outcome'], reason: CloseReport['rea
     unsentInNode: 0,
     durations: { flush: 0, linger: 0, total },
     states: [],
+    kernelView,
     ...(error ? { error } : {}),
   };
 }

@@ -93,9 +93,22 @@ describe('sockets that are not TCP keep the kernel own error code', () => {
   let udp: dgram.Socket;
   let unixServer: net.Server;
   let unixClient: net.Socket;
-  const unixPath = path.join(os.tmpdir(), `finwait-${process.pid}.sock`);
+  let unixDir: string;
+
+  /**
+   * The fd of a bound UDP socket. `dgram.Socket#_handle` is deprecated (DEP0112) and gone in
+   * Node 26; the handle lives in the socket's state, under a symbol, on every supported Node.
+   */
+  function udpFd(socket: dgram.Socket): number {
+    const symbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'state symbol');
+    const state = symbol && (socket as unknown as Record<symbol, { handle?: { fd?: number } }>)[symbol];
+    if (typeof state?.handle?.fd !== 'number') throw new Error(`no UDP handle found on Node ${process.version}`);
+    return state.handle.fd;
+  }
 
   beforeAll(async () => {
+    unixDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-errors-'));
+    const unixPath = path.join(unixDir, 'unix.sock');
     udp = dgram.createSocket('udp4');
     udp.bind(0, '127.0.0.1');
     await once(udp, 'listening');
@@ -108,10 +121,11 @@ describe('sockets that are not TCP keep the kernel own error code', () => {
     udp.close();
     unixClient.destroy();
     await new Promise((resolve) => unixServer.close(resolve));
+    fs.rmSync(unixDir, { recursive: true, force: true });
   });
 
   it('a UDP fd: TCP options are refused by the kernel (EOPNOTSUPP, which libuv names ENOTSUP)', () => {
-    const fd = (udp as unknown as { _handle: { fd: number } })._handle.fd;
+    const fd = udpFd(udp);
     expect(fd).toBeGreaterThan(0);
     expect(() => finwait.tcpState(fd)).toThrow(code('ENOTSUP'));
     expect(() => finwait.tcpInfo(fd)).toThrow(code('ENOTSUP'));

@@ -37,7 +37,7 @@ import {
 } from '../diag';
 import { checkTimerMs, codedError, invalidArgType, outOfRange } from '../errors';
 import { assertSocket, handleFd } from '../fd';
-import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL } from '../ops';
+import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../ops';
 import { stateName, type TcpState } from '../states';
 import { stateOrThrow } from '../tcp-info';
 import {
@@ -841,7 +841,11 @@ function onEnd(this: net.Socket): void {
       this.writableFinished ||
       w.rawFin ||
       FIN_SENT.has(lifecycle.model().settled as LifecycleState);
-    if (state === 'CLOSE' && !finSent) lifecycle.observe({ event: 'rst-received', source: 'event', at });
+    // After our FIN, CLOSE is TIME_WAIT unless an RST came: then ECONNRESET is pending (the
+    // socket's error, taken once for every finwait caller). Node 24 and later emit it as 'error'.
+    if (state === 'CLOSE' && (!finSent || socketErrorOf(this, fd) !== 0)) {
+      lifecycle.observe({ event: 'rst-received', source: 'event', at });
+    }
     observeFd(w, state, at);
   } catch (error) {
     debug('end: %s', (error as Error).message);
