@@ -116,18 +116,32 @@ FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) 
   state_ = state.release();
 }
 
+// Raw N-API calls with their status checked, no node-addon-api wrappers: while an environment
+// is torn down (a Worker terminated with the fd still readable) calls into JavaScript fail, and
+// node-addon-api would turn that failure into a C++ exception whose Error object cannot be made
+// then either, which aborts the process. A failed call there means "the environment is going".
 void FdPoll::OnReadable(uv_poll_t* handle, int status, int /*events*/) {
   PollState* state = static_cast<PollState*>(handle->data);
-  Napi::Env env(state->env);
-  Napi::HandleScope scope(env);
+  if (state->closing) return;
+  napi_env env = state->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, global, arg, result;
   state->in_callback = true;
-  try {
-    state->callback.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *state->context);
-  } catch (const Napi::Error& error) {
-    // Thrown by the callback: uncaught, as from any other event.
-    napi_fatal_exception(env, error.Value());
+  if (napi_get_reference_value(env, state->callback, &callback) == napi_ok && callback != nullptr &&
+      napi_get_global(env, &global) == napi_ok && napi_create_int32(env, status, &arg) == napi_ok &&
+      napi_make_callback(env, *state->context, global, callback, 1, &arg, &result) != napi_ok) {
+    // Thrown by the callback: uncaught, as from any other event. No exception pending means the
+    // call could not run at all (the environment is shutting down): nothing to report.
+    napi_value error;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+      napi_fatal_exception(env, error);
+    }
   }
   state->in_callback = false;
+  napi_close_handle_scope(env, scope);
   // Closed from inside the callback: its references could not go while it ran.
   if (state->closing) state->ReleaseReferences();
 }

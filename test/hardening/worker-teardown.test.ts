@@ -1,0 +1,54 @@
+/**
+ * Native callbacks survive environment teardown: a Worker terminated while its lab's wire carries
+ * traffic (the TUN fds readable, the fd poll's callback due) ends the Worker, not the process.
+ * Each run is a child process, so an abort fails the test instead of killing the runner.
+ */
+import { expect } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { itNeedsLab } from '../testing/helpers';
+
+const testing = path.join(__dirname, '..', '..', 'dist', 'testing', 'index.js');
+
+const script = `
+  const { Worker } = require('node:worker_threads');
+  const worker = new Worker(\`
+    const t = require(${JSON.stringify(testing)});
+    const { parentPort } = require('node:worker_threads');
+    (async () => {
+      const lab = await t.createLab();
+      const server = await lab.b.listen(80);
+      server.on('connection', (s) => s.on('data', (d) => s.write(d)));
+      const c = await lab.a.connect(80);
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      c.on('data', () => c.write(chunk)); // every echo sends 64 KiB more: the wire never idles
+      c.write(chunk);
+      parentPort.postMessage('busy');
+    })();
+  \`, { eval: true });
+  worker.once('message', () => setTimeout(() => worker.terminate().then((code) => console.log('terminated', code)), 300));
+  worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
+`;
+
+/** Namespaces a run's lab left behind (a terminated Worker cannot close its lab): removed here. */
+function removeNamespacesOf(pid: number): void {
+  const names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => line.split(' ')[0])
+    .filter((name) => name.startsWith(`finwait-${pid}-`));
+  for (const name of names) spawnSync('ip', ['netns', 'del', name]);
+}
+
+itNeedsLab('terminating a Worker whose lab wire is busy ends the Worker, never the process (5 runs)', async () => {
+  for (let run = 0; run < 5; run++) {
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    removeNamespacesOf(child.pid!);
+    expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({
+      run,
+      status: 0,
+      signal: null,
+      stderr: '',
+    });
+    expect(child.stdout).toBe('terminated 1\n');
+  }
+}, 120_000);
