@@ -12,7 +12,7 @@ import { closeWithoutKernel } from './close-node-only';
 import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple } from './diag';
-import { queues, reset, socketErrorOf, tcpState } from './ops';
+import { queuesOfTcpFd, reset, socketErrorOf, tcpState } from './ops';
 import type { TcpState } from './states';
 
 /** Options of `gracefulClose()`. */
@@ -161,7 +161,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     };
     const kernelQueued = (fd: number): number => {
       try {
-        const q = queues(fd);
+        const q = queuesOfTcpFd(fd);
         return q.unsent + q.unacked;
       } catch {
         return -1;
@@ -230,7 +230,7 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
       see(state);
       if (finSentAt === undefined) return; // still flushing Node's queue: nothing to decide yet
       const quiet = since() - lastDataAt >= QUIET_MS;
-      if (state === 'FIN_WAIT2' && quiet && queues(fd).unread === 0) return closeNow('all-acknowledged', fd);
+      if (state === 'FIN_WAIT2' && quiet && queuesOfTcpFd(fd).unread === 0) return closeNow('all-acknowledged', fd);
       if (state === 'CLOSE' && socket.readableEnded) return closeNow('peer-fin', fd);
     }
 

@@ -34,6 +34,11 @@ export function fdOf(target: unknown, name = 'socket'): number {
     if (target < 0 || target > FD_MAX) throw outOfRange(name, `>= 0 and <= ${FD_MAX}`, target);
     return target;
   }
+  return handleFdOf(target, name);
+}
+
+/** The fd a socket's handle holds, checked as a raw fd is: an integer from 0 to 2^31-1. */
+function handleFdOf(target: unknown, name: string): number {
   assertSocket(target, name);
   const handle = (target as SocketInternals)._handle;
   if (!handle) {
@@ -47,5 +52,7 @@ export function fdOf(target: unknown, name = 'socket'): number {
     if (!('fd' in handle)) throw notSupported(`Reading a socket's file descriptor (net.Socket#_handle.fd is missing in Node.js ${process.version})`);
     throw socketClosed('it has no file descriptor yet (still connecting)');
   }
+  // A handle replaced or patched by someone else: 2^32 + 5 or 5.5 must not become fd 5.
+  if (!Number.isInteger(fd) || fd > FD_MAX) throw outOfRange(`${name}._handle.fd`, `an integer >= 0 and <= ${FD_MAX}`, fd);
   return fd;
 }

@@ -89,7 +89,11 @@ export interface Queues {
  * @see tcp(7) SIOCINQ, SIOCOUTQ, SIOCOUTQNSD
  */
 export function queues(socket: SocketLike): Queues {
-  const fd = fdOf(socket);
+  return queuesOfTcpFd(tcpFdOf(socket));
+}
+
+/** `queues()` of an fd already known to be a TCP socket's (no check). */
+export function queuesOfTcpFd(fd: number): Queues {
   const { SIOCINQ, SIOCOUTQ, SIOCOUTQNSD } = constants();
   // Only ACKs change the send queue between the two reads (Node writes on this thread), and
   // they only shrink it: reading the total first keeps unsent <= total, so unacked >= 0.
@@ -132,7 +136,7 @@ export function shutdown(socket: SocketLike, how: ShutdownHow): void {
  * @see socket(7) SO_LINGER
  */
 export function getLinger(socket: SocketLike): number | null {
-  const { onoff, linger } = native().getLinger(fdOf(socket));
+  const { onoff, linger } = native().getLinger(tcpFdOf(socket));
   return onoff ? linger : null;
 }
 
@@ -143,7 +147,7 @@ export function getLinger(socket: SocketLike): number | null {
  * @see socket(7) SO_LINGER
  */
 export function setLinger(socket: SocketLike, seconds: 0 | null): number | null {
-  const fd = fdOf(socket);
+  const fd = tcpFdOf(socket);
   if (seconds === null) {
     native().setLinger(fd, 0, 0);
   } else if (typeof seconds !== 'number') {
@@ -172,9 +176,20 @@ const resetChannel = diagnosticsChannel.channel(RESET_CHANNEL);
  */
 export function reset(socket: net.Socket): void {
   assertSocket(socket);
-  native().setLinger(fdOf(socket), 1, 0);
+  native().setLinger(tcpFdOf(socket), 1, 0);
   if (resetChannel.hasSubscribers) resetChannel.publish({ socket });
   socket.destroy();
+}
+
+/**
+ * The fd of a TCP socket, checked with one TCP_INFO read: a Unix or UDP socket throws the
+ * kernel's EOPNOTSUPP (`ENOTSUP`), a file `ENOTSOCK`, before calls whose own syscall would accept
+ * it (SO_LINGER, SO_KEEPALIVE) or answer `ENOTTY` (the queue ioctls).
+ */
+export function tcpFdOf(socket: SocketLike): number {
+  const fd = fdOf(socket);
+  native().tcpState(fd);
+  return fd;
 }
 
 /** The pending error of the socket (`SO_ERROR`), which reading clears; 0 if none. */

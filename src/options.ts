@@ -7,6 +7,7 @@
 import { constants, native, type NativeConstants } from './binding';
 import { invalidArgType, outOfRange } from './errors';
 import { fdOf, type SocketLike } from './fd';
+import { tcpFdOf } from './ops';
 
 type OptionName = 'SO_KEEPALIVE' | 'TCP_USER_TIMEOUT' | 'TCP_LINGER2' | 'TCP_KEEPIDLE' | 'TCP_KEEPINTVL' | 'TCP_KEEPCNT';
 
@@ -14,14 +15,19 @@ function levelOf(c: NativeConstants, name: OptionName): number {
   return name === 'SO_KEEPALIVE' ? c.SOL_SOCKET : c.IPPROTO_TCP;
 }
 
+/** The fd, checked to be TCP's where the option is a socket-level one the kernel takes on any socket. */
+function fdFor(socket: SocketLike, name: OptionName): number {
+  return name === 'SO_KEEPALIVE' ? tcpFdOf(socket) : fdOf(socket);
+}
+
 function get(socket: SocketLike, name: OptionName): number {
-  const fd = fdOf(socket);
+  const fd = fdFor(socket, name);
   const c = constants();
   return native().getIntOption(fd, levelOf(c, name), c[name]);
 }
 
 function set(socket: SocketLike, name: OptionName, value: unknown, min: number, max: number, arg: string): number {
-  const fd = fdOf(socket);
+  const fd = fdFor(socket, name);
   if (typeof value !== 'number' || !Number.isInteger(value)) throw invalidArgType(arg, 'an integer', value);
   if (value < min || value > max) throw outOfRange(arg, `>= ${min} and <= ${max}`, value);
   const c = constants();

@@ -6,6 +6,7 @@
  * report what happened to each connection.
  */
 import fs from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import net from 'node:net';
 import type http from 'node:http';
 import tls from 'node:tls';
@@ -182,6 +183,10 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   const reports = new Map<net.Socket, Promise<ConnectionReport>>();
   const requests = new WeakMap<net.Socket, number>();
   const waiting = new Set<() => void>(); // called at the deadline: close (reset) what is still open
+  // The caller's abort reaches every connection closing through one signal of ours: one listener
+  // on the caller's signal, however many connections (more than 10 would warn there).
+  const stop = signal ? new AbortController() : undefined;
+  if (stop) setMaxListeners(0, stop.signal);
   let pastDeadline = false;
 
   const closeOne = (socket: net.Socket): Promise<ConnectionReport> => {
@@ -200,7 +205,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     const aborted = signal?.aborted === true;
     const noTime = pastDeadline || aborted;
     const report = (async (): Promise<ConnectionReport> => {
-      const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(signal && !noTime ? { signal } : {}) }).catch(
+      const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(stop && !noTime ? { signal: stop.signal } : {}) }).catch(
         (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, kernelView, error),
       );
       // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
@@ -308,9 +313,13 @@ export async function closeServer(server: net.Server, options: CloseServerOption
     pastDeadline = true;
     for (const close of waiting) close();
   };
+  const onAbort = (): void => {
+    stop?.abort(signal?.reason);
+    onDeadline();
+  };
   const deadline = setTimeout(onDeadline, Math.max(0, deadlineAt - performance.now()));
-  signal?.addEventListener('abort', onDeadline, { once: true });
-  if (signal?.aborted) onDeadline(); // aborted during the drain
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort(); // aborted during the drain
 
   // Every known connection ends with exactly one report: from gracefulClose(), or from its own
   // 'close' when it ended without us (the peer closed it during the drain window).
@@ -319,7 +328,7 @@ export async function closeServer(server: net.Server, options: CloseServerOption
   }
   const connections = await Promise.all([...reports.values()]);
   clearTimeout(deadline);
-  signal?.removeEventListener('abort', onDeadline);
+  signal?.removeEventListener('abort', onAbort);
   if (http) server.off('request', onRequest);
   server.off(connectionEvent(server), onConnection);
 
