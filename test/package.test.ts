@@ -1,74 +1,118 @@
 /**
- * The published package: `npm pack` holds the prebuild, dist/ and what a compile needs; the
- * tarball installed into an empty folder with --ignore-scripts (so nothing is compiled) works
- * through both require() and import().
+ * The published package: `npm pack` holds the linux-x64 and linux-arm64 (glibc) prebuilds, dist/
+ * and what a compile needs; it is made offline on a fresh machine (no ~/.npmrc, so no configured
+ * nodedir: the headers are the running Node's). The tarball installed into an empty folder with
+ * --ignore-scripts (so nothing is compiled) works through both require() and import(), and
+ * installs on any OS.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { freshNpmEnv, leftIn } from './npm-env';
+import { ELF_MACHINE, NEWEST_VERSION, elfInfo, tooNew } from '../scripts/elf.mjs';
 
 const root = path.join(__dirname, '..');
 let tmp: string;
+let fresh: ReturnType<typeof freshNpmEnv>;
 let tarball: string;
 let files: string[];
 
-/** ELF e_machine values for the architectures prebuilds are named after. */
-const ELF_MACHINE: Record<string, number> = { x64: 62, arm64: 183, ia32: 3, arm: 40 };
-
-/** What `npm pack` needs to build the package (prebuildify + tsc), copied so it builds there. */
+/** What `npm pack` needs to build the package (prebuilds + tsc), copied so it builds there. */
 const SOURCES = ['package.json', 'README.md', 'binding.gyp', 'addon', 'src', 'scripts', 'tsconfig.json', 'tsconfig.build.json'];
+
+/** True if the cross compiler for linux-arm64 is here (CI=true requires it: the pack fails without it). */
+const crossCompiler = process.env.CI === 'true' || spawnSync('aarch64-linux-gnu-g++', ['--version'], { stdio: 'ignore' }).status === 0;
+/** The prebuilds the tarball must carry on this machine. */
+const expected = ['linux-x64', ...(crossCompiler ? ['linux-arm64'] : [])];
+
+function npm(args: string[], cwd: string): string {
+  return execFileSync('npm', args, { cwd, env: fresh.env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-pack-'));
-  // Pack from a copy: prebuildify rebuilds in build/, which the other test files are loading from.
+  fresh = freshNpmEnv(tmp);
+  // Pack from a copy: a build there cannot disturb build/, which the other test files load from.
   const work = path.join(tmp, 'finwait');
   for (const entry of SOURCES) fs.cpSync(path.join(root, entry), path.join(work, entry), { recursive: true });
+  fs.rmSync(path.join(work, 'prebuilds'), { recursive: true, force: true });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(work, 'node_modules'), 'dir');
-  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], {
-    cwd: work,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const out = npm(['pack', '--json', '--pack-destination', tmp], work);
   const [info] = JSON.parse(out.slice(out.indexOf('[')));
   tarball = path.join(tmp, info.filename);
   files = info.files.map((f: { path: string }) => f.path);
-  const app = path.join(tmp, 'app');
-  fs.mkdirSync(app);
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }));
-  execFileSync('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', tarball], {
-    cwd: app,
-    stdio: 'ignore',
-  });
-}, 240_000);
+  for (const [app, flags] of [['app', []], ['app-win32', ['--os=win32', '--cpu=x64']]] as const) {
+    fs.mkdirSync(path.join(tmp, app));
+    fs.writeFileSync(path.join(tmp, app, 'package.json'), JSON.stringify({ name: app, private: true }));
+    npm(['install', '--ignore-scripts', '--prefer-offline', ...flags, tarball], path.join(tmp, app));
+  }
+}, 300_000);
 
 afterAll(() => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 describe('npm pack', () => {
-  it('contains the prebuild for this platform, dist/ with types, and the addon sources', () => {
-    const prebuild = files.find((f) => f.startsWith(`prebuilds/${process.platform}-${process.arch}/`) && f.endsWith('.node'));
-    expect(prebuild, files.join('\n')).toBeDefined();
-    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/testing/index.js', 'dist/testing/index.mjs', 'dist/testing/index.d.ts', 'dist/testing/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'addon/fd_poll.cc', 'README.md', 'package.json']) {
+  it('contains the prebuilds, dist/ with types, the install script and the addon sources', () => {
+    const prebuilds = files.filter((f) => f.startsWith('prebuilds/'));
+    expect(prebuilds.sort()).toEqual(expected.map((dir) => `prebuilds/${dir}/finwait.glibc.node`).sort());
+    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/testing/index.js', 'dist/testing/index.mjs', 'dist/testing/index.d.ts', 'dist/testing/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'addon/fd_poll.cc', 'scripts/install.cjs', 'README.md', 'package.json']) {
       expect(files).toContain(f);
     }
-    expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f.startsWith('build/'))).toEqual([]);
+    expect(files.filter((f) => /^(test|src|build)\//.test(f) || (f.startsWith('scripts/') && f !== 'scripts/install.cjs'))).toEqual([]);
   });
 
-  it('ships a prebuild whose binary matches the architecture its folder names', () => {
+  it('ships prebuilds whose binaries match the architecture their folders name', () => {
     const dir = path.join(tmp, 'app', 'node_modules', 'finwait', 'prebuilds');
+    expect(fs.readdirSync(dir).sort()).toEqual([...expected].sort());
     for (const folder of fs.readdirSync(dir)) {
       const [platform, arch] = folder.split('-');
+      expect(platform).toBe('linux');
       for (const file of fs.readdirSync(path.join(dir, folder))) {
-        const bytes = fs.readFileSync(path.join(dir, folder, file));
-        if (platform === 'linux') {
-          expect(bytes.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
-          expect(bytes.readUInt16LE(18), `${folder}/${file}`).toBe(ELF_MACHINE[arch]);
-        }
+        expect(elfInfo(fs.readFileSync(path.join(dir, folder, file))).machine, `${folder}/${file}`).toBe(ELF_MACHINE[arch!]);
       }
     }
+  });
+
+  it("ships prebuilds that need no newer glibc or libstdc++ than Node's own binaries, so they load where Node does", () => {
+    const dir = path.join(tmp, 'app', 'node_modules', 'finwait', 'prebuilds');
+    for (const folder of fs.readdirSync(dir)) {
+      const { needs } = elfInfo(fs.readFileSync(path.join(dir, folder, 'finwait.glibc.node')));
+      expect(Object.keys(needs).sort(), folder).toEqual(['libc.so.6', 'libgcc_s.so.1', 'libstdc++.so.6']);
+      expect(tooNew(needs), `${folder}, limits ${JSON.stringify(NEWEST_VERSION)}`).toEqual([]);
+    }
+  });
+
+  it('is made offline on a fresh machine: no headers fetched into HOME, nothing left in TMPDIR', () => {
+    expect(leftIn(fresh.home).filter((f) => !f.startsWith('.npm'))).toEqual([]);
+    // npm itself keeps Node's module compile cache there on Node 22 and later.
+    expect(leftIn(fresh.tmp).filter((f) => !f.startsWith('node-compile-cache'))).toEqual([]);
+  });
+});
+
+describe('the tarball on other platforms', () => {
+  it('installs with npm --os=win32 --cpu=x64 (no os or cpu field refuses it with EBADPLATFORM)', () => {
+    const pkg = path.join(tmp, 'app-win32', 'node_modules', 'finwait', 'package.json');
+    const manifest = JSON.parse(fs.readFileSync(pkg, 'utf8'));
+    expect(manifest.name).toBe('finwait');
+    expect(manifest.os).toBeUndefined();
+    expect(manifest.cpu).toBeUndefined();
+  });
+
+  it('never loads the glibc prebuild on musl (node-gyp-build with LIBC=musl, as on Alpine): it has to build', () => {
+    const app = path.join(tmp, 'app');
+    const resolve = `console.log(require('node-gyp-build').resolve(require('node:path').dirname(require.resolve('finwait/package.json'))))`;
+    const glibc = execFileSync(process.execPath, ['-e', resolve], { cwd: app, encoding: 'utf8' });
+    expect(glibc.trim()).toBe(path.join(app, 'node_modules', 'finwait', 'prebuilds', `linux-${process.arch}`, 'finwait.glibc.node'));
+    const musl = spawnSync(process.execPath, ['-e', resolve], { cwd: app, encoding: 'utf8', env: { ...process.env, LIBC: 'musl' } });
+    expect(musl.status).toBe(1);
+    expect(musl.stderr).toMatch(/No native build was found for .*libc=musl/);
+    // finwait itself still imports; the kernel calls say why they cannot run.
+    const code = `const f = require('finwait'); try { f.tcpState(0); } catch (e) { console.log(e.code); }`;
+    const out = execFileSync(process.execPath, ['-e', code], { cwd: app, encoding: 'utf8', env: { ...process.env, LIBC: 'musl' } });
+    expect(out.trim()).toMatch(/^(ERR_DLOPEN_FAILED|ENOTSUP)$/);
   });
 });
 
