@@ -1,0 +1,224 @@
+/**
+ * Following a connection through sock_diag once Node has closed its fd: its name for lookups (the
+ * 4-tuple and the `SO_COOKIE` a TIME_WAIT of it keeps, read just before its FIN goes out), the
+ * netlink socket of each network namespace a watched socket lives in, and the batched lookups of
+ * the sockets that are due, which find its orphan (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK), its
+ * TIME_WAIT, or nothing: the kernel has forgotten it.
+ */
+import fs from 'node:fs';
+import { debuglog } from 'node:util';
+import { native } from '../../binding';
+import {
+  DIAG_MSG_LEN,
+  ID_RECORD,
+  isLost,
+  isMiss,
+  recordInNetns,
+  recordNetns,
+  recordOf,
+  replyAt,
+  sameTuple,
+  socketTuple,
+  type SocketTimer,
+} from '../../diag';
+import type { TcpState } from '../../states';
+import { stateOrThrow } from '../../tcp-info';
+import type { LifecycleState } from '../fsm';
+import { FAST_MS, LATE_MS, SAFETY_MS, SLOW_MS, TIMER_MARGIN_MS, now, scheduleAt } from '../schedule';
+import { BEFORE_TIME_WAIT, observeFd, readState, type Netns, type Watched } from '../watched';
+
+const debug = debuglog('finwait');
+
+/** The network namespaces of watched sockets that are not this thread's, by their cookie. */
+const namespaces = new Map<string, Netns>();
+/** The netlink socket for lookups in this thread's namespace, -1 when none is open. */
+let homeNl = -1;
+/** This thread's network namespace's cookie (SO_NETNS_COOKIE) as `sockDiagId` writes it, read on first use. */
+let homeNetns: Uint8Array | undefined;
+
+/**
+ * The first look at an fd: its state (which also says it is a TCP socket: anything else throws),
+ * and its name for sock_diag at once if its FIN went out already.
+ */
+export function start(w: Watched, fd: number, at: number): void {
+  const state = readState(fd);
+  observeFd(w, state, at);
+  if (state === 'CLOSE' || BEFORE_TIME_WAIT.has(state)) identify(w, fd, at);
+}
+
+/**
+ * Names the connection behind `fd` for sock_diag (its 4-tuple and the cookie a TIME_WAIT of it
+ * will have) and reads its state, in one native call; returns the state. An fd that already
+ * reads CLOSE has no peer to name: Node's cached 4-tuple then, if it has one, without a cookie.
+ */
+export function identify(w: Watched, fd: number, at: number): TcpState {
+  const id = new Uint8Array(ID_RECORD);
+  const connected = native().sockDiagId(fd, id);
+  const state = stateOrThrow(id[1]!);
+  if (connected) {
+    w.id = id;
+    w.ns = netnsOf(id, fd);
+  }
+  observeFd(w, state, at);
+  if (!connected && state === 'CLOSE' && w.id === undefined && !w.ended) {
+    const tuple = w.socket && socketTuple(w.socket);
+    w.id = tuple && recordOf(tuple);
+  }
+  return state;
+}
+
+/**
+ * Names at once a connection whose handle could not be hooked (another library hooked it first):
+ * its FIN would go out unseen, and only 'close' would say that the fd is gone.
+ */
+export function nameUnhooked(w: Watched, fd: number, at: number): void {
+  if (!w.hooked && w.id === undefined && !w.ended) identify(w, fd, at);
+}
+
+/**
+ * Names `w`'s connection unless it is named already or its peer closed first (then this end
+ * cannot reach TIME_WAIT, and the fd's last read says what lookups it needs): just before this
+ * end sends its FIN.
+ */
+export function identifyBeforeFin(w: Watched, fd: number): void {
+  if (w.id !== undefined || w.ended || fd < 0) return;
+  const settled = w.lifecycle.model().settled;
+  if (settled === 'CLOSE_WAIT' || settled === 'LAST_ACK') return;
+  identify(w, fd, now());
+}
+
+/** The namespace of a socket whose `sockDiagId` record is `id`: `undefined` if it is this thread's. */
+function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
+  homeNetns ??= new Uint8Array(new BigUint64Array([native().netnsCookie()]).buffer);
+  if (recordInNetns(id, homeNetns)) return undefined;
+  const key = recordNetns(id)!;
+  let ns = namespaces.get(key);
+  if (ns === undefined) {
+    const nsFd = native().socketNetns(fd);
+    try {
+      ns = { nl: native().sockDiagSocket(nsFd), key, users: 0 };
+    } finally {
+      fs.closeSync(nsFd);
+    }
+    namespaces.set(key, ns);
+  }
+  ns.users++;
+  return ns;
+}
+
+export function releaseNetns(w: Watched): void {
+  const ns = w.ns;
+  w.ns = undefined;
+  if (ns === undefined || --ns.users > 0) return;
+  namespaces.delete(ns.key);
+  fs.closeSync(ns.nl);
+}
+
+export function closeHomeNl(): void {
+  if (homeNl < 0) return;
+  const nl = homeNl;
+  homeNl = -1;
+  fs.closeSync(nl);
+}
+
+let requests = new Uint8Array(64 * ID_RECORD);
+let replies = new Uint8Array(64 * DIAG_MSG_LEN);
+let statuses = new Int32Array(64);
+
+/** sock_diag lookups of sockets whose fd Node closed: one batch per network namespace. */
+export function lookUp(gone: Watched[], at: number): void {
+  if (statuses.length < gone.length) {
+    requests = new Uint8Array(2 * gone.length * ID_RECORD);
+    replies = new Uint8Array(2 * gone.length * DIAG_MSG_LEN);
+    statuses = new Int32Array(2 * gone.length);
+  }
+  // Nearly always one namespace, this one: sort only when there are more.
+  if (gone.some((w) => w.ns !== gone[0]!.ns)) gone.sort((a, b) => (a.ns?.nl ?? -1) - (b.ns?.nl ?? -1));
+  const view = new DataView(replies.buffer);
+  for (let first = 0; first < gone.length; ) {
+    const ns = gone[first]!.ns;
+    let end = first;
+    while (end < gone.length && gone[end]!.ns === ns) {
+      requests.set(gone[end]!.id!, (end - first) * ID_RECORD);
+      end++;
+    }
+    const count = end - first;
+    try {
+      if (ns === undefined && homeNl < 0) homeNl = native().sockDiagSocket();
+      native().sockDiagFind(ns?.nl ?? homeNl, requests, replies, statuses.subarray(0, count));
+    } catch (error) {
+      // The netlink socket failed (EMFILE, ENOMEM): every one of them is asked again soon, the
+      // home one through a new socket.
+      debug('sock_diag: %s', (error as Error).message);
+      if (ns === undefined) closeHomeNl();
+      for (let i = first; i < end; i++) scheduleAt(gone[i]!, at + SLOW_MS);
+      first = end;
+      continue;
+    }
+    for (let i = 0; i < count; i++) {
+      const w = gone[first + i]!;
+      const status = statuses[i]!;
+      try {
+        if (status === 1 && sameTuple(requests, i, replies, i)) followGone(w, replyAt(view, i), at);
+        else if (status === 1 || isMiss(status)) followGone(w, undefined, at);
+        else {
+          if (!isLost(status)) debug('sock_diag lookup: errno %d', -status);
+          w.step = Math.min(w.step * 2, SLOW_MS);
+          scheduleAt(w, at + w.step);
+        }
+      } catch (error) {
+        debug('sock_diag lookup: %s', (error as Error).message);
+        if (!w.ended) scheduleAt(w, at + SLOW_MS);
+      }
+    }
+    first = end;
+  }
+}
+
+/** After Node closed the fd: the connection as sock_diag showed it, or gone (`undefined`). */
+function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | undefined, at: number): void {
+  const { lifecycle } = w;
+  if (!seen) {
+    if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
+    // FIN_WAIT1, CLOSING and FIN_WAIT2 end in a TIME_WAIT that sock_diag shows for 60 s, or by
+    // FIN_WAIT2's timer: an orphan gone from them otherwise was reset (sock_diag cannot tell the
+    // peer's RST from the kernel's own abort of an orphan; the peer's is by far the commoner).
+    else if (BEFORE_TIME_WAIT.has(w.lastDiag?.state ?? (lifecycle.model().settled as LifecycleState))) {
+      lifecycle.observe({ event: 'rst-received', source: 'diag', at });
+    }
+    if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
+    return;
+  }
+  w.lastDiag = { state: seen.state, timer: seen.timer, at };
+  const changed = lifecycle.observe({ state: seen.state, source: 'diag', at });
+  if (w.ended) return;
+  const { kind, expiresMs } = seen.timer;
+  if (seen.state === 'TIME_WAIT' || (seen.state === 'FIN_WAIT2' && kind !== 'off')) {
+    // Nothing more happens before the timer runs out, but for a TIME_WAIT an RST (RFC 1337) or
+    // a new SYN on its 4-tuple, seen when it is next looked at. A FIN_WAIT2 orphan goes on to
+    // TIME_WAIT when the peer's FIN comes: looked at at least every second.
+    const wait = expiresMs > 0 ? expiresMs + TIMER_MARGIN_MS : LATE_MS;
+    scheduleAt(w, at + (seen.state === 'FIN_WAIT2' ? Math.min(wait, SAFETY_MS) : wait));
+  } else {
+    // FIN_WAIT1, CLOSING, LAST_ACK: short, unless segments are lost.
+    w.step = changed ? FAST_MS : Math.min(w.step * 2, SLOW_MS);
+    scheduleAt(w, at + w.step);
+  }
+}
+
+/** @internal What sock_diag showed of a connection after its fd closed, and when (ms). */
+export interface DiagSighting {
+  state: TcpState;
+  timer: SocketTimer;
+  at: number;
+}
+
+/**
+ * @internal True if a connection that just vanished from sock_diag was last seen there as an
+ * orphaned FIN_WAIT2 whose timer (TCP_LINGER2, tcp_fin_timeout) had run out by now: the kernel
+ * dropped it without the peer's FIN. Had the FIN come, TIME_WAIT would still be listed for 60 s.
+ */
+export function orphanTimedOut(last: DiagSighting | undefined, at: number): boolean {
+  if (!last || last.state !== 'FIN_WAIT2' || last.timer.kind === 'off') return false;
+  return at >= last.at + last.timer.expiresMs;
+}
