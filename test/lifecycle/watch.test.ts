@@ -412,7 +412,8 @@ describe('watch', () => {
       expect(() => watch(client)).toThrow(expect.objectContaining({ code: 'ENOTSUP' }));
     } finally {
       client.destroy();
-      server.close();
+      await new Promise((resolve) => server.close(resolve));
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

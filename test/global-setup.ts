@@ -1,0 +1,32 @@
+/**
+ * The whole run gets a temporary folder of its own (TMPDIR, which os.tmpdir() and every child
+ * process use), and at the end it must be empty: a test that leaves a file or folder behind in
+ * the machine's /tmp fails the run, naming what it left. The folder is removed either way.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+let dir: string | undefined;
+let previous: string | undefined;
+
+export function setup(): void {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-test-run-'));
+  previous = process.env.TMPDIR;
+  process.env.TMPDIR = dir;
+  // Node 22+ caches compiled modules for npm in a folder under the temp dir: npm's, not ours.
+  process.env.NODE_DISABLE_COMPILE_CACHE = '1';
+}
+
+export function teardown(): void {
+  if (!dir) return;
+  const left = fs.readdirSync(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (previous === undefined) delete process.env.TMPDIR;
+  else process.env.TMPDIR = previous;
+  if (left.length > 0) {
+    // vitest reports an error thrown here but still exits 0: fail the run through the exit code.
+    process.exitCode = 1;
+    throw new Error(`the tests left ${left.length} entries in the temporary folder: ${left.join(', ')}`);
+  }
+}
