@@ -36,4 +36,10 @@ describe('documentation links', () => {
       expect(source, `row ${row} in ${target}`).toMatch(new RegExp(`\\(\\s*['"\`]${row}\\. `));
     }
   });
+
+  it('docs/testing.md shows test/examples/lab-half-close.test.ts as it is, so the example it shows is run', () => {
+    const page = fs.readFileSync(path.join(root, 'docs', 'testing.md'), 'utf8');
+    const example = fs.readFileSync(path.join(root, 'test', 'examples', 'lab-half-close.test.ts'), 'utf8');
+    expect(page).toContain('```ts\n' + example + '```');
+  });
 });

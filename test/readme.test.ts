@@ -1,4 +1,4 @@
-/** The README's examples run as written (importing 'finwait' through the package's own exports). */
+/** The examples of the README and of docs/ run as written (importing 'finwait' through the package's own exports). */
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -8,17 +8,19 @@ import { TCP_STATES } from '../src/index';
 
 const root = path.join(__dirname, '..');
 const dir = path.join(root, 'test', '.readme-examples');
-const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
-const examples = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+const pages = ['README.md', ...fs.readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const examples = pages.flatMap((page) =>
+  [...fs.readFileSync(path.join(root, page), 'utf8').matchAll(/```js\n([\s\S]*?)```/g)].map((m, i) => [`${page} #${i + 1}`, m[1]] as const),
+);
 
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-describe('README examples', () => {
+describe('README and docs/ examples', () => {
   it('has examples', () => {
     expect(examples.length).toBeGreaterThan(0);
   });
 
-  it.each(examples.map((code, i) => [i + 1, code]))('example %i runs as written', async (i, code) => {
+  it.each(examples.map(([name, code], i) => [name, code, i + 1]))('%s runs as written', async (_name, code, i) => {
     fs.mkdirSync(dir, { recursive: true });
     const file = path.join(dir, `example-${i}.mjs`);
     fs.writeFileSync(file, code as string);
