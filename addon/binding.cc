@@ -23,6 +23,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
   exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
   exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
+#ifdef __linux__
+  exports.Set("reusePortSocket", Napi::Function::New(env, ReusePortSocket, "reusePortSocket"));
+  exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
+#endif
   exports.Set("tunSetIff", Napi::Function::New(env, TunSetIff, "tunSetIff"));
   exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));
   exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));

@@ -90,6 +90,11 @@ uint64_t NetnsCookieOf(Napi::Env env, int fd);
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info);
 Napi::Value NetnsOpen(const Napi::CallbackInfo& info);
 Napi::Value Bind(const Napi::CallbackInfo& info);
+// Linux only (registered only there): reusePortSocket(family, nsFd?) -> fd: socket(2), stream,
+// close-on-exec and non-blocking, made here or in the network namespace nsFd, with SO_REUSEPORT
+// set (setsockopt(2)) before anything binds it; listen(fd, backlog): listen(2).
+Napi::Value ReusePortSocket(const Napi::CallbackInfo& info);
+Napi::Value Listen(const Napi::CallbackInfo& info);
 // tunSetIff(fd, name, flags) -> name: ioctl(TUNSETIFF); tunRead(fd, buffer) -> packet length,
 // 0 when none is waiting (EAGAIN); tunWrite(fd, buffer, length) -> bytes written. The fd must
 // be non-blocking (netnsOpen makes it so), or a read with nothing waiting would block.

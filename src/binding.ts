@@ -98,6 +98,13 @@ export interface Native {
   netnsOpen(nsFd: number, path: string, flags: number): number;
   /** bind(2) to the address in `sockaddr` (the bytes of a `sockaddr_in` or `sockaddr_in6`). */
   bind(fd: number, sockaddr: Uint8Array): void;
+  /**
+   * socket(2) of a stream socket of `family`, close-on-exec and non-blocking, made here or in the
+   * network namespace `nsFd`, with SO_REUSEPORT set before anything binds it (Linux).
+   */
+  reusePortSocket(family: number, nsFd?: number | null): number;
+  /** listen(2) (Linux). */
+  listen(fd: number, backlog: number): void;
   /** ioctl(TUNSETIFF) on an open `/dev/net/tun`; returns the device's name. */
   tunSetIff(fd: number, name: string, flags: number): string;
   /** read(2) of one packet into `buffer`: its length, or 0 when none is waiting (EAGAIN). */

@@ -39,6 +39,12 @@ export {
   type ConnectionReport,
 } from './server';
 export {
+  listenReusePort,
+  tcpMigrateReq,
+  type ListenReusePortOptions,
+  type HandoffState,
+} from './handoff';
+export {
   watch,
   Lifecycle,
   STATE_CHANNEL,
