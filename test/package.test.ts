@@ -20,7 +20,7 @@ let tarball: string;
 let files: string[];
 
 /** What `npm pack` needs to build the package (prebuilds + tsc), copied so it builds there. */
-const SOURCES = ['package.json', 'README.md', 'binding.gyp', 'addon', 'src', 'scripts', 'tsconfig.json', 'tsconfig.build.json'];
+const SOURCES = ['package.json', 'README.md', 'CHANGELOG.md', 'docs', 'binding.gyp', 'addon', 'src', 'scripts', 'tsconfig.json', 'tsconfig.build.json'];
 
 /** True if the cross compiler for linux-arm64 is here (CI=true requires it: the pack fails without it). */
 const crossCompiler = process.env.CI === 'true' || spawnSync('aarch64-linux-gnu-g++', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -58,7 +58,7 @@ describe('npm pack', () => {
   it('contains the prebuilds, dist/ with types, the install script and the addon sources', () => {
     const prebuilds = files.filter((f) => f.startsWith('prebuilds/'));
     expect(prebuilds.sort()).toEqual(expected.map((dir) => `prebuilds/${dir}/finwait.glibc.node`).sort());
-    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/testing/index.js', 'dist/testing/index.mjs', 'dist/testing/index.d.ts', 'dist/testing/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'addon/fd_poll.cc', 'scripts/install.cjs', 'README.md', 'package.json']) {
+    for (const f of ['dist/index.js', 'dist/index.mjs', 'dist/index.d.ts', 'dist/index.d.mts', 'dist/testing/index.js', 'dist/testing/index.mjs', 'dist/testing/index.d.ts', 'dist/testing/index.d.mts', 'binding.gyp', 'addon/finwait.h', 'addon/fd_poll.cc', 'scripts/install.cjs', 'README.md', 'CHANGELOG.md', 'docs/api.md', 'docs/kernel.md', 'package.json']) {
       expect(files).toContain(f);
     }
     expect(files.filter((f) => /^(test|src|build)\//.test(f) || (f.startsWith('scripts/') && f !== 'scripts/install.cjs'))).toEqual([]);
