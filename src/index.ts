@@ -39,6 +39,13 @@ export {
   type ConnectionReport,
 } from './server';
 export {
+  gracefulShutdown,
+  type GracefulShutdown,
+  type GracefulShutdownOptions,
+  type ShutdownPhase,
+  type ShutdownReport,
+} from './shutdown';
+export {
   listenReusePort,
   tcpMigrateReq,
   type ListenReusePortOptions,
