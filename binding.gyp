@@ -25,7 +25,8 @@
             "addon/bind.cc",
             "addon/reuseport.cc",
             "addon/tun_linux.cc",
-            "addon/fd_poll.cc"
+            "addon/fd_poll.cc",
+            "addon/sock_diag_events_linux.cc"
           ]
         }, {
           "sources": ["addon/unsupported.cc"]

@@ -111,6 +111,22 @@ export interface Native {
   tunRead(fd: number, buffer: Uint8Array): number;
   /** write(2) of the first `length` bytes of `buffer` as one packet; returns bytes written. */
   tunWrite(fd: number, buffer: Uint8Array, length: number): number;
+  /**
+   * The sock_diag destroy multicast (Linux only): a NETLINK_SOCK_DIAG socket, non-blocking and
+   * close-on-exec, made here or in `nsFd`'s network namespace, SO_RCVBUF set to `rcvbuf` bytes if
+   * above 0, and bound (multicast reaches only a bound socket).
+   */
+  sockDiagEventsSocket?(nsFd: number | null, rcvbuf: number): number;
+  /** NETLINK_ADD_MEMBERSHIP of `group` (SKNLGRP_INET_TCP_DESTROY 1, SKNLGRP_INET6_TCP_DESTROY 3). */
+  sockDiagJoin?(fd: number, group: number): void;
+  /** NETLINK_DROP_MEMBERSHIP of `group`. */
+  sockDiagLeave?(fd: number, group: number): void;
+  /**
+   * One recvmmsg of what is queued: message i into slot i of `buffer` (`buffer.length /
+   * lengths.length` bytes each), `lengths[i]` its length (negative: cut to its slot). Returns the
+   * count, 0 when nothing is queued, or -ENOBUFS when messages were lost (the buffer was full).
+   */
+  sockDiagReadEvents?(fd: number, buffer: Uint8Array, lengths: Int32Array): number;
   /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
   FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
   constants: NativeConstants;

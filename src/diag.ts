@@ -424,6 +424,43 @@ function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
   return out;
 }
 
+/** @internal The attribute of a `struct inet_diag_msg` that holds the socket's `struct tcp_info`. */
+export const INET_DIAG_INFO = 2;
+
+/**
+ * @internal The cookie of the SOCK_DIAG_BY_FAMILY message of `length` bytes at `off` (one
+ * datagram of the destroy multicast) as `cookieKey()` gives it, `undefined` for anything else.
+ */
+export function messageCookie(view: DataView, off: number, length: number): number | string | undefined {
+  if (length < NLMSG_HDRLEN + DIAG_MSG_LEN || view.getUint16(off + 4, LE) !== SOCK_DIAG_BY_FAMILY) return undefined;
+  return cookieKey(view, off + NLMSG_HDRLEN + 44);
+}
+
+/**
+ * @internal Where the payload of attribute `type` of the message at `off` (`length` bytes, as
+ * `messageCookie()` takes it) begins, and its length: `[offset, bytes]`, `undefined` without it.
+ */
+export function messageAttribute(view: DataView, off: number, length: number, type: number): [number, number] | undefined {
+  const end = off + Math.min(length, view.getUint32(off, LE));
+  for (let a = off + NLMSG_HDRLEN + DIAG_MSG_LEN; a + 4 <= end; ) {
+    const size = view.getUint16(a, LE);
+    if (size < 4) return undefined;
+    if ((view.getUint16(a + 2, LE) & 0x3fff) === type) return [a + 4, Math.min(size, end - a) - 4];
+    a += (size + 3) & ~3;
+  }
+  return undefined;
+}
+
+/**
+ * @internal The u64 cookie at `off` (two u32, low first, as `idiag_cookie` and a `sockDiagFind`
+ * record hold it) as a Map key: a number while it fits in 53 bits (the kernel counts cookies up
+ * from 1, so always in practice), its 16 hex digits beyond.
+ */
+export function cookieKey(view: DataView, off: number): number | string {
+  const high = view.getUint32(off + 4, LE);
+  return high < 0x200000 ? high * 0x100000000 + view.getUint32(off, LE) : u64Hex(view, off);
+}
+
 /** The `struct inet_diag_msg` at `m`. */
 function entryAt(view: DataView, m: number): SocketEntry {
   const v6 = view.getUint8(m) === AF_INET6;

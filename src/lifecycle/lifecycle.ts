@@ -24,6 +24,7 @@ import {
   type Observation,
   type Source,
 } from './fsm';
+import type { WatchBackend } from './watched';
 
 const debug = debuglog('finwait');
 
@@ -81,6 +82,7 @@ export class Lifecycle extends EventEmitter {
   #ended = false;
   /** The watcher's record of the socket (`Watched`), forgotten when the lifecycle ends. */
   #watcher: unknown;
+  #backend: WatchBackend = { name: 'poll' };
   /** Called once with the watcher when the lifecycle ends: it stops following the socket. */
   #forget: ((watcher: unknown) => void) | undefined;
 
@@ -94,6 +96,20 @@ export class Lifecycle extends EventEmitter {
   /** @internal */
   watcher(): unknown {
     return this.#watcher;
+  }
+
+  /**
+   * Which back-end follows the connection after Node closes its fd: `'destroy-multicast'` (the
+   * kernel reports the socket's end) or `'poll'` (sock_diag asked on a cadence), and, where it fell
+   * back, why not the other. Chosen by `watch()`; `FINWAIT_WATCH_BACKEND` forces one.
+   */
+  get backend(): WatchBackend {
+    return this.#backend;
+  }
+
+  /** @internal */
+  setBackend(backend: WatchBackend): void {
+    this.#backend = backend;
   }
 
   /** The latest state (`'CLOSE'` while the fd read CLOSE and sock_diag has not said what followed). */

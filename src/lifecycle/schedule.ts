@@ -21,6 +21,11 @@ export const PAUSED_MS = 100;
 export const TIMER_MARGIN_MS = 20;
 /** Looked at again this often while an expired timer has not fired yet (long timers fire late). */
 export const LATE_MS = 250;
+/**
+ * The safety net of a closed socket an event back-end follows: its end is reported, and it is
+ * looked up only this often until then (a message that never came would otherwise go unnoticed).
+ */
+export const AWAIT_MS = 5000;
 /** A poll also takes the sockets due within this much: a timer can fire a little early. */
 export const EARLY_MS = 1;
 

@@ -29,8 +29,9 @@ import { Lifecycle } from './lifecycle';
 import { FAST_MS, arm, now, onDue, poll, queued, scheduleAt, scheduleOpen, scheduled, unqueue } from './schedule';
 import { closeHomeNl, nameUnhooked, releaseNetns, start } from './sources/diag-follow';
 import { listen, socketHandleKind, unlisten } from './sources/node-hooks';
+import { closeIdle, destroyMulticast, unavailable as destroyMulticastUnavailable } from './sources/destroy-multicast';
 import { pollDue } from './sources/poll';
-import { byFd, kWatched, type Watched, type WithWatcher } from './watched';
+import { byFd, kWatched, type EventBackend, type Watched, type WatchBackend, type WatchBackendName, type WithWatcher } from './watched';
 
 export {
   checkLifecycleState,
@@ -41,19 +42,59 @@ export {
   type WatchResult,
 } from './lifecycle';
 export { orphanTimedOut, type DiagSighting } from './sources/diag-follow';
+export type { WatchBackend, WatchBackendName } from './watched';
 
 /** How many sockets are followed. */
 let watchedCount = 0;
 
 onDue(pollDue);
 
+/** The back-ends in the order they are preferred; the poller is always there. */
+const BACKENDS: readonly WatchBackendName[] = ['destroy-multicast', 'poll'];
+/** The environment variable that forces a back-end (for tests and benchmarks). */
+const BACKEND_VARIABLE = 'FINWAIT_WATCH_BACKEND';
+/** The back-end set by `setWatchBackend()`, which wins over the environment. */
+let forced: WatchBackendName | undefined;
+
+/** @internal For tests and benchmarks: forces a back-end for sockets watched from now on (`undefined`: choose). */
+export function setWatchBackend(name: WatchBackendName | undefined): void {
+  forced = name;
+}
+
+/** The back-end asked for: `setWatchBackend()`, else FINWAIT_WATCH_BACKEND, else `undefined`. */
+function askedFor(): WatchBackendName | undefined {
+  if (forced !== undefined) return forced;
+  const value = process.env[BACKEND_VARIABLE];
+  if (value === undefined || value === '') return undefined;
+  if (!BACKENDS.includes(value as WatchBackendName)) {
+    throw codedError('ERR_INVALID_ARG_VALUE', `${BACKEND_VARIABLE} must be one of ${BACKENDS.join(', ')}; got '${value}'`);
+  }
+  return value as WatchBackendName;
+}
+
+/**
+ * The back-end for a socket watched now: the one asked for, else the first that works here; one
+ * that does not work falls back to the next, with the reason.
+ */
+function chooseBackend(): { events: EventBackend | undefined; backend: WatchBackend } {
+  const asked = askedFor();
+  if (asked === 'poll') return { events: undefined, backend: { name: 'poll', reason: `${BACKEND_VARIABLE} or setWatchBackend() asked for it` } };
+  const why = destroyMulticastUnavailable();
+  if (why === undefined) return { events: destroyMulticast, backend: { name: 'destroy-multicast' } };
+  return { events: undefined, backend: { name: 'poll', reason: `destroy-multicast: ${why}` } };
+}
+
 /** Stops following `w`, once its lifecycle ended. */
 function forget(w: Watched): void {
   w.ended = true;
   unlisten(w);
   w.socket = undefined;
+  w.events?.release(w);
   releaseNetns(w);
-  if (--watchedCount === 0) closeHomeNl();
+  if (--watchedCount === 0) {
+    closeHomeNl();
+    closeIdle();
+  }
   unqueue(w);
   if (byFd[w.fd] === w) byFd[w.fd] = undefined;
   if (queued() === 0) arm();
@@ -92,7 +133,11 @@ export function watcherOf(
  * Works from before the socket connects; keeps following after Node closes the fd (TIME_WAIT and
  * orphans through sock_diag, by 4-tuple and cookie). One shared poller serves every watched
  * socket; it never keeps the process alive on its own and stops when nothing is watched.
- * Watching a socket twice returns the same `Lifecycle`.
+ * After the fd closes, the kernel's sock_diag destroy multicast reports the end of the socket
+ * where it can be joined (no privilege needed), so orphans are not polled; otherwise sock_diag is
+ * polled. `Lifecycle.backend` says which, and why where it fell back; the environment variable
+ * `FINWAIT_WATCH_BACKEND=poll|destroy-multicast` forces one. Watching a socket twice returns the
+ * same `Lifecycle`.
  */
 export function watch(socket: net.Socket): Lifecycle {
   assertSocket(socket);
@@ -119,13 +164,23 @@ export function watch(socket: net.Socket): Lifecycle {
     hooked: false,
     rawFin: false,
     ended: false,
+    events: undefined,
+    awaiting: false,
   };
+  const { events, backend } = chooseBackend();
+  w.events = events;
   const lifecycle = (w.lifecycle = new Lifecycle(w, forget as (watcher: unknown) => void));
+  lifecycle.setBackend(backend);
   const at = now();
   if (fd >= 0) {
     // Validates the fd (a Unix socket or UDP throws the kernel's error here) and records the start.
     w.phase = 'open';
-    start(w, fd, at);
+    try {
+      start(w, fd, at);
+    } catch (error) {
+      if (watchedCount === 0) closeIdle();
+      throw error;
+    }
     w.fd = fd;
     byFd[fd] = w;
   }

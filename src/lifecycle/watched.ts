@@ -69,6 +69,40 @@ export interface Watched {
   lastDiag?: DiagSighting;
   /** The lifecycle ended: nothing more is looked at. */
   ended: boolean;
+  /** The event back-end that reports the end of this socket, if any (else the poller alone). */
+  events: EventBackend | undefined;
+  /**
+   * The event back-end follows the socket (it was named, with its cookie) and has not reported
+   * its end yet: while the fd is gone, nothing is looked up but a slow safety net.
+   */
+  awaiting: boolean;
+}
+
+/** The back-ends that follow a watched socket: one kind of kernel event, and the poller as their net. */
+export type WatchBackendName = 'destroy-multicast' | 'poll';
+
+/**
+ * Which back-end follows a connection: `'destroy-multicast'` (the sock_diag destroy multicast
+ * reports the end of each socket the fd of which Node closed; sock_diag is asked only when a
+ * TIME_WAIT can have followed and when its timer runs out), or `'poll'` (sock_diag is asked on a
+ * cadence). `reason` says why a back-end earlier in that order is not the one.
+ */
+export interface WatchBackend {
+  readonly name: WatchBackendName;
+  readonly reason?: string;
+}
+
+/** An event back-end, as the watcher uses it (`sources/destroy-multicast.ts`). */
+export interface EventBackend {
+  readonly name: WatchBackendName;
+  /**
+   * Follows `w`, just named (its cookie known; `fd` still open): from now on its socket's end is
+   * reported. Where it cannot (its namespace refuses), `w` is left to the poller, and its
+   * lifecycle's back-end says why.
+   */
+  follow(w: Watched, fd: number): void;
+  /** Stops following `w` (its lifecycle ended). */
+  release(w: Watched): void;
 }
 
 /** States in which the connection is not closing (yet). */

@@ -23,8 +23,8 @@ import {
 } from '../../diag';
 import type { TcpState } from '../../states';
 import { stateOrThrow } from '../../tcp-info';
-import type { LifecycleState } from '../fsm';
-import { FAST_MS, LATE_MS, SAFETY_MS, SLOW_MS, TIMER_MARGIN_MS, now, scheduleAt } from '../schedule';
+import { completePath, type LifecycleState } from '../fsm';
+import { AWAIT_MS, FAST_MS, LATE_MS, SAFETY_MS, SLOW_MS, TIMER_MARGIN_MS, now, scheduleAt } from '../schedule';
 import { BEFORE_TIME_WAIT, observeFd, readState, type Netns, type Watched } from '../watched';
 
 const debug = debuglog('finwait');
@@ -58,6 +58,7 @@ export function identify(w: Watched, fd: number, at: number): TcpState {
   if (connected) {
     w.id = id;
     w.ns = netnsOf(id, fd);
+    w.events?.follow(w, fd);
   }
   observeFd(w, state, at);
   if (!connected && state === 'CLOSE' && w.id === undefined && !w.ended) {
@@ -199,10 +200,31 @@ function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | 
     // TIME_WAIT when the peer's FIN comes: looked at at least every second.
     const wait = expiresMs > 0 ? expiresMs + TIMER_MARGIN_MS : LATE_MS;
     scheduleAt(w, at + (seen.state === 'FIN_WAIT2' ? Math.min(wait, SAFETY_MS) : wait));
+  } else if (w.awaiting) {
+    // A full socket still: the event back-end reports its end.
+    scheduleAt(w, at + AWAIT_MS);
   } else {
     // FIN_WAIT1, CLOSING, LAST_ACK: short, unless segments are lost.
     w.step = changed ? FAST_MS : Math.min(w.step * 2, SLOW_MS);
     scheduleAt(w, at + w.step);
+  }
+}
+
+/**
+ * An event back-end reports that `w`'s full socket was freed, or, with `resync`, that its report
+ * may have been lost. Where a timewait socket can have taken over (TIME_WAIT, or FIN_WAIT2 with a
+ * timer of at most 60 s), it is looked up now; otherwise the connection is over.
+ */
+export function socketEnded(w: Watched, at: number, resync: boolean): void {
+  if (w.ended) return;
+  // The model's settled state can lag (a FIN sent by shutdown(2) is known only once a read shows
+  // it): only a state from which no TIME_WAIT can follow (CLOSE_WAIT, LAST_ACK) spares the look.
+  const last = w.lastDiag?.state ?? w.lifecycle.model().settled;
+  if (resync || last === undefined || completePath(last, 'TIME_WAIT') !== undefined) {
+    w.step = FAST_MS;
+    scheduleAt(w, at);
+  } else {
+    followGone(w, undefined, at);
   }
 }
 

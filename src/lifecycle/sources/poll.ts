@@ -8,7 +8,7 @@ import { debuglog } from 'node:util';
 import { native } from '../../binding';
 import { handleFd } from '../../fd';
 import { stateName } from '../../states';
-import { EARLY_MS, SLOW_MS, first, scheduleAt, scheduleOpen, unqueue } from '../schedule';
+import { AWAIT_MS, EARLY_MS, SLOW_MS, first, scheduleAt, scheduleOpen, unqueue } from '../schedule';
 import { BEFORE_TIME_WAIT, observeFd, type Watched } from '../watched';
 import { identify, lookUp } from './diag-follow';
 import { noteFd, toGone } from './node-hooks';
@@ -34,6 +34,8 @@ export function pollDue(at: number): void {
         toGone(w);
         // Destroyed before it ever had a connection: nothing reached the kernel, or nothing to ask.
         if (w.id === undefined) w.lifecycle.end();
+        // An event back-end reports its socket's end: only the safety net until then.
+        else if (w.awaiting) scheduleAt(w, at + AWAIT_MS);
         else gone.push(w);
       } else {
         // Not connected yet: 'connect' and 'error' will say what happens; look now and then.

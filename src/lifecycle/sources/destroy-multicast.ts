@@ -1,0 +1,235 @@
+/**
+ * The sock_diag destroy multicast as an event back-end (what `ss -E` listens to). The kernel sends
+ * one message to the TCP destroy groups of a network namespace for every full TCP socket freed
+ * there: a `struct inet_diag_msg` with the socket's cookie and 4-tuple, in state CLOSE, and its
+ * final `struct tcp_info` (INET_DIAG_INFO). No privilege is needed, also inside a user namespace.
+ *
+ * A socket Node has closed lives on in the kernel as an orphan (FIN_WAIT1, CLOSING, LAST_ACK,
+ * FIN_WAIT2 with a long TCP_LINGER2) until its message comes, so nothing needs to be looked up
+ * while it lasts: one look follows the message where a timewait socket can have taken over (a
+ * TIME_WAIT, or a FIN_WAIT2 with a timer of at most 60 s, which the kernel hands to a timewait
+ * socket at once), and a timewait socket is not a full socket and sends no message of its own:
+ * its end is still found by a look when its timer runs out.
+ *
+ * One bound netlink socket per network namespace a followed socket lives in, joined to the
+ * destroy group of each address family only while a followed socket of that family there is
+ * not destroyed yet; libuv says when it is readable (FdPoll), and each turn reads what is queued
+ * in batches into one reused buffer. Every TCP socket freed in a joined namespace costs a message
+ * (built by a kernel worker, read here and dropped unless it is one of ours).
+ */
+import fs from 'node:fs';
+import { debuglog } from 'node:util';
+import { native, type NativeFdPoll } from '../../binding';
+import { cookieKey, messageCookie, recordCookie } from '../../diag';
+import { arm, now } from '../schedule';
+import type { EventBackend, Watched } from '../watched';
+import { socketEnded } from './diag-follow';
+import { toGone } from './node-hooks';
+
+const debug = debuglog('finwait');
+
+const AF_INET6 = 10;
+/** SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY (linux/sock_diag.h). */
+const GROUP_V4 = 1;
+const GROUP_V6 = 3;
+const ENOBUFS = 105;
+/** Asked of SO_RCVBUF (the kernel caps it at net.core.rmem_max): room for a burst of messages. */
+const RCVBUF = 4 << 20;
+/** Messages read per call, each into a slot of its own (a message is ~380 bytes on 6.18). */
+const SLOTS = 64;
+const SLOT = 1024;
+/** Calls per readable turn at most: a flood of other sockets' ends must not hold the loop. */
+const READS_PER_TURN = 64;
+
+/** A namespace's bound netlink socket and how many followed sockets of each family need it. */
+interface Listener {
+  /** `''` for this thread's namespace, else its cookie (as `Netns.key`). */
+  key: string;
+  fd: number;
+  poll: NativeFdPoll;
+  v4: number;
+  v6: number;
+}
+
+const listeners = new Map<string, Listener>();
+/** Followed sockets not destroyed yet, by cookie (`cookieKey()`; cookies are unique host-wide). */
+const following = new Map<number | string, Watched>();
+const buffer = new Uint8Array(SLOTS * SLOT);
+const view = new DataView(buffer.buffer);
+const lengths = new Int32Array(SLOTS);
+/** @internal For tests: messages read, and those that ended a followed socket. */
+const counts = { messages: 0, matched: 0, lost: 0 };
+
+/** Why this back-end cannot run here, or `undefined` when it can (makes this thread's listener). */
+export function unavailable(): string | undefined {
+  try {
+    listener('', -1);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+/** The listener of namespace `key`, made if needed (in the namespace of the socket `fd` when not this thread's). */
+function listener(key: string, fd: number): Listener {
+  let l = listeners.get(key);
+  if (l !== undefined) return l;
+  const n = native();
+  if (n.sockDiagEventsSocket === undefined) throw new Error('this build of the addon has no sock_diag events');
+  let nl: number;
+  if (key === '') {
+    nl = n.sockDiagEventsSocket(null, RCVBUF);
+  } else {
+    const nsFd = n.socketNetns(fd);
+    try {
+      nl = n.sockDiagEventsSocket(nsFd, RCVBUF);
+    } finally {
+      fs.closeSync(nsFd);
+    }
+  }
+  try {
+    const made: Listener = { key, fd: nl, poll: undefined as unknown as NativeFdPoll, v4: 0, v6: 0 };
+    made.poll = new n.FdPoll(nl, () => onReadable(made));
+    l = made;
+  } catch (error) {
+    fs.closeSync(nl);
+    throw error;
+  }
+  listeners.set(key, l);
+  return l;
+}
+
+function close(l: Listener): void {
+  listeners.delete(l.key);
+  l.poll.close();
+  fs.closeSync(l.fd);
+}
+
+function keyOf(w: Watched): string {
+  return w.ns?.key ?? '';
+}
+
+function groupOf(w: Watched): number {
+  return w.id![0] === AF_INET6 ? GROUP_V6 : GROUP_V4;
+}
+
+/** Joins the socket's group in its namespace if it is the first there, and counts it. */
+function join(l: Listener, group: number): void {
+  const users = group === GROUP_V6 ? l.v6 : l.v4;
+  if (users === 0) native().sockDiagJoin!(l.fd, group);
+  if (group === GROUP_V6) l.v6++;
+  else l.v4++;
+}
+
+/** Uncounts a socket; the last one of its family leaves the group. */
+function leave(l: Listener, group: number): void {
+  const users = group === GROUP_V6 ? --l.v6 : --l.v4;
+  if (users > 0) return;
+  try {
+    native().sockDiagLeave!(l.fd, group);
+  } catch (error) {
+    debug('destroy multicast: %s', (error as Error).message);
+  }
+  // This thread's listener stays while anything is watched (see closeIdle()); another namespace's
+  // goes with its last follower.
+  if (l.key !== '' && l.v4 === 0 && l.v6 === 0) close(l);
+}
+
+/** Stops following `w`; its namespace leaves the group if `w` was the last one there. */
+function unfollow(w: Watched): void {
+  if (!w.awaiting) return;
+  w.awaiting = false;
+  following.delete(cookieKey(new DataView(w.id!.buffer, w.id!.byteOffset), 44));
+  const l = listeners.get(keyOf(w));
+  if (l !== undefined) leave(l, groupOf(w));
+}
+
+function onReadable(l: Listener): void {
+  try {
+    // A message can end the last watched socket, which closes the listener: read no further then.
+    for (let reads = 0; reads < READS_PER_TURN && listeners.get(l.key) === l; reads++) {
+      const count = native().sockDiagReadEvents!(l.fd, buffer, lengths);
+      if (count === 0) return;
+      if (count === -ENOBUFS) {
+        lost(l);
+        continue;
+      }
+      counts.messages += count;
+      const at = now();
+      for (let i = 0; i < count && listeners.get(l.key) === l; i++) {
+        const length = Math.abs(lengths[i]!);
+        const key = messageCookie(view, i * SLOT, length);
+        const w = key === undefined ? undefined : following.get(key);
+        if (w !== undefined) ended(w, at);
+      }
+    }
+  } catch (error) {
+    // A callback must not throw into the process: the sockets it would have ended are found by
+    // their safety-net lookups.
+    debug('destroy multicast: %s', (error as Error).message);
+  }
+}
+
+/**
+ * Messages were lost (the receive buffer was full): any socket followed in that namespace may have
+ * ended unseen, so each is looked up now, and followed on by the poller.
+ */
+function lost(l: Listener): void {
+  counts.lost++;
+  debug('destroy multicast: messages lost in namespace %s', l.key || 'home');
+  const at = now();
+  for (const w of [...following.values()]) {
+    if (keyOf(w) !== l.key) continue;
+    unfollow(w);
+    w.events = undefined;
+    w.lifecycle.setBackend({ name: 'poll', reason: 'destroy-multicast: messages were lost (ENOBUFS), so it is polled' });
+    socketEnded(w, at, true);
+  }
+  arm();
+}
+
+/** A message says `w`'s full socket was freed. */
+function ended(w: Watched, at: number): void {
+  counts.matched++;
+  unfollow(w);
+  if (w.ended) return;
+  // Freed, so its fd is closed, even if Node's 'close' has not come yet (a handle not hooked).
+  if (w.phase !== 'gone') toGone(w);
+  socketEnded(w, at, false);
+  arm();
+}
+
+/** The destroy multicast, as the watcher uses it. */
+export const destroyMulticast: EventBackend = {
+  name: 'destroy-multicast',
+  follow(w: Watched, fd: number): void {
+    if (w.awaiting || w.ended || w.id === undefined || recordCookie(w.id) === undefined) return;
+    try {
+      join(listener(keyOf(w), fd), groupOf(w));
+    } catch (error) {
+      w.events = undefined;
+      w.lifecycle.setBackend({ name: 'poll', reason: `destroy-multicast: ${(error as Error).message}` });
+      return;
+    }
+    w.awaiting = true;
+    following.set(cookieKey(new DataView(w.id.buffer, w.id.byteOffset), 44), w);
+  },
+  release: unfollow,
+};
+
+/** Nothing is watched any more: this thread's listener goes too. */
+export function closeIdle(): void {
+  for (const l of [...listeners.values()]) if (l.v4 === 0 && l.v6 === 0) close(l);
+}
+
+/** @internal For tests: what the back-end has done, and its open listeners (fd, followers per family). */
+export function destroyMulticastStatus(): {
+  messages: number;
+  matched: number;
+  lost: number;
+  following: number;
+  listeners: { key: string; fd: number; v4: number; v6: number }[];
+} {
+  const open = [...listeners.values()].map(({ key, fd, v4, v6 }) => ({ key, fd, v4, v6 }));
+  return { ...counts, following: following.size, listeners: open };
+}

@@ -1,0 +1,238 @@
+/**
+ * watch()'s back-ends: which one follows a connection, how to force one, what happens where one
+ * cannot run, and what the destroy multicast does in the kernel (its group joined only while it
+ * has something to report, every orphan's end reported by a message). The watch() suite itself
+ * runs once per back-end: watch.test.ts on the one chosen here, watch.poll.test.ts on the poller.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { closeWrite, reset, tcpState, watch } from '../../src/index';
+import { native } from '../../src/binding';
+import { socketTuple, findSocket } from '../../src/diag';
+import { pollerStatus, type Lifecycle } from '../../src/lifecycle/watch';
+import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
+import { canBecome, itNeeds, pair, waitFor, type Availability, type Pair } from '../helpers';
+
+const dist = path.join(__dirname, '..', '..', 'dist', 'index.js');
+const NETLINK_SOCK_DIAG = 4;
+
+let p: Pair | undefined;
+afterEach(async () => {
+  await p?.close();
+  p = undefined;
+  delete process.env.FINWAIT_WATCH_BACKEND;
+});
+
+/** Whether a bound NETLINK_SOCK_DIAG socket can be made here (what the destroy multicast needs). */
+function multicastAvailable(): Availability {
+  try {
+    fs.closeSync(native().sockDiagEventsSocket!(null, 0));
+    return { ok: true };
+  } catch (error) {
+    return { ok: false, reason: (error as Error).message };
+  }
+}
+
+/** The destroy groups (a bit mask, group n at bit n - 1) the netlink socket `fd` is joined to, from /proc/net/netlink; `undefined` once it is closed. */
+function groupsOf(inode: number): number | undefined {
+  for (const line of fs.readFileSync('/proc/net/netlink', 'utf8').split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (Number(cols[1]) === NETLINK_SOCK_DIAG && Number(cols[9]) === inode) return Number.parseInt(cols[3]!, 16);
+  }
+  return undefined;
+}
+
+/** Waits until nothing is watched: the poller stopped and the destroy multicast's listeners closed. */
+async function idle(): Promise<void> {
+  await waitFor('nothing watched', () => (pollerStatus().watched === 0 && destroyMulticastStatus().listeners.length === 0 ? true : undefined));
+}
+
+/** Ends a watched connection with an RST from `p.client` (no TIME_WAIT left to follow): nothing more to watch. */
+async function ended(lc: Lifecycle, p: Pair): Promise<void> {
+  p.server.on('error', () => {});
+  reset(p.client);
+  expect(await lc.done).toMatchObject({ outcome: 'reset-sent' });
+}
+
+/** Replaces a function of the addon for the length of `fn` (to make the kernel's refusals happen). */
+async function replacing<K extends 'sockDiagEventsSocket' | 'sockDiagJoin' | 'sockDiagReadEvents'>(
+  name: K,
+  replacement: NonNullable<ReturnType<typeof native>[K]>,
+  fn: () => Promise<void>,
+): Promise<void> {
+  const addon = native() as unknown as Record<string, unknown>;
+  const original = addon[name];
+  addon[name] = replacement;
+  try {
+    await fn();
+  } finally {
+    addon[name] = original;
+  }
+}
+
+function errnoError(syscall: string, code: string, errno: number): Error {
+  return Object.assign(new Error(`${syscall} ${code}`), { code, errno: -errno, syscall });
+}
+
+describe('choosing a back-end', () => {
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'the destroy multicast where it can be joined, and the lifecycle says so', async () => {
+    p = await pair();
+    const lc = watch(p.client);
+    expect(lc.backend).toEqual({ name: 'destroy-multicast' });
+    await ended(lc, p);
+  });
+
+  itNeeds('a user to become (uid 65534)', () => canBecome(65534), 'no privilege needed: a plain user (uid 65534) gets the destroy multicast, and its messages', async () => {
+    const script = `
+      const net = require('node:net');
+      const { watch, reset } = require(${JSON.stringify(dist)});
+      const server = net.createServer({ allowHalfOpen: true }, (s) => { s.resume(); s.on('error', () => {}); }).listen(0, '127.0.0.1', () => {
+        const c = net.connect(server.address().port, '127.0.0.1', () => {
+          const lc = watch(c);
+          c.resume();
+          c.end(); // named before its FIN: followed by the multicast
+          lc.until('FIN_WAIT2').then(() => reset(c)); // its message ends it
+          lc.done.then((r) => { console.log(JSON.stringify({ backend: lc.backend, outcome: r.outcome })); process.exit(0); });
+        });
+      });`;
+    const child = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 15_000 });
+    expect(child.stderr).toBe('');
+    expect(JSON.parse(child.stdout)).toEqual({ backend: { name: 'destroy-multicast' }, outcome: 'reset-sent' });
+  });
+
+  it('FINWAIT_WATCH_BACKEND forces one (poll, with the reason); a name that is not a back-end is refused', async () => {
+    p = await pair();
+    process.env.FINWAIT_WATCH_BACKEND = 'poll';
+    const lc = watch(p.client);
+    expect(lc.backend).toEqual({ name: 'poll', reason: 'FINWAIT_WATCH_BACKEND or setWatchBackend() asked for it' });
+    process.env.FINWAIT_WATCH_BACKEND = 'bpf';
+    expect(() => watch(p!.server)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('FINWAIT_WATCH_BACKEND') }));
+    await ended(lc, p);
+  });
+
+  it('a netlink socket the kernel refuses: the poller follows, with the reason, and nothing throws', async () => {
+    await idle();
+    await replacing('sockDiagEventsSocket', () => {
+      throw errnoError('bind', 'EPERM', 1);
+    }, async () => {
+      p = await pair();
+      const lc = watch(p.client);
+      expect(lc.backend).toEqual({ name: 'poll', reason: 'destroy-multicast: bind EPERM' });
+      await ended(lc, p!);
+    });
+  });
+
+  it('a group join the kernel refuses: that socket falls back to the poller with the reason, and is followed on', async () => {
+    await idle();
+    await replacing('sockDiagJoin', () => {
+      throw errnoError('setsockopt', 'EPERM', 1);
+    }, async () => {
+      p = await pair({ server: { allowHalfOpen: true } });
+      const lc = watch(p.client);
+      p.client.resume();
+      p.server.resume();
+      p.client.end(); // named just before its FIN: the join comes then, and fails
+      await lc.until('FIN_WAIT2', { timeout: 5000 });
+      expect(lc.backend).toEqual({ name: 'poll', reason: 'destroy-multicast: setsockopt EPERM' });
+      await ended(lc, p!);
+    });
+  });
+});
+
+describe('the destroy multicast', () => {
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'joins the group only while a followed socket lives, and closes its socket when nothing is watched', async () => {
+    await idle();
+    p = await pair({ server: { allowHalfOpen: true } });
+    const other = await pair();
+    const lc = watch(p.client);
+    const bystander = watch(other.client); // watched, never named: it needs no message
+    const [listener] = destroyMulticastStatus().listeners;
+    const inode = fs.fstatSync(listener!.fd).ino;
+    // Made to see that it can be, and not joined: nothing followed needs it yet.
+    expect(groupsOf(inode)).toBe(0);
+    p.client.resume();
+    p.server.resume();
+    await closeWrite(p.client); // named before its FIN: followed, the IPv4 group joined
+    expect(groupsOf(inode)).toBe(0b1);
+    p.server.on('error', () => {});
+    reset(p.client); // destroyed: its message ends it, and the group is left
+    expect(await lc.done).toMatchObject({ outcome: 'reset-sent' });
+    expect(groupsOf(inode)).toBe(0); // left, while something is still watched
+    await ended(bystander, other);
+    await other.close();
+    await idle();
+    expect(groupsOf(inode)).toBeUndefined(); // nothing watched: closed
+  });
+
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, "an orphan's end comes from its message (the only look before it would be a 5 s safety net)", async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    expect(lc.backend.name).toBe('destroy-multicast');
+    p.client.on('error', () => {});
+    // More than the paused peer's window takes: our FIN waits behind unsent bytes in FIN_WAIT1.
+    p.client.write(Buffer.alloc(8 * 1024 * 1024));
+    p.client.end();
+    await waitFor('bytes unsent in the kernel', () => (tcpState(p!.client) === 'ESTABLISHED' && p!.server.readableLength === 0 ? true : undefined));
+    const tuple = socketTuple(p.client)!;
+    p.client.destroy();
+    await waitFor('the orphan in FIN_WAIT1', () => (findSocket(tuple)?.state === 'FIN_WAIT1' ? true : undefined));
+    const before = destroyMulticastStatus().matched;
+    const started = performance.now();
+    p.server.destroy(); // unread bytes: the server's kernel answers with RST, which ends the orphan
+    const result = await lc.done;
+    expect(result).toMatchObject({ outcome: 'reset-received' });
+    expect(destroyMulticastStatus().matched).toBeGreaterThan(before);
+    expect(result.history.at(-1)!.at - started).toBeLessThan(2000);
+  });
+
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'messages lost (ENOBUFS): the sockets it followed are looked up at once, and polled from then on', async () => {
+    await idle();
+    p = await pair({ server: { allowHalfOpen: true } });
+    const lc = watch(p.client);
+    p.client.resume();
+    p.server.resume();
+    await closeWrite(p.client);
+    const read = native().sockDiagReadEvents!;
+    let first = true;
+    await replacing('sockDiagReadEvents', (fd, buffer, lengths) => {
+      if (!first) return read(fd, buffer, lengths);
+      first = false;
+      return -105; // -ENOBUFS
+    }, async () => {
+      const lost = destroyMulticastStatus().lost;
+      p!.server.end(); // the client goes to TIME_WAIT, Node closes it: its message is "lost"
+      expect(await lc.until('TIME_WAIT', { timeout: 5000 })).toMatchObject({ source: 'diag' });
+      expect(destroyMulticastStatus().lost).toBe(lost + 1);
+      expect(lc.backend).toEqual({ name: 'poll', reason: expect.stringContaining('ENOBUFS') });
+    });
+  });
+
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'a Worker terminated while its destroy multicast is busy ends the Worker, never the process (5 runs)', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const worker = new Worker(\`
+        const net = require('node:net');
+        const { watch } = require(${JSON.stringify(dist)});
+        const { parentPort } = require('node:worker_threads');
+        const server = net.createServer({ allowHalfOpen: true }, (s) => { s.resume(); s.on('end', () => s.end()); });
+        server.listen(0, '127.0.0.1', () => {
+          const next = () => {
+            const c = net.connect(server.address().port, '127.0.0.1', () => { watch(c); c.resume(); c.end(); });
+            c.on('close', next);
+          };
+          for (let i = 0; i < 20; i++) next(); // every close a destroy message, without end
+          parentPort.postMessage('busy');
+        });
+      \`, { eval: true });
+      worker.once('message', () => setTimeout(() => worker.terminate().then((code) => console.log('terminated', code)), 300));
+      worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
+    `;
+    for (let run = 0; run < 5; run++) {
+      const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+      expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({ run, status: 0, signal: null, stderr: '' });
+      expect(child.stdout).toBe('terminated 1\n');
+    }
+  }, 60_000);
+});
