@@ -12,6 +12,8 @@ let previous: string | undefined;
 
 export function setup(): void {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-test-run-'));
+  // Others may pass through (not list or write): the demo test runs a copy as an unprivileged user.
+  fs.chmodSync(dir, 0o711);
   previous = process.env.TMPDIR;
   process.env.TMPDIR = dir;
   // Node 22+ caches compiled modules for npm in a folder under the temp dir: npm's, not ours.
