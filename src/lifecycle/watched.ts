@@ -30,6 +30,8 @@ export interface Netns {
   nl: number;
   key: string;
   users: number;
+  /** Its /proc/net/snmp, opened inside it (`undefined` where it could not be). */
+  counters: number | undefined;
 }
 
 export interface Watched {
@@ -53,7 +55,7 @@ export interface Watched {
   /** The fd read CLOSE: it can show nothing more, so it is not read again. */
   fdClose: boolean;
   /** The state, unread bytes and SO_LINGER when Node closed the fd (from the close hook). */
-  closedWith?: { state: LifecycleState | undefined; unread: number; linger0: boolean };
+  closedWith?: { state: LifecycleState | undefined; unread: number; linger0: boolean; linger2: number };
   phase: Phase;
   /** When the socket is next looked at (ms, `performance.now()`); its key in the heap. */
   due: number;
@@ -76,6 +78,13 @@ export interface Watched {
    * its end yet: while the fd is gone, nothing is looked up but a slow safety net.
    */
   awaiting: boolean;
+  /**
+   * RSTs sent in its namespace (`Tcp: OutRsts`) just before sock_diag last showed it as an orphan
+   * that answers data with an RST; `NaN` when the count could not be read.
+   */
+  rstsBefore?: number;
+  /** `tcpi_data_segs_in` when Node closed the fd, in a state whose orphan answers new data with an RST. */
+  segsInAtClose?: number;
 }
 
 /** The back-ends that follow a watched socket: one kind of kernel event, and the poller as their net. */

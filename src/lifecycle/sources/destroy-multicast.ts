@@ -20,7 +20,7 @@
 import fs from 'node:fs';
 import { debuglog } from 'node:util';
 import { native, type NativeFdPoll } from '../../binding';
-import { cookieKey, messageCookie, recordCookie } from '../../diag';
+import { cookieKey, INET_DIAG_INFO, messageAttribute, messageCookie, recordCookie } from '../../diag';
 import { arm, now } from '../schedule';
 import type { EventBackend, Watched } from '../watched';
 import { socketEnded } from './diag-follow';
@@ -40,6 +40,8 @@ const SLOTS = 64;
 const SLOT = 1024;
 /** Calls per readable turn at most: a flood of other sockets' ends must not hold the loop. */
 const READS_PER_TURN = 64;
+/** Offset of `tcpi_data_segs_in` in `struct tcp_info` (Linux 4.6). */
+const DATA_SEGS_IN = 152;
 
 /** A namespace's bound netlink socket and how many followed sockets of each family need it. */
 interface Listener {
@@ -160,7 +162,7 @@ function onReadable(l: Listener): void {
         const length = Math.abs(lengths[i]!);
         const key = messageCookie(view, i * SLOT, length);
         const w = key === undefined ? undefined : following.get(key);
-        if (w !== undefined) ended(w, at);
+        if (w !== undefined) ended(w, i * SLOT, length, at);
       }
     }
   } catch (error) {
@@ -183,19 +185,26 @@ function lost(l: Listener): void {
     unfollow(w);
     w.events = undefined;
     w.lifecycle.setBackend({ name: 'poll', reason: 'destroy-multicast: messages were lost (ENOBUFS), so it is polled' });
-    socketEnded(w, at, true);
+    socketEnded(w, at, false, true);
   }
   arm();
 }
 
-/** A message says `w`'s full socket was freed. */
-function ended(w: Watched, at: number): void {
+/** The message at `off` says `w`'s full socket was freed. */
+function ended(w: Watched, off: number, length: number, at: number): void {
   counts.matched++;
   unfollow(w);
   if (w.ended) return;
   // Freed, so its fd is closed, even if Node's 'close' has not come yet (a handle not hooked).
   if (w.phase !== 'gone') toGone(w);
-  socketEnded(w, at, false);
+  // An orphan that receives new data answers with an RST (tcp_rcv_state_process(): RFC 1122 says
+  // it MUST): a data segment counted after the close means the RST was this end's.
+  let answeredData = false;
+  if (w.segsInAtClose !== undefined) {
+    const info = messageAttribute(view, off, length, INET_DIAG_INFO);
+    if (info !== undefined && info[1] >= DATA_SEGS_IN + 4) answeredData = view.getUint32(info[0] + DATA_SEGS_IN, true) > w.segsInAtClose;
+  }
+  socketEnded(w, at, answeredData, false);
   arm();
 }
 

@@ -26,6 +26,7 @@ import { stateOrThrow } from '../../tcp-info';
 import { completePath, type LifecycleState } from '../fsm';
 import { AWAIT_MS, FAST_MS, LATE_MS, SAFETY_MS, SLOW_MS, TIMER_MARGIN_MS, now, scheduleAt } from '../schedule';
 import { BEFORE_TIME_WAIT, observeFd, readState, type Netns, type Watched } from '../watched';
+import { openCounters, rstsSent } from './tcp-counters';
 
 const debug = debuglog('finwait');
 
@@ -35,6 +36,23 @@ const namespaces = new Map<string, Netns>();
 let homeNl = -1;
 /** This thread's network namespace's cookie (SO_NETNS_COOKIE) as `sockDiagId` writes it, read on first use. */
 let homeNetns: Uint8Array | undefined;
+/** This thread's namespace's /proc/net/snmp (see tcp-counters.ts): `null` until first needed. */
+let homeCounters: number | undefined | null = null;
+
+/**
+ * Notes the count of RSTs sent in `w`'s namespace as its fd closes in a state whose orphan
+ * answers data with an RST: data can come before the orphan is first looked up.
+ */
+export function noteRstsAtClose(w: Watched): void {
+  w.rstsBefore = rstsSent(countersOf(w.ns)) ?? NaN;
+}
+
+/** The /proc/net/snmp of the namespace `ns` (`undefined`: this thread's), `undefined` if unreadable. */
+function countersOf(ns: Netns | undefined): number | undefined {
+  if (ns !== undefined) return ns.counters;
+  if (homeCounters === null) homeCounters = openCounters(null);
+  return homeCounters;
+}
 
 /**
  * The first look at an fd: its state (which also says it is a TCP socket: anything else throws),
@@ -97,7 +115,8 @@ function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
   if (ns === undefined) {
     const nsFd = native().socketNetns(fd);
     try {
-      ns = { nl: native().sockDiagSocket(nsFd), key, users: 0 };
+      ns = { nl: native().sockDiagSocket(nsFd), key, users: 0, counters: undefined };
+      ns.counters = openCounters(nsFd);
     } finally {
       fs.closeSync(nsFd);
     }
@@ -113,9 +132,12 @@ export function releaseNetns(w: Watched): void {
   if (ns === undefined || --ns.users > 0) return;
   namespaces.delete(ns.key);
   fs.closeSync(ns.nl);
+  if (ns.counters !== undefined) fs.closeSync(ns.counters);
 }
 
 export function closeHomeNl(): void {
+  if (typeof homeCounters === 'number') fs.closeSync(homeCounters);
+  homeCounters = null;
   if (homeNl < 0) return;
   const nl = homeNl;
   homeNl = -1;
@@ -144,6 +166,13 @@ export function lookUp(gone: Watched[], at: number): void {
       end++;
     }
     const count = end - first;
+    // RSTs sent in the namespace before the lookups, read only if an orphan that can be reset is
+    // among them (see tcp-counters.ts): a baseline for those seen, and the count after, for those gone.
+    let before: number | undefined;
+    let after: number | undefined | null = null;
+    for (let i = first; i < end && before === undefined; i++) {
+      if (mayBeResetOrphan(gone[i]!)) before = rstsSent(countersOf(ns)) ?? NaN;
+    }
     try {
       if (ns === undefined && homeNl < 0) homeNl = native().sockDiagSocket();
       native().sockDiagFind(ns?.nl ?? homeNl, requests, replies, statuses.subarray(0, count));
@@ -160,9 +189,14 @@ export function lookUp(gone: Watched[], at: number): void {
       const w = gone[first + i]!;
       const status = statuses[i]!;
       try {
-        if (status === 1 && sameTuple(requests, i, replies, i)) followGone(w, replyAt(view, i), at);
-        else if (status === 1 || isMiss(status)) followGone(w, undefined, at);
-        else {
+        if (status === 1 && sameTuple(requests, i, replies, i)) {
+          const seen = replyAt(view, i);
+          if (before !== undefined && BEFORE_TIME_WAIT.has(seen.state)) w.rstsBefore = before;
+          followGone(w, seen, at);
+        } else if (status === 1 || isMiss(status)) {
+          if (w.rstsBefore !== undefined) after ??= rstsSent(countersOf(ns));
+          followGone(w, undefined, at, after ?? undefined);
+        } else {
           if (!isLost(status)) debug('sock_diag lookup: errno %d', -status);
           w.step = Math.min(w.step * 2, SLOW_MS);
           scheduleAt(w, at + w.step);
@@ -176,16 +210,35 @@ export function lookUp(gone: Watched[], at: number): void {
   }
 }
 
-/** After Node closed the fd: the connection as sock_diag showed it, or gone (`undefined`). */
-function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | undefined, at: number): void {
+/** The state `w` was last known in: as sock_diag last showed it, else the model's. */
+function lastState(w: Watched): LifecycleState {
+  return w.lastDiag?.state ?? (w.lifecycle.model().settled as LifecycleState);
+}
+
+/**
+ * True if `w` can be an orphan with our FIN sent (last shown so by sock_diag, or its fd closed in
+ * such a state): one that answers data with an RST. An fd that read CLOSE left no orphan.
+ */
+function mayBeResetOrphan(w: Watched): boolean {
+  return w.lastDiag !== undefined ? BEFORE_TIME_WAIT.has(w.lastDiag.state) : !w.fdClose && BEFORE_TIME_WAIT.has(lastState(w));
+}
+
+/**
+ * After Node closed the fd: the connection as sock_diag showed it, or gone (`undefined`; then
+ * `rsts` is the namespace's count of RSTs sent, read after the lookup, if it was asked for).
+ */
+function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | undefined, at: number, rsts?: number): void {
   const { lifecycle } = w;
   if (!seen) {
     if (orphanTimedOut(w.lastDiag, at)) lifecycle.observe({ event: 'fin-wait2-timeout', source: 'diag', at });
     // FIN_WAIT1, CLOSING and FIN_WAIT2 end in a TIME_WAIT that sock_diag shows for 60 s, or by
-    // FIN_WAIT2's timer: an orphan gone from them otherwise was reset (sock_diag cannot tell the
-    // peer's RST from the kernel's own abort of an orphan; the peer's is by far the commoner).
-    else if (BEFORE_TIME_WAIT.has(w.lastDiag?.state ?? (lifecycle.model().settled as LifecycleState))) {
-      lifecycle.observe({ event: 'rst-received', source: 'diag', at });
+    // FIN_WAIT2's timer: an orphan gone from them otherwise was reset. sock_diag cannot say by
+    // whom: the count of RSTs sent in its namespace can. It rose since the orphan was last seen:
+    // the orphan answered data with an RST; it did not: the peer's RST. Without the count, the
+    // peer's, which an orphan that is not sent data meets.
+    else if (BEFORE_TIME_WAIT.has(lastState(w))) {
+      const sent = w.rstsBefore !== undefined && rsts !== undefined && rsts > w.rstsBefore;
+      lifecycle.observe({ event: sent ? 'rst-sent' : 'rst-received', source: 'diag', at });
     }
     if (!lifecycle.observe({ state: 'CLOSED', source: 'diag', at })) lifecycle.end();
     return;
@@ -211,11 +264,14 @@ function followGone(w: Watched, seen: { state: TcpState; timer: SocketTimer } | 
 }
 
 /**
- * An event back-end reports that `w`'s full socket was freed, or, with `resync`, that its report
- * may have been lost. Where a timewait socket can have taken over (TIME_WAIT, or FIN_WAIT2 with a
- * timer of at most 60 s), it is looked up now; otherwise the connection is over.
+ * An event back-end reports that `w`'s full socket was freed (`answeredData`: after receiving
+ * new data as an orphan, which it answered with an RST), or, with `resync`, that its report may
+ * have been lost. Where a timewait socket can have taken over (TIME_WAIT, or FIN_WAIT2 with a timer
+ * of at most 60 s), it is looked up now; otherwise the connection is over.
  */
-export function socketEnded(w: Watched, at: number, resync: boolean): void {
+export function socketEnded(w: Watched, at: number, answeredData: boolean, resync: boolean): void {
+  if (w.ended) return;
+  if (answeredData) w.lifecycle.observe({ event: 'rst-sent', source: 'diag', at });
   if (w.ended) return;
   // The model's settled state can lag (a FIN sent by shutdown(2) is known only once a read shows
   // it): only a state from which no TIME_WAIT can follow (CLOSE_WAIT, LAST_ACK) spares the look.

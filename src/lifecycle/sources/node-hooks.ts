@@ -12,9 +12,11 @@ import { constants, native } from '../../binding';
 import { handleFd } from '../../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../../ops';
 import type { TcpState } from '../../states';
+import { TCP_INFO_BUFFER_SIZE } from '../../tcp-info';
 import type { CloseEvent, LifecycleState } from '../fsm';
 import { FAST_MS, arm, now, scheduleOpen, wake } from '../schedule';
 import {
+  BEFORE_TIME_WAIT,
   byFd,
   FIN_SENT,
   kWatched,
@@ -25,7 +27,7 @@ import {
   type Watched,
   type WithWatcher,
 } from '../watched';
-import { identify, identifyBeforeFin, nameUnhooked, start } from './diag-follow';
+import { identify, identifyBeforeFin, nameUnhooked, noteRstsAtClose, start } from './diag-follow';
 
 const debug = debuglog('finwait');
 
@@ -100,12 +102,23 @@ function hookHandle(w: Watched): boolean {
         if (w.ended) return close.apply(this, args);
         let unread = 0;
         let linger0 = false;
+        let linger2 = 0;
         if (!UNSYNCHRONIZED.has(state)) {
           const { onoff, linger } = native().getLinger(fd);
           linger0 = onoff !== 0 && linger === 0;
           if (!linger0) unread = native().ioctlInt(fd, constants().SIOCINQ);
+          // In FIN_WAIT2, tcp_close() sends an RST instead of waiting when TCP_LINGER2 is negative.
+          if (state === 'FIN_WAIT2' && !linger0 && unread === 0) {
+            linger2 = native().getIntOption(fd, constants().IPPROTO_TCP, constants().TCP_LINGER2);
+          }
+          // An orphan with our FIN sent answers new data with an RST: what it had received by now
+          // tells, at its end, whether data came after (the event back-end gives its final tcp_info).
+          if (BEFORE_TIME_WAIT.has(state) && !linger0 && unread === 0 && linger2 >= 0) {
+            noteRstsAtClose(w);
+            if (w.awaiting) w.segsInAtClose = dataSegsIn(fd);
+          }
         }
-        w.closedWith = { state, unread, linger0 };
+        w.closedWith = { state, unread, linger0, linger2 };
       }
     } catch (error) {
       debug('close hook: %s', (error as Error).message);
@@ -123,12 +136,23 @@ function hookHandle(w: Watched): boolean {
   return true;
 }
 
+const info = new Uint8Array(TCP_INFO_BUFFER_SIZE);
+/** Offset of `tcpi_data_segs_in` in `struct tcp_info` (Linux 4.6). */
+const DATA_SEGS_IN = 152;
+
+/** `tcpi_data_segs_in` of the socket `fd`: data segments received; `undefined` before Linux 4.6. */
+function dataSegsIn(fd: number): number | undefined {
+  const length = native().tcpInfo(fd, info);
+  return length >= DATA_SEGS_IN + 4 ? new DataView(info.buffer).getUint32(DATA_SEGS_IN, true) : undefined;
+}
+
 /** What closing the fd in `state` did, given what the close hook saw. */
 export function closeEvent(w: Watched): CloseEvent | undefined {
   const seen = w.closedWith;
   if (!seen || seen.state === undefined) return undefined;
   const synchronized = !UNSYNCHRONIZED.has(seen.state);
   if (synchronized && (seen.linger0 || seen.unread > 0)) return 'rst-sent';
+  if (seen.state === 'FIN_WAIT2' && seen.linger2 < 0) return 'rst-sent';
   if (seen.state === 'ESTABLISHED' || seen.state === 'CLOSE_WAIT') return 'close';
   return undefined;
 }
