@@ -9,7 +9,7 @@
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { CloseReason, CloseReport } from './close';
+import type { CloseReason, CloseReport, RunningClose } from './close';
 import { abortError, socketClosed, type CodedError } from './errors';
 
 interface Options {
@@ -24,14 +24,21 @@ function canReset(socket: net.Socket): boolean {
   return typeof socket.resetAndDestroy === 'function' && handle?.constructor?.name === 'TCP';
 }
 
-/** `gracefulClose()` with no kernel calls; `why` is the error kernel calls throw here. */
-export function closeWithoutKernel(socket: net.Socket, options: Options, why: CodedError): Promise<CloseReport> {
+/**
+ * `gracefulClose()` with no kernel calls; `why` is the error kernel calls throw here. Throws for a
+ * closed socket or an aborted signal; otherwise the close is under way, and a later caller can
+ * join it (its deadline, if earlier, and its signal apply too).
+ */
+export function closeWithoutKernel(socket: net.Socket, options: Options, why: CodedError): RunningClose {
   const { timeout, maxDiscard, signal } = options;
-  return new Promise<CloseReport>((resolve) => {
-    if (socket.destroyed || !(socket as unknown as { _handle?: unknown })._handle) {
-      throw socketClosed(socket.destroyed ? 'it was destroyed' : 'it is not connected');
-    }
-    if (signal?.aborted) throw abortError(signal);
+  if (socket.destroyed || !(socket as unknown as { _handle?: unknown })._handle) {
+    throw socketClosed(socket.destroyed ? 'it was destroyed' : 'it is not connected');
+  }
+  if (signal?.aborted) throw abortError(signal);
+  let deadlineAt = performance.now() + timeout;
+  const signals: AbortSignal[] = [];
+  let join: RunningClose['join'] = () => {};
+  const done = new Promise<CloseReport>((resolve) => {
     const started = performance.now();
     let finSentAt: number | undefined;
     let bytesDiscarded = 0;
@@ -42,7 +49,7 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
-      signal?.removeEventListener('abort', onAbort);
+      for (const s of signals) s.removeEventListener('abort', onAbort);
       socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
       const total = since();
       const flushEnd = finSentAt ?? total;
@@ -104,8 +111,10 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
         handle?.close();
         return finish('destroyed', resetting.reason, { unsentInNode: resetting.unsentInNode, error });
       }
-      if (error.code === 'ECONNRESET' || error.code === 'EPIPE') finish('reset-received', 'peer-reset', { error });
-      else finish('reset-sent', 'closed-elsewhere', { error });
+      if (error.code === 'ECONNRESET' || error.code === 'EPIPE') return finish('reset-received', 'peer-reset', { error });
+      // An error of Node's own (a write after end(): ERR_STREAM_WRITE_AFTER_END) destroys the socket
+      // without an RST of ours; without the kernel's view all that is known is that Node did.
+      finish('destroyed', 'closed-elsewhere', { error, unsentInNode: socket.writableLength });
     }
 
     function onClose(): void {
@@ -113,20 +122,37 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
       if (resetting) return finish('reset-sent', resetting.reason, { unsentInNode: resetting.unsentInNode });
       if (socket.errored) return onError(socket.errored as NodeJS.ErrnoException);
       if (socket.readableEnded && finSentAt !== undefined) return finish('graceful', 'peer-fin');
-      finish('reset-sent', 'closed-elsewhere');
+      // Destroyed by someone else: no RST of ours, and no kernel to ask whether one followed.
+      finish('destroyed', 'closed-elsewhere');
     }
 
     function onAbort(): void {
       abortive('aborted');
     }
 
-    const deadline = setTimeout(() => abortive('deadline'), timeout);
+    let deadline = setTimeout(() => abortive('deadline'), timeout);
+    const listenTo = (s: AbortSignal | undefined): void => {
+      if (!s) return;
+      signals.push(s);
+      s.addEventListener('abort', onAbort, { once: true });
+    };
+    join = (later, laterSignal) => {
+      if (settled) return;
+      if (performance.now() + later < deadlineAt) {
+        deadlineAt = performance.now() + later;
+        clearTimeout(deadline);
+        if (later === 0) return abortive('deadline');
+        deadline = setTimeout(() => abortive('deadline'), later);
+      }
+      listenTo(laterSignal);
+    };
     if (timeout === 0) return abortive('deadline');
-    signal?.addEventListener('abort', onAbort, { once: true });
+    listenTo(signal);
     socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
     if (socket.writableFinished) finSentAt = 0;
     socket.resume();
     if (!socket.writableEnded) socket.end();
     if (socket.readableEnded && finSentAt !== undefined) closeGracefully();
   });
+  return { done, join: (later, laterSignal) => join(later, laterSignal) };
 }

@@ -4,6 +4,10 @@
  * still sends, and close only when closing cannot make the kernel send an RST that destroys data
  * the peer has not received: after the peer's FIN, or once every byte we sent is acknowledged and
  * nothing is left unread. RST only at the deadline.
+ *
+ * The close runs in four steps, named as the documentation names them: flush (Node's queue, then
+ * our FIN, handed to the kernel), linger (read and discard, look at the kernel on each event and on
+ * a backoff timer), decide (close, or reset at the deadline), report.
  */
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +15,7 @@ import { nativeUnavailable } from './binding';
 import { closeWithoutKernel } from './close-node-only';
 import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
-import { findSocket, socketTuple } from './diag';
+import { findSocket, socketTuple, type SocketTuple } from './diag';
 import { queuesOfTcpFd, reset, socketErrorOf, tcpState } from './ops';
 import type { TcpState } from './states';
 
@@ -41,15 +45,22 @@ export type CloseReason =
   | 'peer-reset'
   /** Data arrived in the instant between our last check and close(), so the kernel sent RST. */
   | 'data-at-close'
-  /** The socket was destroyed by someone else, or failed with another error (see `error`). */
+  /**
+   * Node closed the socket before the close was decided: the application destroyed it, or Node did
+   * after an error of its own (a write after the close began: `error` is
+   * `ERR_STREAM_WRITE_AFTER_END`). `outcome` says what the kernel showed afterwards.
+   */
   | 'closed-elsewhere';
 
 /** What `gracefulClose()` did, and why. */
 export interface CloseReport {
   /**
-   * `'destroyed'` only where the kernel's view is not available (`kernelView: false`): at the
-   * deadline Node could not reset the socket (a TLS socket, or a shutdown in progress), so it was
-   * destroyed: what Node still queued is lost, the kernel sends what it holds, then FIN.
+   * `'graceful'`: no RST was sent or received, and everything Node accepted for sending was
+   * handed to the kernel before the FIN. `'destroyed'`: no RST either, but Node dropped what it
+   * still queued: at the deadline where the kernel's view is not available (`kernelView: false`)
+   * and Node could not reset the socket (a TLS socket, or a shutdown in progress), or when Node
+   * closed the socket under the close (`'closed-elsewhere'`) before its queue was written; the
+   * kernel sends what it holds, then FIN.
    */
   outcome: 'graceful' | 'reset-sent' | 'reset-received' | 'destroyed';
   reason: CloseReason;
@@ -57,11 +68,15 @@ export interface CloseReport {
   bytesDiscarded: number;
   /** Bytes the kernel held unacknowledged (sent or not) when the fd was closed or reset; -1 if unknown. */
   unackedAtClose: number;
-  /** Bytes still queued in Node (never handed to the kernel) when the connection was reset. */
+  /** Bytes still queued in Node (never handed to the kernel) when the connection was reset or destroyed. */
   unsentInNode: number;
   /** ms spent in each phase: flushing Node's queue until the FIN went out, lingering until the decision, and in all. */
   durations: { flush: number; linger: number; total: number };
-  /** States the kernel showed during the close, in order, with ms since the call. */
+  /**
+   * States the kernel showed during the close, in order, with ms since the call: read on the fd,
+   * or looked up in sock_diag after the fd was closed (`'CLOSED'`: the kernel no longer had the
+   * socket, or we reset it).
+   */
   states: { state: TcpState | 'CLOSED'; at: number }[];
   /** The socket's error, for `peer-reset` and `closed-elsewhere`. */
   error?: Error;
@@ -76,16 +91,30 @@ export interface CloseReport {
   kernelError?: CodedError;
 }
 
-const FIRST_POLL_MS = 1;
-const MAX_POLL_MS = 50;
+/** @internal A close under way (or done): what a second call on the same socket joins. */
+export interface RunningClose {
+  readonly done: Promise<CloseReport>;
+  /** Applies a later caller's deadline (if earlier) and signal to this close. */
+  join(timeout: number, signal?: AbortSignal): void;
+}
+
+/** Every socket's close, so that a second call joins the first instead of starting another. */
+const running = new WeakMap<net.Socket, RunningClose>();
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_DISCARD = 16 * 1024 * 1024;
 /**
  * ms the peer must have sent nothing (counted from the start of the close too) before we close
  * on 'all-acknowledged': a peer still sending would meet our closed socket and get RST, so we
- * linger (reading) while it talks, like nginx.
+ * linger (reading) while it talks, like nginx. It is also the first look after the FIN went out:
+ * nothing can be decided earlier except by an event.
  */
 const QUIET_MS = 20;
-const DEFAULT_TIMEOUT_MS = 30_000;
-const DEFAULT_MAX_DISCARD = 16 * 1024 * 1024;
+const MAX_POLL_MS = 50;
+/** States of a socket whose fd is closed and whose FIN went out: no RST was sent. */
+const FIN_ORPHANS: ReadonlySet<string> = new Set(['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK', 'TIME_WAIT']);
+/** States in which the peer's FIN had arrived. */
+const PEER_FIN_SEEN: ReadonlySet<string> = new Set(['CLOSE_WAIT', 'LAST_ACK', 'CLOSING', 'TIME_WAIT']);
 
 function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOptions, 'signal'>> & { signal?: AbortSignal } {
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
@@ -96,7 +125,6 @@ function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOpt
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
   return { timeout, maxDiscard, signal };
 }
-
 
 /**
  * Makes libuv read again. `resume()` is not always enough: a consumer that paused the handle
@@ -112,218 +140,319 @@ function ensureReading(socket: net.Socket): void {
   }
 }
 
+/** Whether an error is the kernel's word that the peer reset the connection. */
+function isPeerReset(error: NodeJS.ErrnoException): boolean {
+  return error.code === 'ECONNRESET' || error.code === 'EPIPE';
+}
+
 /**
  * Closes the connection without losing a byte: flushes what Node still queues, sends FIN, keeps
  * reading and discarding (bounded by `maxDiscard` and `timeout`) until the peer's FIN arrives or
  * until the kernel shows everything we sent acknowledged, nothing unread and the peer quiet for
  * 20 ms, then closes, so the kernel sends no RST. At the deadline, and only then, `reset()`. Never blocks the event loop.
  * Resolves with a report of the path taken; rejects only for bad arguments or a socket that is
- * already closed (`ERR_SOCKET_CLOSED`). Where finwait's kernel calls are not available, closes
- * with what Node alone can do and says so (`kernelView: false`).
+ * already closed (`ERR_SOCKET_CLOSED`). A second call on a socket whose close is under way (or
+ * done) joins it: it resolves with the same report, and its `timeout` and `signal` also apply
+ * (the earlier deadline wins). Where finwait's kernel calls are not available, closes with what
+ * Node alone can do and says so (`kernelView: false`).
  */
 export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions = {}): Promise<CloseReport> {
   return new Promise<CloseReport>((resolve) => {
     assertSocket(socket);
     const { timeout, maxDiscard, signal } = validate(options);
+    const current = running.get(socket);
+    if (current) {
+      if (signal?.aborted) throw abortError(signal);
+      current.join(timeout, signal);
+      return resolve(current.done);
+    }
     const unavailable = nativeUnavailable();
-    if (unavailable) return resolve(closeWithoutKernel(socket, { timeout, maxDiscard, signal }, unavailable));
+    if (unavailable) {
+      const close = closeWithoutKernel(socket, { timeout, maxDiscard, signal }, unavailable);
+      running.set(socket, close);
+      return resolve(close.done);
+    }
     fdOf(socket);
     // Before anything is armed or sent: anything but a TCP socket (a Unix one) throws here.
     const firstState = tcpState(socket);
-    const started = performance.now();
-    // Its lookups come in the same turn as the close, when no later connection can have taken
-    // the 4-tuple: no cookie needed (reading it would cost every close five syscalls).
-    const tuple = socketTuple(socket);
-    const states: CloseReport['states'] = [];
-    let finSentAt: number | undefined;
-    let bytesDiscarded = 0;
-    let lastDataAt = 0; // the quiet period also counts from the start of the close
-    let settled = false;
-    let pollTimer: NodeJS.Timeout | undefined;
-    let delay = FIRST_POLL_MS;
-
-    const since = (): number => performance.now() - started;
-    const see = (state: TcpState | 'CLOSED'): void => {
-      if (states.at(-1)?.state !== state) states.push({ state, at: since() });
-    };
-    const currentFd = (): number => handleFd(socket);
-    /**
-     * The connection in sock_diag after Node closed its fd: its orphan, `undefined` once gone, or
-     * `null` when the lookup failed (it runs in event handlers, where a throw would crash).
-     */
-    const lookUp = (): ReturnType<typeof findSocket> | null => {
-      if (!tuple) return null;
-      try {
-        return findSocket(tuple);
-      } catch {
-        return null;
-      }
-    };
-    const kernelQueued = (fd: number): number => {
-      try {
-        const q = queuesOfTcpFd(fd);
-        return q.unsent + q.unacked;
-      } catch {
-        return -1;
-      }
-    };
-
-    const finish = (outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(pollTimer);
-      clearTimeout(deadline);
-      signal?.removeEventListener('abort', onAbort);
-      socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
-      const total = since();
-      const flushEnd = finSentAt ?? total;
-      resolve({
-        outcome,
-        reason,
-        bytesDiscarded,
-        unackedAtClose: -1,
-        unsentInNode: 0,
-        durations: { flush: flushEnd, linger: total - flushEnd, total },
-        states,
-        kernelView: true,
-        ...extra,
-      });
-    };
-
-    /** Resets now (deadline, discard limit, abort): what was still queued is reported. */
-    const abortive = (reason: CloseReason): void => {
-      if (settled) return;
-      const fd = currentFd();
-      const unackedAtClose = fd >= 0 ? kernelQueued(fd) : -1;
-      const unsentInNode = socket.writableLength;
-      if (fd >= 0) {
-        try {
-          reset(socket);
-        } catch {
-          socket.destroy();
-        }
-      }
-      see('CLOSED');
-      finish('reset-sent', reason, { unackedAtClose, unsentInNode });
-    };
-
-    /** Closes the fd now that no RST can follow, and checks that none did. */
-    const closeNow = (reason: CloseReason, fd: number): void => {
-      const unackedAtClose = kernelQueued(fd);
-      socket.destroy();
-      if (reason === 'all-acknowledged') {
-        // From FIN_WAIT2 with nothing unread, close() leaves an orphan; a socket gone at once
-        // means data arrived in between and the kernel answered with RST. (After the peer's FIN
-        // nothing can arrive, so that path needs no look.)
-        const orphan = lookUp();
-        if (orphan !== null) see(orphan?.state ?? 'CLOSED');
-        if (orphan === undefined) return finish('reset-sent', 'data-at-close', { unackedAtClose });
-      }
-      finish('graceful', reason, { unackedAtClose });
-    };
-
-    function check(): void {
-      if (settled) return;
-      const fd = currentFd();
-      if (fd < 0) return; // 'close' decides
-      const state = tcpState(fd);
-      see(state);
-      if (finSentAt === undefined) return; // still flushing Node's queue: nothing to decide yet
-      const quiet = since() - lastDataAt >= QUIET_MS;
-      if (state === 'FIN_WAIT2' && quiet && queuesOfTcpFd(fd).unread === 0) return closeNow('all-acknowledged', fd);
-      if (state === 'CLOSE' && socket.readableEnded) return closeNow('peer-fin', fd);
-    }
-
-    function poll(): void {
-      try {
-        check();
-      } catch (error) {
-        debugFail(error as Error);
-      }
-      if (settled) return;
-      // While the peer talks, look again once it may have gone quiet.
-      const wait = Math.max(delay, QUIET_MS - (since() - lastDataAt));
-      pollTimer = setTimeout(poll, Math.min(wait, MAX_POLL_MS));
-      delay = Math.min(delay * 2, MAX_POLL_MS);
-    }
-
-    function debugFail(error: Error): void {
-      // A kernel read failing mid-close (the fd went away under us) is decided by 'close'.
-      if (currentFd() >= 0) finish('reset-sent', 'closed-elsewhere', { error });
-    }
-
-    function onData(chunk: Buffer | string): void {
-      lastDataAt = since();
-      bytesDiscarded += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-      if (bytesDiscarded > maxDiscard) abortive('discard-limit');
-    }
-
-    function onEnd(): void {
-      // The peer's FIN: once ours is out too, the close is complete in both directions. Or an RST
-      // that followed data not yet read, which Node 20 and 22 also report as 'end': the fd then
-      // reads CLOSE with ECONNRESET pending (Node 24 and later emit that 'error' instead).
-      const fd = currentFd();
-      if (fd >= 0) {
-        try {
-          const state = tcpState(fd);
-          see(state);
-          const pending = state === 'CLOSE' ? socketErrorOf(socket, fd) : 0;
-          if (pending) return onError(errnoError(-pending, 'read'));
-        } catch {
-          /* decided below */
-        }
-      }
-      if (finSentAt !== undefined && fd >= 0) closeNow('peer-fin', fd);
-      else wake();
-    }
-
-    function onFinish(): void {
-      finSentAt = since();
-      wake();
-    }
-
-    function onError(error: NodeJS.ErrnoException): void {
-      if (settled) return;
-      see('CLOSED');
-      if (error.code === 'ECONNRESET' || error.code === 'EPIPE') finish('reset-received', 'peer-reset', { error });
-      else finish('reset-sent', 'closed-elsewhere', { error });
-    }
-
-    function onClose(): void {
-      if (settled) return;
-      // Node closed the fd itself: after both FINs (allowHalfOpen: false), or destroyed by someone.
-      const orphan = tuple ? lookUp() : undefined; // no 4-tuple: it never connected
-      if (orphan !== null) see(orphan?.state ?? 'CLOSED');
-      if (socket.errored) return onError(socket.errored as NodeJS.ErrnoException);
-      if (socket.readableEnded && finSentAt !== undefined) return finish('graceful', 'peer-fin');
-      finish('reset-sent', 'closed-elsewhere');
-    }
-
-    function onAbort(): void {
-      abortive('aborted');
-    }
-
-    function wake(): void {
-      if (settled) return;
-      clearTimeout(pollTimer);
-      delay = FIRST_POLL_MS;
-      poll();
-    }
-
     if (signal?.aborted) throw abortError(signal);
-    see(firstState);
-    const deadline = setTimeout(() => abortive('deadline'), timeout);
-    if (timeout === 0) {
-      // No time at all (closeServer past its deadline): reset now, without a FIN first.
-      return abortive('deadline');
+    const close = new LingeringClose(socket, firstState, timeout, maxDiscard);
+    running.set(socket, close);
+    resolve(close.done);
+    close.begin(timeout, signal);
+  });
+}
+
+// One set of listeners for every close: each finds its close through the socket (`this`), so a
+// close allocates no closures per event.
+function onData(this: net.Socket, chunk: Buffer | string): void {
+  (running.get(this) as LingeringClose).data(chunk);
+}
+function onEnd(this: net.Socket): void {
+  (running.get(this) as LingeringClose).peerEnded();
+}
+function onFinish(this: net.Socket): void {
+  (running.get(this) as LingeringClose).finSent();
+}
+function onError(this: net.Socket, error: NodeJS.ErrnoException): void {
+  (running.get(this) as LingeringClose).failed(error);
+}
+function onClose(this: net.Socket): void {
+  (running.get(this) as LingeringClose).nodeClosed();
+}
+
+/** One lingering close; see the module comment for its steps. */
+class LingeringClose implements RunningClose {
+  readonly done: Promise<CloseReport>;
+  private resolveDone!: (report: CloseReport) => void;
+  private readonly started = performance.now();
+  private readonly states: CloseReport['states'] = [];
+  /** Its lookups come in the same turn as the close, when no later connection can have taken the 4-tuple: no cookie needed. */
+  private readonly tuple: SocketTuple | undefined;
+  private finSentAt: number | undefined;
+  private bytesDiscarded = 0;
+  /** ms since the start when data last arrived; the quiet period also counts from the start. */
+  private lastDataAt = 0;
+  private settled = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private pollDelay = QUIET_MS;
+  private deadlineAt = Infinity;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private readonly signals: AbortSignal[] = [];
+  /** What Node still queued at the last event: what a destroy under us drops. */
+  private unsentInNode = 0;
+  private readonly onAbort = (): void => this.abortive('aborted');
+
+  constructor(
+    private readonly socket: net.Socket,
+    firstState: TcpState,
+    timeout: number,
+    private readonly maxDiscard: number,
+  ) {
+    this.done = new Promise<CloseReport>((resolve) => (this.resolveDone = resolve));
+    this.tuple = socketTuple(socket);
+    this.see(firstState);
+    this.deadlineAt = this.started + timeout;
+  }
+
+  private since(): number {
+    return performance.now() - this.started;
+  }
+
+  private see(state: TcpState | 'CLOSED'): void {
+    if (this.states.at(-1)?.state !== state) this.states.push({ state, at: this.since() });
+  }
+
+  /** Arms the deadline and the signal, then flushes. */
+  begin(timeout: number, signal?: AbortSignal): void {
+    this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
+    // No time at all (closeServer past its deadline): reset now, without a FIN first.
+    if (timeout === 0) return this.abortive('deadline');
+    this.listenTo(signal);
+    this.flush();
+  }
+
+  join(timeout: number, signal?: AbortSignal): void {
+    if (this.settled) return;
+    const at = performance.now() + timeout;
+    if (at < this.deadlineAt) {
+      this.deadlineAt = at;
+      clearTimeout(this.deadlineTimer);
+      if (timeout === 0) return this.abortive('deadline');
+      this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
     }
-    signal?.addEventListener('abort', onAbort, { once: true });
+    this.listenTo(signal);
+  }
+
+  private listenTo(signal: AbortSignal | undefined): void {
+    if (!signal) return;
+    this.signals.push(signal);
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  // 1. Flush: Node's queue, then our FIN, handed to the kernel ('finish'). Reading starts at once.
+  private flush(): void {
+    const socket = this.socket;
     socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
-    if (socket.writableFinished) finSentAt = 0;
+    if (socket.writableFinished) this.finSentAt = 0;
     socket.resume();
     ensureReading(socket);
+    this.unsentInNode = socket.writableLength;
     if (!socket.writableEnded) socket.end();
-    if (socket.readableEnded && finSentAt !== undefined) onEnd();
-    else wake();
-  });
+    if (this.settled) return; // end() can fail at once
+    if (socket.readableEnded && this.finSentAt !== undefined) this.peerEnded();
+    else if (this.finSentAt !== undefined) this.look();
+  }
+
+  finSent(): void {
+    this.finSentAt = this.since();
+    this.unsentInNode = 0;
+    this.look();
+  }
+
+  // 2. Linger: read and discard; the kernel is looked at on every event and on a backoff timer.
+  data(chunk: Buffer | string): void {
+    this.lastDataAt = this.since();
+    this.bytesDiscarded += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    if (this.bytesDiscarded > this.maxDiscard) this.abortive('discard-limit');
+  }
+
+  /** Looks at the kernel now, then again later unless decided. */
+  private look(): void {
+    if (this.settled) return;
+    clearTimeout(this.pollTimer);
+    try {
+      this.check();
+    } catch (error) {
+      // A kernel read failing mid-close (the fd went away under us) is decided by 'close'.
+      if (handleFd(this.socket) >= 0) this.finish('reset-sent', 'closed-elsewhere', { error: error as Error });
+    }
+    if (this.settled) return;
+    // While the peer talks, look again once it may have gone quiet.
+    const wait = Math.max(this.pollDelay, QUIET_MS - (this.since() - this.lastDataAt));
+    this.pollTimer = setTimeout(() => this.look(), Math.min(wait, MAX_POLL_MS));
+    this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
+  }
+
+  // 3. Decide.
+  private check(): void {
+    const fd = handleFd(this.socket);
+    if (fd < 0) return; // 'close' decides
+    this.unsentInNode = this.socket.writableLength;
+    const state = tcpState(fd);
+    this.see(state);
+    if (this.finSentAt === undefined) return; // still flushing Node's queue: nothing to decide yet
+    const quiet = this.since() - this.lastDataAt >= QUIET_MS;
+    if (state === 'FIN_WAIT2' && quiet && queuesOfTcpFd(fd).unread === 0) return this.closeNow('all-acknowledged', fd);
+    if (state === 'CLOSE' && this.socket.readableEnded) return this.closeNow('peer-fin', fd);
+  }
+
+  peerEnded(): void {
+    // The peer's FIN: once ours is out too, the close is complete in both directions. Or an RST
+    // that followed data not yet read, which Node 20 and 22 also report as 'end': the fd then
+    // reads CLOSE with ECONNRESET pending (Node 24 and later emit that 'error' instead).
+    const fd = handleFd(this.socket);
+    if (fd >= 0) {
+      try {
+        const state = tcpState(fd);
+        this.see(state);
+        const pending = state === 'CLOSE' ? socketErrorOf(this.socket, fd) : 0;
+        if (pending) return this.failed(errnoError(-pending, 'read'));
+      } catch {
+        /* decided below */
+      }
+    }
+    if (this.finSentAt !== undefined && fd >= 0) this.closeNow('peer-fin', fd);
+    else this.look();
+  }
+
+  /** Closes the fd now that no RST can follow, and checks that none did. */
+  private closeNow(reason: CloseReason, fd: number): void {
+    const unackedAtClose = this.kernelQueued(fd);
+    this.socket.destroy();
+    if (reason === 'all-acknowledged') {
+      // From FIN_WAIT2 with nothing unread, close() leaves an orphan; a socket gone at once
+      // means data arrived in between and the kernel answered with RST. (After the peer's FIN
+      // nothing can arrive, so that path needs no look.)
+      const orphan = this.lookUp();
+      if (orphan !== null) this.see(orphan?.state ?? 'CLOSED');
+      if (orphan === undefined) return this.finish('reset-sent', 'data-at-close', { unackedAtClose });
+    }
+    this.finish('graceful', reason, { unackedAtClose });
+  }
+
+  /** Resets now (deadline, discard limit, abort): what was still queued is reported. */
+  private abortive(reason: CloseReason): void {
+    if (this.settled) return;
+    const fd = handleFd(this.socket);
+    const unackedAtClose = fd >= 0 ? this.kernelQueued(fd) : -1;
+    const unsentInNode = this.socket.writableLength;
+    if (fd >= 0) {
+      try {
+        reset(this.socket);
+      } catch {
+        this.socket.destroy();
+      }
+    }
+    this.see('CLOSED');
+    this.finish('reset-sent', reason, { unackedAtClose, unsentInNode });
+  }
+
+  failed(error: NodeJS.ErrnoException): void {
+    if (this.settled) return;
+    if (isPeerReset(error)) {
+      this.see('CLOSED');
+      return this.finish('reset-received', 'peer-reset', { error });
+    }
+    // An error of Node's own (a write after end(): ERR_STREAM_WRITE_AFTER_END) destroys the socket
+    // without any RST: what happened is read from the kernel once Node closed the fd.
+    if (handleFd(this.socket) < 0) this.nodeClosed(error);
+  }
+
+  /**
+   * Node closed the fd before we decided (the application destroyed the socket, Node did after an
+   * error of its own, or after both FINs): what happened is what the kernel shows now. A closed
+   * socket whose FIN went out is an orphan (FIN_WAIT1/2, CLOSING, LAST_ACK) or in TIME_WAIT: no
+   * RST. One the kernel no longer has ended by an RST, unless the peer's FIN had come (LAST_ACK,
+   * acknowledged at once on loopback).
+   */
+  nodeClosed(error: Error | undefined = this.socket.errored ?? undefined): void {
+    if (this.settled) return;
+    if (error && isPeerReset(error as NodeJS.ErrnoException)) return this.failed(error as NodeJS.ErrnoException);
+    const extra: Partial<CloseReport> = error ? { error } : {};
+    const lost = this.finSentAt === undefined ? Math.max(this.unsentInNode, this.socket.writableLength) : 0;
+    const orphan = this.tuple ? this.lookUp() : undefined; // no 4-tuple: it never connected
+    if (orphan === null) return this.finish('reset-sent', 'closed-elsewhere', extra); // the lookup failed: assume the worst
+    this.see(orphan?.state ?? 'CLOSED');
+    const peerFin = this.socket.readableEnded || this.states.some((s) => PEER_FIN_SEEN.has(s.state));
+    const noRst = orphan ? FIN_ORPHANS.has(orphan.state) : peerFin;
+    if (!noRst) return this.finish('reset-sent', 'closed-elsewhere', extra);
+    if (lost > 0) return this.finish('destroyed', 'closed-elsewhere', { ...extra, unsentInNode: lost });
+    this.finish('graceful', peerFin && !error ? 'peer-fin' : 'closed-elsewhere', extra);
+  }
+
+  /**
+   * The connection in sock_diag after Node closed its fd: its orphan, `undefined` once gone, or
+   * `null` when the lookup failed (it runs in event handlers, where a throw would crash).
+   */
+  private lookUp(): ReturnType<typeof findSocket> | null {
+    if (!this.tuple) return null;
+    try {
+      return findSocket(this.tuple);
+    } catch {
+      return null;
+    }
+  }
+
+  private kernelQueued(fd: number): number {
+    try {
+      const q = queuesOfTcpFd(fd);
+      return q.unsent + q.unacked;
+    } catch {
+      return -1;
+    }
+  }
+
+  // 4. Report.
+  private finish(outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.pollTimer);
+    clearTimeout(this.deadlineTimer);
+    for (const signal of this.signals) signal.removeEventListener('abort', this.onAbort);
+    this.socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
+    const total = this.since();
+    const flushEnd = this.finSentAt ?? total;
+    this.resolveDone({
+      outcome,
+      reason,
+      bytesDiscarded: this.bytesDiscarded,
+      unackedAtClose: -1,
+      unsentInNode: 0,
+      durations: { flush: flushEnd, linger: total - flushEnd, total },
+      states: this.states,
+      kernelView: true,
+      ...extra,
+    });
+  }
 }

@@ -143,6 +143,61 @@ describe('gracefulClose', () => {
     }
   });
 
+  it('a write after the close began (ERR_STREAM_WRITE_AFTER_END): no RST is claimed, the kernel says what happened, and a second call joins the first', async () => {
+    // The peer does not answer our FIN by itself, so the close lingers when the app writes.
+    p = await pair({ client: { allowHalfOpen: true } });
+    const seen = peerView(p.client);
+    const appErrors: string[] = [];
+    p.server.on('error', (error: NodeJS.ErrnoException) => appErrors.push(error.code ?? ''));
+    const tuple = tupleOf(p.server);
+    const first = gracefulClose(p.server, { timeout: 5000 });
+    const second = gracefulClose(p.server, { timeout: 5000 });
+    await waitFor('our FIN at the peer', () => (tcpState(p!.client) === 'CLOSE_WAIT' ? true : undefined));
+    p.server.write('too late'); // Node refuses it and destroys the socket: its fd closes, no RST
+    const report = await first;
+    expect(await second).toBe(report);
+    expect(appErrors).toEqual(['ERR_STREAM_WRITE_AFTER_END']);
+    expect(report).toMatchObject({ outcome: 'graceful', reason: 'closed-elsewhere', error: { code: 'ERR_STREAM_WRITE_AFTER_END' } });
+    // What the kernel showed: our FIN acknowledged, then the orphan; never a made-up CLOSED.
+    expect(report.states.map((s) => s.state)).not.toContain('CLOSED');
+    expect(report.states.at(-1)?.state).toBe('FIN_WAIT2');
+    expect(findSocket(tuple)?.state).toBe('FIN_WAIT2');
+    p.client.end();
+    expect(await seen).toEqual({ bytes: 0, ended: true }); // FIN, not RST
+    await waitFor('TIME_WAIT', () => (findSocket(tuple)?.state === 'TIME_WAIT' ? true : undefined));
+    expect(await gracefulClose(p.server)).toBe(report); // the socket's close, asked again after it ended
+  });
+
+  it("a second call joins the close under way: its earlier deadline and its signal apply, both resolve with one report", async () => {
+    p = await pair({ client: { allowHalfOpen: true } });
+    p.client.on('error', () => {});
+    p.client.pause();
+    p.server.write(Buffer.alloc(8 * 1024 * 1024)); // cannot drain: the close lingers
+    const first = gracefulClose(p.server, { timeout: 10_000 });
+    const controller = new AbortController();
+    const second = gracefulClose(p.server, { timeout: 8000, signal: controller.signal });
+    controller.abort();
+    const report = await first;
+    expect(await second).toBe(report);
+    expect(report).toMatchObject({ outcome: 'reset-sent', reason: 'aborted' });
+    await expect(gracefulClose(p.client, { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+  });
+
+  it('the application destroys the socket mid-close with data still queued in Node: destroyed, the bytes counted, no RST claimed', async () => {
+    p = await pair({ client: { allowHalfOpen: true } });
+    p.client.pause(); // reads nothing: Node's queue cannot drain
+    p.server.write(Buffer.alloc(8 * 1024 * 1024, 7));
+    const closing = gracefulClose(p.server, { timeout: 5000 });
+    await waitFor('Node still holding bytes', () => (p!.server.writableLength > 0 ? true : undefined));
+    const queued = p.server.writableLength;
+    p.server.destroy();
+    const report = await closing;
+    expect(report).toMatchObject({ outcome: 'destroyed', reason: 'closed-elsewhere' });
+    expect(report.unsentInNode).toBeGreaterThan(0);
+    expect(report.unsentInNode).toBeLessThanOrEqual(queued);
+    expect(report.states.at(-1)?.state).toBe('FIN_WAIT1'); // the kernel still sends what it holds, then FIN
+  });
+
   it('rejects bad arguments and closed sockets with codes', async () => {
     await expect(gracefulClose(1 as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     p = await pair();
