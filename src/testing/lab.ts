@@ -8,12 +8,13 @@
  * run at once, in one process or many.
  */
 import fs from 'node:fs';
-import path from 'node:path';
-import { threadId } from 'node:worker_threads';
+import type net from 'node:net';
+import { debuglog } from 'node:util';
 import { native } from '../binding';
 import { invalidArgType, outOfRange } from '../errors';
 import { Host } from './host';
-import { addNamespaces, deleteNamespaces, ipIn, labUnavailable, missingForLab, NETNS_DIR, NETNS_PREFIX, sweepStaleNamespaces } from './netns';
+import { addNamespaces, deleteNamespaces, ipIn, labNetnsNames, labUnavailable, missingForLab } from './netns';
+import { abandon, claimNew, closeSocket, hold, makingNamespaces, sweepStaleLabs } from './owner';
 import { Wire } from './wire';
 
 /** Options of `createLab()`. */
@@ -45,8 +46,6 @@ export const WIRE_DEVICE = 'wire0';
 const ADDRESSES = { a: '10.77.0.1', b: '10.77.0.2' } as const;
 const PREFIX_LENGTH = 24;
 
-let labs = 0;
-
 /**
  * Whether `createLab()` can work here: Linux, CAP_NET_ADMIN and CAP_SYS_ADMIN (root),
  * /dev/net/tun, the `ip` command and the addon. Cheap: nothing is created.
@@ -62,9 +61,16 @@ export function labAvailable(): LabAvailability {
   return { ok: true };
 }
 
+const debug = debuglog('finwait');
+
+/** Times `createLab()` starts again when another process's sweep took its namespaces as they were made. */
+const ATTEMPTS = 5;
+
 /**
  * Creates a lab. Rejects with `ERR_FINWAIT_LAB_UNAVAILABLE` saying what is missing (privileges,
- * /dev/net/tun, `ip`), and cleans up whatever it made if a step fails half-way.
+ * /dev/net/tun, `ip`), and cleans up whatever it made if a step fails half-way. First deletes the
+ * lab namespaces whose owner is gone (a killed process, a terminated Worker): each lab's owner
+ * holds a socket in its namespaces for the lab's life, and only a namespace without one is swept.
  */
 export async function createLab(options: LabOptions = {}): Promise<Lab> {
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
@@ -73,26 +79,61 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
   if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw outOfRange('options.mtu', 'an integer >= 576 and <= 65535', mtu);
   const availability = labAvailable();
   if (!availability.ok) throw labUnavailable(availability.reason);
-  sweepStaleNamespaces();
+  await sweepStaleLabs();
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    const lab = await makeLab(mtu);
+    if (lab !== undefined) return lab;
+  }
+  throw labUnavailable(`another process deleted its namespaces as they were made, ${ATTEMPTS} times in a row`);
+}
 
-  // Unique among this process's threads too: each worker has its own count.
-  const id = `${process.pid}-${threadId}-${labs++}`;
-  const names = { a: `${NETNS_PREFIX}${id}-a`, b: `${NETNS_PREFIX}${id}-b` };
-  const fds: number[] = [];
+/** A lab, or `undefined` when another process's sweep took its namespaces before it could claim them. */
+async function makeLab(mtu: number): Promise<Lab | undefined> {
+  const names = labNetnsNames();
+  const fds: number[] = []; // namespaces and TUN devices
+  const sockets: number[] = []; // claimed owner's sockets, not yet held by a server
+  const owners: net.Server[] = [];
   const cleanup = async (): Promise<void> => {
+    abandon([names.a, names.b]);
     for (const fd of fds.splice(0)) fs.closeSync(fd);
-    await deleteNamespaces([names.a, names.b]);
+    for (const fd of sockets.splice(0)) closeSocket(fd);
+    try {
+      await deleteNamespaces([names.a, names.b]);
+    } finally {
+      // Let go only now: until they are deleted, no sweep may take them.
+      for (const owner of owners.splice(0)) owner.close();
+    }
   };
   try {
+    makingNamespaces([names.a, names.b]);
     try {
       await addNamespaces([names.a, names.b]);
     } catch (error) {
       throw labUnavailable(`ip netns add failed (${(error as Error).message})`, error);
     }
+    const take = (name: string): ReturnType<typeof claimNew> => {
+      const claimed = claimNew(name);
+      if (claimed !== undefined) {
+        fds.push(claimed.nsFd);
+        sockets.push(claimed.ownerFd);
+      }
+      return claimed;
+    };
+    const claimedA = take(names.a);
+    const claimedB = take(names.b);
+    if (claimedA === undefined || claimedB === undefined) {
+      debug('createLab: another process swept %s and %s as they were made; starting again', names.a, names.b);
+      await cleanup();
+      return undefined;
+    }
+    const claimed = { a: claimedA, b: claimedB };
+    for (const { ownerFd } of [claimedA, claimedB]) {
+      sockets.splice(sockets.indexOf(ownerFd), 1); // the server owns it from now on, even if listen fails
+      owners.push(await hold(ownerFd));
+    }
     const { IFF_TUN, IFF_NO_PI } = native().constants;
     const open = (side: 'a' | 'b'): { nsFd: number; tunFd: number } => {
-      const nsFd = fs.openSync(path.join(NETNS_DIR, names[side]), 'r');
-      fds.push(nsFd);
+      const { nsFd } = claimed[side];
       // The device is made in the namespace /dev/net/tun was opened in.
       const tunFd = native().netnsOpen(nsFd, '/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
       fds.push(tunFd);

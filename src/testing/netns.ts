@@ -2,15 +2,28 @@
  * Named network namespaces (`ip netns`, so `ip netns exec NAME ...` and `ss -N NAME` reach them
  * while a lab runs), what the lab needs to create them, and commands run inside them.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { codedError, type CodedError } from '../errors';
 
 /** Where `ip netns add` puts the namespaces it names. */
 export const NETNS_DIR = '/run/netns';
-/** Prefix of the lab's namespace names: `finwait-<pid>-<threadId>-<n>-a`. */
+/** Prefix of the lab's namespace names. */
 export const NETNS_PREFIX = 'finwait-';
+/**
+ * A lab namespace's name, `finwait-<pid>-<12 hex digits>-a` (or `-b`): the pid is for people
+ * reading `ip netns list`; the 48 random bits make the name unique across PID namespaces, which
+ * may share /run/netns and count pids from 1 each. Nothing is judged by the pid.
+ */
+export const LAB_NETNS_NAME = /^finwait-\d+-[0-9a-f]{12}-[ab]$/;
+
+/** The names of a new lab's two namespaces. */
+export function labNetnsNames(): { a: string; b: string } {
+  const id = `${NETNS_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`;
+  return { a: `${id}-a`, b: `${id}-b` };
+}
 
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
@@ -83,10 +96,23 @@ export async function addNamespaces(names: readonly string[]): Promise<void> {
   await run('ip', ['-batch', '-'], names.map((n) => `netns add ${n}\n`).join(''));
 }
 
-/** Deletes the named namespaces that exist, with one `ip` process; the kernel frees each once its last socket is gone. */
+/**
+ * Deletes the named namespaces that exist, with one `ip` process; the kernel frees each once its
+ * last fd or socket is gone. A namespace someone else deleted meanwhile is not an error.
+ */
 export async function deleteNamespaces(names: readonly string[]): Promise<void> {
-  const existing = names.filter((n) => fs.existsSync(path.join(NETNS_DIR, n)));
-  if (existing.length > 0) await run('ip', ['-force', '-batch', '-'], existing.map((n) => `netns del ${n}\n`).join(''));
+  const existing = names.filter(namespaceExists);
+  if (existing.length === 0) return;
+  try {
+    await run('ip', ['-force', '-batch', '-'], existing.map((n) => `netns del ${n}\n`).join(''));
+  } catch (error) {
+    if (existing.some(namespaceExists)) throw error;
+  }
+}
+
+/** Whether `/run/netns/NAME` exists. */
+export function namespaceExists(name: string): boolean {
+  return fs.existsSync(path.join(NETNS_DIR, name));
 }
 
 /** Runs `ip -n NAME -batch -` with `commands`, one per line. */
@@ -105,72 +131,5 @@ export async function nftIn(name: string, rules: string): Promise<void> {
   } catch (error) {
     // nft's own message (a syntax error, an unknown table) is in it, with a code to tell it apart.
     throw Object.assign(error as Error, { code: 'ERR_FINWAIT_NFT' });
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on every Linux port Node runs on). */
-const USER_HZ = 100;
-/** Slack for comparing a namespace's ctime with a process's start (both to ~10 ms). */
-const CLOCK_SLACK_MS = 100;
-
-/** When process `pid` started, in ms since the epoch (from /proc), or `undefined` if unknown. */
-function processStart(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command's closing parenthesis start at field 3; starttime is field 22.
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-    const start = Date.now() - uptime * 1000 + (ticks / USER_HZ) * 1000;
-    return Number.isFinite(start) ? start : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Whether the lab namespace `name` was left by a process that is gone: its pid (from the name)
- * is not alive, or is alive but started after the namespace was made (the pid was reused, as
- * pids are from 1 again in a new container, including this process's own pid).
- */
-function isStale(name: string): boolean {
-  const pid = /^finwait-(\d+)-\d+-\d+-[ab]$/.exec(name)?.[1];
-  if (pid === undefined) return false;
-  if (Number(pid) !== process.pid && !pidAlive(Number(pid))) return true;
-  const started = processStart(Number(pid));
-  if (started === undefined) return false;
-  try {
-    return fs.statSync(path.join(NETNS_DIR, name)).ctimeMs < started - CLOCK_SLACK_MS;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Deletes lab namespaces left by processes that died before their lab's `close()` (a killed test
- * run), recognised by the pid in their name and, for a pid in use again, by the namespace being
- * older than its process. Best effort: errors are ignored.
- */
-export function sweepStaleNamespaces(): void {
-  let names: string[];
-  try {
-    names = fs.readdirSync(NETNS_DIR);
-  } catch {
-    return;
-  }
-  const stale = names.filter(isStale);
-  if (stale.length === 0) return;
-  try {
-    execFileSync('ip', ['-force', '-batch', '-'], { input: stale.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
-  } catch {
-    // Someone else is deleting them too, or cannot: not this lab's business.
   }
 }

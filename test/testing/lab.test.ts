@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
-import { execFileSync, execFile, spawn } from 'node:child_process';
+import { execFileSync, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { findSocket, sockets, tcpState } from '../../src/index';
 import {
@@ -357,53 +358,41 @@ describe('the lab', () => {
     expect(await listening).toEqual(closed);
   });
 
-  itNeedsLab('sweeps a namespace whose pid is alive again but started after the namespace was made (pid reuse)', async () => {
-    // An old namespace: one `unshare -n` made before the process whose pid will name it.
-    const holder = spawn('unshare', ['-n', 'sleep', '30'], { stdio: 'ignore' });
-    const reused = spawn('sleep', ['30'], { stdio: 'ignore' });
-    const mounted: string[] = [];
-    let held: number | undefined;
+  itNeedsLab("sweeps a lab namespace whose owner's socket is gone, whatever the pid in its name; other names are left alone", async () => {
+    // Made by hand: a lab's name, this live process's pid in it, and no owner's socket inside.
+    const orphan = `finwait-${process.pid}-${randomBytes(6).toString('hex')}-a`;
+    // Not a lab's name (the form of older versions): never judged.
+    const other = `finwait-${process.pid}-99-99-a`;
+    const made: string[] = [];
     try {
-      const home = fs.readlinkSync('/proc/self/ns/net');
-      const nsPath = `/proc/${holder.pid}/ns/net`;
-      await waitUntil('the holder in a namespace of its own', () => {
-        try {
-          return fs.readlinkSync(nsPath) !== home;
-        } catch {
-          return false;
-        }
-      });
-      // The namespace's inode is made when first opened, and lives while something holds it (this
-      // fd, later the mount): its ctime is then the namespace's birth, as for `ip netns add`.
-      held = fs.openSync(nsPath, 'r');
-      const made = fs.fstatSync(held).ctimeMs;
-      reused.kill();
-      await once(reused, 'exit');
-      await waitUntil('a moment past the namespace', () => Date.now() > made + 300);
-      const late = spawn('sleep', ['30'], { stdio: 'ignore' }); // alive, and younger than the namespace
-      try {
-        const name = `finwait-${late.pid}-0-0-a`;
-        const file = path.join('/run/netns', name);
-        fs.writeFileSync(file, '');
-        execFileSync('mount', ['--bind', nsPath, file]);
-        mounted.push(file);
-        // And one this process makes now, with its own pid: younger than the process, kept.
-        const ours = `finwait-${process.pid}-99-99-a`;
-        execFileSync('ip', ['netns', 'add', ours]);
-        mounted.push(path.join('/run/netns', ours));
-        const lab = await createLab();
-        await lab.close();
-        expect(fs.existsSync(file)).toBe(false);
-        expect(fs.existsSync(path.join('/run/netns', ours))).toBe(true);
-      } finally {
-        late.kill();
+      for (const name of [orphan, other]) {
+        execFileSync('ip', ['netns', 'add', name]);
+        made.push(name);
+      }
+      const lab = await createLab();
+      // The lab's own namespaces hold its owner's socket, @finwait-lab.
+      expect(execFileSync('ip', ['netns', 'exec', lab.a.netns, 'ss', '-xlH'], { encoding: 'utf8' })).toContain('@finwait-lab');
+      await lab.close();
+      expect(netnsNames()).not.toContain(orphan);
+      expect(netnsNames()).toContain(other);
+    } finally {
+      for (const name of made) if (netnsNames().includes(name)) execFileSync('ip', ['netns', 'del', name]);
+    }
+  });
+
+  itNeedsLab('labs created at once in one process never sweep each other', async () => {
+    const labs = await Promise.all([1, 2, 3, 4].map(() => createLab()));
+    try {
+      const names = labs.flatMap((lab) => [lab.a.netns, lab.b.netns]);
+      expect(new Set(names).size).toBe(8);
+      expect(names.filter((name) => !netnsNames().includes(name))).toEqual([]);
+      // Each still works: its wire carries a connection.
+      for (const lab of labs) {
+        await lab.b.listen(80);
+        (await lab.a.connect(80)).destroy();
       }
     } finally {
-      for (const file of mounted) {
-        if (fs.existsSync(file)) execFileSync('ip', ['netns', 'del', path.basename(file)]);
-      }
-      if (held !== undefined) fs.closeSync(held);
-      holder.kill();
+      await Promise.all(labs.map((lab) => lab.close()));
     }
   });
 
