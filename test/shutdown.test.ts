@@ -2,13 +2,16 @@
  * gracefulShutdown() in this process, on real loopback sockets: options refused with coded errors,
  * readiness and liveness, serving through the pre-stop delay, the report, the summary line, forcing
  * in each phase, signals (SIGUSR2 here, so that the test runner's own handlers are not involved),
- * dispose(); Express, Fastify and HTTP/2 servers; the handoff seen from the report. The process is
+ * dispose(); Express, Fastify, https and HTTP/2 servers; the handoff seen from the report. The process is
  * never exited here (`exit: false`); test/shutdown-signals.test.ts runs the examples as processes.
  */
 import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
 import net from 'node:net';
+import path from 'node:path';
 import { once } from 'node:events';
 import express from 'express';
 import Fastify from 'fastify';
@@ -299,6 +302,39 @@ describe('gracefulShutdown() with frameworks and HTTP/2', () => {
     } finally {
       agent.destroy();
       await fastify.close();
+    }
+  });
+
+  it('https: the health paths over TLS; a kept-alive TLS connection closed gracefully', async () => {
+    const fixtures = path.join(__dirname, 'fixtures');
+    const cert = fs.readFileSync(path.join(fixtures, 'cert.pem'));
+    const server = https.createServer({ key: fs.readFileSync(path.join(fixtures, 'key.pem')), cert }, (_req, res) => res.end('tls\n'));
+    const port = await listen(server);
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: cert, servername: 'localhost' });
+    const get = (p: string, through: https.Agent): Promise<[number, string]> =>
+      new Promise((resolve, reject) => {
+        https
+          .get({ port, host: '127.0.0.1', path: p, agent: through }, (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => resolve([res.statusCode!, body]));
+          })
+          .on('error', reject);
+      });
+    const probes = new https.Agent({ keepAlive: false, ca: cert, servername: 'localhost' });
+    try {
+      const shutdown = gracefulShutdown(server, quiet([], { readinessPath: '/readyz', preStopDelay: 1500 }));
+      expect(await get('/', agent)).toEqual([200, 'tls\n']);
+      const done = shutdown.begin('test');
+      expect(await get('/readyz', probes)).toEqual([503, 'shutting down\n']);
+      expect(await get('/', agent)).toEqual([200, 'tls\n']); // the kept-alive connection, still served
+      const report = await done;
+      expect(report).toMatchObject({ clean: true, exitCode: 0, server: { totals: { graceful: 1, total: 1 } } });
+    } finally {
+      agent.destroy();
+      probes.destroy();
+      server.close();
     }
   });
 
