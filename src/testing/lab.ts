@@ -13,7 +13,19 @@ import { debuglog } from 'node:util';
 import { native } from '../binding';
 import { invalidArgType, outOfRange } from '../errors';
 import { Host } from './host';
-import { addNamespaces, deleteNamespaces, ipIn, labNetnsNames, labUnavailable, missingForLab } from './netns';
+import {
+  addNamespaces,
+  checkFdHeadroom,
+  deleteNamespaces,
+  ipIn,
+  LAB_FDS,
+  labNetnsNames,
+  labUnavailable,
+  missingForLab,
+  outOfFds,
+  outOfFdsReason,
+  reserveFds,
+} from './netns';
 import { abandon, claimNew, closeSocket, hold, makingNamespaces, sweepStaleLabs } from './owner';
 import { Wire } from './wire';
 
@@ -48,11 +60,19 @@ const PREFIX_LENGTH = 24;
 
 /**
  * Whether `createLab()` can work here: Linux, CAP_NET_ADMIN and CAP_SYS_ADMIN (root),
- * /dev/net/tun, the `ip` command and the addon. Cheap: nothing is created.
+ * /dev/net/tun, the `ip` command, the addon, and about 50 free file descriptors. Cheap: nothing
+ * is created. Never throws: out of file descriptors, it answers why.
  */
 export function labAvailable(): LabAvailability {
-  const reason = missingForLab();
-  if (reason !== undefined) return { ok: false, reason };
+  try {
+    const reason = missingForLab();
+    if (reason !== undefined) return { ok: false, reason };
+    checkFdHeadroom(LAB_FDS);
+  } catch (error) {
+    const cause = outOfFds(error);
+    if (cause) return { ok: false, reason: outOfFdsReason(cause) };
+    return { ok: false, reason: `its requirements could not be checked (${(error as Error).message})` };
+  }
   try {
     if (!native().constants.supported) return { ok: false, reason: `the addon has no back-end for ${process.platform}` };
   } catch (error) {
@@ -68,7 +88,8 @@ const ATTEMPTS = 5;
 
 /**
  * Creates a lab. Rejects with `ERR_FINWAIT_LAB_UNAVAILABLE` saying what is missing (privileges,
- * /dev/net/tun, `ip`), and cleans up whatever it made if a step fails half-way. First deletes the
+ * /dev/net/tun, `ip`, free file descriptors), and deletes whatever it made if a step fails
+ * half-way: it keeps file descriptors in reserve for that until the lab runs. First deletes the
  * lab namespaces whose owner is gone (a killed process, a terminated Worker): each lab's owner
  * holds a socket in its namespaces for the lab's life, and only a namespace without one is swept.
  */
@@ -90,10 +111,13 @@ export async function createLab(options: LabOptions = {}): Promise<Lab> {
 /** A lab, or `undefined` when another process's sweep took its namespaces before it could claim them. */
 async function makeLab(mtu: number): Promise<Lab | undefined> {
   const names = labNetnsNames();
+  let release: (() => void) | undefined;
   const fds: number[] = []; // namespaces and TUN devices
   const sockets: number[] = []; // claimed owner's sockets, not yet held by a server
   const owners: net.Server[] = [];
   const cleanup = async (): Promise<void> => {
+    release?.(); // room for the `ip` that deletes the namespaces
+    release = undefined;
     abandon([names.a, names.b]);
     for (const fd of fds.splice(0)) fs.closeSync(fd);
     for (const fd of sockets.splice(0)) closeSocket(fd);
@@ -105,6 +129,7 @@ async function makeLab(mtu: number): Promise<Lab | undefined> {
     }
   };
   try {
+    release = reserveFds();
     makingNamespaces([names.a, names.b]);
     try {
       await addNamespaces([names.a, names.b]);
@@ -141,19 +166,22 @@ async function makeLab(mtu: number): Promise<Lab | undefined> {
       return { nsFd, tunFd };
     };
     const ends = { a: open('a'), b: open('b') };
-    try {
-      await Promise.all(
-        (['a', 'b'] as const).map((side) =>
-          ipIn(names[side], [
-            'link set lo up',
-            `link set ${WIRE_DEVICE} mtu ${mtu}`,
-            `addr add ${ADDRESSES[side]}/${PREFIX_LENGTH} dev ${WIRE_DEVICE}`,
-            `link set ${WIRE_DEVICE} up`,
-          ]),
-        ),
-      );
-    } catch (error) {
-      throw labUnavailable(`configuring the namespaces failed (${(error as Error).message})`, error);
+    // Both at once, and both ended before going on: a failure never leaves the other child running.
+    const configured = await Promise.allSettled(
+      (['a', 'b'] as const).map((side) =>
+        ipIn(names[side], [
+          'link set lo up',
+          `link set ${WIRE_DEVICE} mtu ${mtu}`,
+          `addr add ${ADDRESSES[side]}/${PREFIX_LENGTH} dev ${WIRE_DEVICE}`,
+          `link set ${WIRE_DEVICE} up`,
+        ]),
+      ),
+    );
+    for (const result of configured) {
+      if (result.status === 'rejected') {
+        const error = result.reason as Error;
+        throw labUnavailable(`configuring the namespaces failed (${error.message})`, error);
+      }
     }
     const wire = new Wire({ a: ends.a.tunFd, b: ends.b.tunFd });
     const a = new Host('a', ADDRESSES.a, names.a, ends.a.nsFd);
@@ -161,6 +189,8 @@ async function makeLab(mtu: number): Promise<Lab | undefined> {
     a.peer = b;
     b.peer = a;
     let closing: Promise<void> | undefined;
+    release();
+    release = undefined;
     return {
       a,
       b,
@@ -176,7 +206,14 @@ async function makeLab(mtu: number): Promise<Lab | undefined> {
       },
     };
   } catch (error) {
-    await cleanup().catch(() => {});
-    throw error;
+    const noFds = outOfFds(error);
+    const failure = noFds ? labUnavailable(outOfFdsReason(noFds), error) : (error as Error);
+    try {
+      await cleanup();
+    } catch (cleanupError) {
+      // Its namespaces' owner's sockets are closed all the same: the next createLab() deletes them.
+      failure.message += `; deleting its namespaces failed too (${(cleanupError as Error).message}), the next createLab() will`;
+    }
+    throw failure;
   }
 }

@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { codedError, type CodedError } from '../errors';
 
@@ -23,6 +24,69 @@ export const LAB_NETNS_NAME = /^finwait-\d+-[0-9a-f]{12}-[ab]$/;
 export function labNetnsNames(): { a: string; b: string } {
   const id = `${NETNS_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`;
   return { a: `${id}-a`, b: `${id}-b` };
+}
+
+/**
+ * File descriptors one `ip` child takes from this process while it starts, with room to spare:
+ * its three pipes and libuv's exec-error pipe, and in a fresh process the SIGCHLD pipes (9 at
+ * most, measured).
+ */
+export const SPAWN_FDS = 16;
+/**
+ * File descriptors `createLab()` needs free: a reserve for deleting its namespaces if it fails
+ * (`SPAWN_FDS`), its own six (two namespaces, two owner's sockets, two TUN devices), the pipes of
+ * the two `ip` children that configure the namespaces at once (three each), room to start the
+ * second (`SPAWN_FDS`), and a few for the sweep.
+ */
+export const LAB_FDS = 2 * SPAWN_FDS + 16;
+
+/** The error behind `error` (itself, or a `cause`) that says this process (EMFILE) or the system (ENFILE) has no fd left. */
+export function outOfFds(error: unknown): NodeJS.ErrnoException | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') return e;
+  }
+  return undefined;
+}
+
+/** The lab's reason for being unavailable when no file descriptor is left. */
+export function outOfFdsReason(error: NodeJS.ErrnoException): string {
+  const who = error.code === 'ENFILE' ? 'the system is' : 'this process is';
+  return `${who} out of file descriptors (${error.message}); the lab needs about ${LAB_FDS} free`;
+}
+
+/** Opens `count` fds (of /dev/null), or throws EMFILE (ENFILE) with none left open. */
+function openFds(count: number): number[] {
+  const fds: number[] = [];
+  try {
+    while (fds.length < count) fds.push(fs.openSync(os.devNull, 'r'));
+  } catch (error) {
+    for (const fd of fds) fs.closeSync(fd);
+    throw error;
+  }
+  return fds;
+}
+
+/**
+ * Throws EMFILE (or ENFILE) unless `count` more file descriptors can be opened now. Checked right
+ * before each child process, in the same synchronous run: a spawn that fails with EMFILE half-way
+ * leaves the pipes it had made open for the life of the process.
+ */
+export function checkFdHeadroom(count = SPAWN_FDS): void {
+  for (const fd of openFds(count)) fs.closeSync(fd);
+}
+
+/**
+ * Holds `count` file descriptors until the returned function is called: room kept for a child
+ * process that must run even if everything else took the rest (deleting namespaces after a
+ * failure). Throws EMFILE (ENFILE) with nothing held.
+ */
+export function reserveFds(count = SPAWN_FDS): () => void {
+  let fds = openFds(count);
+  return () => {
+    for (const fd of fds) fs.closeSync(fd);
+    fds = [];
+  };
 }
 
 const CAP_NET_ADMIN = 12;
@@ -54,7 +118,10 @@ function effectiveCapabilities(): bigint {
   return hex === undefined ? 0n : BigInt(`0x${hex}`);
 }
 
-/** Why the lab cannot run in this process, or `undefined` when it can. Cheap: no namespace is made. */
+/**
+ * Why the lab cannot run in this process, or `undefined` when it can. Cheap: no namespace is made.
+ * Throws EMFILE (ENFILE) when it cannot tell for lack of file descriptors.
+ */
 export function missingForLab(): string | undefined {
   if (process.platform !== 'linux') return `it needs Linux network namespaces (this is ${process.platform})`;
   const caps = effectiveCapabilities();
@@ -66,15 +133,20 @@ export function missingForLab(): string | undefined {
   try {
     fs.closeSync(fs.openSync('/dev/net/tun', fs.constants.O_RDWR));
   } catch (error) {
+    if (outOfFds(error)) throw error;
     return `/dev/net/tun cannot be opened (${(error as NodeJS.ErrnoException).code})`;
   }
   if (!hasCommand('ip')) return 'the ip command (iproute2) is not installed';
   return undefined;
 }
 
-/** Runs `file args` with `input` on stdin; rejects with its stderr in the message. */
+/**
+ * Runs `file args` with `input` on stdin; rejects with its stderr in the message, or with EMFILE
+ * (nothing spawned) when this process has not `SPAWN_FDS` fds free.
+ */
 export function run(file: string, args: readonly string[], input = ''): Promise<string> {
   return new Promise((resolve, reject) => {
+    checkFdHeadroom(); // thrown here, the promise rejects and nothing was spawned
     const child = execFile(file, args, { encoding: 'utf8' }, (error, stdout, stderr) => {
       if (error) {
         // One line: ip's own lines joined ('mount --make-shared /run/netns failed: ...; Command failed -:1').
