@@ -564,8 +564,16 @@ export function formatRestart(result) {
     const label = `${LABELS[r.strategy]}, ${r.mode}, ${r.config}`;
     if (r.client.failures.length) notes.push(`${label}: first failures (ms since the load began) ${r.client.failures.slice(0, 6).map((f) => `${f.at} ${f.kind} ${f.outcome}`).join('; ')}`);
     for (const line of r.errorLog.others.slice(0, 2)) notes.push(`${label}: nginx: ${line}`);
-    const unclean = r.restarts.filter((x) => x.summary && !/; clean, exit code 0$/.test(x.summary));
-    for (const x of unclean.slice(0, 2)) notes.push(`${label}: ${x.summary}`);
+    const summaries = r.restarts.map((x) => x.summary).filter(Boolean);
+    if (summaries.length) {
+      // finwait's own account of each shutdown (its summary line on the old instance's stderr).
+      const clean = summaries.filter((line) => /; clean, exit code 0$/.test(line)).length;
+      const handedOff = summaries.map((line) => /; (\d+) other listeners? on the port \(tcp_migrate_req \S+: (\d+) migrated, (\d+) not\)/.exec(line)).filter(Boolean);
+      const migrated = handedOff.reduce((sum, m) => sum + Number(m[2]), 0);
+      const notMigrated = handedOff.reduce((sum, m) => sum + Number(m[3]), 0);
+      notes.push(`${label}: finwait's reports: ${clean} of ${summaries.length} shutdowns clean; another listener on the port at ${handedOff.length} of them; accept-queue entries the kernel migrated (namespace counters) ${migrated}, failed ${notMigrated}`);
+      for (const line of summaries.filter((l) => !/; clean, exit code 0$/.test(l)).slice(0, 2)) notes.push(`${label}: ${line}`);
+    }
   }
   if (notes.length) parts.push('', ...notes);
   const targets = [['finwait target', 'measured', '']];
