@@ -22,6 +22,7 @@ import {
   labNetnsNames,
   labUnavailable,
   missingForLab,
+  moveDevices,
   outOfFds,
   outOfFdsReason,
   reserveFds,
@@ -156,16 +157,26 @@ async function makeLab(mtu: number): Promise<Lab | undefined> {
       sockets.splice(sockets.indexOf(ownerFd), 1); // the server owns it from now on, even if listen fails
       owners.push(await hold(ownerFd));
     }
+    // Each TUN device is made here, under a name unique in this namespace, and moved into its lab
+    // namespace as wire0. Opened by Node (not in the lab namespace by the addon), its fd is one
+    // Node closes when a Worker ends, and it holds no reference to the lab namespace: a lab whose
+    // Worker is gone leaves nothing in this process.
     const { IFF_TUN, IFF_NO_PI } = native().constants;
-    const open = (side: 'a' | 'b'): { nsFd: number; tunFd: number } => {
-      const { nsFd } = claimed[side];
-      // The device is made in the namespace /dev/net/tun was opened in.
-      const tunFd = native().netnsOpen(nsFd, '/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    const open = (side: 'a' | 'b'): { nsFd: number; tunFd: number; device: string } => {
+      const tunFd = fs.openSync('/dev/net/tun', fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
       fds.push(tunFd);
-      native().tunSetIff(tunFd, WIRE_DEVICE, IFF_TUN | IFF_NO_PI);
-      return { nsFd, tunFd };
+      const device = native().tunSetIff(tunFd, `fw${names.id}${side}`, IFF_TUN | IFF_NO_PI);
+      return { nsFd: claimed[side].nsFd, tunFd, device };
     };
     const ends = { a: open('a'), b: open('b') };
+    try {
+      await moveDevices([
+        { device: ends.a.device, netns: names.a, name: WIRE_DEVICE },
+        { device: ends.b.device, netns: names.b, name: WIRE_DEVICE },
+      ]);
+    } catch (error) {
+      throw labUnavailable(`moving the TUN devices into the namespaces failed (${(error as Error).message})`, error);
+    }
     // Both at once, and both ended before going on: a failure never leaves the other child running.
     const configured = await Promise.allSettled(
       (['a', 'b'] as const).map((side) =>

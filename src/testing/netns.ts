@@ -20,10 +20,11 @@ export const NETNS_PREFIX = 'finwait-';
  */
 export const LAB_NETNS_NAME = /^finwait-\d+-[0-9a-f]{12}-[ab]$/;
 
-/** The names of a new lab's two namespaces. */
-export function labNetnsNames(): { a: string; b: string } {
-  const id = `${NETNS_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}`;
-  return { a: `${id}-a`, b: `${id}-b` };
+/** The names of a new lab's two namespaces, and its random part (12 hex digits). */
+export function labNetnsNames(): { a: string; b: string; id: string } {
+  const id = randomBytes(6).toString('hex');
+  const prefix = `${NETNS_PREFIX}${process.pid}-${id}`;
+  return { a: `${prefix}-a`, b: `${prefix}-b`, id };
 }
 
 /**
@@ -185,6 +186,11 @@ export async function deleteNamespaces(names: readonly string[]): Promise<void> 
 /** Whether `/run/netns/NAME` exists. */
 export function namespaceExists(name: string): boolean {
   return fs.existsSync(path.join(NETNS_DIR, name));
+}
+
+/** Moves each network device into the named namespace, renamed there, with one `ip` process. */
+export async function moveDevices(moves: ReadonlyArray<{ device: string; netns: string; name: string }>): Promise<void> {
+  await run('ip', ['-batch', '-'], moves.map((m) => `link set ${m.device} netns ${m.netns} name ${m.name}\n`).join(''));
 }
 
 /** Runs `ip -n NAME -batch -` with `commands`, one per line. */
