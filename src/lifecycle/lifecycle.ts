@@ -100,8 +100,8 @@ export class Lifecycle extends EventEmitter {
 
   /**
    * Which back-end follows the connection after Node closes its fd: `'destroy-multicast'` (the
-   * kernel reports the socket's end) or `'poll'` (sock_diag asked on a cadence), and, where it fell
-   * back, why not the other. Chosen by `watch()`; `FINWAIT_WATCH_BACKEND` forces one.
+   * kernel reports the end of the orphan the close leaves behind) or `'poll'` (sock_diag asked on
+   * a cadence), and, where it fell back, why not the other. Chosen by `watch()`; `FINWAIT_WATCH_BACKEND` forces one.
    */
   get backend(): WatchBackend {
     return this.#backend;

@@ -133,9 +133,9 @@ export function watcherOf(
  * Works from before the socket connects; keeps following after Node closes the fd (TIME_WAIT and
  * orphans through sock_diag, by 4-tuple and cookie). One shared poller serves every watched
  * socket; it never keeps the process alive on its own and stops when nothing is watched.
- * After the fd closes, the kernel's sock_diag destroy multicast reports the end of the socket
- * where it can be joined (no privilege needed), so orphans are not polled; otherwise sock_diag is
- * polled. `Lifecycle.backend` says which, and why where it fell back; the environment variable
+ * An orphan Node's close leaves behind (FIN_WAIT1, CLOSING, LAST_ACK) is not polled where the
+ * kernel's sock_diag destroy multicast can be joined (no privilege needed): it reports the
+ * orphan's end; otherwise sock_diag is polled. `Lifecycle.backend` says which, and why where it fell back; the environment variable
  * `FINWAIT_WATCH_BACKEND=poll|destroy-multicast` forces one. Watching a socket twice returns the
  * same `Lifecycle`.
  */

@@ -92,7 +92,7 @@ export type WatchBackendName = 'destroy-multicast' | 'poll';
 
 /**
  * Which back-end follows a connection: `'destroy-multicast'` (the sock_diag destroy multicast
- * reports the end of each socket the fd of which Node closed; sock_diag is asked only when a
+ * reports the end of an orphan Node's close leaves behind; sock_diag is asked only when a
  * TIME_WAIT can have followed and when its timer runs out), or `'poll'` (sock_diag is asked on a
  * cadence). `reason` says why a back-end earlier in that order is not the one.
  */
@@ -105,9 +105,9 @@ export interface WatchBackend {
 export interface EventBackend {
   readonly name: WatchBackendName;
   /**
-   * Follows `w`, just named (its cookie known; `fd` still open): from now on its socket's end is
-   * reported. Where it cannot (its namespace refuses), `w` is left to the poller, and its
-   * lifecycle's back-end says why.
+   * Follows `w`, named (its cookie known), whose `fd` Node is about to close in a state that leaves
+   * a full socket behind (an orphan): from now on that socket's end is reported. Where it cannot
+   * (its namespace refuses), `w` is left to the poller, and its lifecycle's back-end says why.
    */
   follow(w: Watched, fd: number): void;
   /** Stops following `w` (its lifecycle ended). */

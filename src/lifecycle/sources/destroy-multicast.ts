@@ -12,10 +12,14 @@
  * its end is still found by a look when its timer runs out.
  *
  * One bound netlink socket per network namespace a followed socket lives in, joined to the
- * destroy group of each address family only while a followed socket of that family there is
- * not destroyed yet; libuv says when it is readable (FdPoll), and each turn reads what is queued
- * in batches into one reused buffer. Every TCP socket freed in a joined namespace costs a message
- * (built by a kernel worker, read here and dropped unless it is one of ours).
+ * destroy group of each address family only while an orphan of that family there is followed;
+ * libuv says when it is readable (FdPoll), and each turn reads what is queued in batches into one
+ * reused buffer. While joined, every TCP socket freed in the namespace costs a message, built by
+ * a kernel worker that wakes when the socket is freed (on a busy machine, often in the middle of
+ * the close(2) that frees it: ~2 context switches per socket), read here and dropped unless it is
+ * one of ours. So a socket is followed only when Node closes its fd in a state that leaves a full
+ * socket behind: an fd that read CLOSE (TIME_WAIT began, or it was reset) needs no message, and
+ * short connections closed that way cost nothing here.
  */
 import fs from 'node:fs';
 import { debuglog } from 'node:util';

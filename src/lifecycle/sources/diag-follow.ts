@@ -76,7 +76,6 @@ export function identify(w: Watched, fd: number, at: number): TcpState {
   if (connected) {
     w.id = id;
     w.ns = netnsOf(id, fd);
-    w.events?.follow(w, fd);
   }
   observeFd(w, state, at);
   if (!connected && state === 'CLOSE' && w.id === undefined && !w.ended) {

@@ -104,6 +104,9 @@ function hookHandle(w: Watched): boolean {
         let linger0 = false;
         let linger2 = 0;
         if (!UNSYNCHRONIZED.has(state)) {
+          // The connection outlives the fd (an orphan; or it is reset now): the event back-end,
+          // if any, reports its end. An fd that reads CLOSE has no full socket left behind.
+          if (w.id !== undefined) w.events?.follow(w, fd);
           const { onoff, linger } = native().getLinger(fd);
           linger0 = onoff !== 0 && linger === 0;
           if (!linger0) unread = native().ioctlInt(fd, constants().SIOCINQ);
