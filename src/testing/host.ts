@@ -94,6 +94,8 @@ export function sockaddr(address: string, port: number): Uint8Array {
   throw invalidArgType('host', 'an IPv4 or IPv6 address (no zone, no embedded IPv4)', address);
 }
 
+const MAX_INT32 = 2 ** 31 - 1;
+
 function checkPort(port: unknown, name: string, allowZero: boolean): number {
   if (typeof port !== 'number') throw invalidArgType(name, 'of type number', port);
   if (!Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
@@ -143,9 +145,11 @@ export class Host {
   async listen(port: number, options: LabListenOptions = {}): Promise<net.Server> {
     checkPort(port, 'port', true);
     const { host = '0.0.0.0', backlog = 511, allowHalfOpen = false, pauseOnConnect = false } = checkObject(options, 'options');
-    if (typeof backlog !== 'number' || !Number.isInteger(backlog)) throw invalidArgType('options.backlog', 'an integer', backlog);
+    if (typeof backlog !== 'number') throw invalidArgType('options.backlog', 'of type number', backlog);
+    if (!Number.isInteger(backlog) || backlog < 0 || backlog > MAX_INT32) throw outOfRange('options.backlog', `an integer >= 0 and <= ${MAX_INT32}`, backlog);
     checkBoolean(allowHalfOpen, 'options.allowHalfOpen');
     checkBoolean(pauseOnConnect, 'options.pauseOnConnect');
+    if (typeof host !== 'string' || net.isIP(host) === 0) throw invalidArgType('options.host', 'an IP address', host);
     const address = sockaddr(host, port);
     const { AF_INET, AF_INET6, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } = native().constants;
     const fd = native().netnsSocket(this.#ns(), net.isIPv4(host) ? AF_INET : AF_INET6, SOCK_STREAM);
@@ -231,6 +235,7 @@ export class Host {
       throw invalidArgType('name', "a sysctl name under 'net.' such as 'net.ipv4.tcp_fin_timeout'", name);
     }
     if (typeof value !== 'string' && typeof value !== 'number') throw invalidArgType('value', 'a string or a number', value);
+    if (typeof value === 'number' && !Number.isFinite(value)) throw outOfRange('value', 'a finite number', value);
     const file = path.join('/proc/sys', ...name.split('.'));
     let writer: number;
     try {

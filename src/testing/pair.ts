@@ -39,7 +39,7 @@ export interface SocketPair {
 export async function connectPair(options: PairOptions = {}): Promise<SocketPair> {
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
   const { host = '127.0.0.1', allowHalfOpen = false, pauseOnConnect = false } = options;
-  if (typeof host !== 'string') throw invalidArgType('options.host', 'of type string', host);
+  if (typeof host !== 'string' || net.isIP(host) === 0) throw invalidArgType('options.host', "an IP address ('127.0.0.1' or '::1')", host);
   if (typeof allowHalfOpen !== 'boolean') throw invalidArgType('options.allowHalfOpen', 'of type boolean', allowHalfOpen);
   if (typeof pauseOnConnect !== 'boolean') {
     throw invalidArgType('options.pauseOnConnect', 'of type boolean', pauseOnConnect);

@@ -2,6 +2,7 @@
  * TCP segments as they cross the lab's wire: the IPv4 or IPv6 header and the TCP header of one
  * packet, decoded from its bytes (RFC 791, RFC 8200, RFC 9293 §3.1). Pure functions, no I/O.
  */
+import { invalidArgType, outOfRange } from '../errors';
 
 /** TCP control bits by their RFC names, in the order finwait lists them. */
 export type TcpFlag = 'SYN' | 'FIN' | 'RST' | 'PSH' | 'ACK' | 'URG' | 'ECE' | 'CWR';
@@ -17,6 +18,29 @@ const FLAG_BITS: ReadonlyArray<readonly [TcpFlag, number]> = [
   ['ECE', 0x40],
   ['CWR', 0x80],
 ];
+
+const FLAG_NAMES: ReadonlySet<string> = new Set(FLAG_BITS.map(([name]) => name));
+const MAX_UINT32 = 2 ** 32 - 1;
+
+function checkObject(value: unknown, name: string): Record<string, unknown> {
+  if (value === null || typeof value !== 'object') throw invalidArgType(name, 'of type object', value);
+  return value as Record<string, unknown>;
+}
+
+/** An integer from 0 to `max` (a sequence number, a length), else Node's argument errors. */
+function checkCount(value: unknown, name: string, max: number): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
+  return value;
+}
+
+function checkFlags(value: unknown, name: string): TcpFlag[] {
+  if (!Array.isArray(value)) throw invalidArgType(name, `an array of TCP flag names (${[...FLAG_NAMES].join(' ')})`, value);
+  value.forEach((flag: unknown, i) => {
+    if (typeof flag !== 'string' || !FLAG_NAMES.has(flag)) throw invalidArgType(`${name}[${i}]`, `a TCP flag name (${[...FLAG_NAMES].join(' ')})`, flag);
+  });
+  return value as TcpFlag[];
+}
 
 /** An IP address and TCP port. */
 export interface Endpoint {
@@ -69,8 +93,10 @@ function ipv6(bytes: Uint8Array, offset: number): string {
 /**
  * The TCP segment in an IP packet, or `undefined` when the packet is not TCP (ICMP, UDP, a
  * non-first IPv4 fragment, an IPv6 packet with extension headers before TCP) or is truncated.
+ * Throws `ERR_INVALID_ARG_TYPE` unless `packet` is a `Uint8Array` (a `Buffer` is one).
  */
 export function parseSegment(packet: Uint8Array): Segment | undefined {
+  if (!(packet instanceof Uint8Array)) throw invalidArgType('packet', 'an instance of Uint8Array', packet);
   if (packet.length < 1) return undefined;
   const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
   const version = packet[0] >> 4;
@@ -119,19 +145,34 @@ export function parseSegment(packet: Uint8Array): Segment | undefined {
 /**
  * A segment with sequence numbers relative to each side's initial sequence number, as in the
  * figures of RFC 793 §3.5: `"<SEQ=1><ACK=1><CTL=FIN,ACK>"`, with `"<DATA=n>"` when it carries
- * n bytes. An unknown ISN (no SYN seen) prints the absolute number.
+ * n bytes. An unknown ISN (no SYN seen) prints the absolute number. Throws Node's argument
+ * errors for anything else: `ERR_INVALID_ARG_TYPE` for a missing or mistyped field or an unknown
+ * flag, `ERR_OUT_OF_RANGE` for a number that is not an integer from 0 to 2^32 - 1.
  */
 export function formatSegment(segment: Pick<Segment, 'seq' | 'ack' | 'flags' | 'len'> & {
   relSeq?: number;
   relAck?: number;
 }): string {
-  const seq = segment.relSeq ?? segment.seq;
-  const ack = segment.flags.includes('ACK') ? `<ACK=${segment.relAck ?? segment.ack}>` : '';
-  const data = segment.len > 0 ? `<DATA=${segment.len}>` : '';
-  return `<SEQ=${seq}>${ack}<CTL=${segment.flags.join(',')}>${data}`;
+  const fields = checkObject(segment, 'segment');
+  const flags = checkFlags(fields.flags, 'segment.flags');
+  const number = (key: 'seq' | 'ack' | 'relSeq' | 'relAck', optional: boolean): number | undefined =>
+    optional && fields[key] === undefined ? undefined : checkCount(fields[key], `segment.${key}`, MAX_UINT32);
+  const absolute = { seq: number('seq', false)!, ack: number('ack', false)! };
+  const relSeq = number('relSeq', true);
+  const relAck = number('relAck', true);
+  const len = checkCount(fields.len, 'segment.len', Number.MAX_SAFE_INTEGER);
+  const ack = flags.includes('ACK') ? `<ACK=${relAck ?? absolute.ack}>` : '';
+  const data = len > 0 ? `<DATA=${len}>` : '';
+  return `<SEQ=${relSeq ?? absolute.seq}>${ack}<CTL=${flags.join(',')}>${data}`;
 }
 
-/** True for a segment with ACK as its only control bit (PSH aside) and no payload: a pure ACK. */
+/**
+ * True for a segment with ACK as its only control bit (PSH aside) and no payload: a pure ACK.
+ * Throws Node's argument errors as `formatSegment()` does for `flags` and `len`.
+ */
 export function isPureAck(segment: Pick<Segment, 'flags' | 'len'>): boolean {
-  return segment.len === 0 && segment.flags.every((f) => f === 'ACK' || f === 'PSH') && segment.flags.includes('ACK');
+  const fields = checkObject(segment, 'segment');
+  const flags = checkFlags(fields.flags, 'segment.flags');
+  const len = checkCount(fields.len, 'segment.len', Number.MAX_SAFE_INTEGER);
+  return len === 0 && flags.every((f) => f === 'ACK' || f === 'PSH') && flags.includes('ACK');
 }

@@ -134,9 +134,20 @@ export class Wire extends EventEmitter {
   /** @internal Starts relaying between two open, non-blocking TUN fds (the lab owns them). */
   constructor(fds: Record<Side, number>) {
     super();
-    this.#fds = { ...fds };
+    if (fds === null || typeof fds !== 'object') throw invalidArgType('fds', 'of type object', fds);
     for (const side of ['a', 'b'] as const) {
-      this.#polls.push(new (native().FdPoll)(fds[side], (status) => this.#drain(side, status)));
+      const fd: unknown = fds[side];
+      if (typeof fd !== 'number') throw invalidArgType(`fds.${side}`, 'of type number', fd);
+      if (!Number.isInteger(fd) || fd < 0 || fd > 2 ** 31 - 1) throw outOfRange(`fds.${side}`, `an integer >= 0 and <= ${2 ** 31 - 1}`, fd);
+    }
+    this.#fds = { a: fds.a, b: fds.b };
+    try {
+      for (const side of ['a', 'b'] as const) {
+        this.#polls.push(new (native().FdPoll)(fds[side], (status) => this.#drain(side, status)));
+      }
+    } catch (error) {
+      for (const poll of this.#polls) poll.close(); // the first, when the second cannot be made
+      throw error;
     }
   }
 
