@@ -14,8 +14,11 @@ import { itNeedsLab } from '../testing/helpers';
 const dist = path.join(__dirname, '..', '..', 'dist', 'testing', 'index.js');
 const pexecFile = promisify(execFile);
 
-/** `how`: 'terminate' (from the parent while the wire is busy) or 'exit' (process.exit() in the Worker). */
-const script = (how: 'terminate' | 'exit'): string => `
+/**
+ * `how`: 'terminate' (from the parent while the wire is busy), 'exit' (process.exit() in the
+ * Worker), or 'close' (the Worker closes its lab, then ends: the case that must not need a sweep).
+ */
+const script = (how: 'terminate' | 'exit' | 'close'): string => `
   const { Worker } = require('node:worker_threads');
   const { once } = require('node:events');
   const fs = require('node:fs');
@@ -39,6 +42,7 @@ const script = (how: 'terminate' | 'exit'): string => `
         c.write(chunk);
         parentPort.postMessage([lab.a.netns, lab.b.netns]);
         ${how === 'exit' ? "c.once('data', () => process.exit(0));" : ''}
+        ${how === 'close' ? "c.once('data', () => lab.close());" : ''}
       })();
     \`, { eval: true });
     const [names] = await once(worker, 'message');
@@ -62,3 +66,10 @@ for (const how of ['terminate', 'exit'] as const) {
     expect(result.fdsLeft).toEqual([]);
   }, 90_000);
 }
+
+itNeedsLab('a lab a Worker closes leaves nothing, and closing it there warns of nothing', async () => {
+  const { stdout, stderr } = await pexecFile(process.execPath, ['-e', script('close')], { timeout: 60_000 });
+  expect(stderr).toBe(''); // no "File descriptor N closed but not opened in unmanaged mode"
+  const result = JSON.parse(stdout) as { code: number; atExit: string[]; namesLeft: string[]; fdsLeft: string[] };
+  expect(result).toEqual({ code: 0, atExit: [], namesLeft: [], fdsLeft: [] });
+}, 90_000);
