@@ -146,9 +146,10 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
       }
       listenTo(laterSignal);
     };
+    // Listening first: a reset at once (timeout 0) settles through 'close' or 'error'.
+    socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
     if (timeout === 0) return abortive('deadline');
     listenTo(signal);
-    socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
     if (socket.writableFinished) finSentAt = 0;
     socket.resume();
     if (!socket.writableEnded) socket.end();

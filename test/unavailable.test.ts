@@ -112,6 +112,32 @@ describe('without the native part', () => {
     expect((await failed)[0]).toMatchObject({ code: expect.stringMatching(/^(ECONNRESET|EPIPE)$/) });
   });
 
+  it('gracefulClose() with timeout 0 resets at once and resolves: the peer sees ECONNRESET', async () => {
+    p = await pair();
+    const failed = once(p.server, 'error');
+    const report = await finwait.gracefulClose(p.client, { timeout: 0 });
+    expect(report).toMatchObject({ outcome: 'reset-sent', reason: 'deadline', kernelView: false });
+    expect((await failed)[0]).toMatchObject({ code: 'ECONNRESET' });
+  });
+
+  it('closeServer(): a response still in flight at the deadline is reset, and the call resolves', async () => {
+    let started = false;
+    const server = http.createServer((_req, res) => {
+      started = true;
+      res.write('never finished'); // the handler never ends it
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const request = http.get({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', agent: false });
+    const failed = new Promise<string>((resolve) => request.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? '')));
+    request.on('response', (res) => res.resume());
+    while (!started) await new Promise((resolve) => setTimeout(resolve, 1));
+    const report = await finwait.closeServer(server, { timeout: 200 });
+    expect(report.totals).toMatchObject({ resetSent: 1, total: 1 });
+    expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'deadline', kernelView: false });
+    expect(await failed).toBe('ECONNRESET');
+  });
+
   it("gracefulClose(): the peer's reset is 'reset-received'", async () => {
     p = await pair();
     const closing = finwait.gracefulClose(p.client, { timeout: 5000 });
@@ -217,7 +243,7 @@ describe('without the native part', () => {
     stubborn.on('error', () => {});
     const report = await finwait.closeServer(server, { timeout: 400 });
     expect(report.kernelView).toBe(false);
-    expect(report.totals, JSON.stringify(report.connections)).toEqual({ graceful: 1, resetSent: 1, resetReceived: 0, destroyed: 0, total: 2 });
+    expect(report.totals, JSON.stringify(report.connections)).toMatchObject({ graceful: 1, resetSent: 1, resetReceived: 0, destroyed: 0, total: 2 });
     const byPort = new Map(report.connections.map((c) => [c.peer.port, c]));
     expect(byPort.get(ports.polite)).toMatchObject({ outcome: 'graceful', reason: 'peer-fin' });
     expect(byPort.get(ports.stubborn)).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
