@@ -31,6 +31,8 @@ import {
 import { abandon, claimNew, closeSocket, hold, makingNamespaces, sweepStaleLabs } from './owner';
 import { Wire } from './wire';
 
+const debug = debuglog('finwait');
+
 /** Options of `createLab()`. */
 export interface LabOptions {
   /** MTU of the wire's devices, bytes (default 1500); segments are at most MTU − 40 bytes of payload. */
@@ -46,8 +48,9 @@ export interface Lab {
   /** The only link between them. */
   readonly wire: Wire;
   /**
-   * Destroys every socket and server the hosts made, stops the wire, closes the TUN devices and
-   * deletes both namespaces. Idempotent; call it in `finally`.
+   * Destroys every socket and server the hosts made, stops the wire, closes the TUN devices,
+   * deletes both namespaces, then closes its owner's sockets. Idempotent; call it in `finally`.
+   * If deleting fails (no fd left for `ip`), it rejects, and the next `createLab()` deletes them.
    */
   close(): Promise<void>;
 }
@@ -82,8 +85,6 @@ export function labAvailable(): LabAvailability {
   }
   return { ok: true };
 }
-
-const debug = debuglog('finwait');
 
 /** Times `createLab()` starts again when another process's sweep took its namespaces as they were made. */
 const ATTEMPTS = 5;
