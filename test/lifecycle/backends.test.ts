@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { closeWrite, reset, tcpState, watch } from '../../src/index';
+import { reset, tcpState, watch } from '../../src/index';
 import { native } from '../../src/binding';
 import { socketTuple, findSocket } from '../../src/diag';
 import { pollerStatus, type Lifecycle } from '../../src/lifecycle/watch';
@@ -219,6 +219,21 @@ describe('the destroy multicast', () => {
       expect(await lc.done).toMatchObject({ outcome: 'reset-received' });
       expect(destroyMulticastStatus().lost).toBe(lost + 1);
       expect(lc.backend).toEqual({ name: 'poll', reason: expect.stringContaining('ENOBUFS') });
+    });
+  });
+
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'a read that fails: the listener is closed, what it followed is looked up and polled, nothing throws', async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    await orphanInFinWait1(p);
+    const listeners = destroyMulticastStatus().listeners.length;
+    await replacing('sockDiagReadEvents', () => {
+      throw errnoError('recvmmsg', 'EIO', 5);
+    }, async () => {
+      p!.server.destroy(); // the orphan's message makes the socket readable: the read fails
+      expect(await lc.done).toMatchObject({ outcome: 'reset-received' });
+      expect(lc.backend).toEqual({ name: 'poll', reason: 'destroy-multicast: reading its socket failed (recvmmsg EIO), so it is polled' });
+      expect(destroyMulticastStatus().listeners.length).toBe(listeners - 1);
     });
   });
 

@@ -95,7 +95,7 @@ function listener(key: string, fd: number): Listener {
   }
   try {
     const made: Listener = { key, fd: nl, poll: undefined as unknown as NativeFdPoll, v4: 0, v6: 0 };
-    made.poll = new n.FdPoll(nl, () => onReadable(made));
+    made.poll = new n.FdPoll(nl, (status) => (status < 0 ? failed(made, `poll ${status}`) : onReadable(made)));
     l = made;
   } catch (error) {
     fs.closeSync(nl);
@@ -106,6 +106,7 @@ function listener(key: string, fd: number): Listener {
 }
 
 function close(l: Listener): void {
+  if (listeners.get(l.key) !== l) return;
   listeners.delete(l.key);
   l.poll.close();
   fs.closeSync(l.fd);
@@ -170,17 +171,24 @@ function onReadable(l: Listener): void {
       }
     }
   } catch (error) {
-    // A callback must not throw into the process: the sockets it would have ended are found by
-    // their safety-net lookups.
-    debug('destroy multicast: %s', (error as Error).message);
+    // A callback must not throw into the process, nor be called again and again for a socket that
+    // cannot be read: the listener goes, and what it followed is polled.
+    failed(l, (error as Error).message);
   }
+}
+
+/** The listener cannot be read (an error, which would repeat): closed, its followers left to the poller. */
+function failed(l: Listener, why: string): void {
+  debug('destroy multicast: %s', why);
+  lost(l, `destroy-multicast: reading its socket failed (${why}), so it is polled`);
+  close(l);
 }
 
 /**
  * Messages were lost (the receive buffer was full): any socket followed in that namespace may have
  * ended unseen, so each is looked up now, and followed on by the poller.
  */
-function lost(l: Listener): void {
+function lost(l: Listener, reason = 'destroy-multicast: messages were lost (ENOBUFS), so it is polled'): void {
   counts.lost++;
   debug('destroy multicast: messages lost in namespace %s', l.key || 'home');
   const at = now();
@@ -188,7 +196,7 @@ function lost(l: Listener): void {
     if (keyOf(w) !== l.key) continue;
     unfollow(w);
     w.events = undefined;
-    w.lifecycle.setBackend({ name: 'poll', reason: 'destroy-multicast: messages were lost (ENOBUFS), so it is polled' });
+    w.lifecycle.setBackend({ name: 'poll', reason });
     socketEnded(w, at, false, true);
   }
   arm();
