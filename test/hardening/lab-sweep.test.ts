@@ -56,7 +56,7 @@ itNeedsLab("a live lab of a process in another PID namespace is never swept, eve
   // whose next pid is set so that the lab's owner gets `pid`, free in this PID namespace.
   const child = spawn(
     'unshare',
-    ['--pid', '--fork', '--kill-child=SIGKILL', 'sh', '-c', `echo ${pid - 1} > /proc/sys/kernel/ns_last_pid; "$0" -e "$1" & wait $!`, process.execPath, holder],
+    ['--pid', '--fork', '--kill-child=SIGKILL', 'sh', '-c', `echo ${pid - 1} > /proc/sys/kernel/ns_last_pid || exit 3; "$0" -e "$1" & wait $!`, process.execPath, holder],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let names: string[] = [];
