@@ -37,7 +37,10 @@ export {
   type CloseServerOptions,
   type ServerCloseReport,
   type ConnectionReport,
+  type ConnectionProtocol,
 } from './server';
+export { shutdownSignal, type ShutdownTarget } from './shutdown-signal';
+export type { StreamCounts } from './http2';
 export {
   gracefulShutdown,
   type GracefulShutdown,

@@ -1,52 +1,121 @@
 /**
- * `closeServer()`: graceful shutdown of a `net`, `http` or `https` server. Stop accepting without
- * resetting what already waits in the accept queue; let HTTP responses in flight finish with
- * `Connection: close`; give idle keep-alive connections a short window for one last request;
- * close every connection with `gracefulClose()`; reset only what is left at the one deadline;
- * report what happened to each connection.
+ * `closeServer()`: graceful shutdown of a `net`, `http`, `https` or `http2` server, in the steps
+ * the documentation names:
+ *
+ * 1. find every connection (without `trackConnections()`: see server-connections.ts) and what it
+ *    carries: HTTP/1.1, an HTTP/2 session, an upgraded connection (a WebSocket), a plain `net`
+ *    connection, a TLS handshake not yet complete;
+ * 2. tell the application (`shutdownSignal()`), so that what only it can close (a WebSocket, an
+ *    SSE stream, a long poll, its own protocol on a `net.Server`) ends the way its protocol says;
+ * 3. stop accepting without resetting what already waits in the kernel's accept queue;
+ * 4. close each connection its protocol's way: HTTP/1.1 responses in flight finish with
+ *    `Connection: close`, idle keep-alive connections (and those whose last response promised
+ *    keep-alive) get a window for one last request; HTTP/2 sessions get GOAWAY first; upgraded
+ *    connections and those the application closes are left to it; every connection then gets the
+ *    lingering close of `gracefulClose()`;
+ * 5. reset only what is left at the one deadline;
+ * 6. report what happened to each connection, the application's part included.
  */
-import fs from 'node:fs';
+import dc from 'node:diagnostics_channel';
 import { setMaxListeners } from 'node:events';
-import net from 'node:net';
 import type http from 'node:http';
+import type http2 from 'node:http2';
+import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { nativeUnavailable } from './binding';
 import { gracefulClose, type CloseReport } from './close';
-import { sockets } from './diag';
+import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, invalidArgType } from './errors';
 import { handleFd } from './fd';
+import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
+import { queuesOfTcpFd, tcpInfo } from './ops';
+import { connectionsOf, httpSockets, isHttp2Server, watchServer } from './server-connections';
+import { announceShutdown, asked, shutdownOver } from './shutdown-signal';
+
+export { trackConnections } from './server-connections';
 
 /** Options of `closeServer()`. */
 export interface CloseServerOptions {
   /** ms from the call until every connection still open is reset; default 10 000. */
   timeout?: number;
-  /** ms an idle HTTP keep-alive connection stays open for a last request (served with `Connection: close`); default 500. */
+  /**
+   * ms an idle HTTP/1.1 keep-alive connection stays open for a last request (served with
+   * `Connection: close`), counted from the call, or from the end of the response for a connection
+   * whose response in flight had promised keep-alive; also how long a TLS handshake in progress
+   * may take to complete, and the longest wait for an HTTP/2 client's PING answer; default 500.
+   */
   drainWindow?: number;
   /** Aborting brings the deadline forward: everything still open is reset at once. */
   signal?: AbortSignal;
 }
 
+/**
+ * What a connection carried when the shutdown reached it: HTTP/1.1, an HTTP/2 session, an HTTP/1.1
+ * connection taken over after an Upgrade or CONNECT (a WebSocket), a plain `net.Server`
+ * connection, or a TLS connection whose handshake had not completed.
+ */
+export type ConnectionProtocol = 'http/1.1' | 'h2' | 'upgraded' | 'net' | 'tls-handshake';
+
 /** What happened to one connection. */
-export interface ConnectionReport extends CloseReport {
+export interface ConnectionReport extends Omit<CloseReport, 'outcome'> {
+  /**
+   * `'graceful'` only when the close sent and met no RST and the application's work on the
+   * connection completed (`applicationDone`). `'interrupted'`: no RST, but the application's work
+   * did not complete (see `applicationDone`). The others as in `CloseReport`.
+   */
+  outcome: CloseReport['outcome'] | 'interrupted';
   /** The peer's address and port. */
   peer: { address: string; port: number };
-  /** HTTP requests that began on this connection after the shutdown started. */
+  /** HTTP requests (HTTP/2 streams) the application received on this connection after the shutdown started. */
   requestsDuringShutdown: number;
+  protocol: ConnectionProtocol;
+  /**
+   * HTTP requests the application received whose response never finished (HTTP/2: streams reset
+   * or cut), counting those in flight when the shutdown began.
+   */
+  requestsUnanswered: number;
+  /**
+   * HTTP/1.1: bytes of a new request arrived after our FIN (a request that raced the close of an
+   * idle connection). They were read and discarded, never given to the application; the client saw
+   * the connection close before any response and may retry the request (RFC 9112 §9.3.1).
+   */
+  requestAfterFin: boolean;
+  /** A response was streaming when the shutdown began: headers sent, not ended (SSE, a long poll that had answered its headers, a download). */
+  streaming: boolean;
+  /** The application asked for a `shutdownSignal()` of this connection (or of one of its requests or streams) or of the server. */
+  told: boolean;
+  /**
+   * For a connection the application closes (`'upgraded'`, a `'net'` one whose `shutdownSignal()`
+   * it took): whether it ended the connection itself (a WebSocket after its close handshake)
+   * before the peer closed and before the deadline. Absent for connections `closeServer()` closes.
+   */
+  closedByApplication?: boolean;
+  /**
+   * Whether the application's work on this connection completed: no request left unanswered, no
+   * request raced our FIN, no write refused after the close began (`ERR_STREAM_WRITE_AFTER_END`),
+   * no HTTP/2 stream reset, and a connection the application closes closed by it.
+   */
+  applicationDone: boolean;
+  /** HTTP/2: what became of the session's streams from the start of the shutdown. */
+  streams?: StreamCounts;
 }
 
 /** What `closeServer()` did. */
 export interface ServerCloseReport {
-  /** Connections per outcome, and in all (`destroyed` only without the kernel's view). */
-  totals: { graceful: number; resetSent: number; resetReceived: number; destroyed: number; total: number };
+  /**
+   * Connections per outcome, and in all (`destroyed` only where Node destroyed a socket with data
+   * still queued; `interrupted`: closed without RST, the application's work not complete).
+   */
+  totals: { graceful: number; interrupted: number; resetSent: number; resetReceived: number; destroyed: number; total: number };
   /** ms from the call until the last connection was closed. */
   duration: number;
-  /** Connections that were waiting in the accept queue when the shutdown began, accepted and closed gracefully. */
+  /** Connections accepted from the kernel's accept queue while the listener was being closed, then closed gracefully. */
   acceptedFromQueue: number;
   /**
    * Connections to this server's port that finwait could not close because they were accepted
-   * before it knew of them (a plain `net.Server` not passed to `trackConnections()` first); -1
+   * before it knew of them (before finwait was loaded, for a server that is not http(s)); -1
    * when unknown (no kernel view).
    */
   untracked: number;
@@ -61,55 +130,584 @@ export interface ServerCloseReport {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_DRAIN_MS = 500;
-const tracked = new WeakMap<net.Server, Set<net.Socket>>();
+/** Turns of the event loop the accept queue is given where the kernel cannot show it. */
+const BLIND_DRAIN_TURNS = 3;
 
-/**
- * Starts tracking a server's connections, so that `closeServer()` can close connections accepted
- * before it was called. Needed for a plain `net.Server` (Node keeps no list); `http` and `https`
- * servers are also found without it. Call it once, right after creating the server.
- */
-export function trackConnections(server: net.Server): void {
-  if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
-  if (tracked.has(server)) return;
-  const set = new Set<net.Socket>();
-  tracked.set(server, set);
-  const add = (socket: net.Socket): void => {
-    set.add(socket);
-    socket.once('close', () => set.delete(socket));
-  };
-  // A TLS server's 'secureConnection' socket is the one to close (close_notify, then FIN).
-  server.on(connectionEvent(server), add);
+type HttpSocket = net.Socket & {
+  _httpMessage?: http.ServerResponse | null;
+  parser?: unknown;
+  destroySoon: () => void;
+};
+
+/** One connection during the shutdown. */
+interface Connection {
+  /** The socket to close: the TLS socket once its handshake completed, else the TCP one. */
+  readonly socket: HttpSocket;
+  protocol: ConnectionProtocol;
+  readonly peer: { address: string; port: number };
+  /** Read while the socket is open, for lookups after it closed. */
+  readonly tuple: SocketTuple | undefined;
+  report?: Promise<ConnectionReport>;
+  /** Handed to another Connection (a TLS handshake that completed). */
+  retired: boolean;
+  requestsDuringShutdown: number;
+  /** HTTP/1.1 responses followed (in flight at the start or begun since) that have not finished. */
+  readonly responses: Set<http.ServerResponse>;
+  lastRequest?: http.IncomingMessage;
+  /** Whether the last request had been read in full when our FIN went out. */
+  requestCompleteAtFin: boolean;
+  streaming: boolean;
+  /** The application closes this connection itself. */
+  appCloses: boolean;
+  /** The peer's FIN came before the application's end(). */
+  peerEndedFirst: boolean;
+  h2?: SessionClose;
+  timer?: NodeJS.Timeout;
 }
 
-/** The event that hands over the socket to close: the TLS socket for a TLS (https) server. */
-function connectionEvent(server: net.Server): 'connection' | 'secureConnection' {
-  return server instanceof tls.Server ? 'secureConnection' : 'connection';
+/** Every running closeServer(), by server: HTTP requests that begin during it are seen on a channel. */
+const running = new WeakMap<net.Server, ServerShutdown>();
+let runningCount = 0;
+const REQUEST_START = 'http.server.request.start';
+function onRequestStart(message: unknown): void {
+  const { request, response, socket, server } = message as { request: http.IncomingMessage; response: http.ServerResponse; socket: net.Socket; server: net.Server };
+  running.get(server)?.requestArrived(request, response, socket);
+}
+
+function validate(options: CloseServerOptions): { timeout: number; drainWindow: number; signal?: AbortSignal } {
+  if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+  const { timeout = DEFAULT_TIMEOUT_MS, drainWindow = DEFAULT_DRAIN_MS, signal } = options;
+  checkTimerMs(timeout, 'options.timeout');
+  checkTimerMs(drainWindow, 'options.drainWindow');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
+  return { timeout, drainWindow, signal };
 }
 
 /**
- * Sockets of an http(s) server, from Node's own connection list (Node >= 18.14; made when the
- * server starts listening).
+ * Shuts a server down gracefully and reports what happened to every connection; see the module
+ * comment. Works on `net.Server`, `http.Server`, `https.Server` and the servers of
+ * `http2.createServer()` / `createSecureServer()`, and on servers of frameworks built on them.
+ * Resolves once every connection is closed (gracefully, or reset at the deadline) and the
+ * listener is closed. Rejects with `ERR_INVALID_ARG_TYPE` for what is not a `net.Server` (naming
+ * what it got), `ERR_OUT_OF_RANGE` for a timeout out of range, and an `AbortError` if `signal` is
+ * already aborted.
  */
-function httpSockets(server: net.Server): net.Socket[] {
-  const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
-  const list = symbol ? (server as unknown as Record<symbol, { all?: () => { socket?: net.Socket }[] }>)[symbol] : undefined;
-  if (!list || typeof list.all !== 'function') {
-    if (server.listening || symbol) {
-      missingInternal(
-        "http.Server's connection list (the http.server.connections symbol)",
-        'closeServer() closes only the connections trackConnections() saw and those whose next request starts after the call; the others are counted in the report as untracked',
+export async function closeServer(server: net.Server, options: CloseServerOptions = {}): Promise<ServerCloseReport> {
+  if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server (net, http, https or http2)', server);
+  const { timeout, drainWindow, signal } = validate(options);
+  if (signal?.aborted) throw abortError(signal);
+  const shutdown = new ServerShutdown(server, timeout, drainWindow, signal);
+  running.set(server, shutdown);
+  if (runningCount++ === 0) dc.subscribe(REQUEST_START, onRequestStart);
+  try {
+    return await shutdown.run();
+  } finally {
+    if (running.get(server) === shutdown) running.delete(server);
+    if (--runningCount === 0) dc.unsubscribe(REQUEST_START, onRequestStart);
+    shutdownOver(server);
+  }
+}
+
+class ServerShutdown {
+  private readonly started = performance.now();
+  private readonly deadlineAt: number;
+  /** When the window of idle HTTP/1.1 connections and TLS handshakes ends. */
+  private readonly windowEndsAt: number;
+  private readonly kernelView = nativeUnavailable() === undefined;
+  private readonly http: boolean;
+  private readonly conns = new Map<net.Socket, Connection>();
+  /** Reports not settled yet, and the wake-up of run() when the last one settles. */
+  private pending = 0;
+  private allSettled: (() => void) | undefined;
+  private pastDeadline = false;
+  /** The caller's abort reaches every close through one signal of ours (one listener on the caller's). */
+  private readonly stop: AbortController | undefined;
+  private acceptedFromQueue = 0;
+  private draining = false;
+  private listenFd = -1;
+
+  constructor(
+    private readonly server: net.Server,
+    timeout: number,
+    private readonly drainWindow: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.deadlineAt = this.started + timeout;
+    this.windowEndsAt = Math.min(this.started + drainWindow, this.deadlineAt);
+    this.http = typeof (server as http.Server).closeIdleConnections === 'function';
+    this.stop = signal ? new AbortController() : undefined;
+    if (this.stop) setMaxListeners(0, this.stop.signal);
+  }
+
+  async run(): Promise<ServerCloseReport> {
+    const server = this.server;
+    // 1. Find every connection known now.
+    const found = this.find();
+    const untracked = this.kernelView ? await this.countUntracked(found) : -1;
+    // 2. Tell the application; what it asks for in its handlers is aborted at once.
+    announceShutdown(server, this.keysOf(found));
+    // 4. (Each connection's close begins now; those accepted while draining join as they come.)
+    for (const [socket, protocol] of found) this.adopt(socket, protocol);
+    const onConnection = (socket: net.Socket): void => {
+      if (this.draining) this.acceptedFromQueue++;
+      this.adopt(socket, this.protocolOf(socket));
+      // Accepted while draining: the listener closes as soon as the queue is empty.
+      if (this.draining && this.listenFd >= 0 && this.queued(this.listenFd) === 0) this.closeListener();
+    };
+    const onSecure = (socket: tls.TLSSocket): void => this.handshakeDone(socket);
+    server.on('connection', onConnection);
+    if (server instanceof tls.Server) server.on('secureConnection', onSecure);
+    // 5. One deadline for everything, counted from the call.
+    const onDeadline = (): void => this.atDeadline();
+    const onAbort = (): void => {
+      this.stop?.abort(this.signal?.reason);
+      this.atDeadline();
+    };
+    const deadline = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()));
+    this.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      // 3. Stop accepting.
+      await this.stopAccepting();
+      if (this.signal?.aborted) onAbort(); // aborted during the drain
+      if (this.pending > 0) await new Promise<void>((resolve) => (this.allSettled = resolve));
+    } finally {
+      clearTimeout(deadline);
+      this.signal?.removeEventListener('abort', onAbort);
+      server.off('connection', onConnection);
+      server.off('secureConnection', onSecure);
+    }
+    // 6. Report.
+    return this.report(await Promise.all([...this.conns.values()].filter((c) => !c.retired).map((c) => c.report!)), untracked);
+  }
+
+  // 1. Find -------------------------------------------------------------------------------------
+
+  /** Every connection known now, with what it carries. */
+  private find(): Map<net.Socket, ConnectionProtocol> {
+    const server = this.server;
+    const known = connectionsOf(server) ?? watchServer(server);
+    const found = new Map<net.Socket, ConnectionProtocol>();
+    for (const socket of known.secure) {
+      if (!socket.destroyed) found.set(socket, this.protocolOf(socket));
+    }
+    for (const socket of this.http ? httpSockets(server) : []) {
+      if (!socket.destroyed) found.set(socket, 'http/1.1');
+    }
+    // A TLS server's TCP sockets: those without a TLS socket are still in their handshake.
+    const secured = new Set<unknown>();
+    for (const socket of found.keys()) secured.add((socket as { _parent?: unknown })._parent);
+    for (const socket of known.sockets) {
+      if (socket.destroyed || found.has(socket)) continue;
+      if (server instanceof tls.Server) {
+        if (!secured.has(socket)) found.set(socket, 'tls-handshake');
+      } else {
+        found.set(socket, this.protocolOf(socket));
+      }
+    }
+    return found;
+  }
+
+  /** What an open socket of this server carries now. */
+  private protocolOf(socket: net.Socket): ConnectionProtocol {
+    if (this.server instanceof tls.Server && !(socket instanceof tls.TLSSocket)) return 'tls-handshake';
+    if (isHttp2Server(this.server)) {
+      if (this.sessionOf(socket)) return 'h2';
+      return (socket as HttpSocket).parser ? 'http/1.1' : 'upgraded'; // allowHTTP1, or a session finwait never saw
+    }
+    if (this.http) return (socket as HttpSocket).parser ? 'http/1.1' : 'upgraded';
+    return 'net';
+  }
+
+  private sessionOf(socket: net.Socket): http2.ServerHttp2Session | undefined {
+    for (const session of connectionsOf(this.server)?.sessions ?? []) {
+      try {
+        const s = session.socket as net.Socket | undefined;
+        if (s && s.remotePort === socket.remotePort && s.remoteAddress === socket.remoteAddress) return session;
+      } catch {
+        // unbound: closing
+      }
+    }
+    return undefined;
+  }
+
+  /** The keys shutdown signals are kept under: each socket, and each HTTP/2 session. */
+  private *keysOf(found: Map<net.Socket, ConnectionProtocol>): Iterable<object> {
+    for (const [socket, protocol] of found) {
+      yield socket;
+      if (protocol === 'h2') {
+        const session = this.sessionOf(socket);
+        if (session) yield session;
+      }
+    }
+  }
+
+  /**
+   * Connections to the server's port that finwait does not know. Node counts the connections a
+   * server has open: when finwait knows as many, there is none (no dump of the socket table).
+   */
+  private async countUntracked(found: Map<net.Socket, ConnectionProtocol>): Promise<number> {
+    const address = this.server.address();
+    if (!address || typeof address === 'string') return 0;
+    const open = await new Promise<number>((resolve) => this.server.getConnections((error, count) => resolve(error ? Infinity : count)));
+    const raw = new Set<net.Socket>();
+    for (const socket of found.keys()) raw.add((socket as { _parent?: net.Socket | null })._parent ?? socket);
+    if (open <= raw.size) return 0;
+    const ours = new Set([...found.keys()].map((s) => `${s.remoteAddress}|${s.remotePort}`));
+    const listed = sockets({ states: ['ESTABLISHED', 'CLOSE_WAIT', 'SYN_RECV'], localPort: address.port });
+    return listed.filter((e) => e.inode !== 0 && !ours.has(`${e.remote.address}|${e.remote.port}`)).length;
+  }
+
+  // 3. Stop accepting ---------------------------------------------------------------------------
+
+  /**
+   * Takes in what already waits in the kernel's accept queue, then closes the listener the moment
+   * the queue is empty (closing it with connections queued would reset them). libuv accepts
+   * everything queued in one go when the listener is readable, calling back once per connection;
+   * the queue's length is read on the listening socket (`tcpi_unacked` of a listener) in that
+   * callback, so the listener closes in the same instant the queue is seen empty, and a steady
+   * stream of new connections cannot keep the drain going. Under a flood that never lets the queue
+   * empty, the drain ends with the drain window (what still waits is then reset by the kernel).
+   */
+  private async stopAccepting(): Promise<void> {
+    const server = this.server;
+    if (!server.listening) return;
+    const fd = this.kernelView ? handleFd(server) : -1;
+    this.listenFd = fd;
+    this.draining = true;
+    try {
+      if (!this.kernelView) {
+        for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
+      } else {
+        const until = Math.max(this.windowEndsAt, performance.now());
+        while (server.listening && fd >= 0 && !this.pastDeadline && performance.now() < until && this.queued(fd) > 0) {
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+    } finally {
+      this.closeListener();
+    }
+  }
+
+  /** Closes the listening socket: net.Server's close, not http's (Node >= 19's destroys idle keep-alive sockets). */
+  private closeListener(): void {
+    this.draining = false;
+    // The listening fd closes at once; close()'s callback would also wait for untracked connections.
+    if (this.server.listening) net.Server.prototype.close.call(this.server);
+  }
+
+  private queued(fd: number): number {
+    try {
+      return tcpInfo(fd).unacked;
+    } catch {
+      return 0;
+    }
+  }
+
+  // 4. Close each connection its protocol's way --------------------------------------------------
+
+  private adopt(socket: net.Socket, protocol: ConnectionProtocol): Connection | undefined {
+    if (this.conns.has(socket)) return this.conns.get(socket);
+    const c: Connection = {
+      socket: socket as HttpSocket,
+      protocol,
+      peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+      tuple: this.kernelView ? socketTuple(socket) : undefined,
+      retired: false,
+      requestsDuringShutdown: 0,
+      responses: new Set(),
+      requestCompleteAtFin: true,
+      streaming: false,
+      appCloses: false,
+      peerEndedFirst: false,
+    };
+    this.conns.set(socket, c);
+    this.pending++;
+    if (socket.destroyed) {
+      this.endedAlone(c, Boolean(socket.errored));
+      return c;
+    }
+    socket.once('close', (hadError: boolean) => this.endedAlone(c, hadError));
+    switch (protocol) {
+      case 'http/1.1':
+        this.http1(c);
+        break;
+      case 'h2':
+        this.h2(c);
+        break;
+      case 'upgraded':
+        this.leftToApplication(c);
+        break;
+      case 'tls-handshake':
+        this.handshake(c);
+        break;
+      case 'net':
+        if (asked(socket)) this.leftToApplication(c);
+        else void this.closeOne(c);
+        break;
+    }
+    return c;
+  }
+
+  /** HTTP/1.1: the response in flight finishes, then the connection gets its window, then closes. */
+  private http1(c: Connection): void {
+    // Node ends a `Connection: close` response's socket with destroySoon(): make that graceful.
+    c.socket.destroySoon = () => void this.closeOne(c);
+    const res = c.socket._httpMessage;
+    if (res?.headersSent && !res.writableEnded) c.streaming = true;
+    if (!this.followResponse(c)) this.idle(c, this.windowEndsAt);
+  }
+
+  /**
+   * The response on the connection now, if any: made the last (`Connection: close`, whose end
+   * calls destroySoon) if its headers are still to come, else followed to its end, after which
+   * Node starts the next pipelined response, if any, which is followed in turn. A response that
+   * had promised keep-alive leaves the connection idle: it gets the same window as an idle one,
+   * from the end of the response. Returns whether there was one.
+   */
+  private followResponse(c: Connection): boolean {
+    const res = c.socket._httpMessage;
+    if (!res) return false;
+    this.follow(c, res);
+    if (!res.headersSent) res.shouldKeepAlive = false;
+    else {
+      res.once('finish', () =>
+        setImmediate(() => {
+          if (c.report || c.socket.destroyed) return;
+          if (!this.followResponse(c)) this.idle(c, performance.now() + this.drainWindow);
+        }),
       );
     }
-    return [];
+    return true;
   }
-  return list.all().flatMap((parser) => (parser.socket ? [parser.socket] : []));
+
+  private follow(c: Connection, res: http.ServerResponse): void {
+    if (c.responses.has(res) || res.writableFinished) return;
+    c.responses.add(res);
+    c.lastRequest = (res as http.ServerResponse & { req?: http.IncomingMessage }).req ?? c.lastRequest;
+    res.once('finish', () => c.responses.delete(res));
+  }
+
+  /** An HTTP request that began during the shutdown (diagnostics channel `http.server.request.start`). */
+  requestArrived(req: http.IncomingMessage, res: http.ServerResponse, socket: net.Socket): void {
+    res.shouldKeepAlive = false;
+    const c = this.conns.get(socket) ?? this.adopt(socket, 'http/1.1');
+    if (!c) return;
+    c.requestsDuringShutdown++;
+    c.lastRequest = req;
+    clearTimeout(c.timer);
+    this.follow(c, res);
+  }
+
+  /** An idle HTTP/1.1 connection: a window for one last request, then close. */
+  private idle(c: Connection, until: number): void {
+    const readAtStart = c.socket.bytesRead;
+    clearTimeout(c.timer);
+    c.timer = setTimeout(() => this.idleOver(c, readAtStart, 1), Math.max(0, Math.min(until, this.deadlineAt) - performance.now()));
+  }
+
+  private idleOver(c: Connection, readAtStart: number, retry: number): void {
+    const socket = c.socket;
+    if (c.report || socket.destroyed) return;
+    if (socket._httpMessage) {
+      this.followResponse(c); // a request came: its response says Connection: close
+      return;
+    }
+    if (!socket.parser) {
+      c.protocol = 'upgraded'; // taken over during the shutdown (Upgrade, CONNECT)
+      this.leftToApplication(c);
+      return;
+    }
+    // A request begun (bytes read, or waiting in the kernel) is let in, not raced by our FIN.
+    if (socket.bytesRead !== readAtStart || this.unread(socket) > 0) {
+      c.timer = setTimeout(() => this.idleOver(c, readAtStart, retry * 2), Math.min(retry, 50));
+      return;
+    }
+    void this.closeOne(c);
+  }
+
+  private unread(socket: net.Socket): number {
+    const fd = this.kernelView ? handleFd(socket) : -1;
+    if (fd < 0) return 0;
+    try {
+      return queuesOfTcpFd(fd).unread;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** An HTTP/2 session: GOAWAY first, its streams complete, then the connection closes. */
+  private h2(c: Connection): void {
+    const session = this.sessionOf(c.socket);
+    if (!session) return this.leftToApplication(c);
+    c.h2 = new SessionClose(session);
+    // Node ends the connection once the session is done: from there it is an ordinary close.
+    c.socket.once('finish', () => void this.closeOne(c));
+    c.h2.begin(Math.min(this.drainWindow, Math.max(0, this.deadlineAt - performance.now())));
+    c.streaming = c.h2.streaming;
+  }
+
+  /**
+   * A connection only the application can close (upgraded, or one whose signal it took): never
+   * half-closed under it. Once it ends the connection (or the peer's FIN makes Node end it), the
+   * lingering close; at the deadline, reset.
+   */
+  private leftToApplication(c: Connection): void {
+    c.appCloses = true;
+    const socket = c.socket;
+    socket.once('end', () => {
+      if (!socket.writableEnded) c.peerEndedFirst = true;
+    });
+    if (socket.writableEnded) void this.closeOne(c);
+    else socket.once('finish', () => void this.closeOne(c));
+  }
+
+  /** A TLS connection still in its handshake: the window to complete it, then close. */
+  private handshake(c: Connection): void {
+    c.timer = setTimeout(() => {
+      if (!c.retired && !c.report) void this.closeOne(c);
+    }, Math.max(0, this.windowEndsAt - performance.now()));
+  }
+
+  /** A handshake completed during the shutdown: the TLS socket takes the place of the TCP one. */
+  private handshakeDone(socket: tls.TLSSocket): void {
+    const raw = (socket as tls.TLSSocket & { _parent?: net.Socket | null })._parent;
+    const before = raw ? this.conns.get(raw) : undefined;
+    if (before?.report) return; // closed already: the handshake raced our FIN
+    const c = this.adopt(socket, this.protocolOf(socket));
+    if (before) {
+      before.retired = true;
+      clearTimeout(before.timer);
+      this.settle();
+    }
+    // A connection that just completed its handshake gets its own window for its first request.
+    if (c?.protocol === 'http/1.1' && !c.socket._httpMessage) this.idle(c, performance.now() + this.drainWindow);
+  }
+
+  /** The lingering close of one connection, with what time is left. */
+  private closeOne(c: Connection): Promise<ConnectionReport> {
+    if (c.report) return c.report;
+    const socket = c.socket;
+    if (socket.destroyed) {
+      this.endedAlone(c, Boolean(socket.errored));
+      return c.report!;
+    }
+    clearTimeout(c.timer);
+    if (c.protocol === 'http/1.1') {
+      detachHttpParser(socket);
+      c.requestCompleteAtFin = c.lastRequest === undefined || c.lastRequest.complete;
+    }
+    // At the deadline or after an abort, no time is left: reset at once, with no FIN first (a timer
+    // may fire a little before performance.now() says the deadline came; and gracefulClose()
+    // would refuse an aborted signal and reset nothing).
+    const aborted = this.signal?.aborted === true;
+    const noTime = this.pastDeadline || aborted;
+    const remaining = noTime ? 0 : Math.max(0, this.deadlineAt - performance.now());
+    const report = gracefulClose(socket, { timeout: remaining, ...(this.stop && !noTime ? { signal: this.stop.signal } : {}) })
+      .catch((error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, this.kernelView, error))
+      .then((result) => {
+        // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
+        if (aborted && result.reason === 'deadline') result.reason = 'aborted';
+        return this.connectionReport(c, result);
+      });
+    return this.settleWith(c, report);
+  }
+
+  /** A connection that ended without our close (the peer closed it, or the application or Node did). */
+  private endedAlone(c: Connection, hadError: boolean): void {
+    if (c.report || c.retired) return;
+    clearTimeout(c.timer);
+    const socket = c.socket;
+    const error = (socket.errored ?? undefined) as NodeJS.ErrnoException | undefined;
+    const total = performance.now() - this.started;
+    let result: CloseReport;
+    if (hadError && (!error || error.code === 'ECONNRESET' || error.code === 'EPIPE')) {
+      result = closedWithout('reset-received', 'peer-reset', total, this.kernelView, error);
+    } else if (socket.readableEnded && !error) {
+      result = closedWithout('graceful', 'peer-fin', total, this.kernelView);
+    } else {
+      // Closed by someone else before the peer's FIN: what the kernel shows says whether an RST went.
+      const orphan = c.tuple ? lookUp(c.tuple) : null;
+      const noRst = orphan !== null && orphan !== undefined && ['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK', 'TIME_WAIT'].includes(orphan.state);
+      result = closedWithout(noRst || !this.kernelView ? 'graceful' : 'reset-sent', 'closed-elsewhere', total, this.kernelView, error);
+      if (orphan) result.states = [{ state: orphan.state, at: total }];
+      else if (orphan === undefined) result.states = [{ state: 'CLOSED', at: total }];
+      if (!this.kernelView) result.outcome = 'destroyed';
+    }
+    this.settleWith(c, Promise.resolve(this.connectionReport(c, result)));
+  }
+
+  private settleWith(c: Connection, report: Promise<ConnectionReport>): Promise<ConnectionReport> {
+    c.report = report;
+    void report.then(() => this.settle());
+    return report;
+  }
+
+  private settle(): void {
+    if (--this.pending === 0) this.allSettled?.();
+  }
+
+  // 5. The deadline -----------------------------------------------------------------------------
+
+  /** At the deadline (or on abort), whatever has not begun to close does, with no time left: reset. */
+  private atDeadline(): void {
+    this.pastDeadline = true;
+    for (const c of this.conns.values()) {
+      if (c.retired || c.report) continue;
+      c.h2?.atDeadline();
+      void this.closeOne(c);
+    }
+  }
+
+  // 6. Report -----------------------------------------------------------------------------------
+
+  /** The transport's report, with the application's part. */
+  private connectionReport(c: Connection, result: CloseReport): ConnectionReport {
+    const requestsUnanswered = c.h2 ? c.h2.unanswered : [...c.responses].filter((res) => !res.writableFinished).length;
+    const requestAfterFin = c.protocol === 'http/1.1' && result.bytesDiscarded > 0 && c.requestCompleteAtFin;
+    const writeRefused = (result.error as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_WRITE_AFTER_END';
+    const closedByApplication = c.appCloses ? !c.peerEndedFirst && result.outcome !== 'reset-sent' : undefined;
+    const applicationDone = requestsUnanswered === 0 && !requestAfterFin && !writeRefused && closedByApplication !== false;
+    return {
+      ...result,
+      outcome: result.outcome === 'graceful' && !applicationDone ? 'interrupted' : result.outcome,
+      peer: c.peer,
+      requestsDuringShutdown: c.h2 ? c.h2.requestsDuringShutdown : c.requestsDuringShutdown,
+      protocol: c.protocol,
+      requestsUnanswered,
+      requestAfterFin,
+      streaming: c.streaming,
+      told: asked(c.socket) || asked(this.server) || (c.h2 !== undefined && asked(c.h2.session)),
+      ...(closedByApplication === undefined ? {} : { closedByApplication }),
+      applicationDone,
+      ...(c.h2 ? { streams: { ...c.h2.streams } } : {}),
+    };
+  }
+
+  private report(connections: ConnectionReport[], untracked: number): ServerCloseReport {
+    const totals = { graceful: 0, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: connections.length };
+    for (const c of connections) {
+      if (c.outcome === 'graceful') totals.graceful++;
+      else if (c.outcome === 'interrupted') totals.interrupted++;
+      else if (c.outcome === 'reset-sent') totals.resetSent++;
+      else if (c.outcome === 'reset-received') totals.resetReceived++;
+      else totals.destroyed++;
+    }
+    return {
+      totals,
+      duration: performance.now() - this.started,
+      acceptedFromQueue: this.acceptedFromQueue,
+      untracked,
+      kernelView: this.kernelView,
+      connections,
+    };
+  }
 }
 
 /**
  * Takes the socket from Node's HTTP parser before the lingering close: bytes that arrive after our
  * FIN (a request racing with it) must be read and discarded, never parsed and handed to the app
  * (RFC 9112 §9.6). Node's server reads through listeners named `socketOnData` and `socketOnEnd`
- * (Node 18–22); removing them makes its socket listener wrapper unconsume the handle too.
+ * (Node 18–26); removing them makes its socket listener wrapper unconsume the handle too.
  */
 function detachHttpParser(socket: net.Socket): void {
   let detached = 0;
@@ -131,215 +729,13 @@ function detachHttpParser(socket: net.Socket): void {
   }
 }
 
-function isHttp(server: net.Server): server is http.Server {
-  return typeof (server as http.Server).closeIdleConnections === 'function';
-}
-
-/** Turns of the event loop the accept queue is given where the kernel cannot show it. */
-const BLIND_DRAIN_TURNS = 3;
-
-/** Waits (bounded) until the kernel's accept queue of the listening socket is empty. */
-async function drainAcceptQueue(server: net.Server, until: number): Promise<void> {
-  if (nativeUnavailable()) {
-    // libuv accepts everything queued when the listener becomes readable, on the next turns.
-    for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
-    return;
-  }
-  const fd = handleFd(server);
-  const address = server.address();
-  if (fd < 0 || !address || typeof address === 'string') return;
-  const inode = fs.fstatSync(fd).ino;
-  for (;;) {
-    const listener = sockets({ states: ['LISTEN'], localPort: address.port }).find((s) => s.inode === inode);
-    if ((listener?.recvQ ?? 0) === 0 || performance.now() > until) return;
-    // libuv accepts on the next turn of the loop.
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
-function validate(options: CloseServerOptions): { timeout: number; drainWindow: number; signal?: AbortSignal } {
-  if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
-  const { timeout = DEFAULT_TIMEOUT_MS, drainWindow = DEFAULT_DRAIN_MS, signal } = options;
-  checkTimerMs(timeout, 'options.timeout');
-  checkTimerMs(drainWindow, 'options.drainWindow');
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
-  return { timeout, drainWindow, signal };
-}
-
-/**
- * Shuts a server down gracefully and reports what happened to every connection; see the module
- * comment. Resolves once every connection is closed (gracefully, or reset at the deadline) and
- * the listener is closed.
- */
-export async function closeServer(server: net.Server, options: CloseServerOptions = {}): Promise<ServerCloseReport> {
-  if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
-  const { timeout, drainWindow, signal } = validate(options);
-  const kernelView = nativeUnavailable() === undefined;
-  if (signal?.aborted) throw abortError(signal);
-  const started = performance.now();
-  const deadlineAt = started + timeout;
-  const http = isHttp(server);
-  const known = new Set<net.Socket>([...(tracked.get(server) ?? []), ...(http ? httpSockets(server) : [])]);
-  const reports = new Map<net.Socket, Promise<ConnectionReport>>();
-  const requests = new WeakMap<net.Socket, number>();
-  const waiting = new Set<() => void>(); // called at the deadline: close (reset) what is still open
-  // The caller's abort reaches every connection closing through one signal of ours: one listener
-  // on the caller's signal, however many connections (more than 10 would warn there).
-  const stop = signal ? new AbortController() : undefined;
-  if (stop) setMaxListeners(0, stop.signal);
-  let pastDeadline = false;
-
-  const closeOne = (socket: net.Socket): Promise<ConnectionReport> => {
-    const existing = reports.get(socket);
-    if (existing) return existing;
-    if (socket.destroyed) {
-      endedAlone(socket, Boolean(socket.errored));
-      return reports.get(socket)!;
-    }
-    const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
-    const remaining = Math.max(0, deadlineAt - performance.now());
-    if (http) detachHttpParser(socket);
-    // At the deadline or after an abort, no time is left: reset at once, with no FIN first (a timer
-    // may fire a little before performance.now() says the deadline came; and gracefulClose()
-    // would refuse an aborted signal and reset nothing).
-    const aborted = signal?.aborted === true;
-    const noTime = pastDeadline || aborted;
-    const report = (async (): Promise<ConnectionReport> => {
-      const result: CloseReport = await gracefulClose(socket, { timeout: noTime ? 0 : remaining, ...(stop && !noTime ? { signal: stop.signal } : {}) }).catch(
-        (error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, kernelView, error),
-      );
-      // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
-      if (aborted && result.reason === 'deadline') result.reason = 'aborted';
-      return { ...result, peer, requestsDuringShutdown: requests.get(socket) ?? 0 };
-    })();
-    reports.set(socket, report);
-    return report;
-  };
-
-  /**
-   * The response on `socket` now, if any: made the last (`Connection: close`, whose end calls
-   * destroySoon) if its headers are still to come, else followed to its end, after which Node
-   * starts the next pipelined response, if any, which is followed in turn; then close. Returns
-   * whether there was one.
-   */
-  const lastResponse = (socket: net.Socket): boolean => {
-    const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (!res) return false;
-    if (!res.headersSent) res.shouldKeepAlive = false;
-    else {
-      res.once('finish', () =>
-        setImmediate(() => {
-          if (!lastResponse(socket)) void closeOne(socket);
-        }),
-      );
-    }
-    return true;
-  };
-
-  /** An HTTP connection: let the response in flight finish, then close it our way. */
-  const handleHttp = (socket: net.Socket): void => {
-    // Node ends a `Connection: close` response's socket with destroySoon(): make that graceful.
-    (socket as net.Socket & { destroySoon: () => void }).destroySoon = () => void closeOne(socket);
-    if (lastResponse(socket)) return;
-    // Idle keep-alive: a short window for one last request (served with Connection: close, whose
-    // end calls destroySoon), then close.
-    const timer = setTimeout(() => {
-      const current = (socket as unknown as { _httpMessage?: unknown })._httpMessage;
-      if (!current) void closeOne(socket);
-    }, Math.min(drainWindow, Math.max(0, deadlineAt - performance.now())));
-    socket.once('close', () => clearTimeout(timer));
-  };
-
-  const adopted = new WeakSet<net.Socket>();
-  const adopt = (socket: net.Socket): void => {
-    if (adopted.has(socket)) return;
-    adopted.add(socket);
-    known.add(socket);
-    if (socket.destroyed) return endedAlone(socket, false);
-    socket.once('close', (hadError: boolean) => endedAlone(socket, hadError));
-    // At the deadline (or on abort), whatever has not begun to close does so with what time is
-    // left, which is none: gracefulClose() resets it.
-    waiting.add(() => void closeOne(socket));
-    if (http) handleHttp(socket);
-    else void closeOne(socket);
-  };
-
-  /** A connection that ended without our close (the peer closed it, or Node did). */
-  const endedAlone = (socket: net.Socket, hadError: boolean): void => {
-    if (reports.has(socket)) return;
-    const error = (socket.errored ?? undefined) as Error | undefined;
-    const report: ConnectionReport = {
-      ...(hadError
-        ? closedWithout('reset-received', 'peer-reset', performance.now() - started, kernelView, error)
-        : closedWithout('graceful', 'peer-fin', performance.now() - started, kernelView, error)),
-      peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
-      requestsDuringShutdown: requests.get(socket) ?? 0,
-    };
-    reports.set(socket, Promise.resolve(report));
-  };
-
-  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    requests.set(req.socket, (requests.get(req.socket) ?? 0) + 1);
-    res.shouldKeepAlive = false;
-    if (!known.has(req.socket)) adopt(req.socket);
-  };
-  const onConnection = (socket: net.Socket): void => {
-    if (!http) adopt(socket);
-  };
-  if (http) server.prependListener('request', onRequest);
-  server.on(connectionEvent(server), onConnection);
-  const untracked = kernelView ? countUntracked(server, known) : -1;
-
-  // 1. Stop accepting: take in what already waits in the kernel's accept queue, then close the
-  //    listener (closing it first would reset those connections). What the drain accepts comes
-  //    as 'connection' events, counted.
-  let acceptedFromQueue = 0;
-  const countAccepted = (): void => void acceptedFromQueue++;
-  server.on('connection', countAccepted);
+/** The connection in sock_diag after its fd closed, `undefined` once gone, `null` if the lookup failed. */
+function lookUp(tuple: SocketTuple): ReturnType<typeof findSocket> | null {
   try {
-    if (server.listening) await drainAcceptQueue(server, Math.min(deadlineAt, started + 1000));
-  } finally {
-    server.off('connection', countAccepted);
+    return findSocket(tuple);
+  } catch {
+    return null;
   }
-  // net.Server's close, not http's: Node >= 19's http close() destroys idle keep-alive sockets.
-  // The listening fd closes at once; close()'s callback would also wait for untracked connections.
-  if (server.listening) net.Server.prototype.close.call(server);
-
-  // 2. Every connection known now; more may join while they drain (accepted from the queue).
-  for (const socket of [...known, ...(http ? httpSockets(server) : [])]) adopt(socket);
-
-  // 3. One deadline for everything, counted from the call (the drain took some of it).
-  const onDeadline = (): void => {
-    pastDeadline = true;
-    for (const close of waiting) close();
-  };
-  const onAbort = (): void => {
-    stop?.abort(signal?.reason);
-    onDeadline();
-  };
-  const deadline = setTimeout(onDeadline, Math.max(0, deadlineAt - performance.now()));
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (signal?.aborted) onAbort(); // aborted during the drain
-
-  // Every known connection ends with exactly one report: from gracefulClose(), or from its own
-  // 'close' when it ended without us (the peer closed it during the drain window).
-  while (![...known].every((socket) => reports.has(socket))) {
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  const connections = await Promise.all([...reports.values()]);
-  clearTimeout(deadline);
-  signal?.removeEventListener('abort', onAbort);
-  if (http) server.off('request', onRequest);
-  server.off(connectionEvent(server), onConnection);
-
-  const totals = { graceful: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: connections.length };
-  for (const c of connections) {
-    if (c.outcome === 'graceful') totals.graceful++;
-    else if (c.outcome === 'reset-sent') totals.resetSent++;
-    else if (c.outcome === 'reset-received') totals.resetReceived++;
-    else totals.destroyed++;
-  }
-  return { totals, duration: performance.now() - started, acceptedFromQueue, untracked, kernelView, connections };
 }
 
 /** The report of a connection that ended without a gracefulClose() of ours running it. */
@@ -361,13 +757,4 @@ function closedWithout(
     kernelView,
     ...(error ? { error } : {}),
   };
-}
-
-/** Connections to the server's port in this namespace that no known socket accounts for. */
-function countUntracked(server: net.Server, known: Set<net.Socket>): number {
-  const address = server.address();
-  if (!address || typeof address === 'string') return 0;
-  const ours = new Set([...known].map((s) => `${s.remoteAddress}|${s.remotePort}`));
-  const open = sockets({ states: ['ESTABLISHED', 'CLOSE_WAIT', 'SYN_RECV'], localPort: address.port });
-  return open.filter((e) => e.inode !== 0 && !ours.has(`${e.remote.address}|${e.remote.port}`)).length;
 }

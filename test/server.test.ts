@@ -3,6 +3,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { closeServer, sockets, trackConnections } from '../src/index';
 import { waitFor } from './helpers';
@@ -64,7 +65,7 @@ describe('closeServer (http)', () => {
     expect(head).toMatch(/^HTTP\/1\.1 200/);
     expect(head.toLowerCase()).toContain('connection: close');
     expect(await Promise.all(endings)).toEqual(['end', 'end', 'end']);
-    expect(report.totals).toEqual({ graceful: 3, resetSent: 0, resetReceived: 0, destroyed: 0, total: 3 });
+    expect(report.totals).toEqual({ graceful: 3, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 3 });
     expect(report.untracked).toBe(0);
     expect(report.connections.map((c) => c.peer.port).sort()).toEqual(ports);
     expect(server.listening).toBe(false);
@@ -113,7 +114,7 @@ describe('closeServer (http)', () => {
     expect(text.endsWith('two-done')).toBe(true);
     expect(text.toLowerCase()).toMatch(/connection: close[\s\S]*two-done$/); // the last one says so
     expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(2);
-    expect(report.totals).toEqual({ graceful: 1, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
+    expect(report.totals).toEqual({ graceful: 1, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
     client.destroy();
   });
 
@@ -131,7 +132,7 @@ describe('closeServer (http)', () => {
     const shutdown = closeServer(server, { timeout: 10_000, drainWindow: 5000, signal: controller.signal });
     controller.abort();
     const report = await shutdown;
-    expect(report.totals).toEqual({ graceful: 0, resetSent: 1, resetReceived: 0, destroyed: 0, total: 1 });
+    expect(report.totals).toEqual({ graceful: 0, interrupted: 0, resetSent: 1, resetReceived: 0, destroyed: 0, total: 1 });
     expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'aborted' });
     expect(await ended).toBe('ECONNRESET');
     await closed; // nothing left open: the server could close
@@ -195,21 +196,29 @@ describe('closeServer (net)', () => {
     );
     await waitFor('20 connections', () => ((server as unknown as { _connections: number })._connections === 20 ? true : undefined));
     const report = await closeServer(server);
-    expect(report.totals).toEqual({ graceful: 20, resetSent: 0, resetReceived: 0, destroyed: 0, total: 20 });
+    expect(report.totals).toEqual({ graceful: 20, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 20 });
     expect(await Promise.all(clients.map((x) => x.ended))).toEqual(Array(20).fill('end'));
     expect(clients.map((x) => x.bytes())).toEqual(Array(20).fill(100_000));
     for (const x of clients) x.c.destroy();
   });
 
-  it('counts connections it could not know about (a net.Server not tracked)', async () => {
-    const server = net.createServer({ allowHalfOpen: true });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-    await Promise.all([once(c, 'connect'), once(server, 'connection')]);
-    const report = await closeServer(server, { timeout: 100 });
-    expect(report.untracked).toBe(1);
-    c.destroy();
+  it('counts connections it could not know about: accepted before finwait was loaded', async () => {
+    // A process whose net.Server accepted a connection before it loaded finwait (the built one).
+    const script = `
+      const net = require('node:net');
+      const server = net.createServer({ allowHalfOpen: true });
+      server.listen(0, '127.0.0.1', () => {
+        const client = net.connect(server.address().port, '127.0.0.1');
+        client.on('error', () => {});
+        server.once('connection', async () => {
+          const { closeServer } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+          const report = await closeServer(server, { timeout: 100 });
+          console.log(JSON.stringify({ untracked: report.untracked, total: report.totals.total }));
+          process.exit(0);
+        });
+      });`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { timeout: 10_000 });
+    expect(JSON.parse(stdout)).toEqual({ untracked: 1, total: 0 });
   });
 
   it('stops accepting without resetting the connections waiting in the accept queue', async () => {

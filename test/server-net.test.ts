@@ -1,0 +1,138 @@
+/**
+ * closeServer() on a plain net.Server: the application's own protocol. An application that takes
+ * its connections' shutdownSignal() is told and closes them itself (no FIN under it; the deadline
+ * as the backstop, like Go's RegisterOnShutdown); one that does not is closed by closeServer(),
+ * and a write it makes after our FIN is reported, never taken for an RST.
+ */
+import { describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { once } from 'node:events';
+import { closeServer, shutdownSignal, tcpState } from '../src/index';
+import { waitFor } from './helpers';
+
+async function listening(server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Everything a client received, and how its connection ended. */
+function collect(socket: net.Socket): { text: () => string; ended: Promise<string> } {
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+  const ended = new Promise<string>((resolve) => {
+    socket.once('end', () => resolve('end'));
+    socket.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+  });
+  return { text: () => text, ended };
+}
+
+describe('closeServer (net), the application told through shutdownSignal()', () => {
+  it('a reply due 300 ms after the shutdown began is delivered, then the application ends the connection: no FIN under it', async () => {
+    let requests = 0;
+    const server = net.createServer((socket) => {
+      const signal = shutdownSignal(socket);
+      let pending = 0;
+      socket.on('data', (d: Buffer) => {
+        requests++;
+        pending++;
+        // A slow reply: its connection must stay open until it has gone.
+        setTimeout(() => {
+          socket.write(`reply to ${d.toString().trim()}\n`);
+          if (--pending === 0 && signal.aborted) socket.end('bye\n');
+        }, 300);
+      });
+      signal.addEventListener('abort', () => {
+        if (pending === 0) socket.end('bye\n');
+      });
+    });
+    const port = await listening(server);
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    const seen = collect(client);
+    client.write('q1\n');
+    await waitFor('the request read by the application', () => (requests === 1 ? true : undefined));
+    const report = await closeServer(server, { timeout: 5000 });
+    expect(await seen.ended).toBe('end');
+    expect(seen.text()).toBe('reply to q1\nbye\n');
+    expect(report.connections).toHaveLength(1);
+    expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'graceful', told: true, closedByApplication: true, applicationDone: true });
+    expect(report.duration).toBeGreaterThanOrEqual(250);
+    client.destroy();
+  });
+
+  it('an application that takes the signal and never closes: reset at the deadline, and the report says it did not close', async () => {
+    const server = net.createServer((socket) => {
+      shutdownSignal(socket); // taken, and ignored
+    });
+    const port = await listening(server);
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    const seen = collect(client);
+    await waitFor('accepted', () => ((server as unknown as { _connections: number })._connections === 1 ? true : undefined));
+    const report = await closeServer(server, { timeout: 300 });
+    expect(await seen.ended).toBe('ECONNRESET');
+    expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'reset-sent', reason: 'deadline', told: true, closedByApplication: false, applicationDone: false });
+  });
+
+  it('the server-wide signal: one handler closes every connection (Go-style RegisterOnShutdown)', async () => {
+    const open = new Set<net.Socket>();
+    const server = net.createServer((socket) => {
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+    });
+    shutdownSignal(server).addEventListener('abort', () => {
+      for (const socket of open) socket.end('goodbye\n');
+    });
+    const port = await listening(server);
+    const clients = await Promise.all(
+      [1, 2, 3].map(async () => {
+        const c = net.connect(port, '127.0.0.1');
+        await once(c, 'connect');
+        return { c, seen: collect(c) };
+      }),
+    );
+    await waitFor('3 accepted', () => (open.size === 3 ? true : undefined));
+    const report = await closeServer(server, { timeout: 5000 });
+    for (const { c, seen } of clients) {
+      expect(await seen.ended).toBe('end');
+      expect(seen.text()).toBe('goodbye\n');
+      c.destroy();
+    }
+    expect(report.totals).toMatchObject({ graceful: 3, total: 3 });
+    expect(report.connections.every((c) => c.told)).toBe(true);
+  });
+});
+
+describe('closeServer (net), an application that does not listen for the shutdown', () => {
+  it('is closed by closeServer (FIN); a write it makes after that FIN is refused by Node and reported (interrupted), never as an RST', async () => {
+    const server = net.createServer((socket) => {
+      socket.on('data', (d: Buffer) => socket.write(d)); // an echo server, unaware of the shutdown
+      socket.on('error', () => {}); // ERR_STREAM_WRITE_AFTER_END
+    });
+    const port = await listening(server);
+    // The client keeps talking after our FIN (it does not answer it by itself).
+    const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    await once(client, 'connect');
+    const seen = collect(client);
+    await waitFor('accepted', () => ((server as unknown as { _connections: number })._connections === 1 ? true : undefined));
+    const closing = closeServer(server, { timeout: 5000 });
+    await waitFor('our FIN at the client', () => (tcpState(client) === 'CLOSE_WAIT' ? true : undefined));
+    client.write('echo me');
+    const report = await closing;
+    client.end();
+    expect(await seen.ended).toBe('end'); // a FIN, not an RST
+    expect(seen.text()).toBe('');
+    expect(report.connections[0]).toMatchObject({
+      protocol: 'net',
+      outcome: 'interrupted',
+      reason: 'closed-elsewhere',
+      told: false,
+      applicationDone: false,
+      error: { code: 'ERR_STREAM_WRITE_AFTER_END' },
+    });
+    expect(report.connections[0]!.states.map((s) => s.state)).not.toContain('CLOSED');
+    expect(report.totals).toMatchObject({ resetSent: 0, interrupted: 1 });
+    client.destroy();
+  });
+});
