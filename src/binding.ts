@@ -132,10 +132,26 @@ export interface Native {
   constants: NativeConstants;
 }
 
-/** The C library a Linux process runs on, as prebuilds are tagged: glibc or musl. */
+let libcName: 'glibc' | 'musl' | undefined;
+
+/**
+ * The C library this Linux process runs on, as prebuilds are tagged: glibc or musl. Node's
+ * diagnostic report names glibc's version; it is made once, without its network part (which
+ * would walk every open handle).
+ */
 function libc(): 'glibc' | 'musl' {
-  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-  return header?.glibcVersionRuntime ? 'glibc' : 'musl';
+  if (libcName) return libcName;
+  // excludeNetwork: Node >= 20.13 (and older @types/node do not know it).
+  const report = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined;
+  const excluded = report?.excludeNetwork;
+  if (report) report.excludeNetwork = true;
+  try {
+    const header = (report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    libcName = header?.glibcVersionRuntime ? 'glibc' : 'musl';
+  } finally {
+    if (report && excluded !== undefined) report.excludeNetwork = excluded;
+  }
+  return libcName;
 }
 
 /** Where this runs, as prebuilds are named: `linux-x64-glibc`, `darwin-arm64`. */

@@ -159,7 +159,10 @@ describe('Node internals finwait relies on, on this Node', () => {
       const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections')!;
       delete (server as unknown as Record<symbol, unknown>)[symbol];
       closing = closeServer(server, { timeout: 2000 });
-      setTimeout(() => res.end('done'), 20);
+      // Ended once closeServer() has closed the listener, after which it takes in every connection
+      // it knows of (synchronously): the response is in flight then.
+      const end = (): void => void (server.listening ? setImmediate(end) : res.end('done'));
+      end();
     });
     let closing: ReturnType<typeof closeServer> | undefined;
     trackConnections(server); // what still finds the connection without Node's list
