@@ -458,28 +458,35 @@ export async function benchRestart(overrides = {}) {
   if (!available.ok) return { skipped: available.reason };
   const resources = new Resources();
   const onExit = () => resources.releaseSync();
-  const onSignal = async (signal) => {
+  // On SIGINT/SIGTERM: stop everything, then let the signal end the process as it would have.
+  let interrupted;
+  const onSignal = (signal) => {
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     console.error(`\nbench/restart.mjs: ${signal}: stopping nginx, the instances and the client, removing namespaces and temp files`);
-    await resources.release();
-    process.off('exit', onExit);
-    process.kill(process.pid, signal);
+    interrupted = resources.release().then(() => {
+      process.off('exit', onExit);
+      process.kill(process.pid, signal);
+    });
   };
   process.on('exit', onExit).on('SIGINT', onSignal).on('SIGTERM', onSignal);
   const started = performance.now();
   const runs = [];
   try {
-    let index = 0;
-    for (const config of options.configs) {
-      for (const strategy of options.strategies) {
-        for (const mode of options.modes) {
-          const result = await runOne({ strategy, mode, config }, options, resources, index++);
-          runs.push(result);
-          options.onRun?.(result);
-        }
-      }
+    const plan = options.configs.flatMap((config) => options.strategies.flatMap((strategy) => options.modes.map((mode) => ({ strategy, mode, config }))));
+    for (const [index, one] of plan.entries()) {
+      const result = await runOne(one, options, resources, index);
+      if (interrupted) break;
+      runs.push(result);
+      options.onRun?.(result);
     }
+  } catch (error) {
+    // A run cut short by the signal fails (its children were stopped under it): not an error.
+    if (!interrupted) throw error;
   } finally {
+    if (interrupted) {
+      await interrupted;
+      await new Promise(() => {}); // the signal, re-raised, ends the process
+    }
     await resources.release();
     process.off('exit', onExit).off('SIGINT', onSignal).off('SIGTERM', onSignal);
   }
