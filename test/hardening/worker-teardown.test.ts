@@ -6,6 +6,7 @@
 import { expect } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { createLab } from '../../src/testing/index';
 import { itNeedsLab } from '../testing/helpers';
 
 const testing = path.join(__dirname, '..', '..', 'dist', 'testing', 'index.js');
@@ -30,19 +31,19 @@ const script = `
   worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
 `;
 
-/** Namespaces a run's lab left behind (a terminated Worker cannot close its lab): removed here. */
-function removeNamespacesOf(pid: number): void {
-  const names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+/** Lab namespaces whose names carry one of `pids`. */
+function namespacesOf(pids: number[]): string[] {
+  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
     .split('\n')
     .map((line) => line.split(' ')[0])
-    .filter((name) => name.startsWith(`finwait-${pid}-`));
-  for (const name of names) spawnSync('ip', ['netns', 'del', name]);
+    .filter((name) => pids.some((pid) => name.startsWith(`finwait-${pid}-`)));
 }
 
-itNeedsLab('terminating a Worker whose lab wire is busy ends the Worker, never the process (5 runs)', async () => {
+itNeedsLab('terminating a Worker whose lab wire is busy ends the Worker, never the process (5 runs); the next lab sweeps what it left', async () => {
+  const pids: number[] = [];
   for (let run = 0; run < 5; run++) {
     const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
-    removeNamespacesOf(child.pid!);
+    pids.push(child.pid!);
     expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({
       run,
       status: 0,
@@ -51,4 +52,8 @@ itNeedsLab('terminating a Worker whose lab wire is busy ends the Worker, never t
     });
     expect(child.stdout).toBe('terminated 1\n');
   }
+  // A terminated Worker cannot close its lab; its owner is gone, so the next createLab() deletes it.
+  const lab = await createLab();
+  await lab.close();
+  expect(namespacesOf(pids)).toEqual([]);
 }, 120_000);
