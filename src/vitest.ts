@@ -6,8 +6,10 @@
  * import { matchers } from 'finwait/vitest';
  * expect.extend(matchers); // and the types: see FinwaitMatchers
  *
+ * const lifecycle = watch(socket); // while the socket is open: watch() refuses a closed one
+ * // ... the close ...
  * expect(socket).toBeInTcpState('FIN_WAIT2');
- * expect(watch(socket)).toHaveSeenStates(['FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']);
+ * expect(lifecycle).toHaveSeenStates(['FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']);
  * ```
  *
  * Both read the kernel (or a watcher's history) at the moment of the assertion; to wait for a
@@ -16,6 +18,7 @@
 import net from 'node:net';
 import { socketTuple } from './diag';
 import { checkLifecycleState, Lifecycle } from './lifecycle/watch';
+import { kWatched, type WithWatcher } from './lifecycle/watched';
 import type { HistoryEntry, LifecycleState } from './lifecycle/fsm';
 import { invalidArgType, outOfRange } from './errors';
 import { tcpState } from './ops';
@@ -91,15 +94,35 @@ function toBeInTcpState(this: MatcherContext, received: unknown, expected: Lifec
 }
 
 /**
+ * The Lifecycle to read a history from: the one given, or the one `watch()` made earlier for a
+ * socket. Anything else is a mistake in the test: it throws, so the assertion fails with or
+ * without `.not` (a socket never watched has no history to pass or fail on).
+ */
+function lifecycleOf(received: unknown): Lifecycle {
+  if (received instanceof Lifecycle) return received;
+  if (received instanceof net.Socket) {
+    const watched = (received as WithWatcher)[kWatched];
+    if (watched) return watched.lifecycle;
+    throw invalidArgType(
+      'received',
+      'the Lifecycle of watch(socket) made while the socket was open (`const lifecycle = watch(socket)` before the close, ' +
+        `then expect(lifecycle)); ${describeTarget(received)} was never watched, so it has no history` +
+        (received.destroyed ? ', and it is closed now, so watch() can no longer start on it' : ''),
+      received,
+    );
+  }
+  throw invalidArgType('received', 'the Lifecycle that watch(socket) returned (or a socket watched earlier)', received);
+}
+
+/**
  * `expect(lifecycle).toHaveSeenStates([...])`: the watched connection passed through these states
  * in this order (other states may come between; inferred states count, marked in the message).
+ * `received` may also be a socket `watch()` followed earlier, even once it is closed.
  */
 function toHaveSeenStates(this: MatcherContext, received: unknown, states: readonly LifecycleState[]): MatcherResult {
   const expected = checkStates(states, false);
-  if (!(received instanceof Lifecycle)) {
-    return { pass: false, message: () => `toHaveSeenStates() needs the Lifecycle that watch(socket) returned, got ${describeTarget(received)}` };
-  }
-  const history = received.history;
+  const lifecycle = lifecycleOf(received);
+  const history = lifecycle.history;
   let next = 0;
   for (const entry of history) if (next < expected.length && entry.state === expected[next]) next++;
   const pass = next === expected.length;

@@ -75,7 +75,39 @@ describe('toHaveSeenStates', () => {
       expect(lc).not.toHaveSeenStates(['CLOSE_WAIT']);
       const message = failure(() => expect(lc).toHaveSeenStates(['FIN_WAIT2', 'ESTABLISHED']));
       expect(message).toMatch(/ESTABLISHED was not seen after FIN_WAIT2:\nESTABLISHED \((kernel|event)\) -> FIN_WAIT1 \(\w+\) -> FIN_WAIT2 \(kernel\)/);
-      expect(failure(() => expect(p.client).toHaveSeenStates(['ESTABLISHED']))).toMatch(/needs the Lifecycle/);
+      // The socket a watcher follows stands for its Lifecycle, even once Node closed it.
+      expect(p.client).toHaveSeenStates(['ESTABLISHED', 'FIN_WAIT2']);
+      p.client.destroy();
+      await once(p.client, 'close');
+      expect(p.client).toHaveSeenStates(['ESTABLISHED', 'FIN_WAIT2']);
+      expect(p.client).not.toHaveSeenStates(['CLOSE_WAIT']);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('refuses a socket never watched, saying to watch it before the close, also under .not', async () => {
+    const thrown = (fn: () => void): { code?: string; message: string } => {
+      try {
+        fn();
+      } catch (error) {
+        return error as { code?: string; message: string };
+      }
+      throw new Error('the assertion passed');
+    };
+    const p = await pair();
+    try {
+      const open = thrown(() => expect(p.server).not.toHaveSeenStates(['ESTABLISHED']));
+      expect(open.code).toBe('ERR_INVALID_ARG_TYPE');
+      expect(open.message).toMatch(/watch\(socket\) made while the socket was open .*was never watched, so it has no history/);
+      p.server.destroy();
+      await once(p.server, 'close');
+      // What the issue met: `expect(watch(socket))` on a closed socket throws in watch() itself.
+      expect(() => watch(p.server)).toThrow(/Socket is closed/);
+      const closed = thrown(() => expect(p.server).toHaveSeenStates(['ESTABLISHED']));
+      expect(closed.code).toBe('ERR_INVALID_ARG_TYPE');
+      expect(closed.message).toMatch(/it is closed now, so watch\(\) can no longer start on it/);
+      expect(thrown(() => expect('x').not.toHaveSeenStates(['ESTABLISHED'])).code).toBe('ERR_INVALID_ARG_TYPE');
     } finally {
       await p.close();
     }
