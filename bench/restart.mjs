@@ -34,8 +34,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { median } from './lib.mjs';
 
 const run = promisify(execFile);
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
@@ -301,7 +303,7 @@ async function placement(options, resources, index) {
   const root = process.getuid?.() === 0 && hasCommand('ip');
   if (options.path === 'netns' && !root) throw new Error('path "netns" needs root and the ip command');
   if (options.path === 'loopback' || !root) {
-    return { netns: undefined, nginxPort: await freePort(), ports: [await freePort(), await freePort()], migrateReq: readMigrateReq() };
+    return { netns: undefined, nginxPort: await freePort(), ports: [await freePort(), await freePort()], migrateReq: readMigrateReq(options) };
   }
   const name = `fwrestart-${process.pid}-${index}`;
   await run('ip', ['netns', 'add', name]);
@@ -315,12 +317,10 @@ async function placement(options, resources, index) {
   return { netns: name, nginxPort: 8080, ports: [9001, 9002], migrateReq };
 }
 
-function readMigrateReq() {
-  try {
-    return Number(fs.readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8'));
-  } catch {
-    return undefined;
-  }
+/** This namespace's tcp_migrate_req as a number, through finwait's tcpMigrateReq(); undefined without it. */
+function readMigrateReq(options) {
+  const on = createRequire(import.meta.url)(options.finwaitModule ?? '../dist/index.js').tcpMigrateReq();
+  return on === undefined ? undefined : Number(on);
 }
 
 /** One instance of the app: started, listening. */
@@ -496,11 +496,6 @@ export async function benchRestart(overrides = {}) {
 function table(rows) {
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c] ?? '').length)));
   return rows.map((r) => r.map((cell, c) => String(cell ?? '').padEnd(widths[c])).join('  ').trimEnd()).join('\n');
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length ? sorted[sorted.length >> 1] : NaN;
 }
 
 /** One table row of a run. */

@@ -58,8 +58,8 @@ export interface MigrationCounters {
 }
 
 const DEFAULT_BACKLOG = 511;
-/** Node's listen() takes `reusePort` from 22.12 and 23.1 on. */
-const NODE_HAS_REUSE_PORT = ((): boolean => {
+/** Whether this Node's listen() takes `reusePort` (22.12 and 23.1 on). @internal */
+export const NODE_HAS_REUSE_PORT = ((): boolean => {
   const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
   return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 })();

@@ -12,14 +12,12 @@ import path from 'node:path';
 import { once } from 'node:events';
 import { closeServer, listenReusePort, tcpMigrateReq } from '../src/index';
 import { native } from '../src/binding';
-import { handoffState, listenThrough, type ReusePortMethod } from '../src/handoff';
+import { handoffState, listenThrough, NODE_HAS_REUSE_PORT, type ReusePortMethod } from '../src/handoff';
 import { sockaddr } from '../src/testing/host';
 import { waitFor } from './helpers';
 import { itLab } from './testing/helpers';
 
-const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
-const nodeHasReusePort = major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
-const methods: ReusePortMethod[] = nodeHasReusePort ? ['node', 'addon'] : ['addon'];
+const methods: ReusePortMethod[] = NODE_HAS_REUSE_PORT ? ['node', 'addon'] : ['addon'];
 
 /** An http.Server answering every request with its own name. */
 function named(name: string): http.Server {

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import * as finwait from '../src/index';
+import { NODE_HAS_REUSE_PORT } from '../src/handoff';
 
 let missingDir: string;
 beforeAll(() => {
@@ -24,15 +25,13 @@ afterAll(() => {
   fs.rmSync(missingDir, { recursive: true, force: true });
 });
 
-const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
-const nodeHasReusePort = major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 
 describe('without the native part', () => {
-  it(`listenReusePort() ${nodeHasReusePort ? "uses Node's reusePort option" : 'throws the ENOTSUP of every kernel call'}`, async () => {
+  it(`listenReusePort() ${NODE_HAS_REUSE_PORT ? "uses Node's reusePort option" : 'throws the ENOTSUP of every kernel call'}`, async () => {
     const a = http.createServer();
     const b = http.createServer();
     try {
-      if (!nodeHasReusePort) {
+      if (!NODE_HAS_REUSE_PORT) {
         await expect(finwait.listenReusePort(a, { port: 0, host: '127.0.0.1' })).rejects.toBe(finwait.capabilities().error);
         expect(a.listening).toBe(false);
         return;
