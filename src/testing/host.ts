@@ -8,13 +8,40 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { native } from '../binding';
-import { codedError, invalidArgType, outOfRange } from '../errors';
-import { findSocketIn, socketsIn, type SocketEntry, type SocketFilter, type SocketTuple } from '../diag';
+import { abortError, codedError, invalidArgType, outOfRange, socketClosed } from '../errors';
+import { findSocketIn, namedTuple, socketsIn, socketTuple, type SocketEntry, type SocketFilter, type SocketTuple } from '../diag';
+import { handleFd } from '../fd';
+import { isTcpState, type TcpState } from '../states';
 import { nftIn } from './netns';
+import { waitUntil, type WaitOptions } from './waiters';
 import type { Side } from './wire';
 
+/**
+ * Socket options the addon's constants do not carry, by their Linux numbers (asm-generic
+ * socket.h, the same on x86-64 and arm64; level SOL_SOCKET, 1).
+ * @see socket(7) SO_RCVBUF, SO_SNDBUF
+ */
+const LINUX_SOCKET_OPTIONS = { SOL_SOCKET: 1, SO_SNDBUF: 7, SO_RCVBUF: 8 } as const;
+
+/** Buffer sizes set on a lab socket before it listens or connects. */
+export interface LabBufferOptions {
+  /**
+   * SO_RCVBUF, bytes, set before listen(2) or connect(2), so the window scale and the first
+   * window advertised follow it (accepted sockets inherit the listener's); the kernel doubles the
+   * value for its bookkeeping and reads back twice it (default: the namespace's `tcp_rmem`).
+   * @see socket(7) SO_RCVBUF
+   */
+  recvBufferSize?: number;
+  /**
+   * SO_SNDBUF, bytes, set before listen(2) or connect(2); doubled by the kernel like
+   * `recvBufferSize` (default: the namespace's `tcp_wmem`).
+   * @see socket(7) SO_SNDBUF
+   */
+  sendBufferSize?: number;
+}
+
 /** Options of `host.listen()`. */
-export interface LabListenOptions {
+export interface LabListenOptions extends LabBufferOptions {
   /** Local address to bind (default `'0.0.0.0'`: the wire's address and loopback). */
   host?: string;
   /** listen(2) backlog (default 511, as Node). */
@@ -25,8 +52,8 @@ export interface LabListenOptions {
   pauseOnConnect?: boolean;
 }
 
-/** Options of `host.connect()`. */
-export interface LabConnectOptions {
+/** Options of `host.connect()` and `host.connectSocket()`. */
+export interface LabConnectOptions extends LabBufferOptions {
   /** Address to connect to (default: the other host's address, across the wire). */
   host?: string;
   /** Local port to bind before connecting (default: an ephemeral port). */
@@ -45,7 +72,15 @@ export interface LabConnectOptions {
    * and Node neither reads EOF nor closes the fd on its own (default `false`).
    */
   pauseOnConnect?: boolean;
+  /**
+   * `host.connect()` only: stop waiting for the connection; the socket is destroyed (no segment
+   * is sent for it in SYN_SENT) and the promise rejects with an `AbortError`.
+   */
+  signal?: AbortSignal;
 }
+
+/** Options of `host.waitForState()`: the waiters' `timeout` (ms, default 5000) and `signal`. */
+export type LabWaitOptions = WaitOptions;
 
 /**
  * A TCP socket in a host's namespace: the same `SocketEntry` as finwait's `sockets()` (4-tuple,
@@ -114,6 +149,28 @@ function checkBoolean(value: unknown, name: string): boolean {
   return value;
 }
 
+function checkBufferSize(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  // The kernel doubles the value in an int: more than half of INT_MAX would overflow.
+  const max = Math.floor(MAX_INT32 / 2);
+  if (!Number.isInteger(value) || value < 1 || value > max) throw outOfRange(name, `an integer >= 1 and <= ${max}`, value);
+  return value;
+}
+
+/** Sets SO_RCVBUF / SO_SNDBUF on a fresh fd, before bind, listen or connect. */
+function setBufferSizes(fd: number, receive: number | undefined, send: number | undefined): void {
+  const { SOL_SOCKET, SO_RCVBUF, SO_SNDBUF } = LINUX_SOCKET_OPTIONS;
+  if (receive !== undefined) native().setIntOption(fd, SOL_SOCKET, SO_RCVBUF, receive);
+  if (send !== undefined) native().setIntOption(fd, SOL_SOCKET, SO_SNDBUF, send);
+}
+
+function checkStates(state: unknown): readonly TcpState[] {
+  const wanted: readonly unknown[] = Array.isArray(state) ? state : [state];
+  if (wanted.length === 0 || !wanted.every(isTcpState)) throw invalidArgType('state', 'a TCP state name or an array of them', state);
+  return wanted as readonly TcpState[];
+}
+
 /** A host of the lab. Made by `createLab()`; closed with the lab. */
 export class Host {
   /** `'a'` or `'b'`. */
@@ -128,6 +185,10 @@ export class Host {
   #closed = false;
   readonly #sockets = new Set<net.Socket>();
   readonly #servers = new Set<net.Server>();
+  /** Where each socket of `connectSocket()` connects to: its peer before Node can read it. */
+  readonly #destinations = new WeakMap<net.Socket, { address: string; port: number }>();
+  /** Each connected socket's 4-tuple and cookie, read while its fd was open. */
+  readonly #tuples = new WeakMap<net.Socket, SocketTuple>();
 
   /** @internal */
   constructor(name: Side, address: string, netns: string, nsFd: number) {
@@ -144,7 +205,9 @@ export class Host {
    */
   async listen(port: number, options: LabListenOptions = {}): Promise<net.Server> {
     checkPort(port, 'port', true);
-    const { host = '0.0.0.0', backlog = 511, allowHalfOpen = false, pauseOnConnect = false } = checkObject(options, 'options');
+    const { host = '0.0.0.0', backlog = 511, allowHalfOpen = false, pauseOnConnect = false, recvBufferSize, sendBufferSize } = checkObject(options, 'options');
+    checkBufferSize(recvBufferSize, 'options.recvBufferSize');
+    checkBufferSize(sendBufferSize, 'options.sendBufferSize');
     if (typeof backlog !== 'number') throw invalidArgType('options.backlog', 'of type number', backlog);
     if (!Number.isInteger(backlog) || backlog < 0 || backlog > MAX_INT32) throw outOfRange('options.backlog', `an integer >= 0 and <= ${MAX_INT32}`, backlog);
     checkBoolean(allowHalfOpen, 'options.allowHalfOpen');
@@ -155,6 +218,7 @@ export class Host {
     const fd = native().netnsSocket(this.#ns(), net.isIPv4(host) ? AF_INET : AF_INET6, SOCK_STREAM);
     try {
       native().setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+      setBufferSizes(fd, recvBufferSize, sendBufferSize);
       native().bind(fd, address);
     } catch (error) {
       fs.closeSync(fd);
@@ -162,7 +226,10 @@ export class Host {
     }
     const server = net.createServer({ allowHalfOpen, pauseOnConnect });
     this.#servers.add(server);
-    server.on('connection', (socket: net.Socket) => this.#track(socket));
+    server.on('connection', (socket: net.Socket) => {
+      this.#track(socket);
+      this.#name(socket);
+    });
     server.on('close', () => this.#servers.delete(server));
     // Node takes a bound socket's fd as is: createHandle(fd) opens it as a TCP handle, then listen(2).
     server.listen({ fd, backlog });
@@ -178,9 +245,38 @@ export class Host {
   /**
    * A `net.Socket` connected from this host's namespace to `port` on the other host (or
    * `options.host`); rejects with the bind error (`EADDRINUSE`, `syscall` `'bind'`) or the
-   * connect error (`ECONNREFUSED`, ...). Destroyed when the lab closes.
+   * connect error (`ECONNREFUSED`, ...), or with an `AbortError` when `options.signal` fires
+   * first (the socket is destroyed). Destroyed when the lab closes.
    */
   async connect(port: number, options: LabConnectOptions = {}): Promise<net.Socket> {
+    const { signal, ...connectOptions } = checkObject(options, 'options');
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
+    if (signal?.aborted) throw abortError(signal);
+    const socket = this.connectSocket(port, connectOptions);
+    const onAbort = (): void => {
+      socket.destroy(abortError(signal!));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.#until(socket, 'connect');
+    } catch (error) {
+      socket.destroy();
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+    return socket;
+  }
+
+  /**
+   * Like `connect()`, but returns the `net.Socket` at once, before it is connected: its fd is open
+   * (`fdOf(socket)` works) and `localPort` is bound if asked. Node makes the connect(2) on its next
+   * tick (the SYN leaves then; from the first `await` on, the socket is in SYN_SENT or further:
+   * `waitForState(socket, 'SYN_SENT')`). Bind errors throw here; the connect's outcome comes as
+   * Node's `'connect'` or `'error'` event. `options.signal` is refused: destroy the socket instead. Destroyed when
+   * the lab closes.
+   */
+  connectSocket(port: number, options: LabConnectOptions = {}): net.Socket {
     checkPort(port, 'port', false);
     const {
       host = this.peer?.address ?? this.address,
@@ -188,18 +284,25 @@ export class Host {
       reuseAddress = false,
       allowHalfOpen = false,
       pauseOnConnect = false,
+      recvBufferSize,
+      sendBufferSize,
+      signal,
     } = checkObject(options, 'options');
+    if (signal !== undefined) throw invalidArgType('options.signal', 'undefined (connectSocket() returns at once: destroy the socket to abort)', signal);
     if (typeof host !== 'string' || net.isIP(host) === 0) throw invalidArgType('options.host', 'an IP address', host);
     if (localPort !== undefined) checkPort(localPort, 'options.localPort', false);
     checkBoolean(reuseAddress, 'options.reuseAddress');
     checkBoolean(allowHalfOpen, 'options.allowHalfOpen');
     checkBoolean(pauseOnConnect, 'options.pauseOnConnect');
+    checkBufferSize(recvBufferSize, 'options.recvBufferSize');
+    checkBufferSize(sendBufferSize, 'options.sendBufferSize');
     const { AF_INET, AF_INET6, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } = native().constants;
     const v4 = net.isIPv4(host);
     const fd = native().netnsSocket(this.#ns(), v4 ? AF_INET : AF_INET6, SOCK_STREAM);
     let socket: net.Socket;
     try {
       if (reuseAddress) native().setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+      setBufferSizes(fd, recvBufferSize, sendBufferSize);
       if (localPort !== undefined) native().bind(fd, sockaddr(v4 ? '0.0.0.0' : '::', localPort));
       // `pauseOnCreate` (the option Node's child_process uses for stdio) keeps Node from starting
       // to read the fd it was given; paused, it does not start after the connect either.
@@ -214,13 +317,11 @@ export class Host {
       throw error;
     }
     this.#track(socket);
+    this.#destinations.set(socket, { address: host, port });
+    // Named once connected (with its cookie), so that findSocket(socket) and waitForState(socket)
+    // still find its orphan or TIME_WAIT after Node closed the fd.
+    socket.once('connect', () => this.#name(socket));
     socket.connect(port, host);
-    try {
-      await this.#until(socket, 'connect');
-    } catch (error) {
-      socket.destroy();
-      throw error;
-    }
     return socket;
   }
 
@@ -287,8 +388,38 @@ export class Host {
    * where `sockets()` walks the kernel's whole connection table (~2.5 ms here, even nearly empty).
    * @see sock_diag(7)
    */
-  findSocket(tuple: SocketTuple): LabSocket | undefined {
-    return findSocketIn(this.#ns(), tuple);
+  findSocket(tuple: SocketTuple | net.Socket): LabSocket | undefined {
+    return findSocketIn(this.#ns(), tuple instanceof net.Socket ? this.#tupleOf(tuple) : tuple);
+  }
+
+  /**
+   * Resolves with the state of a connection of this host's namespace, read through sock_diag
+   * (`findSocket()`, polled like finwait/testing's `waitForState`), once it is `state` or one of
+   * `states`: unlike the fd, sock_diag shows TIME_WAIT and orphans, so this works after Node
+   * closed the socket. `target` is a socket this host made or accepted (found by its 4-tuple and
+   * cookie, as it was when connected) or a 4-tuple. Rejects with `ERR_FINWAIT_TIMEOUT` naming the
+   * last state seen (`'gone'` when the namespace had no such connection), or `AbortError`.
+   * @see sock_diag(7)
+   */
+  waitForState(target: SocketTuple | net.Socket, state: TcpState | readonly TcpState[], options: LabWaitOptions = {}): Promise<TcpState> {
+    try {
+      const tuple = target instanceof net.Socket ? this.#tupleOf(target) : target;
+      const wanted = checkStates(state);
+      this.findSocket(tuple); // checks the tuple (and the lab) now, not at the first poll
+      let last: TcpState | 'gone' | undefined;
+      return waitUntil(
+        `${wanted.join(' or ')} on host ${this.name}`,
+        () => {
+          const entry = this.findSocket(tuple);
+          last = entry?.state ?? 'gone';
+          return entry !== undefined && wanted.includes(entry.state) ? entry.state : undefined;
+        },
+        options,
+        () => last,
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** @internal Destroys every socket and closes every server this host made; the host is closed from now on. */
@@ -338,5 +469,33 @@ export class Host {
   #track(socket: net.Socket): void {
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
+  }
+
+  /** Reads and keeps a connected socket's 4-tuple with its cookie (nothing if it has none now). */
+  #name(socket: net.Socket): SocketTuple | undefined {
+    const fd = handleFd(socket);
+    const tuple = fd >= 0 ? namedTuple(socket, fd) : undefined;
+    if (tuple) this.#tuples.set(socket, tuple);
+    return tuple;
+  }
+
+  /**
+   * The 4-tuple to look a socket up by: read now if it is connected, else the one kept when it
+   * connected, else (in SYN_SENT) its local address and the destination of `connectSocket()`.
+   */
+  #tupleOf(socket: net.Socket): SocketTuple {
+    const named = this.#tuples.get(socket) ?? this.#name(socket);
+    if (named) return named;
+    const destination = this.#destinations.get(socket);
+    if (destination && socket.localAddress && socket.localPort) {
+      return { local: { address: socket.localAddress, port: socket.localPort }, remote: destination };
+    }
+    const tuple = socketTuple(socket);
+    if (tuple) return tuple;
+    throw socketClosed(
+      socket.destroyed
+        ? `it was destroyed before host ${this.name} saw it connected: look it up by its 4-tuple instead`
+        : `it has no 4-tuple (it is not a socket of host ${this.name}, or not connected)`,
+    );
   }
 }

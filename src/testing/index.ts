@@ -6,6 +6,7 @@
 export { connectPair, type PairOptions, type SocketPair } from './pair';
 export { waitForState, waitUntil, type WaitOptions, type WaitTimeoutError } from './waiters';
 export { createLab, labAvailable, WIRE_DEVICE, type Lab, type LabOptions, type LabAvailability } from './lab';
-export { Host, type LabListenOptions, type LabConnectOptions, type LabSocket, type LabSocketFilter } from './host';
-export { Wire, type Side, type Verdict, type WireSegment, type LogEntry, type SegmentPredicate } from './wire';
+export { Host, type LabListenOptions, type LabConnectOptions, type LabBufferOptions, type LabWaitOptions, type LabSocket, type LabSocketFilter } from './host';
+export { fdOf } from './fd';
+export { Wire, type Side, type Verdict, type WireSegment, type LogEntry, type SegmentPredicate, type ReleaseOptions } from './wire';
 export { parseSegment, formatSegment, isPureAck, type Segment, type Endpoint, type TcpFlag } from './segment';

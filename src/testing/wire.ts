@@ -45,6 +45,12 @@ export interface LogEntry extends WireSegment {
   delayMs?: number;
 }
 
+/** Options of `wire.release()`. */
+export interface ReleaseOptions {
+  /** Release at most this many of the segments the predicate accepts, the earliest first (default: all). */
+  count?: number;
+}
+
 /** Decides about a segment; it sees `from` and the relative numbers too. */
 export type SegmentPredicate = (segment: WireSegment) => boolean;
 
@@ -203,12 +209,21 @@ export class Wire extends EventEmitter {
 
   /**
    * Delivers the held segments `predicate` accepts (default: all), in arrival order, each to the
-   * host it was sent to; returns how many. Rules are not applied again to released segments, and
+   * host it was sent to; returns how many. With `count`, only the first `count` of them (the
+   * predicate is not asked about the rest). Rules are not applied again to released segments, and
    * they are written at once, ahead of any segment still delayed (a release is a chosen reordering).
    */
-  release(predicate?: SegmentPredicate): number {
+  release(predicate?: SegmentPredicate, options: ReleaseOptions = {}): number {
     const accept = checkPredicate(predicate);
-    const released = this.#held.filter((h) => accept(h.segment));
+    if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+    const { count = Infinity } = options;
+    if (typeof count !== 'number') throw invalidArgType('options.count', 'of type number', count);
+    if (count !== Infinity && (!Number.isInteger(count) || count < 1)) throw outOfRange('options.count', 'an integer >= 1', count);
+    const released: Held[] = [];
+    for (const h of this.#held) {
+      if (released.length >= count) break;
+      if (accept(h.segment)) released.push(h);
+    }
     this.#held = this.#held.filter((h) => !released.includes(h));
     let thrown: unknown;
     for (const { segment, packet } of released) {

@@ -28,7 +28,16 @@ describe('finwait/testing types', () => {
     expectTypeOf<Lab['a']['sockets']>().parameter(0).toEqualTypeOf<SocketFilter | undefined>();
     // host.findSocket() is one synchronous exact lookup, finwait's findSocket() inside the namespace.
     expectTypeOf<Lab['a']['findSocket']>().returns.toEqualTypeOf<SocketEntry | undefined>();
-    expectTypeOf<Lab['a']['findSocket']>().parameter(0).toEqualTypeOf<SocketTuple>();
+    expectTypeOf<Lab['a']['findSocket']>().parameter(0).toEqualTypeOf<SocketTuple | net.Socket>();
+    // A socket handed back before it connects; a waiter on the host's sock_diag.
+    expectTypeOf<Lab['a']['connectSocket']>().returns.toEqualTypeOf<net.Socket>();
+    expectTypeOf<Lab['a']['waitForState']>().parameter(0).toEqualTypeOf<SocketTuple | net.Socket>();
+    expectTypeOf<Lab['a']['waitForState']>().returns.toEqualTypeOf<Promise<TcpState>>();
+    expectTypeOf<t.LabConnectOptions['signal']>().toEqualTypeOf<AbortSignal | undefined>();
+    expectTypeOf<t.LabListenOptions['recvBufferSize']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<t.LabConnectOptions['sendBufferSize']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf(t.fdOf).parameters.toEqualTypeOf<[socket: net.Socket]>();
+    expectTypeOf(t.fdOf).returns.toEqualTypeOf<number>();
     expectTypeOf<t.LabSocket>().toEqualTypeOf<SocketEntry>();
     expectTypeOf<t.LabConnectOptions['reuseAddress']>().toEqualTypeOf<boolean | undefined>();
   });
@@ -36,6 +45,8 @@ describe('finwait/testing types', () => {
   it('the wire and its log', () => {
     expectTypeOf<Lab['wire']['hold']>().parameter(0).toEqualTypeOf<((segment: WireSegment) => boolean) | undefined>();
     expectTypeOf<Lab['wire']['release']>().returns.toEqualTypeOf<number>();
+    expectTypeOf<Lab['wire']['release']>().parameter(1).toEqualTypeOf<t.ReleaseOptions | undefined>();
+    expectTypeOf<t.ReleaseOptions['count']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<LogEntry['verdict']>().toEqualTypeOf<Verdict>();
     expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release' | 'delay'>();
     expectTypeOf<Lab['wire']['delay']>().parameters.toEqualTypeOf<[ms: number, predicate?: (segment: WireSegment) => boolean]>();
