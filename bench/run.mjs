@@ -30,7 +30,7 @@ print('Low-level calls against a C loop making the same getsockopt(TCP_INFO) on 
     'Medians of 9 rounds of 200,000 calls (7 rounds of 30 sweeps for tcpStates), one C round and one finwait round alternating; the C program inherits the same sockets (a connection held by a peer process).',
   ],
 });
-print('watch() on both ends of short connections against the same connections unwatched:', await benchWatch());
+print('watch() on both ends of short connections against the same connections unwatched, per back-end:', await benchWatch());
 console.log('\nServer shutdown under load: Node, http-terminator, stoppable and closeServer, same handlers, same deadline:\n');
 console.log(formatShutdown(await benchShutdown(finwait)));
 console.log(`\nTotal ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(0)} s.`);

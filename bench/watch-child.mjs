@@ -1,10 +1,15 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
 // watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
 //
-//   node bench/watch-child.mjs plain|kernel|watch <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|multicast|poll|destroy-multicast <host> <count> <concurrency> <warm-up count>
 //
-// `kernel` makes, without watch(), the native calls watch() makes on these connections, at the
-// same moments (a floor under watch()'s cost: the kernel's share of it). Counted in a watched run
+// `poll` and `destroy-multicast` watch() both ends on that back-end (setWatchBackend(), as
+// FINWAIT_WATCH_BACKEND would). `multicast` has no watch(): the destroy multicast joined for the
+// whole run and every message read and dropped, as the destroy-multicast back-end's listener does
+// (a floor under that back-end's cost: the kernel builds one message per socket freed in the
+// namespace while anyone listens). `kernel` makes, without watch(), the native calls the polling
+// watch() makes on these connections, at the same moments (a floor under its cost: the kernel's
+// share of it). Counted in a polled run
 // (native calls wrapped), watch() makes per connection: three TCP state reads (server: when
 // watched and at 'end'; client: at 'end'), two sockDiagId calls (client: before its FIN, five
 // syscalls; server: at its close, one syscall in CLOSE) and one sock_diag lookup of the client's
@@ -22,6 +27,7 @@ import net from 'node:net';
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
 const addon = require('../dist/binding.js').native();
+const { setWatchBackend } = require('../dist/lifecycle/watch.js');
 
 const [variant, host, countArg, concurrencyArg, warmupArg] = process.argv.slice(2);
 const count = Number(countArg);
@@ -112,8 +118,20 @@ function run(n) {
 
 // The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
-watching = variant === 'watch';
+watching = variant === 'poll' || variant === 'destroy-multicast';
 kernel = variant === 'kernel';
+if (watching) setWatchBackend(variant);
+let listener;
+if (variant === 'multicast') {
+  // What the destroy-multicast back-end's listener does, without watch(): joined, read, dropped.
+  const fd = addon.sockDiagEventsSocket(null, 4 << 20);
+  addon.sockDiagJoin(fd, 1);
+  const buffer = new Uint8Array(64 * 1024);
+  const lengths = new Int32Array(64);
+  listener = new addon.FdPoll(fd, () => {
+    for (let n; (n = addon.sockDiagReadEvents(fd, buffer, lengths)) !== 0; );
+  });
+}
 await run(warmup);
 lifecycles.client.length = lifecycles.server.length = 0;
 const start = process.hrtime.bigint();
@@ -130,5 +148,8 @@ for (const [side, list] of Object.entries(lifecycles)) {
     for (const a of l.anomalies) anomalies[a.reason] = (anomalies[a.reason] ?? 0) + 1;
   }
 }
-console.log(JSON.stringify({ variant, ms, states, anomalies }));
+const backends = {};
+for (const l of [...lifecycles.client, ...lifecycles.server]) backends[l.backend.name] = (backends[l.backend.name] ?? 0) + 1;
+listener?.close();
+console.log(JSON.stringify({ variant, ms, states, anomalies, backends }));
 process.exit(0);
