@@ -8,5 +8,5 @@ export { waitForState, waitUntil, type WaitOptions, type WaitTimeoutError } from
 export { createLab, labAvailable, WIRE_DEVICE, type Lab, type LabOptions, type LabAvailability } from './lab';
 export { Host, type LabListenOptions, type LabConnectOptions, type LabBufferOptions, type LabWaitOptions, type LabSocket, type LabSocketFilter } from './host';
 export { fdOf } from './fd';
-export { Wire, type Side, type Verdict, type WireSegment, type LogEntry, type SegmentPredicate, type ReleaseOptions } from './wire';
-export { parseSegment, formatSegment, isPureAck, type Segment, type Endpoint, type TcpFlag } from './segment';
+export { Wire, type Side, type Verdict, type WireSegment, type LogEntry, type SegmentPredicate, type ReleaseOptions, type InjectOptions } from './wire';
+export { parseSegment, formatSegment, isPureAck, buildSegment, type Segment, type Endpoint, type TcpFlag } from './segment';

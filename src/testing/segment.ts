@@ -176,3 +176,58 @@ export function isPureAck(segment: Pick<Segment, 'flags' | 'len'>): boolean {
   const len = checkCount(fields.len, 'segment.len', Number.MAX_SAFE_INTEGER);
   return len === 0 && flags.every((f) => f === 'ACK' || f === 'PSH') && flags.includes('ACK');
 }
+
+/** The 16-bit one's complement sum of `bytes` (RFC 1071), folded, not yet complemented. */
+function onesSum(bytes: Uint8Array, start: number, end: number, sum = 0): number {
+  for (let i = start; i < end; i += 2) sum += (bytes[i] << 8) | (i + 1 < end ? bytes[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/**
+ * The bytes of an IPv4 packet carrying one TCP segment with no options, both checksums filled
+ * (RFC 791 header checksum; RFC 9293 §3.1 checksum over the pseudo-header, header and payload),
+ * TTL 64, DF set. The inverse of `parseSegment()` for what it covers; IPv4 only (the lab's wire).
+ */
+export function buildSegment(segment: Omit<Segment, 'family' | 'len'> & { payload?: Uint8Array }): Uint8Array {
+  checkObject(segment, 'segment');
+  const { src, dst, seq, ack, flags, window, payload = new Uint8Array(0) } = segment;
+  for (const [name, end] of [
+    ['segment.src', src],
+    ['segment.dst', dst],
+  ] as const) {
+    checkObject(end, name);
+    if (typeof end.address !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}$/.test(end.address) || end.address.split('.').some((o) => Number(o) > 255)) {
+      throw invalidArgType(`${name}.address`, 'an IPv4 address', end.address);
+    }
+    checkCount(end.port, `${name}.port`, 65535);
+  }
+  checkCount(seq, 'segment.seq', MAX_UINT32);
+  checkCount(ack, 'segment.ack', MAX_UINT32);
+  checkFlags(flags, 'segment.flags');
+  checkCount(window, 'segment.window', 65535);
+  if (!(payload instanceof Uint8Array)) throw invalidArgType('segment.payload', 'an instance of Uint8Array', payload);
+  if (payload.length > 65535 - 40) throw outOfRange('segment.payload.length', `<= ${65535 - 40}`, payload.length);
+  const packet = new Uint8Array(40 + payload.length);
+  const view = new DataView(packet.buffer);
+  packet[0] = 0x45; // IPv4, 5 words of header
+  view.setUint16(2, packet.length);
+  view.setUint16(6, 0x4000); // DF
+  packet[8] = 64;
+  packet[9] = IPPROTO_TCP;
+  packet.set(src.address.split('.').map(Number), 12);
+  packet.set(dst.address.split('.').map(Number), 16);
+  view.setUint16(10, ~onesSum(packet, 0, 20) & 0xffff);
+  view.setUint16(20, src.port);
+  view.setUint16(22, dst.port);
+  view.setUint32(24, seq);
+  view.setUint32(28, ack);
+  packet[32] = 5 << 4; // data offset: 5 words, no options
+  packet[33] = FLAG_BITS.reduce((bits, [name, bit]) => (flags.includes(name) ? bits | bit : bits), 0);
+  view.setUint16(34, window);
+  packet.set(payload, 40);
+  // Pseudo-header: source, destination, zero, protocol, TCP length.
+  const pseudo = onesSum(packet, 12, 20, IPPROTO_TCP + 20 + payload.length);
+  view.setUint16(36, ~onesSum(packet, 20, packet.length, pseudo) & 0xffff);
+  return packet;
+}

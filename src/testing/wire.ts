@@ -11,17 +11,18 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { native, type NativeFdPoll } from '../binding';
-import { invalidArgType, outOfRange } from '../errors';
-import { parseSegment, type Segment } from './segment';
+import { codedError, invalidArgType, outOfRange } from '../errors';
+import { buildSegment, parseSegment, type Segment, type TcpFlag } from './segment';
 
 /** One end of the wire: host `a` or host `b`. */
 export type Side = 'a' | 'b';
 
 /**
- * What the wire did with a segment: passed it, dropped it, held it, released it (held before), or
- * delayed it (forwarded `delayMs` later, see `Wire.delay()`).
+ * What the wire did with a segment: passed it, dropped it, held it, released it (held before),
+ * delayed it (forwarded `delayMs` later, see `Wire.delay()`), or wrote a segment this process made
+ * (`Wire.inject()`) or one it had logged before, again (`Wire.replay()`).
  */
-export type Verdict = 'pass' | 'drop' | 'hold' | 'release' | 'delay';
+export type Verdict = 'pass' | 'drop' | 'hold' | 'release' | 'delay' | 'inject' | 'replay';
 
 /** A segment on the wire, with sequence numbers relative to each side's ISN. */
 export interface WireSegment extends Segment {
@@ -49,6 +50,25 @@ export interface LogEntry extends WireSegment {
 export interface ReleaseOptions {
   /** Release at most this many of the segments the predicate accepts, the earliest first (default: all). */
   count?: number;
+}
+
+/** What `wire.inject()` writes: a segment of a connection the wire has seen, by relative numbers. */
+export interface InjectOptions {
+  /** Control bits to set. */
+  flags: TcpFlag[];
+  /** Sequence number relative to the sender's ISN (mod 2^32). */
+  relSeq: number;
+  /** Acknowledgment number relative to the receiver's ISN; required with `'ACK'` in `flags`, ignored without. */
+  relAck?: number;
+  /** Payload bytes (default none). */
+  payload?: Uint8Array;
+  /** Window field as sent, before scaling (default: that of the sender's last segment on the wire, else 0). */
+  window?: number;
+  /**
+   * A segment of the connection (either direction: a log entry, a held segment); default: the
+   * connection of the last segment the wire saw.
+   */
+  of?: Segment;
 }
 
 /** Decides about a segment; it sees `from` and the relative numbers too. */
@@ -129,6 +149,12 @@ export class Wire extends EventEmitter {
   readonly #start = performance.now();
   readonly #isn = new Map<string, number>();
   readonly #log: LogEntry[] = [];
+  /** The packet of each log entry, for `replay()`; dropped with the entry by `clearLog()`. */
+  #packets = new WeakMap<LogEntry, Uint8Array>();
+  /** The last TCP segment read, for `inject()` without `of`. */
+  #last: Segment | undefined;
+  /** The window of each flow's last segment, by flowKey. */
+  readonly #windows = new Map<string, number>();
   #rules: Rule[] = [];
   #held: Held[] = [];
   readonly #delayed: Record<Side, DelayQueue> = {
@@ -227,7 +253,7 @@ export class Wire extends EventEmitter {
     this.#held = this.#held.filter((h) => !released.includes(h));
     let thrown: unknown;
     for (const { segment, packet } of released) {
-      const listenerError = this.#record(segment, 'release');
+      const listenerError = this.#record(segment, 'release', undefined, packet);
       thrown ??= listenerError;
       this.#write(segment.from === 'a' ? 'b' : 'a', packet, packet.length);
     }
@@ -239,6 +265,76 @@ export class Wire extends EventEmitter {
   /** Forgets the log (the ISNs it learned are kept, so relative numbers stay right). */
   clearLog(): void {
     this.#log.length = 0;
+    this.#packets = new WeakMap();
+  }
+
+  /**
+   * Writes a TCP segment this process makes into the host it is addressed to, as if `from` had
+   * sent it: the 4-tuple of `options.of` (default: the connection of the last segment seen),
+   * sequence numbers from the relative ones and the ISNs the wire learned, IPv4 and TCP checksums
+   * filled. No rule applies to it; it is logged with verdict `'inject'` and returned. Throws
+   * `ERR_FINWAIT_WIRE_NO_CONNECTION` when the wire has seen no segment (or not the SYN that gives
+   * an ISN it needs), `ENOTSUP` for an IPv6 connection.
+   * @see RFC 9293 §3.1
+   */
+  inject(from: Side, options: InjectOptions): LogEntry {
+    if (from !== 'a' && from !== 'b') throw invalidArgType('from', "'a' or 'b'", from);
+    if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+    const { flags, relSeq, relAck, payload, window, of = this.#last } = options;
+    if (!Array.isArray(flags)) throw invalidArgType('options.flags', 'an array of TCP flag names', flags);
+    const isAck = flags.includes('ACK');
+    const checkNumber = (value: unknown, name: string, max: number): number => {
+      if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+      if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
+      return value;
+    };
+    checkNumber(relSeq, 'options.relSeq', 2 ** 32 - 1);
+    if (isAck) checkNumber(relAck, 'options.relAck', 2 ** 32 - 1);
+    if (window !== undefined) checkNumber(window, 'options.window', 65535);
+    if (of === undefined) throw codedError('ERR_FINWAIT_WIRE_NO_CONNECTION', 'wire.inject(): the wire has seen no segment yet: no connection to inject into');
+    if (of === null || typeof of !== 'object' || typeof of.src !== 'object' || typeof of.dst !== 'object') throw invalidArgType('options.of', 'a segment of the wire (a log entry)', of);
+    if (of.family === 6) throw codedError('ENOTSUP', 'wire.inject(): IPv6 segments are not made yet; the wire carries IPv4');
+    // The sender is `from`: the end whose address is that host's (a's is 10.77.0.1 in every lab, but
+    // `of` says which end of this connection sent what).
+    const forward = (of as Partial<WireSegment>).from === undefined || (of as WireSegment).from === from;
+    const src = forward ? of.src : of.dst;
+    const dst = forward ? of.dst : of.src;
+    const flow = { src, dst } as Segment;
+    const own = this.#isn.get(flowKey(flow));
+    const peer = this.#isn.get(reverseKey(flow));
+    if (own === undefined || (isAck && peer === undefined)) {
+      throw codedError('ERR_FINWAIT_WIRE_NO_CONNECTION', `wire.inject(): the wire has not seen the SYN of ${own === undefined ? from : 'the other side'} for ${src.address}:${src.port} -> ${dst.address}:${dst.port}, so relative numbers mean nothing`);
+    }
+    const packet = buildSegment({
+      src,
+      dst,
+      seq: (own + relSeq) >>> 0,
+      ack: isAck ? (peer! + relAck!) >>> 0 : 0,
+      flags,
+      window: window ?? this.#windows.get(flowKey(flow)) ?? 0,
+      payload,
+    });
+    return this.#writeOwn(from, packet, 'inject');
+  }
+
+  /**
+   * Writes the packet of a log entry again, byte for byte, into the host it was sent to (a
+   * duplicate, as a retransmission or a delayed copy would arrive); no rule applies. Logged with
+   * verdict `'replay'` and returned. The wire keeps each entry's packet until `clearLog()`; an entry
+   * not from this wire's log (or forgotten) throws `ERR_INVALID_ARG_VALUE`.
+   */
+  replay(entry: LogEntry): LogEntry {
+    const packet = entry !== null && typeof entry === 'object' ? this.#packets.get(entry) : undefined;
+    if (packet === undefined) throw codedError('ERR_INVALID_ARG_VALUE', "The argument 'entry' must be an entry of this wire's log (not cleared)");
+    return this.#writeOwn(entry.from, packet, 'replay');
+  }
+
+  #writeOwn(from: Side, packet: Uint8Array, verdict: 'inject' | 'replay'): LogEntry {
+    const segment = this.#relative(parseSegment(packet)!, from, false);
+    const entry = this.#entry(segment, verdict, packet);
+    this.#write(from === 'a' ? 'b' : 'a', packet, packet.length);
+    this.emit('segment', entry); // after the write: a listener's error goes to the caller, the segment is out
+    return entry;
   }
 
   /** Stops relaying; held and delayed segments are discarded. The lab closes the TUN fds afterwards. */
@@ -272,6 +368,7 @@ export class Wire extends EventEmitter {
         continue;
       }
       const segment = this.#relative(parsed, from);
+      const packet = this.#buffer.slice(0, length);
       // What a predicate or a 'segment' listener throws is reported ('error') once the segment
       // has gone where it was going: the packet is out of the TUN device, and is never lost for
       // it. A predicate that throws does not match (the segment passes, if no other rule takes it).
@@ -285,14 +382,14 @@ export class Wire extends EventEmitter {
         }
       });
       const verdict = rule?.verdict ?? 'pass';
-      const listenerError = this.#record(segment, verdict, rule?.ms);
+      const listenerError = this.#record(segment, verdict, rule?.ms, packet);
       thrown ??= listenerError;
       if (verdict === 'pass') {
         // Behind the segments of this direction still delayed, if any: no overtaking.
-        if (this.#queued(from)) this.#enqueue(from, 0, this.#buffer.slice(0, length));
-        else this.#write(to, this.#buffer, length);
-      } else if (verdict === 'hold') this.#held.push({ segment, packet: this.#buffer.slice(0, length) });
-      else if (verdict === 'delay') this.#enqueue(from, rule!.ms!, this.#buffer.slice(0, length));
+        if (this.#queued(from)) this.#enqueue(from, 0, packet);
+        else this.#write(to, packet, length);
+      } else if (verdict === 'hold') this.#held.push({ segment, packet });
+      else if (verdict === 'delay') this.#enqueue(from, rule!.ms!, packet);
       if (thrown !== undefined) return this.#fail(thrown instanceof Error ? thrown : new Error(String(thrown)));
     }
   }
@@ -341,9 +438,13 @@ export class Wire extends EventEmitter {
     }
   }
 
-  #relative(segment: Segment, from: Side): WireSegment {
+  #relative(segment: Segment, from: Side, seen = true): WireSegment {
     // A SYN (with or without ACK) starts a direction of a connection: its seq is that side's ISN.
-    if (segment.flags.includes('SYN')) this.#isn.set(flowKey(segment), segment.seq);
+    if (seen) {
+      if (segment.flags.includes('SYN')) this.#isn.set(flowKey(segment), segment.seq);
+      this.#last = segment;
+      this.#windows.set(flowKey(segment), segment.window);
+    }
     const own = this.#isn.get(flowKey(segment));
     const peer = this.#isn.get(reverseKey(segment));
     return {
@@ -355,16 +456,22 @@ export class Wire extends EventEmitter {
   }
 
   /** Logs a segment and tells the 'segment' listeners; returns what one of them threw, for the caller to report after the segment is on its way. */
-  #record(segment: WireSegment, verdict: Verdict, delayMs?: number): unknown {
-    const entry: LogEntry = { ...segment, at: performance.now() - this.#start, verdict };
-    if (verdict === 'delay') entry.delayMs = delayMs;
-    this.#log.push(entry);
+  #record(segment: WireSegment, verdict: Verdict, delayMs: number | undefined, packet: Uint8Array): unknown {
+    const entry = this.#entry(segment, verdict, packet, delayMs);
     try {
       this.emit('segment', entry);
     } catch (error) {
       return error;
     }
     return undefined;
+  }
+
+  #entry(segment: WireSegment, verdict: Verdict, packet: Uint8Array, delayMs?: number): LogEntry {
+    const entry: LogEntry = { ...segment, at: performance.now() - this.#start, verdict };
+    if (verdict === 'delay') entry.delayMs = delayMs;
+    this.#log.push(entry);
+    this.#packets.set(entry, packet);
+    return entry;
   }
 
   #write(to: Side, packet: Uint8Array, length: number): void {

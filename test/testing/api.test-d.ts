@@ -48,7 +48,9 @@ describe('finwait/testing types', () => {
     expectTypeOf<Lab['wire']['release']>().parameter(1).toEqualTypeOf<t.ReleaseOptions | undefined>();
     expectTypeOf<t.ReleaseOptions['count']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<LogEntry['verdict']>().toEqualTypeOf<Verdict>();
-    expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release' | 'delay'>();
+    expectTypeOf<Verdict>().toEqualTypeOf<'pass' | 'drop' | 'hold' | 'release' | 'delay' | 'inject' | 'replay'>();
+    expectTypeOf<Lab['wire']['inject']>().returns.toEqualTypeOf<LogEntry>();
+    expectTypeOf<Lab['wire']['replay']>().parameters.toEqualTypeOf<[entry: LogEntry]>();
     expectTypeOf<Lab['wire']['delay']>().parameters.toEqualTypeOf<[ms: number, predicate?: (segment: WireSegment) => boolean]>();
     expectTypeOf<LogEntry['delayMs']>().toEqualTypeOf<number | undefined>();
     expectTypeOf<LogEntry['from']>().toEqualTypeOf<'a' | 'b'>();
