@@ -187,15 +187,17 @@ function otherListeners(server: net.Server): number {
 
 /**
  * `TCPMigrateReqSuccess` and `TCPMigrateReqFailure` of this network namespace (or from the text of
- * another namespace's /proc/net/netstat); zeros where the kernel has none.
+ * another namespace's /proc/net/netstat); zeros where the kernel has no such counters (before
+ * Linux 5.14, or no /proc/net/netstat off Linux). Throws when the file cannot be read (EMFILE).
  */
 export function migrationCounters(netstat?: string): MigrationCounters {
   let text = netstat;
   if (text === undefined) {
     try {
       text = fs.readFileSync('/proc/net/netstat', 'utf8');
-    } catch {
-      return { migrated: 0, failed: 0 };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { migrated: 0, failed: 0 };
+      throw error;
     }
   }
   // Two lines per group: the names, then the values.

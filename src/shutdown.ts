@@ -12,7 +12,7 @@ import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
 import { codedError, checkTimerMs, invalidArgType } from './errors';
-import { handoffState, migrationCounters, type HandoffState } from './handoff';
+import { handoffState, migrationCounters, type HandoffState, type MigrationCounters } from './handoff';
 import { closeServer, type ServerCloseReport } from './server';
 
 const debug = debuglog('finwait');
@@ -72,6 +72,7 @@ export interface ShutdownReport {
    * and port (its SO_REUSEPORT group, see `listenReusePort()`), whether the kernel migrates the
    * accept queue to them, and the kernel's migration counters of this network namespace over the
    * close (other listeners of the namespace closing at the same time would count there too).
+   * A count that could not be read is -1.
    */
   handoff: HandoffState & { migrated: number; migrationFailed: number };
   /** `closeServer()`'s report; absent if it threw (see `error`). */
@@ -106,6 +107,18 @@ export interface GracefulShutdown {
 }
 
 const DEFAULT_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+
+const UNKNOWN_COUNTERS: MigrationCounters = { migrated: -1, failed: -1 };
+
+/** `read()`, or `fallback` if it throws: for what a report observes along the way. */
+function observed<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch (error) {
+    debug('shutdown: %s', (error as Error).message);
+    return fallback;
+  }
+}
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 interface Settings {
@@ -203,8 +216,10 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     phase = 'closing';
     const preStop = performance.now() - triggeredAt;
     debug('shutdown: closeServer(timeout %d ms) after %d ms', settings.timeout, preStop);
-    const handoff = handoffState(server);
-    const before = migrationCounters();
+    // What the report says of the handoff is read before and after; a read that fails (out of
+    // fds, say) makes it unknown (-1), never the shutdown fail.
+    const handoff = observed(() => handoffState(server), { otherListeners: -1, migrateReq: undefined });
+    const before = observed(() => migrationCounters(), UNKNOWN_COUNTERS);
     let serverReport: ServerCloseReport | undefined;
     let error: Error | undefined;
     try {
@@ -219,7 +234,8 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     } catch (caught) {
       error = caught as Error;
     }
-    const after = migrationCounters();
+    const after = observed(() => migrationCounters(), UNKNOWN_COUNTERS);
+    const known = before !== UNKNOWN_COUNTERS && after !== UNKNOWN_COUNTERS;
     phase = 'closed';
     const totals = serverReport?.totals;
     const clean = !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0;
@@ -227,7 +243,11 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
       trigger,
       ...(forcedBy ? { forcedBy } : {}),
       preStop,
-      handoff: { ...handoff, migrated: after.migrated - before.migrated, migrationFailed: after.failed - before.failed },
+      handoff: {
+        ...handoff,
+        migrated: known ? after.migrated - before.migrated : -1,
+        migrationFailed: known ? after.failed - before.failed : -1,
+      },
       ...(serverReport ? { server: serverReport } : {}),
       ...(error ? { error } : {}),
       duration: performance.now() - triggeredAt,
