@@ -33,7 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("FdPoll", FdPollClass(env));
 #ifdef __linux__
   // The sock_diag destroy multicast exists on Linux only: elsewhere watch() cannot run at all.
-  exports.Set("sockDiagEventsSocket", Napi::Function::New(env, SockDiagEventsSocket, "sockDiagEventsSocket"));
+  exports.Set("SockDiagEventsSocket", SockDiagEventsSocketClass(env));
   exports.Set("sockDiagJoin", Napi::Function::New(env, SockDiagJoin, "sockDiagJoin"));
   exports.Set("sockDiagLeave", Napi::Function::New(env, SockDiagLeave, "sockDiagLeave"));
   exports.Set("sockDiagReadEvents", Napi::Function::New(env, SockDiagReadEvents, "sockDiagReadEvents"));

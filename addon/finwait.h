@@ -101,15 +101,16 @@ Napi::Value Listen(const Napi::CallbackInfo& info);
 Napi::Value TunSetIff(const Napi::CallbackInfo& info);
 Napi::Value TunRead(const Napi::CallbackInfo& info);
 Napi::Value TunWrite(const Napi::CallbackInfo& info);
-// The sock_diag destroy multicast (Linux only; registered only there). sockDiagEventsSocket(nsFd?,
-// rcvbuf) -> fd: a NETLINK_SOCK_DIAG socket, non-blocking and close-on-exec, made here or in the
-// network namespace nsFd, its SO_RCVBUF set to rcvbuf bytes if > 0, bound (multicast reaches
-// only a bound socket). sockDiagJoin(fd, group) / sockDiagLeave(fd, group): NETLINK_ADD_MEMBERSHIP
+// The sock_diag destroy multicast (Linux only; registered only there). new
+// SockDiagEventsSocket(nsFd?, rcvbuf) -> { fd, close() }: a NETLINK_SOCK_DIAG socket, non-blocking
+// and close-on-exec, made here or in the network namespace nsFd, its SO_RCVBUF set to rcvbuf bytes
+// if > 0, bound (multicast reaches only a bound socket); the object owns the fd, closed by close()
+// or with the object or its environment. sockDiagJoin(fd, group) / sockDiagLeave(fd, group): NETLINK_ADD_MEMBERSHIP
 // and NETLINK_DROP_MEMBERSHIP (SKNLGRP_INET_TCP_DESTROY 1, SKNLGRP_INET6_TCP_DESTROY 3).
 // sockDiagReadEvents(fd, buffer, lengths) -> count: one recvmmsg of what is queued, message i
 // into slot i of buffer (buffer.length / lengths.length bytes each), lengths[i] its length
 // (negative: cut to its slot); 0 when nothing is queued, -ENOBUFS when messages were lost.
-Napi::Value SockDiagEventsSocket(const Napi::CallbackInfo& info);
+Napi::Function SockDiagEventsSocketClass(Napi::Env env);
 Napi::Value SockDiagJoin(const Napi::CallbackInfo& info);
 Napi::Value SockDiagLeave(const Napi::CallbackInfo& info);
 Napi::Value SockDiagReadEvents(const Napi::CallbackInfo& info);

@@ -4,6 +4,7 @@
 // then attributes, among them INET_DIAG_INFO: the final tcp_info). No privilege is needed. Here:
 // making the socket, joining and leaving a group, and reading what is queued in one batch into
 // the caller's buffer. src/diag.ts decodes the messages; what they mean is decided in TypeScript.
+// The socket is an object that owns its fd (closed with its environment); the calls take the fd.
 #include <errno.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -19,15 +20,38 @@
 
 namespace finwait {
 
-Napi::Value SockDiagEventsSocket(const Napi::CallbackInfo& info) {
+namespace {
+
+// Owns the netlink socket: closed by close(), or when the object is collected or its environment
+// ends (a Worker terminated with it open), so that no joined socket outlives its environment (the
+// kernel would go on building a message for every TCP socket freed in its namespace).
+class EventsSocket : public Napi::ObjectWrap<EventsSocket> {
+ public:
+  explicit EventsSocket(const Napi::CallbackInfo& info);
+  ~EventsSocket() override { Close(); }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
+    Close();
+    return info.Env().Undefined();
+  }
+
+ private:
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  int fd_ = -1;
+};
+
+EventsSocket::EventsSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventsSocket>(info) {
   Napi::Env env = info.Env();
-  IntArg(info, 1);  // checked before the socket is made
+  int rcvbuf = IntArg(info, 1);  // checked before the socket is made
   // Non-blocking: it is read only when libuv says it is readable, and read until EAGAIN.
   int fd = MakeFd(info, 0, "socket", [] {
     return socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_SOCK_DIAG);
   });
   // Room for a burst of messages (each ~1 KiB of buffer): one that does not fit is lost.
-  int rcvbuf = IntArg(info, 1);
   if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) != 0) {
     int err = errno;
     close(fd);
@@ -41,7 +65,15 @@ Napi::Value SockDiagEventsSocket(const Napi::CallbackInfo& info) {
     close(fd);
     throw ErrnoError(env, err, "bind");
   }
-  return Napi::Number::New(env, fd);
+  fd_ = fd;
+}
+
+}  // namespace
+
+Napi::Function SockDiagEventsSocketClass(Napi::Env env) {
+  return EventsSocket::DefineClass(env, "SockDiagEventsSocket",
+                                   {EventsSocket::InstanceAccessor<&EventsSocket::Fd>("fd"),
+                                    EventsSocket::InstanceMethod<&EventsSocket::CloseMethod>("close")});
 }
 
 static Napi::Value Membership(const Napi::CallbackInfo& info, int option) {

@@ -124,7 +124,7 @@ if (watching) setWatchBackend(variant);
 let listener;
 if (variant === 'multicast') {
   // What the destroy-multicast back-end's listener does, without watch(): joined, read, dropped.
-  const fd = addon.sockDiagEventsSocket(null, 4 << 20);
+  const { fd } = (globalThis.eventsSocket = new addon.SockDiagEventsSocket(null, 4 << 20));
   addon.sockDiagJoin(fd, 1);
   const buffer = new Uint8Array(64 * 1024);
   const lengths = new Int32Array(64);

@@ -32,6 +32,13 @@ export interface NativeConstants {
   IFF_NO_PI: number;
 }
 
+/** A NETLINK_SOCK_DIAG socket bound for the destroy multicast, owning its fd. */
+export interface NativeEventsSocket {
+  readonly fd: number;
+  /** Closes the fd (idempotent). */
+  close(): void;
+}
+
 /** A uv_poll_t on the calling environment's loop; unref'd, so it never keeps the process alive. */
 export interface NativeFdPoll {
   /** Stops watching and closes the handle (idempotent); the fd stays open. */
@@ -114,9 +121,10 @@ export interface Native {
   /**
    * The sock_diag destroy multicast (Linux only): a NETLINK_SOCK_DIAG socket, non-blocking and
    * close-on-exec, made here or in `nsFd`'s network namespace, SO_RCVBUF set to `rcvbuf` bytes if
-   * above 0, and bound (multicast reaches only a bound socket).
+   * above 0, and bound (multicast reaches only a bound socket). The object owns its `fd` (-1 once
+   * closed): closed by `close()`, or when it is collected or its environment ends.
    */
-  sockDiagEventsSocket?(nsFd: number | null, rcvbuf: number): number;
+  SockDiagEventsSocket?: new (nsFd: number | null, rcvbuf: number) => NativeEventsSocket;
   /** NETLINK_ADD_MEMBERSHIP of `group` (SKNLGRP_INET_TCP_DESTROY 1, SKNLGRP_INET6_TCP_DESTROY 3). */
   sockDiagJoin?(fd: number, group: number): void;
   /** NETLINK_DROP_MEMBERSHIP of `group`. */

@@ -28,7 +28,7 @@ afterEach(async () => {
 /** Whether a bound NETLINK_SOCK_DIAG socket can be made here (what the destroy multicast needs). */
 function multicastAvailable(): Availability {
   try {
-    fs.closeSync(native().sockDiagEventsSocket!(null, 0));
+    new (native().SockDiagEventsSocket!)(null, 0).close();
     return { ok: true };
   } catch (error) {
     return { ok: false, reason: (error as Error).message };
@@ -71,7 +71,7 @@ async function orphanInFinWait1(p: Pair): Promise<void> {
 }
 
 /** Replaces a function of the addon for the length of `fn` (to make the kernel's refusals happen). */
-async function replacing<K extends 'sockDiagEventsSocket' | 'sockDiagJoin' | 'sockDiagReadEvents'>(
+async function replacing<K extends 'SockDiagEventsSocket' | 'sockDiagJoin' | 'sockDiagReadEvents'>(
   name: K,
   replacement: NonNullable<ReturnType<typeof native>[K]>,
   fn: () => Promise<void>,
@@ -139,9 +139,9 @@ describe('choosing a back-end', () => {
 
   it('a netlink socket the kernel refuses: the poller follows, with the reason, and nothing throws', async () => {
     await idle();
-    await replacing('sockDiagEventsSocket', () => {
+    await replacing('SockDiagEventsSocket', function refused() {
       throw errnoError('bind', 'EPERM', 1);
-    }, async () => {
+    } as never, async () => {
       p = await pair();
       const lc = watch(p.client);
       expect(lc.backend).toEqual({ name: 'poll', reason: 'destroy-multicast: bind EPERM' });
@@ -237,7 +237,7 @@ describe('the destroy multicast', () => {
     });
   });
 
-  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'a Worker terminated while its destroy multicast is busy ends the Worker, never the process (5 runs)', async () => {
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'a Worker terminated while its destroy multicast is busy ends the Worker, never the process, and leaves no socket joined (5 runs)', async () => {
     const script = `
       const { Worker } = require('node:worker_threads');
       const worker = new Worker(\`
@@ -255,13 +255,24 @@ describe('the destroy multicast', () => {
           parentPort.postMessage('busy');
         });
       \`, { eval: true });
-      worker.once('message', () => setTimeout(() => worker.terminate().then((code) => console.log('terminated', code)), 300));
+      // The destroy groups this process's sock_diag sockets are still joined to: none once the
+      // Worker is gone (a joined socket left behind would cost a message per socket freed).
+      const fs = require('node:fs');
+      const joined = () => {
+        const inodes = new Set();
+        for (const fd of fs.readdirSync('/proc/self/fd')) {
+          try { const m = /socket:\\[(\\d+)\\]/.exec(fs.readlinkSync('/proc/self/fd/' + fd)); if (m) inodes.add(Number(m[1])); } catch {}
+        }
+        return fs.readFileSync('/proc/net/netlink', 'utf8').split('\\n').slice(1).map((l) => l.trim().split(/\\s+/))
+          .filter((c) => c[1] === '4' && inodes.has(Number(c[9])) && c[3] !== '00000000').length;
+      };
+      worker.once('message', () => setTimeout(() => worker.terminate().then((code) => console.log('terminated', code, 'joined', joined())), 300));
       worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
     `;
     for (let run = 0; run < 5; run++) {
       const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
       expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({ run, status: 0, signal: null, stderr: '' });
-      expect(child.stdout).toBe('terminated 1\n');
+      expect(child.stdout).toBe('terminated 1 joined 0\n');
     }
   }, 60_000);
 });

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { closeWrite, reset, setLinger2, watch } from '../../src/index';
-import { native } from '../../src/binding';
+import { native, type NativeEventsSocket } from '../../src/binding';
 import { setWatchBackend, watcherOf, type Lifecycle, type WatchBackendName } from '../../src/lifecycle/watch';
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
 import { messageCookie } from '../../src/diag';
@@ -120,12 +120,13 @@ describe('what the destroy multicast cannot see', () => {
       expect(timeWait!.cookie).toBe(watcherOf(lc)!.cookie);
       // Our own listener in a's namespace, joined for this test: every message there.
       const nsFd = fs.openSync(`/run/netns/${lab.a.netns}`, 'r');
-      let listener: number;
+      let socket: NativeEventsSocket;
       try {
-        listener = native().sockDiagEventsSocket!(nsFd, 0);
+        socket = new (native().SockDiagEventsSocket!)(nsFd, 0);
       } finally {
         fs.closeSync(nsFd);
       }
+      const listener = socket.fd;
       const seen: (number | string | undefined)[] = [];
       const buffer = new Uint8Array(64 * 1024);
       const lengths = new Int32Array(64);
@@ -155,7 +156,7 @@ describe('what the destroy multicast cannot see', () => {
         expect(lc.state).toBe('CLOSED');
         expect(await lc.done).toMatchObject({ outcome: 'graceful' });
       } finally {
-        fs.closeSync(listener);
+        socket.close();
       }
     } finally {
       setWatchBackend(undefined);

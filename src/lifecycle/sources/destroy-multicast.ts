@@ -23,7 +23,7 @@
  */
 import fs from 'node:fs';
 import { debuglog } from 'node:util';
-import { native, type NativeFdPoll } from '../../binding';
+import { native, type NativeEventsSocket, type NativeFdPoll } from '../../binding';
 import { cookieKey, INET_DIAG_INFO, messageAttribute, messageCookie, recordCookie } from '../../diag';
 import { arm, now } from '../schedule';
 import type { EventBackend, Watched } from '../watched';
@@ -51,6 +51,7 @@ const DATA_SEGS_IN = 152;
 interface Listener {
   /** `''` for this thread's namespace, else its cookie (as `Netns.key`). */
   key: string;
+  socket: NativeEventsSocket;
   fd: number;
   poll: NativeFdPoll;
   v4: number;
@@ -81,24 +82,24 @@ function listener(key: string, fd: number): Listener {
   let l = listeners.get(key);
   if (l !== undefined) return l;
   const n = native();
-  if (n.sockDiagEventsSocket === undefined) throw new Error('this build of the addon has no sock_diag events');
-  let nl: number;
+  if (n.SockDiagEventsSocket === undefined) throw new Error('this build of the addon has no sock_diag events');
+  let socket: NativeEventsSocket;
   if (key === '') {
-    nl = n.sockDiagEventsSocket(null, RCVBUF);
+    socket = new n.SockDiagEventsSocket(null, RCVBUF);
   } else {
     const nsFd = n.socketNetns(fd);
     try {
-      nl = n.sockDiagEventsSocket(nsFd, RCVBUF);
+      socket = new n.SockDiagEventsSocket(nsFd, RCVBUF);
     } finally {
       fs.closeSync(nsFd);
     }
   }
   try {
-    const made: Listener = { key, fd: nl, poll: undefined as unknown as NativeFdPoll, v4: 0, v6: 0 };
-    made.poll = new n.FdPoll(nl, (status) => (status < 0 ? failed(made, `poll ${status}`) : onReadable(made)));
+    const made: Listener = { key, socket, fd: socket.fd, poll: undefined as unknown as NativeFdPoll, v4: 0, v6: 0 };
+    made.poll = new n.FdPoll(made.fd, (status) => (status < 0 ? failed(made, `poll ${status}`) : onReadable(made)));
     l = made;
   } catch (error) {
-    fs.closeSync(nl);
+    socket.close();
     throw error;
   }
   listeners.set(key, l);
@@ -109,7 +110,7 @@ function close(l: Listener): void {
   if (listeners.get(l.key) !== l) return;
   listeners.delete(l.key);
   l.poll.close();
-  fs.closeSync(l.fd);
+  l.socket.close();
 }
 
 function keyOf(w: Watched): string {
