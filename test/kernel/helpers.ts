@@ -17,6 +17,13 @@
  *  12  TIME_WAIT blocks bind() of its address                 time-wait.test.ts
  *  13  SO_LINGER {1, 0}: an abortive close, RST               linger.test.ts
  *  14  SO_LINGER {1, N > 0}: close() blocks up to N s         linger.test.ts
+ *  17  a FIN copy into TIME_WAIT: re-ACKed, 60 s restarted    time-wait-segments.test.ts
+ *  18  RFC 1337: an in-window RST kills TIME_WAIT unless      time-wait-segments.test.ts
+ *      net.ipv4.tcp_rfc1337=1
+ *  19  a SYN to a TIME_WAIT 4-tuple: accepted, ISN + 65537    time-wait-segments.test.ts
+ *  20  close() in SYN_SENT sends nothing; late SYN-ACK: RST   syn-sent.test.ts
+ *  21  behind a zero window the FIN waits for the window      zero-window.test.ts
+ *  22  after an RST: queued data readable, writes fail        after-reset.test.ts
  *
  * Here: a connection across the lab's wire, and segment matching in the notation of RFC 793's
  * figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
