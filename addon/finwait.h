@@ -105,8 +105,9 @@ Napi::Value TunWrite(const Napi::CallbackInfo& info);
 // SockDiagEventsSocket(nsFd?, rcvbuf) -> { fd, close() }: a NETLINK_SOCK_DIAG socket, non-blocking
 // and close-on-exec, made here or in the network namespace nsFd, its SO_RCVBUF set to rcvbuf bytes
 // if > 0, bound (multicast reaches only a bound socket); the object owns the fd, closed by close()
-// or with the object or its environment. sockDiagJoin(fd, group) / sockDiagLeave(fd, group): NETLINK_ADD_MEMBERSHIP
-// and NETLINK_DROP_MEMBERSHIP (SKNLGRP_INET_TCP_DESTROY 1, SKNLGRP_INET6_TCP_DESTROY 3).
+// or with the object or its environment. sockDiagJoin(fd, group) / sockDiagLeave(fd, group):
+// NETLINK_ADD_MEMBERSHIP and NETLINK_DROP_MEMBERSHIP (SKNLGRP_INET_TCP_DESTROY 1,
+// SKNLGRP_INET6_TCP_DESTROY 3).
 // sockDiagReadEvents(fd, buffer, lengths) -> count: one recvmmsg of what is queued, message i
 // into slot i of buffer (buffer.length / lengths.length bytes each), lengths[i] its length
 // (negative: cut to its slot); 0 when nothing is queued, -ENOBUFS when messages were lost.
