@@ -165,6 +165,18 @@ function setBufferSizes(fd: number, receive: number | undefined, send: number | 
   if (send !== undefined) native().setIntOption(fd, SOL_SOCKET, SO_SNDBUF, send);
 }
 
+/**
+ * The address a socket is bound to now, read from its handle (getsockname(2)), or `undefined`.
+ * Not `socket.localPort`: Node caches the first answer, and one read before the connect stays
+ * `0.0.0.0:0` for ever.
+ */
+function boundName(socket: net.Socket): { address: string; port: number } | undefined {
+  const handle = (socket as unknown as { _handle?: { getsockname?(out: { address?: string; port?: number }): number } | null })._handle;
+  const out: { address?: string; port?: number } = {};
+  if (!handle?.getsockname || handle.getsockname(out) !== 0) return undefined;
+  return out.address && out.port ? { address: out.address, port: out.port } : undefined;
+}
+
 function checkStates(state: unknown): readonly TcpState[] {
   const wanted: readonly unknown[] = Array.isArray(state) ? state : [state];
   if (wanted.length === 0 || !wanted.every(isTcpState)) throw invalidArgType('state', 'a TCP state name or an array of them', state);
@@ -273,7 +285,8 @@ export class Host {
    * (`fdOf(socket)` works) and `localPort` is bound if asked. Node makes the connect(2) on its next
    * tick (the SYN leaves then; from the first `await` on, the socket is in SYN_SENT or further:
    * `waitForState(socket, 'SYN_SENT')`). Bind errors throw here; the connect's outcome comes as
-   * Node's `'connect'` or `'error'` event. `options.signal` is refused: destroy the socket instead. Destroyed when
+   * Node's `'connect'` or `'error'` event. Do not read `socket.localPort` / `localAddress` before
+   * the connect: Node caches the first answer (`0`, `'0.0.0.0'` then) for the socket's lifetime. `options.signal` is refused: destroy the socket instead. Destroyed when
    * the lab closes.
    */
   connectSocket(port: number, options: LabConnectOptions = {}): net.Socket {
@@ -487,9 +500,8 @@ export class Host {
     const named = this.#tuples.get(socket) ?? this.#name(socket);
     if (named) return named;
     const destination = this.#destinations.get(socket);
-    if (destination && socket.localAddress && socket.localPort) {
-      return { local: { address: socket.localAddress, port: socket.localPort }, remote: destination };
-    }
+    const local = destination && boundName(socket);
+    if (destination && local) return { local, remote: destination };
     const tuple = socketTuple(socket);
     if (tuple) return tuple;
     throw socketClosed(
