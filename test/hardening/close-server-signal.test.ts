@@ -40,7 +40,7 @@ it('25 connections closing under one signal: no warning; the abort resets them a
     controller.abort();
     const report = await closing;
     expect(accepted.every((s) => s.destroyed)).toBe(true);
-    expect(report.totals).toEqual({ graceful: 0, resetSent: 25, resetReceived: 0, destroyed: 0, total: 25 });
+    expect(report.totals).toMatchObject({ graceful: 0, resetSent: 25, resetReceived: 0, destroyed: 0, total: 25 });
     expect(new Set(report.connections.map((c) => c.reason))).toEqual(new Set(['aborted']));
     await new Promise((resolve) => setImmediate(resolve));
     expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
