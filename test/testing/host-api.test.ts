@@ -8,7 +8,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { tcpState } from '../../src/index';
 import { native } from '../../src/binding';
-import { fdOf, waitForState, waitUntil, type Lab } from '../../src/testing/index';
+import { fdOf, waitForState, waitUntil } from '../../src/testing/index';
 import { itLab } from './helpers';
 
 const SOL_SOCKET = 1;
@@ -29,12 +29,12 @@ const thrown = (fn: () => unknown): string | undefined => {
   return undefined;
 };
 
-const synFromA = (lab: Lab) => (s: { from: string; flags: readonly string[] }) => s.from === 'a' && s.flags.includes('SYN');
+const synFromA = (s: { from: string; flags: readonly string[] }): boolean => s.from === 'a' && s.flags.includes('SYN');
 
 describe('host.connectSocket()', () => {
   itLab('hands back the socket in SYN_SENT, with its fd; it connects once the SYN is released', async (lab) => {
     const server = await lab.b.listen(80);
-    lab.wire.hold(synFromA(lab));
+    lab.wire.hold(synFromA);
     const socket = lab.a.connectSocket(80);
     expect(socket).toBeInstanceOf(net.Socket);
     const fd = fdOf(socket);
@@ -68,7 +68,7 @@ describe('host.connectSocket()', () => {
 describe('host.connect({ signal })', () => {
   itLab('an abort in SYN_SENT destroys the socket, rejects with AbortError, and sends nothing more', async (lab) => {
     await lab.b.listen(80);
-    lab.wire.hold(synFromA(lab));
+    lab.wire.hold(synFromA);
     const controller = new AbortController();
     const connecting = lab.a.connect(80, { signal: controller.signal });
     await waitUntil('the SYN held', () => lab.wire.held.length === 1);
@@ -102,7 +102,7 @@ describe('fdOf()', () => {
 describe('wire.release(predicate, { count })', () => {
   itLab('releases the earliest count of the accepted held segments, and asks the predicate no further', async (lab) => {
     const server = await lab.b.listen(80);
-    lab.wire.hold(synFromA(lab));
+    lab.wire.hold(synFromA);
     const sockets = [lab.a.connectSocket(80), lab.a.connectSocket(80), lab.a.connectSocket(80)];
     await waitUntil('three SYNs held', () => lab.wire.held.length === 3);
     const ports = lab.wire.held.map((s) => s.src.port);
