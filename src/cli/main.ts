@@ -7,15 +7,18 @@
  * Argument parsing, help, output and exit codes live here; the work is in `scenarios.ts`,
  * `lab-scenarios.ts`, `ladder.ts`, `svg.ts` and `ss.ts`.
  */
+import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { isTcpState, type SocketFilter, type TcpState } from '../index';
 import { labAvailable } from '../testing/lab';
 import { diagramJson, type Diagram } from './diagram';
+import { jsonText, visible, visibleLines } from './escape';
 import { renderLadder } from './ladder';
 import { SCENARIOS, scenario as findScenario } from './scenarios';
-import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJson } from './ss';
+import { COMMAND_MAX_BYTES } from './processes';
+import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJson, ssPieces } from './ss';
 import { styleFor } from './style';
 import { renderSvg } from './svg';
 
@@ -42,7 +45,7 @@ class UsageError extends Error {
 const USAGE = {
   main: 'usage: finwait <command> [options]   (commands: demo, ss; finwait <command> --help; finwait --version)',
   demo: 'usage: finwait demo [scenario] [--loopback] [--json] [--svg FILE]',
-  ss: 'usage: finwait ss [--port N] [--state S...] [--time-wait-pile N] [--watch | --json]',
+  ss: 'usage: finwait ss [--port N] [--state S...] [--time-wait-pile N] [--summary] [--watch | --json]',
 };
 
 const HELP = {
@@ -90,10 +93,12 @@ options:
   --state S...          only these states (repeat the flag, list them, or comma-separate):
                         e.g. --state CLOSE_WAIT TIME_WAIT, --state fin-wait-2
   --time-wait-pile N    flag more than N TIME_WAIT sockets to one remote endpoint (default ${DEFAULT_TIME_WAIT_PILE})
+  --summary             the counts per state and the flags, no rows
   --watch               refresh every second like top (q or Ctrl-C quits); needs a terminal
-  --json                machine-readable output
+  --json                machine-readable output (command lines cut at ${COMMAND_MAX_BYTES} bytes, marked)
   -h, --help            this help
 
+Text from other processes (command lines and names) is printed with control characters escaped (\x1b).
 exit codes: 0 ok, 1 failed, 2 usage error`,
 };
 
@@ -116,7 +121,7 @@ function errorLine(error: unknown): string {
   const e = error as NodeJS.ErrnoException | undefined;
   const message = e?.message ?? String(error);
   const code = e?.code && !message.split(/[^\w]+/).includes(e.code) ? `${e.code}: ` : '';
-  return `finwait: ${code}${message}\n`;
+  return `finwait: ${code}${visibleLines(message)}\n`;
 }
 
 /** This package's version, from its package.json. */
@@ -201,29 +206,29 @@ async function demo(args: string[]): Promise<number> {
   if (!diagram && !chosen.loopback) {
     const needs = chosen.needs ?? 'it has no loopback version';
     const why = lab.ok ? '' : lab.reason;
-    const status = values.loopback ? 'was not used: --loopback was given' : `is not available here: ${why}`;
+    const status = values.loopback ? 'was not used: --loopback was given' : `is not available here: ${visible(why)}`;
     process.stderr.write(
       `finwait demo ${chosen.name}: needs the lab: ${needs}.\n` +
         `The lab (two network namespaces joined by a userspace wire; root or a user namespace) ${status}. ` +
         'A drawing without it would be made up, so none is drawn.\n',
     );
-    if (values.json) print(JSON.stringify({ scenario: chosen.name, title: chosen.title, shown: null, needs: 'lab', reason: needs, unavailable: why }, null, 2));
+    if (values.json) print(jsonText({ scenario: chosen.name, title: chosen.title, shown: null, needs: 'lab', reason: needs, unavailable: why }));
     return EXIT.needsLab;
   }
   if (!diagram) {
     try {
       diagram = await chosen.loopback!();
     } catch (error) {
-      if (labFailed) process.stderr.write(`finwait demo ${chosen.name}: lab: not used: ${labFailed}\n`);
+      if (labFailed) process.stderr.write(`finwait demo ${chosen.name}: lab: not used: ${visibleLines(labFailed)}\n`);
       throw error;
     }
     // Said when the lab looked available but could not be made; --loopback and an unprivileged user are the ordinary cases.
-    if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${labFailed}`] };
+    if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${visible(labFailed)}`] };
   }
   if (values.svg) writeSvg(values.svg as string, renderSvg(diagram));
-  if (values.json) print(JSON.stringify(diagramJson(diagram), null, 2));
+  if (values.json) print(jsonText(diagramJson(diagram)));
   else print(renderLadder(diagram, styleFor(process.stdout)));
-  if (values.svg && !values.json) process.stderr.write(`svg: written to ${values.svg as string}\n`);
+  if (values.svg && !values.json) process.stderr.write(`svg: written to ${visible(values.svg as string)}\n`);
   return EXIT.ok;
 }
 
@@ -244,6 +249,7 @@ async function ss(args: string[]): Promise<number> {
     port: { type: 'string' },
     state: { type: 'string', multiple: true },
     'time-wait-pile': { type: 'string' },
+    summary: { type: 'boolean' },
     watch: { type: 'boolean' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -264,18 +270,27 @@ async function ss(args: string[]): Promise<number> {
   const pile = values['time-wait-pile'] !== undefined ? intArg('--time-wait-pile', values['time-wait-pile'] as string, 2 ** 31) : undefined;
   if (values.watch && values.json) throw new UsageError('--watch and --json do not go together (for scripts, run --json repeatedly)', 'ss');
   if (values.watch && !process.stdout.isTTY) throw new UsageError('--watch needs a terminal: stdout is not a TTY (use --json for scripts)', 'ss');
-  if (values.watch) return watchSs(filter, pile);
+  const summary = values.summary === true;
+  if (values.watch) return watchSs(filter, pile, summary);
   const report = collect(filter, pile);
-  print(values.json ? JSON.stringify(ssJson(report), null, 2) : renderSs(report, styleFor(process.stdout)));
+  if (values.json) print(jsonText(ssJson(report, { summary })));
+  else {
+    // A piece at a time, waiting for a slow reader (a pipe): Node would queue the rest in memory.
+    for (const lines of ssPieces(report, styleFor(process.stdout), Infinity, { summary })) {
+      if (!process.stdout.write(`${lines}\n`)) await once(process.stdout, 'drain');
+    }
+  }
   return EXIT.ok;
 }
 
 /** Redraws the report every second in the alternate screen until q or Ctrl-C. */
-function watchSs(filter: SocketFilter, pile: number | undefined): Promise<number> {
+function watchSs(filter: SocketFilter, pile: number | undefined, summary: boolean): Promise<number> {
   const out = process.stdout;
   const style = styleFor(out);
   const draw = (): void => {
-    const report = renderSs(collect(filter, pile), style, out.columns ?? Infinity);
+    // The last 3 lines: a blank, the footer, and the line its newline moves to.
+    const height = out.rows ? Math.max(1, out.rows - 3) : undefined;
+    const report = renderSs(collect(filter, pile), style, out.columns ?? Infinity, { summary, ...(height ? { height } : {}) });
     const footer = style.dim(`refreshing every 1 s at ${new Date().toLocaleTimeString()}; q or Ctrl-C quits`);
     out.write(`\x1b[H\x1b[2J${report}\n\n${footer}\n`);
   };
@@ -336,7 +351,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     if (error instanceof UsageError) {
       const more = error.command === 'main' ? 'finwait --help' : `finwait ${error.command} --help`;
-      process.stderr.write(`finwait: ${error.message}\n${USAGE[error.command]}\nsee '${more}'\n`);
+      process.stderr.write(`finwait: ${visibleLines(error.message)}\n${USAGE[error.command]}\nsee '${more}'\n`);
       return EXIT.usage;
     }
     process.stderr.write(errorLine(error));

@@ -6,11 +6,28 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+/**
+ * The most of a command line kept, in bytes of `/proc/<pid>/cmdline`: a process chooses its own
+ * command line (up to ~2 MB of arguments, or anything it writes over them), so only this much is
+ * read, once per process, and its sockets share it.
+ */
+export const COMMAND_MAX_BYTES = 256;
+
+/** What ends a command line cut at `COMMAND_MAX_BYTES`. */
+export const TRUNCATED_MARK = '…[truncated]';
+
 /** A process holding a socket. */
 export interface Owner {
   pid: number;
-  /** The command line (`/proc/<pid>/cmdline`), or the command name when that is empty. */
+  /** The command name (`/proc/<pid>/comm`, what `ss -p` shows); absent when it could not be read. */
+  comm?: string;
+  /**
+   * The command line (`/proc/<pid>/cmdline`, arguments joined by spaces), at most
+   * `COMMAND_MAX_BYTES` bytes of it; or the command name when it is empty.
+   */
   command: string;
+  /** Set when `command` was cut at `COMMAND_MAX_BYTES`: it then ends in `TRUNCATED_MARK`. */
+  commandTruncated?: true;
 }
 
 /** Socket inodes and the processes holding them, and what could not be read. */
@@ -24,18 +41,38 @@ export interface Owners {
   error?: string;
 }
 
-function commandOf(dir: string): string {
+/** At most `max` bytes of `file` (and whether there was more), or undefined when it cannot be read. */
+function readHead(file: string, max: number): { bytes: Buffer; more: boolean } | undefined {
+  let fd: number | undefined;
   try {
-    const cmdline = fs.readFileSync(path.join(dir, 'cmdline'), 'utf8').split('\0').filter(Boolean).join(' ');
-    if (cmdline) return cmdline;
+    fd = fs.openSync(file, 'r');
+    const buffer = Buffer.alloc(max + 1);
+    let length = 0;
+    // /proc files can return less than asked per read.
+    for (let n = -1; n !== 0 && length < buffer.length; length += n) n = fs.readSync(fd, buffer, length, buffer.length - length, null);
+    return { bytes: buffer.subarray(0, Math.min(length, max)), more: length > max };
   } catch {
-    // gone or not readable: fall back to comm
+    return undefined; // gone or not readable
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
-  try {
-    return fs.readFileSync(path.join(dir, 'comm'), 'utf8').trim();
-  } catch {
-    return '?';
+}
+
+/** The process's command name and bounded command line, read once per process. */
+function processOf(pid: number, dir: string): Owner {
+  // The kernel keeps comm to 15 bytes; the bound is for a /proc that is not the kernel's.
+  const commHead = readHead(path.join(dir, 'comm'), 64);
+  const comm = commHead ? commHead.bytes.toString('utf8').replace(/\n$/, '') : undefined;
+  const head = readHead(path.join(dir, 'cmdline'), COMMAND_MAX_BYTES);
+  let command = '';
+  if (head) {
+    let text = head.bytes.toString('utf8');
+    // A multi-byte character cut at the bound decodes as U+FFFD.
+    if (head.more) text = text.replace(/\uFFFD$/, '');
+    command = text.split('\0').filter(Boolean).join(' ');
+    if (head.more && command) return { pid, ...(comm !== undefined ? { comm } : {}), command: command + TRUNCATED_MARK, commandTruncated: true };
   }
+  return { pid, ...(comm !== undefined ? { comm } : {}), command: command || comm || '?' };
 }
 
 /**
@@ -63,7 +100,7 @@ export function socketOwners(wanted?: ReadonlySet<number>, proc = '/proc'): Owne
       continue;
     }
     scanned++;
-    let command: string | undefined;
+    let owner: Owner | undefined;
     for (const fd of fds) {
       let link: string;
       try {
@@ -75,10 +112,11 @@ export function socketOwners(wanted?: ReadonlySet<number>, proc = '/proc'): Owne
       if (!match) continue;
       const inode = Number(match[1]);
       if (inode === 0 || (wanted && !wanted.has(inode))) continue;
-      command ??= commandOf(dir);
-      const owners = byInode.get(inode) ?? [];
-      if (!owners.some((o) => o.pid === Number(name))) owners.push({ pid: Number(name), command });
-      byInode.set(inode, owners);
+      owner ??= processOf(Number(name), dir);
+      const owners = byInode.get(inode);
+      // One process is scanned at a time, so its own duplicates (dup'ed fds) are the last entry.
+      if (!owners) byInode.set(inode, [owner]);
+      else if (owners[owners.length - 1] !== owner) owners.push(owner);
     }
   }
   return { byInode, scanned, unreadable };

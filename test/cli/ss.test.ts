@@ -3,10 +3,12 @@
  * the client's FIN) and one in TIME_WAIT, both gated on the states the kernel shows.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findSocket, tcpState } from '../../src/index';
+import { findSocket, sockets, tcpState } from '../../src/index';
 import { pair, waitFor, type Pair } from '../helpers';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, finwait } from './run';
@@ -82,7 +84,9 @@ describe('finwait ss', () => {
     expect(code).toBe(0);
     expect(stdout).toMatch(new RegExp(`^TCP sockets in this network namespace \\(port ${port}\\): \\d+$`, 'm'));
     expect(stdout).toMatch(/^ {2}.*CLOSE_WAIT 1/m);
-    expect(stdout).toMatch(new RegExp(`^! +CLOSE_WAIT +127\\.0\\.0\\.1:${port} .* pid ${process.pid} \\(`, 'm'));
+    // The process as `ss -p` names it (pid, comm), then its command line.
+    const comm = fs.readFileSync('/proc/self/comm', 'utf8').trim();
+    expect(stdout).toMatch(new RegExp(`^! +CLOSE_WAIT +127\\.0\\.0\\.1:${port} .* pid ${process.pid} ${comm.replace(/[^\w]/g, '\\$&')} \\(`, 'm'));
     expect(stdout).toMatch(new RegExp(`! CLOSE_WAIT 127\\.0\\.0\\.1:${port} <- .*: the peer closed and the application never did; held by pid ${process.pid}`));
     expect(stdout).not.toMatch(/\x1b\[/);
 
@@ -116,17 +120,23 @@ after = out.rsplit(b'\\x1b[?1049l', 1)[-1].decode(errors='replace').strip()
 sys.stdout.write('%d %d %d %s' % (os.waitstatus_to_exitcode(status), out.count(b'\\x1b[H\\x1b[2J'), out.endswith(b'\\x1b[?25h\\x1b[?1049l'), after))
 `;
 
-describe('finwait ss --watch', () => {
-  const hasPython = (() => {
+/** Whether python3 with its pty module is here to drive --watch (asked once). */
+let python: boolean | undefined;
+function hasPython(): boolean {
+  if (python === undefined) {
     try {
       execFileSync('python3', ['-c', 'import pty'], { stdio: 'ignore' });
-      return true;
+      python = true;
     } catch {
-      return false;
+      python = false;
     }
-  })();
+  }
+  return python;
+}
 
-  it.skipIf(!hasPython).each([
+describe('finwait ss --watch', () => {
+
+  it.skipIf(!hasPython()).each([
     ['q', 'q'],
     ['Ctrl-C', '\x03'],
   ])('redraws in place every second on a terminal and quits on %s', (_, key) => {
@@ -137,7 +147,7 @@ describe('finwait ss --watch', () => {
     expect(restored).toBe(1);
   });
 
-  it.skipIf(!hasPython)('a kernel call that fails on a redraw: the screen is restored, the error shown after it, exit 1', () => {
+  it.skipIf(!hasPython())('a kernel call that fails on a redraw: the screen is restored, the error shown after it, exit 1', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-ss-fail-'));
     const preload = path.join(dir, 'fail.cjs');
     // sockets() works for the first draw, then fails (EMFILE) on the next.
@@ -163,5 +173,120 @@ describe('finwait ss --watch', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('finwait ss: flags first, --summary, and the flags in --watch', () => {
+  const PAIRS = 30;
+  let listener: net.Server;
+  const ends: net.Socket[] = [];
+  let port: number;
+
+  beforeAll(async () => {
+    // 30 connections whose clients sent their FIN: 30 CLOSE_WAIT and 30 FIN_WAIT2 held by this process.
+    listener = net.createServer({ allowHalfOpen: true }, (s) => ends.push(s.pause()));
+    listener.listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    port = (listener.address() as net.AddressInfo).port;
+    for (let i = 0; i < PAIRS; i++) {
+      const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      ends.push(client.pause());
+      await once(client, 'connect');
+      client.end();
+    }
+    await waitFor(`${PAIRS} CLOSE_WAIT and ${PAIRS} FIN_WAIT2 on port ${port}`, () => {
+      const states = sockets({ port }).map((s) => s.state);
+      return states.filter((s) => s === 'CLOSE_WAIT').length === PAIRS && states.filter((s) => s === 'FIN_WAIT2').length === PAIRS ? true : undefined;
+    });
+  });
+
+  afterAll(async () => {
+    for (const s of ends) s.destroy();
+    await new Promise((resolve) => listener?.close(resolve));
+  });
+
+  it("the flags come before the rows, one per process and kind", async () => {
+    const { code, stdout } = await finwait(['ss', '--port', String(port)], { NO_COLOR: '1' });
+    expect(code).toBe(0);
+    const flags = stdout.indexOf('flags (2):');
+    expect(flags).toBeGreaterThan(0);
+    expect(flags).toBeLessThan(stdout.indexOf('   State  '));
+    expect(stdout).toMatch(new RegExp(`! CLOSE_WAIT on ${PAIRS} sockets \\(127\\.0\\.0\\.1:${port} <- 127\\.0\\.0\\.1:\\d+ and ${PAIRS - 1} more\\): the peer closed and the application never did; held by pid ${process.pid} `));
+    expect(stdout).toMatch(new RegExp(`! FIN_WAIT2 with no timer on ${PAIRS} sockets .*held by pid ${process.pid} `));
+    expect(stdout.split('\n').filter((line) => /^! {2}(CLOSE_WAIT|FIN_WAIT2) /.test(line))).toHaveLength(2 * PAIRS);
+  });
+
+  it('--summary: the counts and the flags, no rows', async () => {
+    const { code, stdout } = await finwait(['ss', '--port', String(port), '--summary'], { NO_COLOR: '1' });
+    expect(code).toBe(0);
+    const lines = stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(`TCP sockets in this network namespace (port ${port}): ${2 * PAIRS + 1}`);
+    expect(lines[1]).toBe(`  FIN_WAIT2 ${PAIRS}   CLOSE_WAIT ${PAIRS}   LISTEN 1`);
+    expect(stdout).toContain('flags (2):');
+    expect(stdout).toContain(`! CLOSE_WAIT on ${PAIRS} sockets`);
+    expect(stdout).not.toMatch(/State +Local +Remote/);
+    expect(stdout).not.toMatch(/^! {2}CLOSE_WAIT/m);
+    expect(lines.length).toBeLessThan(10);
+  });
+
+  it('--summary --json: no sockets, each flag with its count', async () => {
+    const { code, stdout } = await finwait(['ss', '--port', String(port), '--summary', '--json']);
+    expect(code).toBe(0);
+    const json = JSON.parse(stdout);
+    expect(json).not.toHaveProperty('sockets');
+    expect(json.total).toBe(2 * PAIRS + 1);
+    expect(json.counts).toEqual({ FIN_WAIT2: PAIRS, CLOSE_WAIT: PAIRS, LISTEN: 1 });
+    expect(json.flags).toEqual([
+      { kind: 'close-wait', message: expect.stringContaining(`held by pid ${process.pid}`), count: PAIRS },
+      { kind: 'fin-wait2-no-timer', message: expect.stringContaining(`held by pid ${process.pid}`), count: PAIRS },
+    ]);
+  });
+
+  /** `finwait ss --watch` on a 16 x 160 pseudo-terminal: the frames it drew (between screen clears) and its exit code. */
+  const SIZED_PTY = `
+import fcntl, json, os, pty, select, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack('HHHH', 16, 160, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+out, sent, deadline = b'', False, time.time() + 10
+while time.time() < deadline:
+    if not sent and out.count(b'\\x1b[H\\x1b[2J') >= 3:
+        os.write(fd, b'q')
+        sent = True
+    r, _, _ = select.select([fd], [], [], 0.05)
+    if r:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+_, status = os.waitpid(pid, 0)
+frames = [f.decode(errors='replace') for f in out.split(b'\\x1b[H\\x1b[2J')[1:]]
+sys.stdout.write(json.dumps({'code': os.waitstatus_to_exitcode(status), 'frames': frames}))
+`;
+
+  it.skipIf(!hasPython())('--watch: the counts and flags stay on the screen, the rows that do not fit are counted', () => {
+    const out = execFileSync('python3', ['-c', SIZED_PTY, process.execPath, BIN, 'ss', '--watch', '--port', String(port)], {
+      encoding: 'utf8',
+      timeout: 15_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    const { code, frames } = JSON.parse(out) as { code: number; frames: string[] };
+    expect(code).toBe(0);
+    expect(frames.length).toBeGreaterThanOrEqual(2);
+    // The second frame is whole (the last one ends where the screen is restored).
+    const lines = frames[1]!.replace(/\r/g, '').replace(/\n$/, '').split('\n');
+    expect(lines.length).toBeLessThanOrEqual(15); // 16 rows: the last stays free for the cursor
+    expect(lines[0]).toBe(`TCP sockets in this network namespace (port ${port}): ${2 * PAIRS + 1}`);
+    expect(lines).toContain('flags (2):');
+    expect(lines.some((l) => l.startsWith(`  ! CLOSE_WAIT on ${PAIRS} sockets`))).toBe(true);
+    expect(lines.some((l) => l.startsWith(`  ! FIN_WAIT2 with no timer on ${PAIRS} sockets`))).toBe(true);
+    expect(lines.some((l) => /^… and \d+ more sockets \(--state or --port narrows the list, --summary leaves it out\)$/.test(l))).toBe(true);
+    expect(lines.filter((l) => /^! {2}CLOSE_WAIT /.test(l)).length).toBeGreaterThanOrEqual(2);
+    expect(lines.at(-1)).toMatch(/^refreshing every 1 s at .*; q or Ctrl-C quits$/);
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(160);
   });
 });
