@@ -5,10 +5,12 @@
  * `closeServer()` closes as it closes every other (a lingering close, RST only at the deadline).
  *
  * The steps follow RFC 9113 §6.8: a first GOAWAY with the last stream id 2^31-1 (shutdown notice:
- * the client opens no new stream once it sees it), a PING whose answer shows that every stream the
- * client opened before it saw the notice has arrived (those are served), then streams are refused,
- * and once the streams in flight are done, `session.close()` sends the final GOAWAY with the last
- * stream id processed and Node ends the connection.
+ * the client opens no new stream once it sees it), a PING whose answer shows that the client has
+ * read the notice (streams that arrived before it are served), then for one more PING's round
+ * trip new streams are refused with RST_STREAM REFUSED_STREAM (so the report counts them), and
+ * once the streams in flight are done, `session.close()` sends the final GOAWAY with the last
+ * stream id processed and Node ends the connection. A client that answers the notice with its own
+ * GOAWAY (as Node's does) is not waited for.
  */
 import http2 from 'node:http2';
 import { missingInternal } from './node-internals';
@@ -34,34 +36,69 @@ export class SessionClose {
   readonly streams: StreamCounts = { completed: 0, refused: 0, reset: 0 };
   /** Streams served that began after the shutdown started. */
   requestsDuringShutdown = 0;
-  /** Whether a response was streaming (headers sent, not ended) when the shutdown began. */
-  streaming = false;
   private readonly open = new Set<http2.ServerHttp2Stream>();
   private refusing = false;
+  private closable = false;
   private finalGoaway = false;
+  private roundTripMs = 0;
   private pastDeadline = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(readonly session: http2.ServerHttp2Session) {}
+  /** `peerClosed()` says whether the peer has closed its side of the connection (its FIN came). */
+  constructor(
+    readonly session: http2.ServerHttp2Session,
+    private readonly peerClosed: () => boolean,
+  ) {}
 
   /**
-   * Sends the shutdown notice and the PING; `roundTripMs` bounds the wait for its answer (a peer
-   * that does not answer pings is refused new streams after it).
+   * Sends the shutdown notice and a PING; `roundTripMs` bounds each wait for a PING's answer (a
+   * peer that does not answer pings, or closes its side instead, is not waited for).
    */
   begin(roundTripMs: number): void {
-    for (const stream of openStreams(this.session)) {
-      if (stream.headersSent && !stream.writableEnded) this.streaming = true;
-      this.follow(stream);
-    }
+    this.roundTripMs = roundTripMs;
+    for (const stream of openStreams(this.session)) this.follow(stream);
     this.interceptNewStreams();
-    const refuse = (): void => this.startRefusing();
+    // The client's own GOAWAY (Node's client answers ours with one and closes its session): it
+    // opens nothing more, and need not answer our PINGs.
+    this.session.once('goaway', () => this.startRefusing(true));
     try {
       this.session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID);
-      if (!this.session.ping(refuse)) refuse();
     } catch {
-      refuse(); // the session is closing already
+      return this.startRefusing(true); // the session is closing already
     }
-    if (!this.refusing) this.timer = setTimeout(refuse, roundTripMs);
+    this.roundTrip((answered) => this.startRefusing(!answered));
+  }
+
+  /**
+   * A PING, and `then(answered)` once it is answered, or cancelled, or not answered within
+   * `roundTripMs`, or the peer closed its side of the connection meanwhile (Node's client destroys
+   * an idle session when it reads the notice; Node's server session does not notice the peer's FIN
+   * while it lives, so the kernel is asked).
+   */
+  private roundTrip(then: (answered: boolean) => void): void {
+    let done = false;
+    let look: NodeJS.Timeout | undefined;
+    const once = (answered: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(this.timer);
+      clearTimeout(look);
+      then(answered);
+    };
+    try {
+      if (!this.session.ping((error) => once(!error))) return once(false);
+    } catch {
+      return once(false);
+    }
+    this.timer = setTimeout(() => once(false), this.roundTripMs);
+    let every = 2;
+    const peerGone = (): void => {
+      if (done) return;
+      if (this.peerClosed()) return once(false);
+      look = setTimeout(peerGone, every);
+      every = Math.min(every * 2, 50);
+    };
+    look = setTimeout(peerGone, every);
   }
 
   /** At the deadline the connection is reset: every stream still open is cut. */
@@ -87,18 +124,33 @@ export class SessionClose {
     });
   }
 
-  /** One round trip after the notice: what the client opens now it opened knowing. */
-  private startRefusing(): void {
-    if (this.refusing) return;
-    this.refusing = true;
-    clearTimeout(this.timer);
+  /**
+   * One round trip after the notice: what the client opens now, it opened before it had read the
+   * notice (Node's client sends a request it had queued after its PING answer). Such streams are
+   * refused, and counted, for one more round trip; then the final GOAWAY, once nothing is in flight.
+   * Without that second round trip they would arrive after the final GOAWAY, be dropped unseen by
+   * nghttp2, and be refused all the same, but without the report knowing.
+   */
+  private startRefusing(peerDone: boolean): void {
+    if (this.pastDeadline) return;
+    if (!this.refusing) {
+      this.refusing = true;
+      // A second round trip only for a peer that answers PINGs and still has its side open.
+      if (!peerDone) return this.roundTrip(() => this.readyToClose());
+    }
+    this.readyToClose();
+  }
+
+  private readyToClose(): void {
+    this.closable = true;
     this.maybeClose();
   }
 
   /** The final GOAWAY once nothing is in flight: Node ends the connection after it. */
   private maybeClose(): void {
-    if (!this.refusing || this.finalGoaway || this.open.size > 0 || this.pastDeadline) return;
+    if (!this.closable || this.finalGoaway || this.open.size > 0 || this.pastDeadline) return;
     this.finalGoaway = true;
+    clearTimeout(this.timer);
     try {
       this.session.close();
     } catch {

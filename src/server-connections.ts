@@ -77,8 +77,9 @@ export function watchServer(server: net.Server): ServerConnections {
 /** Node's own set of an HTTP/2 server's sessions (Node >= 24), or nothing. */
 function nodeSessions(server: net.Server): Iterable<http2.ServerHttp2Session> {
   const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'sessions');
-  const set = symbol ? (server as unknown as Record<symbol, unknown>)[symbol] : undefined;
-  return set instanceof Set ? (set as Set<http2.ServerHttp2Session>) : [];
+  const set = symbol ? (server as unknown as Record<symbol, { values?: unknown }>)[symbol] : undefined;
+  // Node's SafeSet: a Set by behaviour, not by instanceof.
+  return typeof set?.values === 'function' ? [...(set as Set<http2.ServerHttp2Session>).values()] : [];
 }
 
 /** The connections finwait knows of `server`, or `undefined` if it never saw one. */
@@ -133,8 +134,9 @@ export function httpSockets(server: net.Server): net.Socket[] {
 /** The open streams of an HTTP/2 session, from Node's own map (every Node 20–26 has it). */
 export function openStreams(session: http2.ServerHttp2Session): http2.ServerHttp2Stream[] {
   const symbol = Object.getOwnPropertySymbols(session).find((s) => s.description === 'state');
-  const state = symbol ? (session as unknown as Record<symbol, { streams?: unknown }>)[symbol] : undefined;
-  if (!(state?.streams instanceof Map)) {
+  const state = symbol ? (session as unknown as Record<symbol, { streams?: { values?: unknown } }>)[symbol] : undefined;
+  // Node's SafeMap: a Map by behaviour, not by instanceof.
+  if (typeof state?.streams?.values !== 'function') {
     missingInternal(
       "Http2Session's stream map (the state symbol's streams)",
       'closeServer() counts only the streams that begin after the shutdown began; streams in flight still complete',

@@ -30,8 +30,8 @@ import { abortError, checkTimerMs, invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
-import { queuesOfTcpFd, tcpInfo } from './ops';
-import { connectionsOf, httpSockets, isHttp2Server, watchServer } from './server-connections';
+import { queuesOfTcpFd, tcpInfo, tcpState } from './ops';
+import { connectionsOf, httpSockets, isHttp2Server, openStreams, watchServer } from './server-connections';
 import { announceShutdown, asked, shutdownOver } from './shutdown-signal';
 
 export { trackConnections } from './server-connections';
@@ -130,6 +130,9 @@ export interface ServerCloseReport {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_DRAIN_MS = 500;
+/** An HTTP/2 client's PING answer is awaited for this many round-trip times, and at least PING_WAIT_MIN_MS. */
+const PING_WAIT_RTTS = 4;
+const PING_WAIT_MIN_MS = 50;
 /** Turns of the event loop the accept queue is given where the kernel cannot show it. */
 const BLIND_DRAIN_TURNS = 3;
 
@@ -223,6 +226,7 @@ class ServerShutdown {
   /** The caller's abort reaches every close through one signal of ours (one listener on the caller's). */
   private readonly stop: AbortController | undefined;
   private acceptedFromQueue = 0;
+  private readonly streamingAtStart = new Set<net.Socket>();
   private draining = false;
   private listenFd = -1;
 
@@ -244,6 +248,8 @@ class ServerShutdown {
     // 1. Find every connection known now.
     const found = this.find();
     const untracked = this.kernelView ? await this.countUntracked(found) : -1;
+    // What was streaming, seen before the application is told (it may end its streams at once).
+    for (const [socket, protocol] of found) if (this.isStreaming(socket, protocol)) this.streamingAtStart.add(socket);
     // 2. Tell the application; what it asks for in its handlers is aborted at once.
     announceShutdown(server, this.keysOf(found));
     // 4. (Each connection's close begins now; those accepted while draining join as they come.)
@@ -305,6 +311,17 @@ class ServerShutdown {
       }
     }
     return found;
+  }
+
+  /** Whether a response on the connection is streaming now: headers sent, not ended. */
+  private isStreaming(socket: net.Socket, protocol: ConnectionProtocol): boolean {
+    if (protocol === 'http/1.1') {
+      const res = (socket as HttpSocket)._httpMessage;
+      return Boolean(res?.headersSent && !res.writableEnded);
+    }
+    if (protocol !== 'h2') return false;
+    const session = this.sessionOf(socket);
+    return session ? openStreams(session).some((stream) => stream.headersSent && !stream.writableEnded) : false;
   }
 
   /** What an open socket of this server carries now. */
@@ -416,7 +433,7 @@ class ServerShutdown {
       requestsDuringShutdown: 0,
       responses: new Set(),
       requestCompleteAtFin: true,
-      streaming: false,
+      streaming: this.streamingAtStart.has(socket),
       appCloses: false,
       peerEndedFirst: false,
     };
@@ -452,8 +469,6 @@ class ServerShutdown {
   private http1(c: Connection): void {
     // Node ends a `Connection: close` response's socket with destroySoon(): make that graceful.
     c.socket.destroySoon = () => void this.closeOne(c);
-    const res = c.socket._httpMessage;
-    if (res?.headersSent && !res.writableEnded) c.streaming = true;
     if (!this.followResponse(c)) this.idle(c, this.windowEndsAt);
   }
 
@@ -525,6 +540,35 @@ class ServerShutdown {
     void this.closeOne(c);
   }
 
+  /**
+   * How long an HTTP/2 client's PING answer is awaited: a few of the connection's round-trip times
+   * (the kernel's smoothed RTT), at least 50 ms, at most the drain window. A client that does not
+   * answer (Node's, once it read the GOAWAY while a request of its own was pending) is not waited
+   * for longer than that; its queued streams are refused by the final GOAWAY.
+   */
+  private pingWait(socket: net.Socket): number {
+    const fd = this.kernelView ? handleFd(socket) : -1;
+    if (fd < 0) return this.drainWindow;
+    try {
+      return Math.min(this.drainWindow, Math.max(PING_WAIT_MIN_MS, (PING_WAIT_RTTS * tcpInfo(fd).rtt) / 1000));
+    } catch {
+      return this.drainWindow;
+    }
+  }
+
+  /** Whether the peer's FIN came (the kernel's state: Node may not read it while HTTP/2 holds the socket). */
+  private peerClosed(socket: net.Socket): boolean {
+    if (socket.readableEnded || socket.destroyed) return true;
+    const fd = this.kernelView ? handleFd(socket) : -1;
+    if (fd < 0) return false;
+    try {
+      const state = tcpState(fd);
+      return state !== 'ESTABLISHED' && state !== 'FIN_WAIT1' && state !== 'FIN_WAIT2';
+    } catch {
+      return true;
+    }
+  }
+
   private unread(socket: net.Socket): number {
     const fd = this.kernelView ? handleFd(socket) : -1;
     if (fd < 0) return 0;
@@ -539,11 +583,10 @@ class ServerShutdown {
   private h2(c: Connection): void {
     const session = this.sessionOf(c.socket);
     if (!session) return this.leftToApplication(c);
-    c.h2 = new SessionClose(session);
+    c.h2 = new SessionClose(session, () => this.peerClosed(c.socket));
     // Node ends the connection once the session is done: from there it is an ordinary close.
     c.socket.once('finish', () => void this.closeOne(c));
-    c.h2.begin(Math.min(this.drainWindow, Math.max(0, this.deadlineAt - performance.now())));
-    c.streaming = c.h2.streaming;
+    c.h2.begin(Math.min(this.pingWait(c.socket), Math.max(0, this.deadlineAt - performance.now())));
   }
 
   /**
