@@ -28,17 +28,21 @@ describe('kernel rows 17-19: segments that reach TIME_WAIT', () => {
     const entry = (): SocketEntry => a.findSocket(sa)!;
     const first = entry().timer.expiresMs;
     expect(entry()).toMatchObject({ state: 'TIME_WAIT', timer: { kind: 'timewait' } });
-    // Let the timer run down 100 ms (read from the timer, not a clock), then B's FIN again.
-    await waitUntil('the TIME_WAIT timer 100 ms down', () => entry().timer.expiresMs <= first - 100);
+    // Let the timer run down 300 ms (read from the timer, not a clock), then B's FIN again.
+    await waitUntil('the TIME_WAIT timer 300 ms down', () => entry().timer.expiresMs <= first - 300);
     const before = entry().timer.expiresMs;
     const acks = (): number => wire.log.filter((e) => e.from === 'a' && e.relAck === 2 && !e.flags.includes('FIN')).length;
     const acked = acks();
+    const replayedAt = performance.now();
     wire.replay(fin);
     await waitUntil("A's ACK of the copy", () => acks() > acked);
     const after = entry();
+    const readAt = performance.now();
     expect(after.state).toBe('TIME_WAIT');
-    expect(after.timer.expiresMs).toBeGreaterThan(before + 90);
-    expect(after.timer.expiresMs).toBeGreaterThan(59_500);
+    // Restarted: back to 60 s minus the time since the copy went in (one jiffy of rounding, 4 ms at HZ=250).
+    expect(after.timer.expiresMs).toBeGreaterThan(before + 200);
+    expect(after.timer.expiresMs).toBeGreaterThanOrEqual(60_000 - (readAt - replayedAt) - 8);
+    expect(after.timer.expiresMs).toBeLessThanOrEqual(60_000);
     expectSegments(
       wire.log,
       ['a <SEQ=1><ACK=1><CTL=FIN,ACK> pass', 'b <SEQ=1><ACK=2><CTL=ACK> pass', 'b <SEQ=1><ACK=2><CTL=FIN,ACK> pass', 'a <SEQ=2><ACK=2><CTL=ACK> pass', 'b <SEQ=1><ACK=2><CTL=FIN,ACK> replay', 'a <SEQ=2><ACK=2><CTL=ACK> pass'],
@@ -66,6 +70,11 @@ describe('kernel rows 17-19: segments that reach TIME_WAIT', () => {
         await waitUntil("A's TIME_WAIT gone", () => a.findSocket(sa) === undefined);
       }
       expect(a.sockets({ remotePort: 80 }).map((s) => s.state)).toEqual(rfc1337 ? ['TIME_WAIT'] : []);
+      expectSegments(
+        wire.log.filter((e) => e.verdict === 'inject'),
+        ['b <SEQ=2><CTL=RST> inject'],
+        { verdicts: ['inject'], withVerdict: true },
+      );
       // A sent nothing for the RST.
       const rst = wire.log.findIndex((e) => e.verdict === 'inject');
       expect(wire.log.slice(rst + 1).filter((e) => e.from === 'a' && e.verdict === 'pass').length).toBe(rfc1337 ? 1 : 0);
