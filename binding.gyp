@@ -23,6 +23,7 @@
             "addon/sock_diag_linux.cc",
             "addon/netns_linux.cc",
             "addon/bind.cc",
+            "addon/close_fd.cc",
             "addon/reuseport.cc",
             "addon/tun_linux.cc",
             "addon/fd_poll.cc",

@@ -23,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));
   exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
   exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
 #ifdef __linux__
   exports.Set("reusePortSocket", Napi::Function::New(env, ReusePortSocket, "reusePortSocket"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));

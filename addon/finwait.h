@@ -90,6 +90,8 @@ uint64_t NetnsCookieOf(Napi::Env env, int fd);
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info);
 Napi::Value NetnsOpen(const Napi::CallbackInfo& info);
 Napi::Value Bind(const Napi::CallbackInfo& info);
+// closeFd(fd): close(2) of an fd the addon made.
+Napi::Value CloseFd(const Napi::CallbackInfo& info);
 // Linux only (registered only there): reusePortSocket(family, nsFd?) -> fd: socket(2), stream,
 // close-on-exec and non-blocking, made here or in the network namespace nsFd, with SO_REUSEPORT
 // set (setsockopt(2)) before anything binds it; listen(fd, backlog): listen(2).

@@ -33,6 +33,7 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(in
 Napi::Value NetnsSocket(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }
 Napi::Value NetnsOpen(const Napi::CallbackInfo& info) { return NotSupported(info, "setns"); }
 Napi::Value Bind(const Napi::CallbackInfo& info) { return NotSupported(info, "bind"); }
+Napi::Value CloseFd(const Napi::CallbackInfo& info) { return NotSupported(info, "close"); }
 Napi::Value TunSetIff(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value TunRead(const Napi::CallbackInfo& info) { return NotSupported(info, "read"); }
 Napi::Value TunWrite(const Napi::CallbackInfo& info) { return NotSupported(info, "write"); }

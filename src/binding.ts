@@ -103,6 +103,11 @@ export interface Native {
   netnsSocket(nsFd: number, family: number, type: number): number;
   /** open(2) of `path` with `flags` (plus O_CLOEXEC) made inside the network namespace `nsFd`. */
   netnsOpen(nsFd: number, path: string, flags: number): number;
+  /**
+   * close(2) of an fd the addon made (a netlink socket, a namespace's fd from `socketNetns`): not
+   * `fs.closeSync()`, which in a Worker warns about an fd Node did not open. Never an fd Node owns.
+   */
+  closeFd(fd: number): void;
   /** bind(2) to the address in `sockaddr` (the bytes of a `sockaddr_in` or `sockaddr_in6`). */
   bind(fd: number, sockaddr: Uint8Array): void;
   /**

@@ -5,7 +5,6 @@
  * Linux only; elsewhere every call throws `ENOTSUP`.
  * @see sock_diag(7), ss(8)
  */
-import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { native } from './binding';
@@ -230,7 +229,7 @@ export function findSocketIn(nsFd: number | null, tuple: SocketTuple): SocketEnt
   try {
     native().sockDiagFind(nl, record, reply, status);
   } finally {
-    fs.closeSync(nl);
+    native().closeFd(nl);
   }
   if (status[0] !== 1) {
     if (isMiss(status[0]!)) return undefined;

@@ -133,7 +133,7 @@ async function boundSocket(host: string | undefined, port: number): Promise<numb
       native().bind(fd, sockaddr(address, port));
       return fd;
     } catch (error) {
-      fs.closeSync(fd);
+      native().closeFd(fd);
       throw error;
     }
   }

@@ -21,7 +21,6 @@
  * socket behind: an fd that read CLOSE (TIME_WAIT began, or it was reset) needs no message, and
  * short connections closed that way cost nothing here.
  */
-import fs from 'node:fs';
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../../binding';
 import { cookieKey, INET_DIAG_INFO, messageAttribute, messageCookie, recordCookie } from '../../diag';
@@ -91,7 +90,7 @@ function listener(key: string, fd: number): Listener {
     try {
       socket = new n.SockDiagEventsSocket(nsFd, RCVBUF);
     } finally {
-      fs.closeSync(nsFd);
+      n.closeFd(nsFd);
     }
   }
   try {

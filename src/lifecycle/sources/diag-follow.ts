@@ -117,7 +117,7 @@ function netnsOf(id: Uint8Array, fd: number): Netns | undefined {
       ns = { nl: native().sockDiagSocket(nsFd), key, users: 0, counters: undefined };
       ns.counters = openCounters(nsFd);
     } finally {
-      fs.closeSync(nsFd);
+      native().closeFd(nsFd);
     }
     namespaces.set(key, ns);
   }
@@ -130,8 +130,9 @@ export function releaseNetns(w: Watched): void {
   w.ns = undefined;
   if (ns === undefined || --ns.users > 0) return;
   namespaces.delete(ns.key);
-  fs.closeSync(ns.nl);
-  if (ns.counters !== undefined) fs.closeSync(ns.counters);
+  // Both made by the addon inside the namespace: closed by it (see Native.closeFd).
+  native().closeFd(ns.nl);
+  if (ns.counters !== undefined) native().closeFd(ns.counters);
 }
 
 export function closeHomeNl(): void {
@@ -140,7 +141,7 @@ export function closeHomeNl(): void {
   if (homeNl < 0) return;
   const nl = homeNl;
   homeNl = -1;
-  fs.closeSync(nl);
+  native().closeFd(nl);
 }
 
 let requests = new Uint8Array(64 * ID_RECORD);
