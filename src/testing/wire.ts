@@ -68,7 +68,7 @@ export interface InjectOptions {
    * A segment of the connection (either direction: a log entry, a held segment); default: the
    * connection of the last segment the wire saw.
    */
-  of?: Segment;
+  of?: WireSegment;
 }
 
 /** Decides about a segment; it sees `from` and the relative numbers too. */
@@ -152,7 +152,7 @@ export class Wire extends EventEmitter {
   /** The packet of each log entry, for `replay()`; dropped with the entry by `clearLog()`. */
   #packets = new WeakMap<LogEntry, Uint8Array>();
   /** The last TCP segment read, for `inject()` without `of`. */
-  #last: Segment | undefined;
+  #last: WireSegment | undefined;
   /** The window of each flow's last segment, by flowKey. */
   readonly #windows = new Map<string, number>();
   #rules: Rule[] = [];
@@ -292,11 +292,12 @@ export class Wire extends EventEmitter {
     if (isAck) checkNumber(relAck, 'options.relAck', 2 ** 32 - 1);
     if (window !== undefined) checkNumber(window, 'options.window', 65535);
     if (of === undefined) throw codedError('ERR_FINWAIT_WIRE_NO_CONNECTION', 'wire.inject(): the wire has seen no segment yet: no connection to inject into');
-    if (of === null || typeof of !== 'object' || typeof of.src !== 'object' || typeof of.dst !== 'object') throw invalidArgType('options.of', 'a segment of the wire (a log entry)', of);
+    if (of === null || typeof of !== 'object' || typeof of.src !== 'object' || typeof of.dst !== 'object' || (of.from !== 'a' && of.from !== 'b')) {
+      throw invalidArgType('options.of', 'a segment of the wire (a log entry, or a held segment)', of);
+    }
     if (of.family === 6) throw codedError('ENOTSUP', 'wire.inject(): IPv6 segments are not made yet; the wire carries IPv4');
-    // The sender is `from`: the end whose address is that host's (a's is 10.77.0.1 in every lab, but
-    // `of` says which end of this connection sent what).
-    const forward = (of as Partial<WireSegment>).from === undefined || (of as WireSegment).from === from;
+    // `of` says which end of the connection sent it: the new segment goes the same way or back.
+    const forward = of.from === from;
     const src = forward ? of.src : of.dst;
     const dst = forward ? of.dst : of.src;
     const flow = { src, dst } as Segment;
@@ -440,19 +441,20 @@ export class Wire extends EventEmitter {
 
   #relative(segment: Segment, from: Side, seen = true): WireSegment {
     // A SYN (with or without ACK) starts a direction of a connection: its seq is that side's ISN.
-    if (seen) {
-      if (segment.flags.includes('SYN')) this.#isn.set(flowKey(segment), segment.seq);
-      this.#last = segment;
-      this.#windows.set(flowKey(segment), segment.window);
-    }
+    if (seen && segment.flags.includes('SYN')) this.#isn.set(flowKey(segment), segment.seq);
     const own = this.#isn.get(flowKey(segment));
     const peer = this.#isn.get(reverseKey(segment));
-    return {
+    const relative: WireSegment = {
       ...segment,
       from,
       relSeq: own === undefined ? undefined : (segment.seq - own) >>> 0,
       relAck: peer === undefined || !segment.flags.includes('ACK') ? undefined : (segment.ack - peer) >>> 0,
     };
+    if (seen) {
+      this.#last = relative;
+      this.#windows.set(flowKey(segment), segment.window);
+    }
+    return relative;
   }
 
   /** Logs a segment and tells the 'segment' listeners; returns what one of them threw, for the caller to report after the segment is on its way. */

@@ -37,11 +37,16 @@ describe('wire.inject()', () => {
     await waitUntil("b's ACK of the injected bytes", () => lab.wire.log.find((e) => e.from === 'b' && e.relAck === 3));
   });
 
-  itLab('an injected RST in window resets b: its socket sees ECONNRESET', async (lab) => {
-    const { sb } = await connected(lab);
+  itLab('an injected RST in window resets the host it reaches: its socket sees ECONNRESET', async (lab) => {
+    const { sa, sb } = await connected(lab);
     const error = once(sb, 'error');
     lab.wire.inject('a', { flags: ['RST'], relSeq: 1 });
     expect(((await error)[0] as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+    // The other way, with the default connection (the last segment seen was a's, or b's RST-free answer).
+    const errorA = once(sa, 'error');
+    const entry = lab.wire.inject('b', { flags: ['RST'], relSeq: 1 });
+    expect(entry).toMatchObject({ from: 'b', src: { address: '10.77.0.2', port: 80 }, dst: { address: '10.77.0.1', port: sa.localPort } });
+    expect(((await errorA)[0] as NodeJS.ErrnoException).code).toBe('ECONNRESET');
     await waitUntil('b has no connection', () => lab.b.sockets({ port: 80 }).every((s) => s.state === 'LISTEN'));
   });
 
@@ -53,6 +58,8 @@ describe('wire.inject()', () => {
     expect(code(() => lab.wire.inject('a', { flags: ['NOPE' as never], relSeq: 1, relAck: 1 }))).toBe('ERR_INVALID_ARG_TYPE');
     expect(code(() => lab.wire.inject('a', { flags: ['ACK'], relSeq: 1, relAck: 1, window: 70000 }))).toBe('ERR_OUT_OF_RANGE');
     expect(code(() => lab.wire.inject('a', null as never))).toBe('ERR_INVALID_ARG_TYPE');
+    const { src, dst } = lab.wire.log[0];
+    expect(code(() => lab.wire.inject('a', { flags: ['RST'], relSeq: 1, of: { src, dst } as never }))).toBe('ERR_INVALID_ARG_TYPE');
   });
 });
 
