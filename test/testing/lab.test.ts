@@ -15,6 +15,7 @@ import { findSocket, sockets, tcpState } from '../../src/index';
 import {
   connectPair,
   createLab,
+  fdOf,
   formatSegment,
   isPureAck,
   labAvailable,
@@ -159,7 +160,6 @@ describe('the lab', () => {
 
   itLab('sockets(): sock_diag inside the host\'s namespace, the same entries, filters and timers as finwait\'s sockets()', async (lab) => {
     const { sa, sb } = await connection(lab, { allowHalfOpen: true });
-    const fdOf = (s: net.Socket): number => (s as unknown as { _handle: { fd: number } })._handle.fd;
     const [ea] = lab.a.sockets({ states: ['ESTABLISHED'] });
     // The very shape finwait's sockets() returns (compared with an entry of this namespace's).
     const pair = await connectPair();

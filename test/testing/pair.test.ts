@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { once } from 'node:events';
 import { queues, tcpState } from '../../src/index';
-import { connectPair, waitForState, waitUntil, type SocketPair } from '../../src/testing/index';
+import { connectPair, fdOf, waitForState, waitUntil, type SocketPair } from '../../src/testing/index';
 
 let p: SocketPair | undefined;
 afterEach(async () => {
@@ -73,7 +73,7 @@ describe('waitForState', () => {
     expect(await waitForState(p.client, 'ESTABLISHED')).toBe('ESTABLISHED');
     p.client.end();
     expect(await waitForState(p.client, ['FIN_WAIT2', 'CLOSE'])).toBe('FIN_WAIT2');
-    const fd = (p.server as unknown as { _handle: { fd: number } })._handle.fd;
+    const fd = fdOf(p.server);
     expect(await waitForState(fd, 'CLOSE_WAIT')).toBe('CLOSE_WAIT');
   });
 
