@@ -8,7 +8,8 @@
  * Everything here is linear in the number of sockets: a busy host has 100,000s of them
  * (`tcp_max_tw_buckets` is 131,072 by default).
  */
-import { sockets, TCP_STATES, type SocketEntry, type SocketFilter, type TcpState } from '../index';
+import { sockets, type SocketEntry, type SocketFilter } from '../diag';
+import { TCP_STATES, type TcpState } from '../states';
 import { addressOf } from './diagram';
 import { visible } from './escape';
 import { COMMAND_MAX_BYTES, socketOwners, TRUNCATED_MARK, type Owner, type Owners } from './processes';
