@@ -233,7 +233,7 @@ export class Host {
       setBufferSizes(fd, recvBufferSize, sendBufferSize);
       native().bind(fd, address);
     } catch (error) {
-      fs.closeSync(fd);
+      native().closeFd(fd);
       throw error;
     }
     const server = net.createServer({ allowHalfOpen, pauseOnConnect });
@@ -326,7 +326,7 @@ export class Host {
       };
       socket = new net.Socket(socketOptions);
     } catch (error) {
-      fs.closeSync(fd);
+      native().closeFd(fd);
       throw error;
     }
     this.#track(socket);
@@ -362,14 +362,14 @@ export class Host {
     try {
       fs.writeSync(writer, `${value}\n`);
     } finally {
-      fs.closeSync(writer);
+      native().closeFd(writer);
     }
     const reader = native().netnsOpen(this.#ns(), file, fs.constants.O_RDONLY);
     try {
       const buffer = Buffer.alloc(4096);
       return buffer.toString('utf8', 0, fs.readSync(reader, buffer)).trim();
     } finally {
-      fs.closeSync(reader);
+      native().closeFd(reader);
     }
   }
 

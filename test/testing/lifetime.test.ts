@@ -52,6 +52,32 @@ describe('lab lifetime', () => {
     expect(names.filter(exists)).toEqual([]);
   });
 
+  itLab('in a Worker, the hosts print no fd warning: what the addon opened (sysctl files, sockets) it closes', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const worker = new Worker(\`${exchange.replace(/`/g, '\\`').replace(/\$\{/g, '\\${')}
+        const { parentPort } = require('node:worker_threads');
+        exchange().then(async ({ lab }) => {
+          lab.a.sysctl('net.ipv4.tcp_fin_timeout', 30);
+          await lab.b.listen(81, { recvBufferSize: 4096 });
+          await lab.a.listen(81).catch(() => {});
+          await lab.b.listen(80).catch((e) => e.code); // EADDRINUSE: the fd made for it is closed again
+          const s = await lab.a.connect(81);
+          await lab.a.waitForState(s, 'ESTABLISHED');
+          const entry = lab.a.findSocket(s);
+          await lab.close();
+          parentPort.postMessage(entry.state);
+        });
+      \`, { eval: true });
+      worker.on('message', (state) => console.log(state));
+      worker.on('error', (e) => { console.log('error ' + e.message); process.exitCode = 1; });
+    `;
+    const { stdout, stderr } = await pexecFile(process.execPath, ['-e', script], { timeout: 20_000 });
+    expect(stderr).not.toMatch(/closed but not opened/);
+    expect(stderr).toBe('');
+    expect(stdout).toBe('ESTABLISHED\n');
+  });
+
   itLab('a worker thread with an open lab exits cleanly: its poll handles close with its environment, and the next lab sweeps its namespaces', async () => {
     const worker = new Worker(
       `${exchange}
