@@ -227,6 +227,8 @@ class ServerShutdown {
   private readonly stop: AbortController | undefined;
   private acceptedFromQueue = 0;
   private readonly streamingAtStart = new Set<net.Socket>();
+  /** Whether the application was told (connections adopted before are told with the others). */
+  private told = false;
   private draining = false;
   private listenFd = -1;
 
@@ -250,10 +252,14 @@ class ServerShutdown {
     const untracked = this.kernelView ? await this.countUntracked(found) : -1;
     // What was streaming, seen before the application is told (it may end its streams at once).
     for (const [socket, protocol] of found) if (this.isStreaming(socket, protocol)) this.streamingAtStart.add(socket);
-    // 2. Tell the application; what it asks for in its handlers is aborted at once.
-    announceShutdown(server, this.keysOf(found));
-    // 4. (Each connection's close begins now; those accepted while draining join as they come.)
+    // 4. Each connection's close begins now, before the application is told: a response it ends
+    //    when told already says Connection: close. (Those accepted while draining join as they come.)
     for (const [socket, protocol] of found) this.adopt(socket, protocol);
+    // 2. Tell the application; what it asks for in its handlers is aborted at once. Then a plain
+    //    net connection is closed by us, or left to the application if it took its signal.
+    announceShutdown(server, this.keysOf(found));
+    this.told = true;
+    for (const c of this.conns.values()) if (c.protocol === 'net') this.netConnection(c);
     const onConnection = (socket: net.Socket): void => {
       if (this.draining) this.acceptedFromQueue++;
       this.adopt(socket, this.protocolOf(socket));
@@ -458,8 +464,7 @@ class ServerShutdown {
         this.handshake(c);
         break;
       case 'net':
-        if (asked(socket)) this.leftToApplication(c);
-        else void this.closeOne(c);
+        if (this.told) this.netConnection(c);
         break;
     }
     return c;
@@ -602,6 +607,13 @@ class ServerShutdown {
     });
     if (socket.writableEnded) void this.closeOne(c);
     else socket.once('finish', () => void this.closeOne(c));
+  }
+
+  /** A plain net connection, once the application was told: its own to close if it took its signal, else ours. */
+  private netConnection(c: Connection): void {
+    if (c.report || c.appCloses) return;
+    if (asked(c.socket)) this.leftToApplication(c);
+    else void this.closeOne(c);
   }
 
   /** A TLS connection still in its handshake: the window to complete it, then close. */

@@ -73,7 +73,12 @@ function resolve(target: unknown): { key: Key; server: net.Server } {
     value = session;
   }
   if (isSession(value)) {
-    const socket = value.socket;
+    let socket: net.Socket | undefined;
+    try {
+      socket = value.socket;
+    } catch {
+      // ERR_HTTP2_SOCKET_UNBOUND: the session is closed
+    }
     const server = socket ? serverOf(socket) : undefined;
     if (!server) throw notAccepted('this HTTP/2 session has no server-side socket (a client session, or a closed one)');
     return { key: value, server };
