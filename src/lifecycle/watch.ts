@@ -143,7 +143,12 @@ export function watch(socket: net.Socket): Lifecycle {
   assertSocket(socket);
   const existing = (socket as WithWatcher)[kWatched];
   if (existing) return existing.lifecycle;
-  if (socket.destroyed) throw codedError('ERR_SOCKET_CLOSED', 'Socket is closed: it was destroyed');
+  if (socket.destroyed) {
+    throw codedError(
+      'ERR_SOCKET_CLOSED',
+      'Socket is closed: it was destroyed. Call watch() before the close to follow it (watching again returns the same Lifecycle)',
+    );
+  }
   constants(); // loads the addon now: a missing one or an unsupported platform throws here, not in the poller
   const fd = handleFd(socket);
   // A connecting socket's fd is read first when it connects: what is not TCP is refused now.

@@ -400,6 +400,12 @@ describe('watch', () => {
     expect(watch(p.server)).toBe(lc);
   });
 
+  it('refuses a destroyed socket with ERR_SOCKET_CLOSED, saying to watch before the close', async () => {
+    p = await pair();
+    p.client.destroy();
+    expect(() => watch(p!.client)).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED', message: expect.stringContaining('Call watch() before the close') }));
+  });
+
   it('refuses a Unix socket with ENOTSUP, as the state calls do', async () => {
     const dir = await import('node:fs').then((fs) => fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-')));
     const server = net.createServer().listen(path.join(dir, 's'));
