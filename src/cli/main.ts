@@ -17,7 +17,7 @@ import { diagramJson, type Diagram } from './diagram';
 import { jsonText, visible, visibleLines } from './escape';
 import { renderLadder } from './ladder';
 import { COMMAND_MAX_BYTES } from './processes';
-import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJson, ssPieces } from './ss';
+import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJsonPieces, ssPieces } from './ss';
 import { styleFor } from './style';
 import { renderSvg } from './svg';
 
@@ -279,13 +279,14 @@ async function ss(args: string[]): Promise<number> {
   const summary = values.summary === true;
   if (values.watch) return watchSs(filter, pile, summary);
   const report = collect(filter, pile);
-  if (values.json) print(jsonText(ssJson(report, { summary })));
-  else {
-    // A piece at a time, waiting for a slow reader (a pipe): Node would queue the rest in memory.
-    for (const lines of ssPieces(report, styleFor(process.stdout), Infinity, { summary })) {
-      if (!process.stdout.write(`${lines}\n`)) await once(process.stdout, 'drain');
-    }
-  }
+  // A piece at a time, waiting for a slow reader (a pipe): Node would queue the rest in memory.
+  const write = async (text: string): Promise<void> => {
+    if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+  };
+  if (values.json) {
+    for (const piece of ssJsonPieces(report, { summary })) await write(piece);
+    await write('\n');
+  } else for (const lines of ssPieces(report, styleFor(process.stdout), Infinity, { summary })) await write(`${lines}\n`);
   return EXIT.ok;
 }
 

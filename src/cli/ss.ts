@@ -11,7 +11,7 @@
 import { sockets, type SocketEntry, type SocketFilter } from '../diag';
 import { TCP_STATES, type TcpState } from '../states';
 import { addressOf } from './diagram';
-import { visible } from './escape';
+import { jsonText, visible } from './escape';
 import { COMMAND_MAX_BYTES, socketOwners, TRUNCATED_MARK, type Owner, type Owners } from './processes';
 import { plain, type Style } from './style';
 
@@ -453,12 +453,16 @@ function timerText(s: SocketEntry): string {
   return `${s.timer.kind} ${Math.floor(tenths / 10)}.${tenths % 10} s`;
 }
 
-const SPACES = ' '.repeat(64);
+/** Runs of 0 to 63 spaces, made once. */
+const SPACES = Array.from({ length: 64 }, (_, n) => ' '.repeat(n));
 
 /** `n` spaces. */
 function pad(n: number): string {
-  return n <= 0 ? '' : n <= SPACES.length ? SPACES.slice(0, n) : ' '.repeat(n);
+  return n <= 0 ? '' : (SPACES[n] ?? ' '.repeat(n));
 }
+
+/** A queue's bytes as text; nearly always 0. */
+const queueText = (bytes: number): string => (bytes === 0 ? '0' : String(bytes));
 
 /** Lines handed to `write` at a time: each piece is one string of about 100 KB. */
 const LINES_PER_PIECE = 1024;
@@ -502,8 +506,8 @@ function* rowPieces(table: Table, count: number, style: Style, clip: (line: stri
     const local = addressOf(e.local);
     const remote = addressOf(e.remote);
     const timer = timerText(e);
-    const recv = String(e.recvQ);
-    const send = String(e.sendQ);
+    const recv = queueText(e.recvQ);
+    const send = queueText(e.sendQ);
     const text = clip(
       (mark ? '!  ' : '   ') + e.state + pad(wState - e.state.length) + '  ' + local + pad(wLocal - local.length) + '  ' + remote + pad(wRemote - remote.length) +
         '  ' + timer + pad(wTimer - timer.length) + '  ' + pad(wRecv - recv.length) + recv + '  ' + pad(wSend - send.length) + send + '  ' + processText(e),
@@ -519,26 +523,26 @@ function* rowPieces(table: Table, count: number, style: Style, clip: (line: stri
   if (lines > 0) yield piece;
 }
 
-/** The report as plain data for `--json`; with `summary`, without the sockets (each flag gives its count). */
-export function ssJson(report: SsReport, options: { summary?: boolean } = {}): unknown {
+/** A socket for `--json`: the entry, its owners and flags, and `process`, the first owner or null. */
+function socketJson(table: Table, p: number): SsSocket & { process: Owner | null } {
+  const e = table.entries[table.order[p]!]!;
+  const owners = table.ownersOf(e);
+  const kind = KINDS[table.flagged[p]!];
+  const flags = kind ? ONE_FLAG[kind] : NO_FLAGS;
+  const { family, local, remote, state, timer, recvQ, sendQ, inode, uid, cookie } = e;
+  return { family, local, remote, state, timer, recvQ, sendQ, inode, uid, cookie, owners, flags, process: owners[0] ?? null };
+}
+
+/** The report for `--json` with `sockets` as given (`ssJson()` and `ssJsonPieces()` fill it differently). */
+function jsonWith(report: SsReport, table: Table, summary: boolean, sockets: unknown): Record<string, unknown> {
   const { scanned, unreadable, error } = report.processes;
-  const table = tableOf(report);
-  const { entries, order, flagged, ownersOf } = table;
-  const socket = (i: number, p: number): SsSocket & { process: Owner | null } => {
-    const e = entries[i]!;
-    const owners = ownersOf(e);
-    const kind = KINDS[flagged[p]!];
-    const flags = kind ? ONE_FLAG[kind] : NO_FLAGS;
-    const { family, local, remote, state, timer, recvQ, sendQ, inode, uid, cookie } = e;
-    return { family, local, remote, state, timer, recvQ, sendQ, inode, uid, cookie, owners, flags, process: owners[0] ?? null };
-  };
   return {
     namespace: 'this network namespace',
     filter: report.filter,
-    total: order.length,
+    total: table.order.length,
     counts: report.counts,
-    ...(options.summary ? {} : { sockets: Array.from(order, socket) }),
-    flags: report.flags.map((f) => (options.summary ? { kind: f.kind, message: f.message, count: f.sockets.length } : { ...f, count: f.sockets.length })),
+    ...(summary ? {} : { sockets }),
+    flags: report.flags.map((f) => (summary ? { kind: f.kind, message: f.message, count: f.sockets.length } : { ...f, count: f.sockets.length })),
     processes: {
       scanned,
       unreadable,
@@ -549,4 +553,43 @@ export function ssJson(report: SsReport, options: { summary?: boolean } = {}): u
     },
     timeWaitPile: report.timeWaitPile,
   };
+}
+
+/** The report as plain data for `--json`; with `summary`, without the sockets (each flag gives its count). */
+export function ssJson(report: SsReport, options: { summary?: boolean } = {}): unknown {
+  const table = tableOf(report);
+  return jsonWith(report, table, options.summary === true, Array.from(table.order, (_, p) => socketJson(table, p)));
+}
+
+/** Sockets per piece of `ssJsonPieces()`: each piece is a string of about 1 MB. */
+const SOCKETS_PER_JSON_PIECE = 2048;
+
+/**
+ * `jsonText(ssJson(report))`, the same text, in pieces to be written one after the other (no
+ * separator) as they are asked for: the sockets a
+ * few thousand at a time, so that no string holds all of them (V8's longest string, 2^29 - 24
+ * characters, holds ~1,000,000 sockets) and a writer can wait for its reader between pieces.
+ */
+export function* ssJsonPieces(report: SsReport, options: { summary?: boolean } = {}): Generator<string, void, undefined> {
+  const table = tableOf(report);
+  const summary = options.summary === true;
+  const n = table.order.length;
+  // Where the sockets go: a placeholder no socket can produce, replaced by the array piece by piece.
+  const placeholder = '\u0000sockets\u0000';
+  const text = jsonText(jsonWith(report, table, summary, placeholder));
+  const at = text.indexOf(JSON.stringify(placeholder));
+  if (summary || at < 0) return yield text;
+  const before = text.slice(0, at);
+  const after = text.slice(at + JSON.stringify(placeholder).length);
+  if (n === 0) return yield `${before}[]${after}`;
+  // JSON.stringify(value, null, 2) indents the array's elements by 4 here: a chunk of them is
+  // stringified as an array of its own (elements indented by 2), unwrapped and indented by 2 more.
+  yield `${before}[\n`;
+  for (let from = 0; from < n; from += SOCKETS_PER_JSON_PIECE) {
+    const chunk: unknown[] = [];
+    for (let p = from; p < Math.min(n, from + SOCKETS_PER_JSON_PIECE); p++) chunk.push(socketJson(table, p));
+    const elements = jsonText(chunk).slice(2, -2).replace(/\n/g, '\n  ');
+    yield `${from > 0 ? ',\n' : ''}  ${elements}`;
+  }
+  yield `\n  ]${after}`;
 }

@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { SocketEntry, TcpState } from '../../src/index';
-import { analyse, renderSs, ssJson, type SsSocket } from '../../src/cli/ss';
+import { jsonText } from '../../src/cli/escape';
+import { analyse, renderSs, ssJson, ssJsonPieces, ssPieces, type SsSocket } from '../../src/cli/ss';
 import type { Owners } from '../../src/cli/processes';
 
 const NO_OWNERS: Owners = { byInode: new Map(), scanned: 0, unreadable: 0 };
@@ -36,7 +37,7 @@ describe('finwait ss on 150,000 sockets', () => {
     entries.push(entry('TIME_WAIT', [`127.0.0.${2 + (j % 20)}`, 1024 + Math.floor(j / 20)], ['127.0.0.1', 443], 0, 60_000 - (j % 60_000)));
   }
 
-  it('one pile of 150,000 flagged, every row drawn, JSON for every socket', { timeout: 60_000 }, () => {
+  it('one pile of 150,000 flagged, every row drawn, JSON for every socket, neither in one string', { timeout: 60_000 }, () => {
     const report = analyse(entries, NO_OWNERS);
     expect(report.counts).toEqual({ TIME_WAIT: count });
     expect(report.flags).toHaveLength(1);
@@ -51,9 +52,17 @@ describe('finwait ss on 150,000 sockets', () => {
     // The flags come before the rows.
     expect(text.indexOf('flags (1):')).toBeLessThan(text.indexOf('   State'));
 
-    const json = ssJson(report) as { total: number; sockets: unknown[] };
+    // What the CLI writes: pieces of ~100 KB (text) and ~1 MB (JSON), never the whole table at once.
+    const pieces = [...ssPieces(report)];
+    expect(pieces.join('\n')).toBe(text);
+    expect(Math.max(...pieces.map((piece) => piece.length))).toBeLessThan(200_000);
+    const jsonPieces = [...ssJsonPieces(report)];
+    expect(Math.max(...jsonPieces.slice(0, -1).map((piece) => piece.length))).toBeLessThan(2_000_000);
+    expect(jsonPieces.at(-1)!.length).toBeLessThan(16 * count); // the flags, with the pile's 150,000 indexes
+    const json = JSON.parse(jsonPieces.join('')) as { total: number; sockets: unknown[] };
     expect(json.total).toBe(count);
     expect(json.sockets).toHaveLength(count);
+    expect(json.sockets[0]).toEqual(JSON.parse(JSON.stringify((ssJson(report) as { sockets: unknown[] }).sockets[0])));
   });
 
   it('--summary on the same table: counts and the flag, no rows', { timeout: 60_000 }, () => {
@@ -95,5 +104,9 @@ describe('finwait ss: the order of the table', () => {
     expect(report.sockets.map((s: SsSocket) => s.inode)).toEqual(expected);
     // Each flag's sockets are positions in that order.
     for (const f of report.flags) for (const p of f.sockets) expect(report.sockets[p]!.flags).toEqual([f.kind]);
+    // --json in pieces is the same text as the whole, across piece boundaries (2,048 sockets).
+    expect([...ssJsonPieces(report)].join('')).toBe(jsonText(ssJson(report)));
+    expect([...ssJsonPieces(report, { summary: true })].join('')).toBe(jsonText(ssJson(report, { summary: true })));
+    expect([...ssJsonPieces(analyse([], NO_OWNERS))].join('')).toBe(jsonText(ssJson(analyse([], NO_OWNERS))));
   });
 });

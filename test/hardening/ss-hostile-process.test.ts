@@ -186,3 +186,32 @@ describe('finwait ss: a process whose command line and name carry terminal escap
     expect(json.flags.map((f: { message: string }) => f.message).join('\n')).toContain(COMM);
   });
 });
+
+describe('socketOwners() on a /proc whose files are as big as a process makes them', () => {
+  it('reads at most COMMAND_MAX_BYTES of a command line and 64 bytes of a name, once per process, each process once per socket', async () => {
+    const { socketOwners } = await import('../../src/cli/processes');
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-proc-'));
+    try {
+      // pid 10: a 10 MB command line and name, two fds on socket 7 (dup) and one on socket 8.
+      fs.mkdirSync(path.join(proc, '10', 'fd'), { recursive: true });
+      fs.writeFileSync(path.join(proc, '10', 'cmdline'), `server\0${'x'.repeat(10 * 1024 * 1024)}\0`);
+      fs.writeFileSync(path.join(proc, '10', 'comm'), `${'n'.repeat(1024 * 1024)}\n`);
+      for (const [fd, inode] of [[3, 7], [4, 7], [5, 8]]) fs.symlinkSync(`socket:[${inode}]`, path.join(proc, '10', 'fd', String(fd)));
+      // pid 11: a multi-byte character across the bound, and socket 7 too.
+      fs.mkdirSync(path.join(proc, '11', 'fd'), { recursive: true });
+      fs.writeFileSync(path.join(proc, '11', 'cmdline'), `${'a'.repeat(COMMAND_MAX_BYTES - 1)}é\0`);
+      fs.writeFileSync(path.join(proc, '11', 'comm'), 'worker\n');
+      fs.symlinkSync('socket:[7]', path.join(proc, '11', 'fd', '3'));
+
+      const found = socketOwners(undefined, proc);
+      const [ten, eleven] = found.byInode.get(7)!;
+      expect(found.byInode.get(7)).toHaveLength(2);
+      expect(ten).toEqual({ pid: 10, comm: 'n'.repeat(64), command: `server ${'x'.repeat(COMMAND_MAX_BYTES - 7)}${TRUNCATED_MARK}`, commandTruncated: true });
+      expect(found.byInode.get(8)).toHaveLength(1);
+      expect(found.byInode.get(8)![0]).toBe(ten); // the same object: read once
+      expect(eleven).toEqual({ pid: 11, comm: 'worker', command: `${'a'.repeat(COMMAND_MAX_BYTES - 1)}${TRUNCATED_MARK}`, commandTruncated: true });
+    } finally {
+      fs.rmSync(proc, { recursive: true, force: true });
+    }
+  });
+});
