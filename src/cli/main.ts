@@ -103,7 +103,7 @@ options:
   --json                machine-readable output (command lines cut at ${COMMAND_MAX_BYTES} bytes, marked)
   -h, --help            this help
 
-Text from other processes (command lines and names) is printed with control characters escaped (\x1b).
+Text from other processes (command lines and names) is printed with control characters escaped (ESC as \\x1b).
 exit codes: 0 ok, 1 failed, 2 usage error`,
 };
 

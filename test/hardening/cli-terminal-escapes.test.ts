@@ -32,6 +32,13 @@ describe('the CLI escapes what it echoes', () => {
     expect(stderr.split('\n')[0]!.startsWith(`finwait: ${shown}`)).toBe(true);
   });
 
+  it.each([[['--help']], [['ss', '--help']], [['demo', '--help']]])('%j: the help has no control character', async (args) => {
+    const { code, stdout } = await finwait(args);
+    expect(code).toBe(0);
+    expect(stdout).not.toMatch(RAW_CONTROL);
+    if (args[0] === 'ss') expect(stdout).toContain(String.raw`escaped (ESC as \x1b)`);
+  });
+
   it('an --svg file that cannot be written: its name escaped in the error, exit 1', async () => {
     const file = path.join(dir, 'missing', '\x1b]0;x\x07.svg');
     const { code, stdout, stderr } = await finwait(['demo', 'normal', '--loopback', '--svg', file]);
