@@ -36,6 +36,6 @@ export interface Strategy {
   shutdown(server: http.Server, deadline: number): Promise<unknown>;
 }
 
-export declare function strategies(deps: { finwait: unknown; createHttpTerminator: unknown; stoppable: unknown }): Record<'node' | 'http-terminator' | 'stoppable' | 'finwait', Strategy>;
+export declare function strategies(deps: { finwait: unknown; createHttpTerminator: unknown; stoppable: unknown }): Record<'node' | 'http-terminator' | 'stoppable' | 'finwait' | 'node-idle', Strategy>;
 
 export declare function whenAllClosed(server: http.Server, connections: AppConnections): Promise<number>;

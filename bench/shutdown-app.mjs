@@ -99,11 +99,22 @@ export function strategies({ finwait, createHttpTerminator, stoppable }) {
     },
     finwait: {
       label: 'finwait closeServer',
-      setup(server) {
-        finwait.trackConnections(server);
-      },
+      // Nothing to set up: closeServer() finds every connection accepted after finwait was loaded.
+      setup() {},
       shutdown(server, deadline) {
         return finwait.closeServer(server, { timeout: deadline });
+      },
+    },
+    // Node's own close of idle keep-alive connections, for the idle part: stop listening, destroy
+    // every idle connection at once (no FIN exchange, no window for a last request).
+    'node-idle': {
+      label: 'Node close()+closeIdleConnections()',
+      setup() {},
+      shutdown(server) {
+        return new Promise((resolve) => {
+          server.close(() => resolve(undefined));
+          server.closeIdleConnections();
+        });
       },
     },
   };

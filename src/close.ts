@@ -9,14 +9,15 @@
  * our FIN, handed to the kernel), linger (read and discard, look at the kernel on each event and on
  * a backoff timer), decide (close, or reset at the deadline), report.
  */
+import fs from 'node:fs';
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { nativeUnavailable } from './binding';
+import { constants, native, nativeUnavailable } from './binding';
 import { closeWithoutKernel } from './close-node-only';
 import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple, type SocketTuple } from './diag';
-import { queuesOfTcpFd, reset, socketErrorOf, tcpState } from './ops';
+import { reset, socketErrorOf, tcpState } from './ops';
 import type { TcpState } from './states';
 
 /** Options of `gracefulClose()`. */
@@ -176,11 +177,33 @@ export function gracefulClose(socket: net.Socket, options: GracefulCloseOptions 
     // Before anything is armed or sent: anything but a TCP socket (a Unix one) throws here.
     const firstState = tcpState(socket);
     if (signal?.aborted) throw abortError(signal);
-    const close = new LingeringClose(socket, firstState, timeout, maxDiscard);
+    const close = new LingeringClose(socket, firstState, maxDiscard, resolve);
     running.set(socket, close);
-    resolve(close.done);
     close.begin(timeout, signal);
   });
+}
+
+/**
+ * @internal closeServer()'s way in: a lingering close of a connection it knows to be TCP and
+ * open, reported to `onDone` (no promise), with no deadline timer of its own: closeServer() has
+ * one for all its connections and calls `resetNow()` at it. A close already under way is joined.
+ */
+export function closeForServer(socket: net.Socket, onDone: (report: CloseReport) => void, tuple?: SocketTuple): ServerClose {
+  const current = running.get(socket);
+  if (current) {
+    void current.done.then(onDone);
+    return { resetNow: (reason) => (current instanceof LingeringClose ? current.resetNow(reason) : current.join(0)) };
+  }
+  fdOf(socket);
+  const close = new LingeringClose(socket, undefined, DEFAULT_MAX_DISCARD, onDone, tuple);
+  running.set(socket, close);
+  close.begin(Infinity);
+  return close;
+}
+
+/** @internal What closeServer() keeps of a close: the way to reset it at its deadline or on abort. */
+export interface ServerClose {
+  resetNow(reason: 'deadline' | 'aborted'): void;
 }
 
 // One set of listeners for every close: each finds its close through the socket (`this`), so a
@@ -200,11 +223,81 @@ function onError(this: net.Socket, error: NodeJS.ErrnoException): void {
 function onClose(this: net.Socket): void {
   (running.get(this) as LingeringClose).nodeClosed();
 }
+/**
+ * The closes due for a look, by due time rounded up to LOOK_GRANULARITY_MS: one timer per due
+ * time, not one per close (10,000 closes begun in the same instant look in the same few timers).
+ */
+const looks = new Map<number, Set<LingeringClose>>();
+const LOOK_GRANULARITY_MS = 2;
+
+function scheduleLook(close: LingeringClose, at: number): void {
+  const key = Math.ceil(at / LOOK_GRANULARITY_MS) * LOOK_GRANULARITY_MS;
+  let due = looks.get(key);
+  if (!due) {
+    due = new Set();
+    looks.set(key, due);
+    setTimeout(lookAt, Math.max(0, key - performance.now()), key);
+  }
+  due.add(close);
+  close.pollAt = key;
+}
+
+function cancelLook(close: LingeringClose): void {
+  if (close.pollAt === undefined) return;
+  looks.get(close.pollAt)?.delete(close);
+  close.pollAt = undefined;
+}
+
+function lookAt(key: number): void {
+  const due = looks.get(key);
+  looks.delete(key);
+  for (const close of due ?? []) close.look();
+}
+
+/** The 'all-acknowledged' closes of this turn of the loop, and the kernel's count before the first. */
+let pendingVerify: { closes: { close: LingeringClose; unackedAtClose: number }[]; abortsBefore: number } | undefined;
+
+function verifyCloses(): void {
+  const batch = pendingVerify!;
+  pendingVerify = undefined;
+  const after = abortsAtClose();
+  const clean = batch.abortsBefore >= 0 && after === batch.abortsBefore;
+  for (const { close, unackedAtClose } of batch.closes) close.verified(clean, unackedAtClose);
+}
+
+const ABORT_COUNTERS = ['TCPAbortOnClose', 'TCPAbortOnMemory', 'TCPAbortOnLinger'];
+let abortColumns: number[] | undefined;
+
+/**
+ * How many closes sent an RST in this network namespace so far (TcpExt of /proc/net/netstat:
+ * unread data at close, out of orphan memory, a negative TCP_LINGER2), or -1 if unreadable.
+ */
+function abortsAtClose(): number {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/net/netstat', 'latin1');
+  } catch {
+    return -1;
+  }
+  const head = text.indexOf('TcpExt: ');
+  const values = text.indexOf('TcpExt: ', head + 1);
+  if (head < 0 || values < 0) return -1;
+  if (!abortColumns) {
+    const names = text.slice(head + 8, text.indexOf('\n', head)).split(' ');
+    abortColumns = ABORT_COUNTERS.map((name) => names.indexOf(name));
+    if (abortColumns.some((i) => i < 0)) abortColumns = [];
+  }
+  if (abortColumns.length === 0) return -1;
+  const numbers = text.slice(values + 8, text.indexOf('\n', values)).split(' ');
+  let sum = 0;
+  for (const i of abortColumns) sum += Number(numbers[i]);
+  return Number.isFinite(sum) ? sum : -1;
+}
 
 /** One lingering close; see the module comment for its steps. */
-class LingeringClose implements RunningClose {
-  readonly done: Promise<CloseReport>;
-  private resolveDone!: (report: CloseReport) => void;
+class LingeringClose implements RunningClose, ServerClose {
+  private report: CloseReport | undefined;
+  private waiting: ((report: CloseReport) => void)[] | undefined;
   private readonly started = performance.now();
   private readonly states: CloseReport['states'] = [];
   /** Its lookups come in the same turn as the close, when no later connection can have taken the 4-tuple: no cookie needed. */
@@ -214,25 +307,33 @@ class LingeringClose implements RunningClose {
   /** ms since the start when data last arrived; the quiet period also counts from the start. */
   private lastDataAt = 0;
   private settled = false;
-  private pollTimer: NodeJS.Timeout | undefined;
+  /** The due time of the next look (a key of `looks`), if one is scheduled. */
+  pollAt: number | undefined;
   private pollDelay = QUIET_MS;
   private deadlineAt = Infinity;
   private deadlineTimer: NodeJS.Timeout | undefined;
-  private readonly signals: AbortSignal[] = [];
+  private signals: AbortSignal[] | undefined;
   /** What Node still queued at the last event: what a destroy under us drops. */
   private unsentInNode = 0;
-  private readonly onAbort = (): void => this.abortive('aborted');
+  private onAbort: (() => void) | undefined;
+  /** Closed on 'all-acknowledged', waiting for the verdict of the batch. */
+  private verifying = false;
 
   constructor(
     private readonly socket: net.Socket,
-    firstState: TcpState,
-    timeout: number,
+    firstState: TcpState | undefined,
     private readonly maxDiscard: number,
+    private readonly onDone: (report: CloseReport) => void,
+    tuple?: SocketTuple,
   ) {
-    this.done = new Promise<CloseReport>((resolve) => (this.resolveDone = resolve));
-    this.tuple = socketTuple(socket);
-    this.see(firstState);
-    this.deadlineAt = this.started + timeout;
+    this.tuple = tuple ?? socketTuple(socket);
+    if (firstState) this.see(firstState);
+  }
+
+  /** The report, for a second caller (made only when one asks). */
+  get done(): Promise<CloseReport> {
+    if (this.report) return Promise.resolve(this.report);
+    return new Promise((resolve) => (this.waiting ??= []).push(resolve));
   }
 
   private since(): number {
@@ -243,13 +344,21 @@ class LingeringClose implements RunningClose {
     if (this.states.at(-1)?.state !== state) this.states.push({ state, at: this.since() });
   }
 
-  /** Arms the deadline and the signal, then flushes. */
+  /** Arms the deadline (none for `Infinity`: the caller resets at its own) and the signal, then flushes. */
   begin(timeout: number, signal?: AbortSignal): void {
-    this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
     // No time at all (closeServer past its deadline): reset now, without a FIN first.
     if (timeout === 0) return this.abortive('deadline');
+    if (timeout !== Infinity) {
+      this.deadlineAt = this.started + timeout;
+      this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
+    }
     this.listenTo(signal);
     this.flush();
+  }
+
+  /** The caller's deadline (or abort) came: reset now. */
+  resetNow(reason: 'deadline' | 'aborted'): void {
+    this.abortive(reason);
   }
 
   join(timeout: number, signal?: AbortSignal): void {
@@ -266,7 +375,8 @@ class LingeringClose implements RunningClose {
 
   private listenTo(signal: AbortSignal | undefined): void {
     if (!signal) return;
-    this.signals.push(signal);
+    this.onAbort ??= () => this.abortive('aborted');
+    (this.signals ??= []).push(signal);
     signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
@@ -281,13 +391,15 @@ class LingeringClose implements RunningClose {
     if (!socket.writableEnded) socket.end();
     if (this.settled) return; // end() can fail at once
     if (socket.readableEnded && this.finSentAt !== undefined) this.peerEnded();
-    else if (this.finSentAt !== undefined) this.look();
+    else this.lookLater();
   }
 
   finSent(): void {
     this.finSentAt = this.since();
     this.unsentInNode = 0;
-    this.look();
+    // Nothing can be decided before the peer was quiet QUIET_MS (or its FIN, an event): the first
+    // look comes then, not now.
+    if (this.pollAt === undefined) this.lookLater();
   }
 
   // 2. Linger: read and discard; the kernel is looked at on every event and on a backoff timer.
@@ -298,19 +410,24 @@ class LingeringClose implements RunningClose {
   }
 
   /** Looks at the kernel now, then again later unless decided. */
-  private look(): void {
+  look(): void {
+    this.pollAt = undefined;
     if (this.settled) return;
-    clearTimeout(this.pollTimer);
     try {
       this.check();
     } catch (error) {
       // A kernel read failing mid-close (the fd went away under us) is decided by 'close'.
       if (handleFd(this.socket) >= 0) this.finish('reset-sent', 'closed-elsewhere', { error: error as Error });
     }
+    this.lookLater();
+  }
+
+  /** The next look: once the peer may have been quiet QUIET_MS, then backing off to MAX_POLL_MS. */
+  private lookLater(): void {
     if (this.settled) return;
-    // While the peer talks, look again once it may have gone quiet.
+    cancelLook(this);
     const wait = Math.max(this.pollDelay, QUIET_MS - (this.since() - this.lastDataAt));
-    this.pollTimer = setTimeout(() => this.look(), Math.min(wait, MAX_POLL_MS));
+    scheduleLook(this, performance.now() + Math.min(wait, MAX_POLL_MS));
     this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
   }
 
@@ -323,7 +440,7 @@ class LingeringClose implements RunningClose {
     this.see(state);
     if (this.finSentAt === undefined) return; // still flushing Node's queue: nothing to decide yet
     const quiet = this.since() - this.lastDataAt >= QUIET_MS;
-    if (state === 'FIN_WAIT2' && quiet && queuesOfTcpFd(fd).unread === 0) return this.closeNow('all-acknowledged', fd);
+    if (state === 'FIN_WAIT2' && quiet && native().ioctlInt(fd, constants().SIOCINQ) === 0) return this.closeNow('all-acknowledged', fd);
     if (state === 'CLOSE' && this.socket.readableEnded) return this.closeNow('peer-fin', fd);
   }
 
@@ -343,22 +460,46 @@ class LingeringClose implements RunningClose {
       }
     }
     if (this.finSentAt !== undefined && fd >= 0) this.closeNow('peer-fin', fd);
-    else this.look();
+    else this.lookLater();
   }
 
   /** Closes the fd now that no RST can follow, and checks that none did. */
   private closeNow(reason: CloseReason, fd: number): void {
-    const unackedAtClose = this.kernelQueued(fd);
+    // FIN_WAIT2, or CLOSE once TIME_WAIT began: our FIN, and so every byte, was acknowledged.
+    const last = this.states.at(-1)?.state;
+    const unackedAtClose = last === 'CLOSE' || last === 'FIN_WAIT2' ? 0 : this.kernelQueued(fd);
+    if (reason === 'all-acknowledged') return this.closeAndVerify(unackedAtClose);
     this.socket.destroy();
-    if (reason === 'all-acknowledged') {
-      // From FIN_WAIT2 with nothing unread, close() leaves an orphan; a socket gone at once
-      // means data arrived in between and the kernel answered with RST. (After the peer's FIN
-      // nothing can arrive, so that path needs no look.)
+    this.finish('graceful', reason, { unackedAtClose });
+  }
+
+  /**
+   * From FIN_WAIT2 with nothing unread, close() leaves an orphan; if data arrived in the instant
+   * between our look and close(), the kernel answered it with RST instead. Whether it did is seen
+   * once for every such close in this turn of the loop: the kernel counts closes that sent an RST
+   * (abortsAtClose); unchanged, none did; changed (by us or by another socket of the namespace),
+   * each connection is looked up (an orphan is there, a socket the RST ended is not). (After the
+   * peer's FIN nothing can arrive, so that path needs no look.)
+   */
+  private closeAndVerify(unackedAtClose: number): void {
+    this.verifying = true;
+    if (!pendingVerify) {
+      pendingVerify = { closes: [], abortsBefore: abortsAtClose() };
+      setImmediate(verifyCloses);
+    }
+    pendingVerify.closes.push({ close: this, unackedAtClose });
+    this.socket.destroy();
+  }
+
+  /** The verdict of closeAndVerify(): `clean` when the kernel counted no RST at close meanwhile. */
+  verified(clean: boolean, unackedAtClose: number): void {
+    this.verifying = false;
+    if (!clean) {
       const orphan = this.lookUp();
       if (orphan !== null) this.see(orphan?.state ?? 'CLOSED');
       if (orphan === undefined) return this.finish('reset-sent', 'data-at-close', { unackedAtClose });
     }
-    this.finish('graceful', reason, { unackedAtClose });
+    this.finish('graceful', 'all-acknowledged', { unackedAtClose });
   }
 
   /** Resets now (deadline, discard limit, abort): what was still queued is reported. */
@@ -379,7 +520,7 @@ class LingeringClose implements RunningClose {
   }
 
   failed(error: NodeJS.ErrnoException): void {
-    if (this.settled) return;
+    if (this.settled || this.verifying) return;
     if (isPeerReset(error)) {
       this.see('CLOSED');
       return this.finish('reset-received', 'peer-reset', { error });
@@ -397,7 +538,7 @@ class LingeringClose implements RunningClose {
    * acknowledged at once on loopback).
    */
   nodeClosed(error: Error | undefined = this.socket.errored ?? undefined): void {
-    if (this.settled) return;
+    if (this.settled || this.verifying) return;
     if (error && isPeerReset(error as NodeJS.ErrnoException)) return this.failed(error as NodeJS.ErrnoException);
     const extra: Partial<CloseReport> = error ? { error } : {};
     const lost = this.finSentAt === undefined ? Math.max(this.unsentInNode, this.socket.writableLength) : 0;
@@ -424,10 +565,10 @@ class LingeringClose implements RunningClose {
     }
   }
 
+  /** Bytes the kernel holds unacknowledged, sent or not (SIOCOUTQ); -1 if unreadable. */
   private kernelQueued(fd: number): number {
     try {
-      const q = queuesOfTcpFd(fd);
-      return q.unsent + q.unacked;
+      return native().ioctlInt(fd, constants().SIOCOUTQ);
     } catch {
       return -1;
     }
@@ -437,22 +578,26 @@ class LingeringClose implements RunningClose {
   private finish(outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void {
     if (this.settled) return;
     this.settled = true;
-    clearTimeout(this.pollTimer);
+    cancelLook(this);
     clearTimeout(this.deadlineTimer);
-    for (const signal of this.signals) signal.removeEventListener('abort', this.onAbort);
-    this.socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
+    for (const signal of this.signals ?? []) signal.removeEventListener('abort', this.onAbort!);
+    // A destroyed socket's listeners go with it (and find this close settled meanwhile).
+    if (!this.socket.destroyed) this.socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
     const total = this.since();
     const flushEnd = this.finSentAt ?? total;
-    this.resolveDone({
+    const report: CloseReport = {
       outcome,
       reason,
       bytesDiscarded: this.bytesDiscarded,
-      unackedAtClose: -1,
-      unsentInNode: 0,
+      unackedAtClose: extra.unackedAtClose ?? -1,
+      unsentInNode: extra.unsentInNode ?? 0,
       durations: { flush: flushEnd, linger: total - flushEnd, total },
       states: this.states,
       kernelView: true,
-      ...extra,
-    });
+    };
+    if (extra.error) report.error = extra.error;
+    this.report = report;
+    this.onDone(report);
+    for (const resolve of this.waiting ?? []) resolve(report);
   }
 }

@@ -23,14 +23,15 @@ import type http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { nativeUnavailable } from './binding';
-import { gracefulClose, type CloseReport } from './close';
+import { constants, native, nativeUnavailable } from './binding';
+import { closeForServer, gracefulClose, type CloseReport, type ServerClose } from './close';
+import { closeWithoutKernel } from './close-node-only';
 import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
-import { abortError, checkTimerMs, invalidArgType } from './errors';
+import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
-import { queuesOfTcpFd, tcpInfo, tcpState } from './ops';
+import { tcpInfo, tcpState } from './ops';
 import { connectionsOf, httpSockets, isHttp2Server, openStreams, watchServer } from './server-connections';
 import { announceShutdown, asked, shutdownOver } from './shutdown-signal';
 
@@ -41,10 +42,11 @@ export interface CloseServerOptions {
   /** ms from the call until every connection still open is reset; default 10 000. */
   timeout?: number;
   /**
-   * ms an idle HTTP/1.1 keep-alive connection stays open for a last request (served with
-   * `Connection: close`), counted from the call, or from the end of the response for a connection
-   * whose response in flight had promised keep-alive; also how long a TLS handshake in progress
-   * may take to complete, and the longest wait for an HTTP/2 client's PING answer; default 500.
+   * ms an HTTP/1.1 keep-alive connection may stay idle during the shutdown, for a last request
+   * (served with `Connection: close`): counted from its last byte either way, so one idle that long
+   * already is closed at once, and one whose response in flight had promised keep-alive gets it
+   * from the end of that response. Also how long a TLS handshake in progress may take to complete,
+   * and the longest wait for an HTTP/2 client's PING answer; default 500.
    */
   drainWindow?: number;
   /** Aborting brings the deadline forward: everything still open is reset at once. */
@@ -133,6 +135,14 @@ const DEFAULT_DRAIN_MS = 500;
 /** An HTTP/2 client's PING answer is awaited for this many round-trip times, and at least PING_WAIT_MIN_MS. */
 const PING_WAIT_RTTS = 4;
 const PING_WAIT_MIN_MS = 50;
+/** Bytes a peer may send after our FIN (discarded) before it is reset, as gracefulClose()'s default. */
+const DEFAULT_MAX_DISCARD = 16 * 1024 * 1024;
+/** Why a connection of a server on a Unix domain socket is closed with what Node alone can do. */
+const NO_TCP = codedError('ENOTSUP', 'A Unix domain socket has no TCP state: closed with what Node alone can do');
+/** Idle connections whose windows end within this many ms share a timer. */
+const IDLE_GROUP_MS = 5;
+/** Idle connections closed per turn of the event loop. */
+const IDLE_CHUNK = 256;
 /** Turns of the event loop the accept queue is given where the kernel cannot show it. */
 const BLIND_DRAIN_TURNS = 3;
 
@@ -150,12 +160,16 @@ interface Connection {
   readonly peer: { address: string; port: number };
   /** Read while the socket is open, for lookups after it closed. */
   readonly tuple: SocketTuple | undefined;
-  report?: Promise<ConnectionReport>;
+  /** `'open'` until its close begins (`'closing'`) or it ended; `'done'` once reported. */
+  phase: 'open' | 'closing' | 'done';
+  result?: ConnectionReport;
+  /** Its lingering close, while one runs (with the kernel's view). */
+  close?: ServerClose;
   /** Handed to another Connection (a TLS handshake that completed). */
   retired: boolean;
   requestsDuringShutdown: number;
   /** HTTP/1.1 responses followed (in flight at the start or begun since) that have not finished. */
-  readonly responses: Set<http.ServerResponse>;
+  responses?: Set<http.ServerResponse>;
   lastRequest?: http.IncomingMessage;
   /** Whether the last request had been read in full when our FIN went out. */
   requestCompleteAtFin: boolean;
@@ -164,8 +178,28 @@ interface Connection {
   appCloses: boolean;
   /** The peer's FIN came before the application's end(). */
   peerEndedFirst: boolean;
+  /** `socket.bytesRead` when the connection became idle: more means a request began. */
+  readAtIdle: number;
   h2?: SessionClose;
   timer?: NodeJS.Timeout;
+}
+
+/** The Connection of a socket under a running closeServer(), found from the socket (`this` of the listeners below). */
+function connectionOf(socket: net.Socket): { shutdown: ServerShutdown; c: Connection } | undefined {
+  const server = (socket as net.Socket & { server?: net.Server }).server;
+  const shutdown = server ? running.get(server) : undefined;
+  const c = shutdown?.connection(socket);
+  return shutdown && c ? { shutdown, c } : undefined;
+}
+function onConnectionClose(this: net.Socket, hadError: boolean): void {
+  const found = connectionOf(this);
+  found?.shutdown.endedAlone(found.c, hadError);
+}
+/** Node ends a `Connection: close` response's socket with destroySoon(): made graceful. */
+function destroySoon(this: net.Socket): void {
+  const found = connectionOf(this);
+  if (found) found.shutdown.closeOne(found.c);
+  else net.Socket.prototype.destroySoon.call(this);
 }
 
 /** Every running closeServer(), by server: HTTP requests that begin during it are seen on a channel. */
@@ -217,6 +251,9 @@ class ServerShutdown {
   /** When the window of idle HTTP/1.1 connections and TLS handshakes ends. */
   private readonly windowEndsAt: number;
   private readonly kernelView = nativeUnavailable() === undefined;
+  /** A TCP server (not one listening on a Unix domain socket or a pipe). */
+  private readonly tcp: boolean;
+  private readonly listenAddress: { address: string; port: number } | undefined;
   private readonly http: boolean;
   private readonly conns = new Map<net.Socket, Connection>();
   /** Reports not settled yet, and the wake-up of run() when the last one settles. */
@@ -231,6 +268,8 @@ class ServerShutdown {
   private told = false;
   private draining = false;
   private listenFd = -1;
+  /** The windows of idle HTTP/1.1 connections: those idle since the call share one timer. */
+  private readonly idleTimers = new IdleTimers((c) => this.idleOver(c, 1));
 
   constructor(
     private readonly server: net.Server,
@@ -241,6 +280,12 @@ class ServerShutdown {
     this.deadlineAt = this.started + timeout;
     this.windowEndsAt = Math.min(this.started + drainWindow, this.deadlineAt);
     this.http = typeof (server as http.Server).closeIdleConnections === 'function';
+    const address = server.address();
+    this.tcp = typeof address !== 'string';
+    // A listener on one address: every connection's local end (no getsockname per connection).
+    if (address && typeof address !== 'string' && address.address !== '0.0.0.0' && address.address !== '::') {
+      this.listenAddress = { address: address.address, port: address.port };
+    }
     this.stop = signal ? new AbortController() : undefined;
     if (this.stop) setMaxListeners(0, this.stop.signal);
   }
@@ -283,13 +328,32 @@ class ServerShutdown {
       if (this.signal?.aborted) onAbort(); // aborted during the drain
       if (this.pending > 0) await new Promise<void>((resolve) => (this.allSettled = resolve));
     } finally {
+      this.idleTimers.clear();
       clearTimeout(deadline);
       this.signal?.removeEventListener('abort', onAbort);
       server.off('connection', onConnection);
       server.off('secureConnection', onSecure);
     }
     // 6. Report.
-    return this.report(await Promise.all([...this.conns.values()].filter((c) => !c.retired).map((c) => c.report!)), untracked);
+    const reports: ConnectionReport[] = [];
+    for (const c of this.conns.values()) if (!c.retired && c.result) reports.push(c.result);
+    return this.report(reports, untracked);
+  }
+
+  /**
+   * A connection's 4-tuple, read while it is open (lookups come after its fd closed). The local
+   * end is the listener's own address unless it listens on every address (then one getsockname).
+   */
+  private tupleOf(socket: net.Socket): SocketTuple | undefined {
+    const address = this.listenAddress;
+    const remoteAddress = socket.remoteAddress;
+    const remotePort = socket.remotePort;
+    if (!address || !remoteAddress || !remotePort) return socketTuple(socket);
+    return { local: address, remote: { address: remoteAddress, port: remotePort } };
+  }
+
+  connection(socket: net.Socket): Connection | undefined {
+    return this.conns.get(socket);
   }
 
   // 1. Find -------------------------------------------------------------------------------------
@@ -317,6 +381,16 @@ class ServerShutdown {
       }
     }
     return found;
+  }
+
+  private clock: { perf: number; loop: number } | undefined;
+  /** performance.now() and the loop's time (see idleFor), read once per synchronous run of work. */
+  private now(): { perf: number; loop: number } {
+    if (!this.clock) {
+      this.clock = { perf: performance.now(), loop: loopNow() };
+      queueMicrotask(() => (this.clock = undefined));
+    }
+    return this.clock;
   }
 
   /** Whether a response on the connection is streaming now: headers sent, not ended. */
@@ -394,11 +468,11 @@ class ServerShutdown {
   private async stopAccepting(): Promise<void> {
     const server = this.server;
     if (!server.listening) return;
-    const fd = this.kernelView ? handleFd(server) : -1;
+    const fd = this.kernelView && this.tcp ? handleFd(server) : -1;
     this.listenFd = fd;
     this.draining = true;
     try {
-      if (!this.kernelView) {
+      if (fd < 0) {
         for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
       } else {
         const until = Math.max(this.windowEndsAt, performance.now());
@@ -434,14 +508,15 @@ class ServerShutdown {
       socket: socket as HttpSocket,
       protocol,
       peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
-      tuple: this.kernelView ? socketTuple(socket) : undefined,
+      tuple: this.kernelView && this.tcp ? this.tupleOf(socket) : undefined,
+      phase: 'open',
       retired: false,
       requestsDuringShutdown: 0,
-      responses: new Set(),
       requestCompleteAtFin: true,
       streaming: this.streamingAtStart.has(socket),
       appCloses: false,
       peerEndedFirst: false,
+      readAtIdle: 0,
     };
     this.conns.set(socket, c);
     this.pending++;
@@ -449,7 +524,7 @@ class ServerShutdown {
       this.endedAlone(c, Boolean(socket.errored));
       return c;
     }
-    socket.once('close', (hadError: boolean) => this.endedAlone(c, hadError));
+    socket.once('close', onConnectionClose);
     switch (protocol) {
       case 'http/1.1':
         this.http1(c);
@@ -473,8 +548,13 @@ class ServerShutdown {
   /** HTTP/1.1: the response in flight finishes, then the connection gets its window, then closes. */
   private http1(c: Connection): void {
     // Node ends a `Connection: close` response's socket with destroySoon(): make that graceful.
-    c.socket.destroySoon = () => void this.closeOne(c);
-    if (!this.followResponse(c)) this.idle(c, this.windowEndsAt);
+    c.socket.destroySoon = destroySoon;
+    // Idle: the window counts from its last byte in either direction (like a keep-alive timeout),
+    // so a connection idle for the whole window already is closed at once.
+    if (!this.followResponse(c)) {
+      const { perf, loop } = this.now();
+      this.idle(c, perf + this.drainWindow - idleFor(c.socket, loop));
+    }
   }
 
   /**
@@ -492,7 +572,7 @@ class ServerShutdown {
     else {
       res.once('finish', () =>
         setImmediate(() => {
-          if (c.report || c.socket.destroyed) return;
+          if (c.phase !== 'open' || c.socket.destroyed) return;
           if (!this.followResponse(c)) this.idle(c, performance.now() + this.drainWindow);
         }),
       );
@@ -501,10 +581,11 @@ class ServerShutdown {
   }
 
   private follow(c: Connection, res: http.ServerResponse): void {
-    if (c.responses.has(res) || res.writableFinished) return;
-    c.responses.add(res);
+    const responses = (c.responses ??= new Set());
+    if (responses.has(res) || res.writableFinished) return;
+    responses.add(res);
     c.lastRequest = (res as http.ServerResponse & { req?: http.IncomingMessage }).req ?? c.lastRequest;
-    res.once('finish', () => c.responses.delete(res));
+    res.once('finish', () => responses.delete(res));
   }
 
   /** An HTTP request that began during the shutdown (diagnostics channel `http.server.request.start`). */
@@ -520,14 +601,15 @@ class ServerShutdown {
 
   /** An idle HTTP/1.1 connection: a window for one last request, then close. */
   private idle(c: Connection, until: number): void {
-    const readAtStart = c.socket.bytesRead;
+    c.readAtIdle = c.socket.bytesRead;
     clearTimeout(c.timer);
-    c.timer = setTimeout(() => this.idleOver(c, readAtStart, 1), Math.max(0, Math.min(until, this.deadlineAt) - performance.now()));
+    this.idleTimers.add(c, Math.min(until, this.deadlineAt));
   }
 
-  private idleOver(c: Connection, readAtStart: number, retry: number): void {
+  private idleOver(c: Connection, retry: number): void {
+    const readAtStart = c.readAtIdle;
     const socket = c.socket;
-    if (c.report || socket.destroyed) return;
+    if (c.phase !== 'open' || socket.destroyed) return;
     if (socket._httpMessage) {
       this.followResponse(c); // a request came: its response says Connection: close
       return;
@@ -539,10 +621,10 @@ class ServerShutdown {
     }
     // A request begun (bytes read, or waiting in the kernel) is let in, not raced by our FIN.
     if (socket.bytesRead !== readAtStart || this.unread(socket) > 0) {
-      c.timer = setTimeout(() => this.idleOver(c, readAtStart, retry * 2), Math.min(retry, 50));
+      c.timer = setTimeout(() => this.idleOver(c, retry * 2), Math.min(retry, 50));
       return;
     }
-    void this.closeOne(c);
+    this.closeOne(c);
   }
 
   /**
@@ -574,11 +656,12 @@ class ServerShutdown {
     }
   }
 
+  /** Bytes waiting in the kernel unread (SIOCINQ): a request Node has not read yet. */
   private unread(socket: net.Socket): number {
     const fd = this.kernelView ? handleFd(socket) : -1;
     if (fd < 0) return 0;
     try {
-      return queuesOfTcpFd(fd).unread;
+      return native().ioctlInt(fd, constants().SIOCINQ);
     } catch {
       return 0;
     }
@@ -590,7 +673,7 @@ class ServerShutdown {
     if (!session) return this.leftToApplication(c);
     c.h2 = new SessionClose(session, () => this.peerClosed(c.socket));
     // Node ends the connection once the session is done: from there it is an ordinary close.
-    c.socket.once('finish', () => void this.closeOne(c));
+    c.socket.once('finish', () => this.closeOne(c));
     c.h2.begin(Math.min(this.pingWait(c.socket), Math.max(0, this.deadlineAt - performance.now())));
   }
 
@@ -605,21 +688,21 @@ class ServerShutdown {
     socket.once('end', () => {
       if (!socket.writableEnded) c.peerEndedFirst = true;
     });
-    if (socket.writableEnded) void this.closeOne(c);
-    else socket.once('finish', () => void this.closeOne(c));
+    if (socket.writableEnded) this.closeOne(c);
+    else socket.once('finish', () => this.closeOne(c));
   }
 
   /** A plain net connection, once the application was told: its own to close if it took its signal, else ours. */
   private netConnection(c: Connection): void {
-    if (c.report || c.appCloses) return;
+    if (c.phase !== 'open' || c.appCloses) return;
     if (asked(c.socket)) this.leftToApplication(c);
-    else void this.closeOne(c);
+    else this.closeOne(c);
   }
 
   /** A TLS connection still in its handshake: the window to complete it, then close. */
   private handshake(c: Connection): void {
     c.timer = setTimeout(() => {
-      if (!c.retired && !c.report) void this.closeOne(c);
+      if (!c.retired) this.closeOne(c);
     }, Math.max(0, this.windowEndsAt - performance.now()));
   }
 
@@ -627,7 +710,7 @@ class ServerShutdown {
   private handshakeDone(socket: tls.TLSSocket): void {
     const raw = (socket as tls.TLSSocket & { _parent?: net.Socket | null })._parent;
     const before = raw ? this.conns.get(raw) : undefined;
-    if (before?.report) return; // closed already: the handshake raced our FIN
+    if (before && before.phase !== 'open') return; // closed already: the handshake raced our FIN
     const c = this.adopt(socket, this.protocolOf(socket));
     if (before) {
       before.retired = true;
@@ -638,39 +721,51 @@ class ServerShutdown {
     if (c?.protocol === 'http/1.1' && !c.socket._httpMessage) this.idle(c, performance.now() + this.drainWindow);
   }
 
-  /** The lingering close of one connection, with what time is left. */
-  private closeOne(c: Connection): Promise<ConnectionReport> {
-    if (c.report) return c.report;
+  /**
+   * The lingering close of one connection. With the kernel's view it has no timer of its own: the
+   * one deadline resets what is still closing. At the deadline or after an abort, no time is left:
+   * reset at once, with no FIN first.
+   */
+  closeOne(c: Connection): void {
+    if (c.phase !== 'open') return;
     const socket = c.socket;
-    if (socket.destroyed) {
-      this.endedAlone(c, Boolean(socket.errored));
-      return c.report!;
-    }
+    if (socket.destroyed) return this.endedAlone(c, Boolean(socket.errored));
+    c.phase = 'closing';
     clearTimeout(c.timer);
+    this.idleTimers.remove(c);
     if (c.protocol === 'http/1.1') {
       detachHttpParser(socket);
       c.requestCompleteAtFin = c.lastRequest === undefined || c.lastRequest.complete;
     }
-    // At the deadline or after an abort, no time is left: reset at once, with no FIN first (a timer
-    // may fire a little before performance.now() says the deadline came; and gracefulClose()
-    // would refuse an aborted signal and reset nothing).
     const aborted = this.signal?.aborted === true;
     const noTime = this.pastDeadline || aborted;
-    const remaining = noTime ? 0 : Math.max(0, this.deadlineAt - performance.now());
-    const report = gracefulClose(socket, { timeout: remaining, ...(this.stop && !noTime ? { signal: this.stop.signal } : {}) })
-      .catch((error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, this.kernelView, error))
-      .then((result) => {
-        // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
-        if (aborted && result.reason === 'deadline') result.reason = 'aborted';
-        return this.connectionReport(c, result);
-      });
-    return this.settleWith(c, report);
+    if (!this.kernelView || !this.tcp) {
+      const remaining = noTime ? 0 : Math.max(0, this.deadlineAt - performance.now());
+      const options = { timeout: remaining, maxDiscard: DEFAULT_MAX_DISCARD, ...(this.stop && !noTime ? { signal: this.stop.signal } : {}) };
+      // A Unix domain socket has no TCP state to decide by: what Node alone can do, as without the kernel's view.
+      const closing = this.tcp ? gracefulClose(socket, options) : Promise.resolve().then(() => closeWithoutKernel(socket, options, NO_TCP).done);
+      void closing
+        .catch((error: Error) => closedWithout('reset-sent', 'closed-elsewhere', 0, false, error))
+        .then((result) => {
+          // Reset at once because of the abort: say so, as gracefulClose() does for its own signal.
+          if (aborted && result.reason === 'deadline') result.reason = 'aborted';
+          this.closed(c, result);
+        });
+      return;
+    }
+    try {
+      c.close = closeForServer(socket, (result) => this.closed(c, result), c.tuple);
+    } catch (error) {
+      return this.closed(c, closedWithout('reset-sent', 'closed-elsewhere', 0, true, error as Error));
+    }
+    if (noTime) c.close.resetNow(aborted ? 'aborted' : 'deadline');
   }
 
   /** A connection that ended without our close (the peer closed it, or the application or Node did). */
-  private endedAlone(c: Connection, hadError: boolean): void {
-    if (c.report || c.retired) return;
+  endedAlone(c: Connection, hadError: boolean): void {
+    if (c.phase !== 'open' || c.retired) return;
     clearTimeout(c.timer);
+    this.idleTimers.remove(c);
     const socket = c.socket;
     const error = (socket.errored ?? undefined) as NodeJS.ErrnoException | undefined;
     const total = performance.now() - this.started;
@@ -688,13 +783,15 @@ class ServerShutdown {
       else if (orphan === undefined) result.states = [{ state: 'CLOSED', at: total }];
       if (!this.kernelView) result.outcome = 'destroyed';
     }
-    this.settleWith(c, Promise.resolve(this.connectionReport(c, result)));
+    this.closed(c, result);
   }
 
-  private settleWith(c: Connection, report: Promise<ConnectionReport>): Promise<ConnectionReport> {
-    c.report = report;
-    void report.then(() => this.settle());
-    return report;
+  /** One connection's close is over: its report, and run() wakes once the last one is. */
+  private closed(c: Connection, result: CloseReport): void {
+    if (c.phase === 'done') return;
+    c.phase = 'done';
+    c.result = this.connectionReport(c, result);
+    this.settle();
   }
 
   private settle(): void {
@@ -703,13 +800,15 @@ class ServerShutdown {
 
   // 5. The deadline -----------------------------------------------------------------------------
 
-  /** At the deadline (or on abort), whatever has not begun to close does, with no time left: reset. */
+  /** At the deadline (or on abort), everything still open is reset, with no FIN first. */
   private atDeadline(): void {
     this.pastDeadline = true;
+    const reason = this.signal?.aborted ? 'aborted' : 'deadline';
     for (const c of this.conns.values()) {
-      if (c.retired || c.report) continue;
+      if (c.retired || c.phase === 'done') continue;
       c.h2?.atDeadline();
-      void this.closeOne(c);
+      if (c.phase === 'open') this.closeOne(c);
+      else c.close?.resetNow(reason);
     }
   }
 
@@ -717,14 +816,22 @@ class ServerShutdown {
 
   /** The transport's report, with the application's part. */
   private connectionReport(c: Connection, result: CloseReport): ConnectionReport {
-    const requestsUnanswered = c.h2 ? c.h2.unanswered : [...c.responses].filter((res) => !res.writableFinished).length;
+    let requestsUnanswered = 0;
+    if (c.h2) requestsUnanswered = c.h2.unanswered;
+    else for (const res of c.responses ?? []) if (!res.writableFinished) requestsUnanswered++;
     const requestAfterFin = c.protocol === 'http/1.1' && result.bytesDiscarded > 0 && c.requestCompleteAtFin;
     const writeRefused = (result.error as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_WRITE_AFTER_END';
     const closedByApplication = c.appCloses ? !c.peerEndedFirst && result.outcome !== 'reset-sent' : undefined;
     const applicationDone = requestsUnanswered === 0 && !requestAfterFin && !writeRefused && closedByApplication !== false;
-    return {
-      ...result,
+    const report: ConnectionReport = {
       outcome: result.outcome === 'graceful' && !applicationDone ? 'interrupted' : result.outcome,
+      reason: result.reason,
+      bytesDiscarded: result.bytesDiscarded,
+      unackedAtClose: result.unackedAtClose,
+      unsentInNode: result.unsentInNode,
+      durations: result.durations,
+      states: result.states,
+      kernelView: result.kernelView,
       peer: c.peer,
       requestsDuringShutdown: c.h2 ? c.h2.requestsDuringShutdown : c.requestsDuringShutdown,
       protocol: c.protocol,
@@ -732,10 +839,13 @@ class ServerShutdown {
       requestAfterFin,
       streaming: c.streaming,
       told: asked(c.socket) || asked(this.server) || (c.h2 !== undefined && asked(c.h2.session)),
-      ...(closedByApplication === undefined ? {} : { closedByApplication }),
       applicationDone,
-      ...(c.h2 ? { streams: { ...c.h2.streams } } : {}),
     };
+    if (result.error) report.error = result.error;
+    if (result.kernelError) report.kernelError = result.kernelError;
+    if (closedByApplication !== undefined) report.closedByApplication = closedByApplication;
+    if (c.h2) report.streams = { ...c.h2.streams };
+    return report;
   }
 
   private report(connections: ConnectionReport[], untracked: number): ServerCloseReport {
@@ -755,6 +865,84 @@ class ServerShutdown {
       kernelView: this.kernelView,
       connections,
     };
+  }
+}
+
+let kTimeout: symbol | undefined;
+/** A fresh timer's start: the loop's time, on the clock of every Timeout's `_idleStart`. */
+function loopNow(): number {
+  const probe = setTimeout(() => {}, 0);
+  clearTimeout(probe);
+  return (probe as unknown as { _idleStart: number })._idleStart;
+}
+
+/**
+ * ms since the last byte either way on the socket, read from the timer Node keeps on it
+ * (`socket.setTimeout()`, refreshed on every read and write; Node's HTTP server arms its
+ * keep-alive timeout with it when a response ends). 0 when there is none (then the full window).
+ */
+function idleFor(socket: net.Socket, now: number): number {
+  kTimeout ??= Object.getOwnPropertySymbols(socket).find((s) => s.description === 'timeout');
+  const timer = kTimeout ? (socket as unknown as Record<symbol, { _idleStart?: unknown; _idleTimeout?: unknown } | null>)[kTimeout] : undefined;
+  if (!timer || typeof timer._idleStart !== 'number' || typeof timer._idleTimeout !== 'number' || timer._idleTimeout < 0) return 0;
+  return Math.max(0, now - timer._idleStart);
+}
+
+/** Timers of idle connections grouped by due time (within 5 ms): 10,000 connections idle since the call share one. */
+class IdleTimers {
+  private readonly groups = new Map<number, { timer: NodeJS.Timeout; members: Set<Connection> }>();
+  private readonly due = new Map<Connection, number>();
+
+  constructor(private readonly fire: (c: Connection) => void) {}
+
+  /** Fires `members` a chunk per turn of the loop, so that I/O (the peers' answers) runs in between. */
+  private fireAll(members: Iterable<Connection>): void {
+    const list = [...members];
+    const next = (from: number): void => {
+      const to = Math.min(list.length, from + IDLE_CHUNK);
+      for (let i = from; i < to; i++) {
+        if (this.due.has(list[i]!)) continue; // added again meanwhile
+        this.fire(list[i]!);
+      }
+      if (to < list.length) setImmediate(next, to);
+    };
+    next(0);
+  }
+
+  add(c: Connection, at: number): void {
+    this.remove(c);
+    const key = Math.ceil(at / IDLE_GROUP_MS) * IDLE_GROUP_MS;
+    let group = this.groups.get(key);
+    if (!group) {
+      const members = new Set<Connection>();
+      const timer = setTimeout(() => {
+        this.groups.delete(key);
+        for (const member of members) this.due.delete(member);
+        this.fireAll(members);
+      }, Math.max(0, key - performance.now()));
+      group = { timer, members };
+      this.groups.set(key, group);
+    }
+    group.members.add(c);
+    this.due.set(c, key);
+  }
+
+  remove(c: Connection): void {
+    const key = this.due.get(c);
+    if (key === undefined) return;
+    this.due.delete(c);
+    const group = this.groups.get(key);
+    group?.members.delete(c);
+    if (group && group.members.size === 0) {
+      clearTimeout(group.timer);
+      this.groups.delete(key);
+    }
+  }
+
+  clear(): void {
+    for (const group of this.groups.values()) clearTimeout(group.timer);
+    this.groups.clear();
+    this.due.clear();
   }
 }
 

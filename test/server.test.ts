@@ -3,6 +3,8 @@ import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { closeServer, sockets, trackConnections } from '../src/index';
@@ -176,6 +178,30 @@ describe('closeServer (http)', () => {
     expect(report.connections[0]).toMatchObject({ reason: 'deadline' });
     expect(report.duration).toBeGreaterThanOrEqual(199);
     expect(await seen).toBe('ECONNRESET');
+  });
+});
+
+describe('closeServer (an http server on a Unix domain socket)', () => {
+  it('closes its connections with what Node alone can do (no TCP state to read), gracefully, and says so', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-unix-'));
+    const file = path.join(dir, 'server.sock');
+    const server = http.createServer((_req, res) => res.end('ok'));
+    server.listen(file);
+    await once(server, 'listening');
+    try {
+      const s = net.connect(file);
+      await once(s, 'connect');
+      const seen = ending(s);
+      await rawRequest(s, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      const report = await closeServer(server, { drainWindow: 20 });
+      expect(await seen).toBe('end');
+      expect(report.connections).toHaveLength(1);
+      expect(report.connections[0]).toMatchObject({ outcome: 'graceful', reason: 'peer-fin', kernelView: false, protocol: 'http/1.1' });
+      expect(server.listening).toBe(false);
+      s.destroy();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
