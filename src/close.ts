@@ -316,6 +316,7 @@ class LingeringClose implements RunningClose, ServerClose {
   /** What Node still queued at the last event: what a destroy under us drops. */
   private unsentInNode = 0;
   private onAbort: (() => void) | undefined;
+  private fd = -1;
   /** Closed on 'all-acknowledged', waiting for the verdict of the batch. */
   private verifying = false;
 
@@ -334,6 +335,16 @@ class LingeringClose implements RunningClose, ServerClose {
   get done(): Promise<CloseReport> {
     if (this.report) return Promise.resolve(this.report);
     return new Promise((resolve) => (this.waiting ??= []).push(resolve));
+  }
+
+  /**
+   * The socket's fd while Node holds it open, else -1. Read once (a native accessor): it does not
+   * change while the handle lives, and Node drops the handle when it closes the fd.
+   */
+  private currentFd(): number {
+    if (!(this.socket as unknown as { _handle?: unknown })._handle) return -1;
+    if (this.fd < 0) this.fd = handleFd(this.socket);
+    return this.fd;
   }
 
   private since(): number {
@@ -417,7 +428,7 @@ class LingeringClose implements RunningClose, ServerClose {
       this.check();
     } catch (error) {
       // A kernel read failing mid-close (the fd went away under us) is decided by 'close'.
-      if (handleFd(this.socket) >= 0) this.finish('reset-sent', 'closed-elsewhere', { error: error as Error });
+      if (this.currentFd() >= 0) this.finish('reset-sent', 'closed-elsewhere', { error: error as Error });
     }
     this.lookLater();
   }
@@ -433,7 +444,7 @@ class LingeringClose implements RunningClose, ServerClose {
 
   // 3. Decide.
   private check(): void {
-    const fd = handleFd(this.socket);
+    const fd = this.currentFd();
     if (fd < 0) return; // 'close' decides
     this.unsentInNode = this.socket.writableLength;
     const state = tcpState(fd);
@@ -448,7 +459,7 @@ class LingeringClose implements RunningClose, ServerClose {
     // The peer's FIN: once ours is out too, the close is complete in both directions. Or an RST
     // that followed data not yet read, which Node 20 and 22 also report as 'end': the fd then
     // reads CLOSE with ECONNRESET pending (Node 24 and later emit that 'error' instead).
-    const fd = handleFd(this.socket);
+    const fd = this.currentFd();
     if (fd >= 0) {
       try {
         const state = tcpState(fd);
@@ -505,7 +516,7 @@ class LingeringClose implements RunningClose, ServerClose {
   /** Resets now (deadline, discard limit, abort): what was still queued is reported. */
   private abortive(reason: CloseReason): void {
     if (this.settled) return;
-    const fd = handleFd(this.socket);
+    const fd = this.currentFd();
     const unackedAtClose = fd >= 0 ? this.kernelQueued(fd) : -1;
     const unsentInNode = this.socket.writableLength;
     if (fd >= 0) {
@@ -527,7 +538,7 @@ class LingeringClose implements RunningClose, ServerClose {
     }
     // An error of Node's own (a write after end(): ERR_STREAM_WRITE_AFTER_END) destroys the socket
     // without any RST: what happened is read from the kernel once Node closed the fd.
-    if (handleFd(this.socket) < 0) this.nodeClosed(error);
+    if (this.currentFd() < 0) this.nodeClosed(error);
   }
 
   /**
