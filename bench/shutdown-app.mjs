@@ -27,9 +27,9 @@ function send(res, status, body) {
 /**
  * The server and its log. `log.received` and `log.finished` hold request ids (the client's
  * `x-request-id`); `sockets` is every connection the server accepted, open or not, with when it
- * closed (performance.now()).
+ * closed (performance.now()). `keepAliveTimeout`: the server's (Node's default 5000 ms when omitted).
  */
-export function createApp({ slowMs = WORKLOAD.slowMs, getBytes = WORKLOAD.getBytes } = {}) {
+export function createApp({ slowMs = WORKLOAD.slowMs, getBytes = WORKLOAD.getBytes, keepAliveTimeout } = {}) {
   const log = { received: [], finished: [] };
   const getBody = 'g'.repeat(getBytes);
   const server = http.createServer((req, res) => {
@@ -46,6 +46,9 @@ export function createApp({ slowMs = WORKLOAD.slowMs, getBytes = WORKLOAD.getByt
     else if (path.startsWith('/slow')) setTimeout(() => send(res, 200, 'slow'), slowMs);
     else send(res, 404, 'no');
   });
+  // Node destroys a keep-alive connection idle this long (default 5 s): the idle part, whose 10,000
+  // connections take seconds to open on a loaded machine, sets it longer than that.
+  if (keepAliveTimeout !== undefined) server.keepAliveTimeout = keepAliveTimeout;
   const connections = { accepted: 0, open: new Set(), lastClosedAt: 0 };
   server.on('connection', (socket) => {
     connections.accepted++;

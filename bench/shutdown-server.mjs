@@ -2,7 +2,7 @@
 // down by one strategy when the parent says so. It reads the kernel's TCP counters of its network
 // namespace at the trigger, at the deadline and at the end, and reports the app's log.
 // At the trigger it also reads the kernel's smoothed RTT of every open connection (tcp_info).
-// Messages from the parent: { variant, host, port, deadline } -> { type: 'listening', port };
+// Messages from the parent: { variant, host, port, deadline, keepAliveTimeout? } -> { type: 'listening', port };
 // { type: 'shutdown' } -> { type: 'shutdown-done', ... }; { type: 'final' } -> { type: 'final', ... }.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -75,8 +75,8 @@ function summarize(report) {
 }
 
 process.once('message', (config) => {
-  const { variant, host, port, deadline, slowMs, holdUntilDeadline = true } = config;
-  const { server, log, connections } = createApp({ slowMs });
+  const { variant, host, port, deadline, slowMs, keepAliveTimeout, holdUntilDeadline = true } = config;
+  const { server, log, connections } = createApp({ slowMs, keepAliveTimeout });
   const strategy = strategies(load(config))[variant];
   if (!strategy) throw new Error(`unknown variant ${variant}`);
   strategy.setup(server, deadline);

@@ -369,6 +369,9 @@ async function runIdle(options, where, variant) {
     host: where.host,
     port: where.port,
     deadline: idleTimeout,
+    // Longer than opening 10,000 connections takes: Node's own keep-alive timeout (5 s) would
+    // otherwise close the first ones itself before or during the close measured.
+    keepAliveTimeout: 120_000,
     holdUntilDeadline: false,
     finwaitModule: options.finwaitModule,
   }, options.serverExecArgv);
