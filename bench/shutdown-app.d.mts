@@ -24,7 +24,7 @@ export interface AppConnections {
   lastClosedAt: number;
 }
 
-export declare function createApp(options?: { slowMs?: number; getBytes?: number; keepAliveTimeout?: number }): {
+export declare function createApp(options?: { slowMs?: number; getBytes?: number; keepAliveTimeout?: number; tls?: { key: Buffer; cert: Buffer } }): {
   server: http.Server;
   log: AppLog;
   connections: AppConnections;

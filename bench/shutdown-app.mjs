@@ -2,6 +2,7 @@
 // variant, a log of each request the app received and each response it finished (res 'finish':
 // Node handed the last byte to the kernel), and the four shutdown strategies compared.
 import http from 'node:http';
+import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 
 /** Sizes and delays shared by the server and the clients. */
@@ -28,11 +29,12 @@ function send(res, status, body) {
  * The server and its log. `log.received` and `log.finished` hold request ids (the client's
  * `x-request-id`); `sockets` is every connection the server accepted, open or not, with when it
  * closed (performance.now()). `keepAliveTimeout`: the server's (Node's default 5000 ms when omitted).
+ * `tls`: `{ key, cert }` for an https server with the same handlers.
  */
-export function createApp({ slowMs = WORKLOAD.slowMs, getBytes = WORKLOAD.getBytes, keepAliveTimeout } = {}) {
+export function createApp({ slowMs = WORKLOAD.slowMs, getBytes = WORKLOAD.getBytes, keepAliveTimeout, tls } = {}) {
   const log = { received: [], finished: [] };
   const getBody = 'g'.repeat(getBytes);
-  const server = http.createServer((req, res) => {
+  const server = (tls ? https.createServer.bind(null, tls) : http.createServer)((req, res) => {
     const id = String(req.headers['x-request-id'] ?? '');
     log.received.push(id);
     res.once('finish', () => log.finished.push(id));

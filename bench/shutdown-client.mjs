@@ -1,7 +1,7 @@
 // The client process of the shutdown benchmark, on raw sockets so that it sees exactly what
 // happened to each request: how many bytes went out, how many came back, FIN or RST.
 //
-// First message from the parent: { mode: 'load' | 'idle', host, port, ... }.
+// First message from the parent: { mode: 'load' | 'idle', host, port, secure?, ... } (secure: TLS).
 // load: `connections` keep-alive loops send requests one after another (no pipelining; every
 //   `thinkEvery`th loop pauses 0-800 ms between requests, like a pooled client) until the
 //   parent says { type: 'stop' } or `maxMs` passes; each request is classified; a loop ends when
@@ -11,6 +11,7 @@
 //   { type: 'ready', ok, failed }, then { type: 'results', endings } once all are closed (or on
 //   'stop' / after `maxMs`): how each connection ended ('fin' or the error code).
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { WORKLOAD } from './shutdown-app.mjs';
 
@@ -78,13 +79,14 @@ class Conn {
   }
 }
 
-function connect(host, port) {
+/** `secure`: TLS (an https server; its certificate is not checked). */
+function connect(host, port, secure = false) {
   return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
+    const socket = secure ? tls.connect({ host, port, rejectUnauthorized: false }) : net.connect({ host, port });
     socket.setNoDelay(true);
     const onError = (error) => resolve({ error });
     socket.once('error', onError);
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       socket.off('error', onError);
       resolve({ conn: new Conn(socket) });
     });
@@ -162,7 +164,7 @@ async function request(conn, kind, id, { timeoutMs }) {
 }
 
 async function runLoad(config, control) {
-  const { host, port, connections, timeoutMs = 5000, maxRequestsPerLoop = 100_000, thinkEvery = THINK_EVERY } = config;
+  const { host, port, connections, timeoutMs = 5000, maxRequestsPerLoop = 100_000, thinkEvery = THINK_EVERY, secure = false } = config;
   const requests = [];
   let answered = 0;
   const firstAnswer = new Set();
@@ -173,7 +175,7 @@ async function runLoad(config, control) {
       const id = `${kind}.${i}.${seq}`;
       if (!conn || !conn.usable) {
         if (conn) await conn.retire();
-        const c = await connect(host, port);
+        const c = await connect(host, port, secure);
         if (c.error) {
           const refused = c.error.code === 'ECONNREFUSED';
           requests.push([id, kind, refused ? 'refused' : `connect:${c.error.code}`, 0, wall()]);
