@@ -82,8 +82,9 @@ export interface ShutdownReport {
   /** ms from the trigger until every connection was closed. */
   duration: number;
   /**
-   * True when nothing went wrong that finwait saw: not forced, no error, no RST sent and no
-   * connection destroyed without the kernel's view (a peer's own RST does not count).
+   * True when nothing went wrong that finwait saw: not forced, no error, no RST sent, no
+   * connection destroyed and none interrupted (the application's work cut short without an RST);
+   * a peer's own RST does not count.
    */
   clean: boolean;
   /** 0 when clean, 1 otherwise: the process's exit code with `exit: true`. */
@@ -238,7 +239,8 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     const known = before !== UNKNOWN_COUNTERS && after !== UNKNOWN_COUNTERS;
     phase = 'closed';
     const totals = serverReport?.totals;
-    const clean = !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0;
+    const clean =
+      !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0 && totals.interrupted === 0;
     const report: ShutdownReport = {
       trigger,
       ...(forcedBy ? { forcedBy } : {}),
@@ -362,7 +364,8 @@ export function summaryLine(report: ShutdownReport): string {
   if (server) {
     const t = server.totals;
     const ends = [`${t.graceful} graceful`, `${t.resetSent} reset sent`, `${t.resetReceived} reset by the peer`];
-    if (t.destroyed) ends.push(`${t.destroyed} destroyed without the kernel's view`);
+    if (t.interrupted) ends.push(`${t.interrupted} interrupted (no RST, but the application's work did not complete)`);
+    if (t.destroyed) ends.push(`${t.destroyed} destroyed (not reset, not graceful)`);
     line += `, then closed ${t.total} connection${t.total === 1 ? '' : 's'} in ${Math.round(server.duration)} ms (${ends.join(', ')})`;
   }
   if (report.error) line += `; error: ${report.error.message}`;
