@@ -43,4 +43,17 @@ describe('documentation links', () => {
     const example = fs.readFileSync(path.join(root, 'test', 'examples', 'lab-half-close.test.ts'), 'utf8');
     expect(page).toContain('```ts\n' + example + '```');
   });
+
+  it('every export of finwait, finwait/testing and finwait/vitest is named in its reference page', async () => {
+    const read = (...pages: string[]) => pages.map((p) => fs.readFileSync(path.join(root, 'docs', p), 'utf8')).join('\n');
+    const entries: [string, object, string][] = [
+      ['finwait', await import('../src/index'), read('api.md', 'shutdown.md')],
+      ['finwait/testing', await import('../src/testing/index'), read('testing.md')],
+      ['finwait/vitest', await import('../src/vitest'), read('testing.md')],
+    ];
+    for (const [entry, exports, text] of entries) {
+      const missing = Object.keys(exports).filter((name) => name !== 'default' && !text.includes(`\`${name}`) && !text.includes(`.${name}(`));
+      expect(missing, `${entry}: exports no page names`).toEqual([]);
+    }
+  });
 });
