@@ -13,7 +13,7 @@ import { native, nativeUnavailable } from './binding';
 import { sockets } from './diag';
 import { codedError, invalidArgType, notSupported, outOfRange } from './errors';
 import { handleFd } from './fd';
-import { sockaddr } from './testing/host';
+import { sockaddr } from './sockaddr';
 
 /** Options of `listenReusePort()`. */
 export interface ListenReusePortOptions {

@@ -8,6 +8,9 @@ import os from 'node:os';
 import { stateName, type TcpState } from './states';
 import { codedError, type CodedError } from './errors';
 
+/** Offset of `tcpi_data_segs_in` (data segments received) in `struct tcp_info` (Linux 4.6). */
+export const TCPI_DATA_SEGS_IN = 152;
+
 /** Every field of Linux's `struct tcp_info` up to the 280 bytes of Linux 6.18, camelCased without `tcpi_`. */
 export interface TcpInfo {
   /** Bytes of `struct tcp_info` the running kernel filled (104 on 2.6–3.14 … 280 on 6.18). */
@@ -265,7 +268,7 @@ export function decodeTcpInfo(bytes: Uint8Array, length: number, bitfieldTail = 
     segsIn: u32(v, n, 140),
     notsentBytes: u32(v, n, 144),
     minRtt: u32(v, n, 148),
-    dataSegsIn: u32(v, n, 152),
+    dataSegsIn: u32(v, n, TCPI_DATA_SEGS_IN),
     dataSegsOut: u32(v, n, 156),
     deliveryRate: u64(v, n, 160),
     busyTime: u64(v, n, 168),

@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import { closeServer, listenReusePort, tcpMigrateReq } from '../src/index';
 import { native } from '../src/binding';
 import { handoffState, listenThrough, NODE_HAS_REUSE_PORT, type ReusePortMethod } from '../src/handoff';
-import { sockaddr } from '../src/testing/host';
+import { sockaddr } from '../src/sockaddr';
 import { waitFor } from './helpers';
 import { itLab } from './testing/helpers';
 

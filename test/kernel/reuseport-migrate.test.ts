@@ -13,7 +13,7 @@ import { native } from '../../src/binding';
 import { migrationCounters } from '../../src/handoff';
 import { tcpState } from '../../src/index';
 import { isPureAck, waitUntil, type Host, type Lab } from '../../src/testing/index';
-import { sockaddr } from '../../src/testing/host';
+import { sockaddr } from '../../src/sockaddr';
 import { itLab } from './helpers';
 
 const PORT = 80;

@@ -28,6 +28,7 @@ import { arm, now } from '../schedule';
 import type { EventBackend, Watched } from '../watched';
 import { socketEnded } from './diag-follow';
 import { toGone } from './node-hooks';
+import { TCPI_DATA_SEGS_IN } from '../../tcp-info';
 
 const debug = debuglog('finwait');
 
@@ -43,8 +44,6 @@ const SLOTS = 64;
 const SLOT = 1024;
 /** Calls per readable turn at most: a flood of other sockets' ends must not hold the loop. */
 const READS_PER_TURN = 64;
-/** Offset of `tcpi_data_segs_in` in `struct tcp_info` (Linux 4.6). */
-const DATA_SEGS_IN = 152;
 
 /** A namespace's bound netlink socket and how many followed sockets of each family need it. */
 interface Listener {
@@ -214,7 +213,7 @@ function ended(w: Watched, off: number, length: number, at: number): void {
   let answeredData = false;
   if (w.segsInAtClose !== undefined) {
     const info = messageAttribute(view, off, length, INET_DIAG_INFO);
-    if (info !== undefined && info[1] >= DATA_SEGS_IN + 4) answeredData = view.getUint32(info[0] + DATA_SEGS_IN, true) > w.segsInAtClose;
+    if (info !== undefined && info[1] >= TCPI_DATA_SEGS_IN + 4) answeredData = view.getUint32(info[0] + TCPI_DATA_SEGS_IN, true) > w.segsInAtClose;
   }
   socketEnded(w, at, answeredData, false);
   arm();

@@ -12,7 +12,7 @@ import { constants, native } from '../../binding';
 import { handleFd } from '../../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../../ops';
 import type { TcpState } from '../../states';
-import { TCP_INFO_BUFFER_SIZE } from '../../tcp-info';
+import { TCP_INFO_BUFFER_SIZE, TCPI_DATA_SEGS_IN } from '../../tcp-info';
 import type { CloseEvent, LifecycleState } from '../fsm';
 import { FAST_MS, arm, now, scheduleOpen, wake } from '../schedule';
 import {
@@ -140,13 +140,11 @@ function hookHandle(w: Watched): boolean {
 }
 
 const info = new Uint8Array(TCP_INFO_BUFFER_SIZE);
-/** Offset of `tcpi_data_segs_in` in `struct tcp_info` (Linux 4.6). */
-const DATA_SEGS_IN = 152;
 
 /** `tcpi_data_segs_in` of the socket `fd`: data segments received; `undefined` before Linux 4.6. */
 function dataSegsIn(fd: number): number | undefined {
   const length = native().tcpInfo(fd, info);
-  return length >= DATA_SEGS_IN + 4 ? new DataView(info.buffer).getUint32(DATA_SEGS_IN, true) : undefined;
+  return length >= TCPI_DATA_SEGS_IN + 4 ? new DataView(info.buffer).getUint32(TCPI_DATA_SEGS_IN, true) : undefined;
 }
 
 /** What closing the fd in `state` did, given what the close hook saw. */
