@@ -21,6 +21,14 @@ import { finwait } from '../cli/run';
  * client has sent its FIN, so the accepted ends sit in CLOSE_WAIT and the clients in FIN_WAIT2.
  * `COMM`, when set, is written to /proc/self/comm. Prints the port, then lives until its stdin ends.
  */
+/**
+ * A process's comm as /proc shows it (what `ss -p` prints): 'node' up to Node 22; Node 24 and
+ * later name the main thread 'MainThread', and /proc/<pid>/comm is the main thread's name.
+ */
+function commOf(pid: number): string {
+  return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+}
+
 const HOLDER = `
 const net = require('node:net');
 if (process.env.COMM) require('node:fs').writeFileSync('/proc/self/comm', process.env.COMM);
@@ -102,7 +110,7 @@ describe('finwait ss: a process with a 1.8 MB command line holding 600 sockets',
     const rows = stdout.split('\n').filter((line) => line.includes(` pid ${holder!.child.pid} `));
     expect(rows).toHaveLength(2 * PAIRS + 1);
     for (const row of rows) {
-      expect(row).toContain(`pid ${holder!.child.pid} node (${process.execPath} ${holder!.script} aaaa`);
+      expect(row).toContain(`pid ${holder!.child.pid} ${commOf(holder!.child.pid!)} (${process.execPath} ${holder!.script} aaaa`);
       expect(row.endsWith(`${TRUNCATED_MARK})`)).toBe(true);
       expect(row.length).toBeLessThan(COMMAND_MAX_BYTES + 120);
     }
@@ -117,7 +125,7 @@ describe('finwait ss: a process with a 1.8 MB command line holding 600 sockets',
     const held = json.sockets.filter((s: { process: unknown }) => s.process !== null);
     expect(held).toHaveLength(2 * PAIRS + 1);
     for (const s of held) {
-      expect(s.process).toMatchObject({ pid: holder!.child.pid, comm: 'node', commandTruncated: true });
+      expect(s.process).toMatchObject({ pid: holder!.child.pid, comm: commOf(holder!.child.pid!), commandTruncated: true });
       expect(s.process.command.startsWith(`${process.execPath} ${holder!.script} aaaa`)).toBe(true);
       expect(s.process.command.endsWith(TRUNCATED_MARK)).toBe(true);
       expect(Buffer.byteLength(s.process.command)).toBeLessThanOrEqual(COMMAND_MAX_BYTES + Buffer.byteLength(TRUNCATED_MARK));
