@@ -21,6 +21,8 @@ import { itLab } from '../testing/helpers';
 /** A connection a → b:80 across the wire, both ends half-open capable, b reading; a watched. */
 async function connection(lab: Lab): Promise<{ a: net.Socket; b: net.Socket; lc: Lifecycle }> {
   const server = await lab.b.listen(80, { allowHalfOpen: true });
+  // Every connection b accepts may be reset by a test (the ss -K test's marker): never uncaught.
+  server.on('connection', (socket: net.Socket) => socket.on('error', () => {}));
   const accepted = once(server, 'connection') as Promise<[net.Socket]>;
   const a = await lab.a.connect(80, { allowHalfOpen: true });
   const [b] = await accepted;
