@@ -92,9 +92,17 @@ export function privilegedGate(what: string, availability: Availability, env: No
 }
 
 /** A test that needs `what`: `availability()` is asked when the test runs (see `privilegedGate`). */
-export function itNeeds(what: string, availability: () => Availability, name: string, fn: () => Promise<void>, timeout?: number): void {
+export function itNeeds(
+  what: string,
+  availability: () => Availability,
+  name: string,
+  fn: () => Promise<void>,
+  options?: number | { timeout?: number; retry?: number },
+): void {
+  const { timeout, retry } = typeof options === 'number' ? { timeout: options, retry: undefined } : (options ?? {});
   it(
     name,
+    { ...(timeout === undefined ? {} : { timeout }), ...(retry === undefined ? {} : { retry }) },
     async (ctx) => {
       const gate = privilegedGate(what, availability(), process.env);
       if (!gate.run) {
@@ -103,7 +111,6 @@ export function itNeeds(what: string, availability: () => Availability, name: st
       }
       await fn();
     },
-    timeout,
   );
 }
 
