@@ -3,22 +3,11 @@
  * test/unavailable.test.ts): what it reports when Node closes the socket under the close, and a
  * second call on the same socket. The sockets are real.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
 import * as finwait from '../src/index';
-import { pair, waitFor, type Pair } from './helpers';
+import { pair, waitFor, type Pair, withoutNativePart } from './helpers';
 
-let missingDir: string;
-beforeAll(() => {
-  missingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-node-only-'));
-  vi.stubEnv('FINWAIT_NATIVE', path.join(missingDir, 'missing', 'finwait.node'));
-});
-afterAll(() => {
-  vi.unstubAllEnvs();
-  fs.rmSync(missingDir, { recursive: true, force: true });
-});
+withoutNativePart();
 
 let p: Pair | undefined;
 afterEach(async () => {

@@ -4,9 +4,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
-import { it } from 'vitest';
+import { afterAll, beforeAll, it, vi } from 'vitest';
 
 export interface Pair {
   client: net.Socket;
@@ -156,4 +158,21 @@ export function canBecome(id: number): Availability {
   }
   if (!hasSetpriv()) return { ok: false, reason: 'the setpriv command (util-linux) is not installed' };
   return { ok: true };
+}
+
+/**
+ * Makes finwait's native part unavailable for this test file, as on a platform with no binary:
+ * FINWAIT_NATIVE names a file that does not exist. The binding loads on first use, in the file's
+ * own module instance, so call this at the top of the file.
+ */
+export function withoutNativePart(): void {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-no-native-'));
+    vi.stubEnv('FINWAIT_NATIVE', path.join(dir, 'missing', 'finwait.node'));
+  });
+  afterAll(() => {
+    vi.unstubAllEnvs();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 }

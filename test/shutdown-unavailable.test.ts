@@ -5,25 +5,15 @@
  * listenReusePort() uses Node's own option where Node has it, and otherwise throws the one ENOTSUP
  * every kernel call throws here.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import fs from 'node:fs';
+import { describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { once } from 'node:events';
 import * as finwait from '../src/index';
 import { NODE_HAS_REUSE_PORT } from '../src/handoff';
+import { withoutNativePart } from './helpers';
 
-let missingDir: string;
-beforeAll(() => {
-  missingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-shutdown-unavailable-'));
-  vi.stubEnv('FINWAIT_NATIVE', path.join(missingDir, 'missing', 'finwait.node'));
-});
-afterAll(() => {
-  vi.unstubAllEnvs();
-  fs.rmSync(missingDir, { recursive: true, force: true });
-});
+withoutNativePart();
 
 
 describe('without the native part', () => {

@@ -5,29 +5,18 @@
  * closeServer()/gracefulClose() still close gracefully with what Node alone can do. The addon is
  * made unavailable by pointing FINWAIT_NATIVE at a file that does not exist; the sockets are real.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import * as finwait from '../src/index';
-import { pair, type Pair } from './helpers';
+import { pair, type Pair, withoutNativePart } from './helpers';
 
 const fixtures = path.join(__dirname, 'fixtures');
-let missingDir: string;
-
-beforeAll(() => {
-  missingDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-unavailable-'));
-  // The binding loads on first use, in this file's own module instance.
-  vi.stubEnv('FINWAIT_NATIVE', path.join(missingDir, 'missing', 'finwait.node'));
-});
-afterAll(() => {
-  vi.unstubAllEnvs();
-  fs.rmSync(missingDir, { recursive: true, force: true });
-});
+withoutNativePart();
 
 let p: Pair | undefined;
 afterEach(async () => {
