@@ -431,6 +431,33 @@ export function replay(observations: Iterable<Observation>, model = createModel(
 }
 
 /**
+ * One change of state in a history: an entry and the state of the entry before it. The first
+ * entry of a history is where watching began, the state the connection was in when first
+ * observed, not a change: it has none.
+ */
+export interface StateChange {
+  /** The state before `entry` in the history. */
+  readonly from: LifecycleState;
+  readonly entry: HistoryEntry;
+}
+
+/**
+ * The changes of state that `entries` (those one {@link observe} added) make in `history` (the
+ * model's history after it), in the order of `entries`, each from the state before it in the
+ * history. An entry inserted before an fd's CLOSE follows the state before that CLOSE. The first
+ * entry of the history has no state before it and makes no change.
+ */
+export function changesOf(history: readonly HistoryEntry[], entries: readonly HistoryEntry[]): StateChange[] {
+  const changes: StateChange[] = [];
+  for (const entry of entries) {
+    // Added entries sit at or near the end: searched from there.
+    const index = history.lastIndexOf(entry);
+    if (index > 0) changes.push({ from: history[index - 1]!.state, entry });
+  }
+  return changes;
+}
+
+/**
  * Folds one observation into the model. A state reachable from the settled state is appended,
  * with the states in between inferred; an fd's `'CLOSE'` stays unresolved until sock_diag or an
  * event says TIME_WAIT or CLOSED, unless no TIME_WAIT can follow (then CLOSED is inferred at once); an event moves the model along the shortest path that ends with

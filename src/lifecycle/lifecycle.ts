@@ -10,6 +10,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import { debuglog } from 'node:util';
 import { checkTimerMs, codedError, invalidArgType, outOfRange } from '../errors';
 import {
+  changesOf,
   createModel,
   LIFECYCLE_STATES,
   observe,
@@ -36,9 +37,13 @@ const stateChannel = diagnosticsChannel.channel(STATE_CHANNEL);
  * One transition, as emitted by a `Lifecycle` and published on `finwait:socket:state`. `from` is
  * the state before `to` in the history: a state inferred after the fact (the FIN_WAIT1 polling
  * missed before an fd read CLOSE) is emitted when inferred, after the later state it explains.
+ * The first state observed, the one the connection was in when watching began (`history[0]`), is
+ * no transition: the first transition leaves it.
  */
 export interface Transition {
-  from: LifecycleState | undefined;
+  /** The state before `to` in the history. */
+  from: LifecycleState;
+  /** The state entered. */
   to: LifecycleState;
   /** ms on `performance.now()`'s clock. */
   at: number;
@@ -83,6 +88,11 @@ export class Lifecycle extends EventEmitter {
   /** The watcher's record of the socket (`Watched`), forgotten when the lifecycle ends. */
   #watcher: unknown;
   #backend: WatchBackend = { name: 'poll' };
+  /**
+   * The pending `until()` calls, told of every new history entry: the first one (where watching
+   * began) is no `'transition'`, and can be the state waited for.
+   */
+  #waiters = new Set<() => void>();
   /** Called once with the watcher when the lifecycle ends: it stops following the socket. */
   #forget: ((watcher: unknown) => void) | undefined;
 
@@ -165,10 +175,10 @@ export class Lifecycle extends EventEmitter {
       let deadline: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
         clearTimeout(deadline);
-        this.off('transition', onTransition);
+        this.#waiters.delete(onEntries);
         this.off('end', onEnd);
       };
-      const onTransition = (): void => {
+      const onEntries = (): void => {
         const entry = seen();
         if (entry) {
           cleanup();
@@ -179,7 +189,8 @@ export class Lifecycle extends EventEmitter {
         cleanup();
         reject(notReached(state));
       };
-      this.on('transition', onTransition).on('end', onEnd);
+      this.#waiters.add(onEntries);
+      this.on('end', onEnd);
       if (timeout !== undefined) {
         deadline = setTimeout(() => {
           cleanup();
@@ -204,14 +215,13 @@ export class Lifecycle extends EventEmitter {
     this.#model = model;
     if (anomaly) debug('anomaly: %s', anomaly.reason);
     if (entries.length > 0 && (stateChannel.hasSubscribers || this.listenerCount('transition') > 0)) {
-      for (const entry of entries) {
-        const index = model.history.indexOf(entry);
-        const from = index > 0 ? model.history[index - 1]?.state : undefined;
+      for (const { from, entry } of changesOf(model.history, entries)) {
         const transition: Transition = { from, to: entry.state, at: entry.at, source: entry.source };
         this.emit('transition', transition);
         if (stateChannel.hasSubscribers) stateChannel.publish({ lifecycle: this, ...transition });
       }
     }
+    if (entries.length > 0) for (const waiter of this.#waiters) waiter();
     if (model.state === 'CLOSED') this.end();
     return entries.length > 0 || anomaly !== undefined;
   }

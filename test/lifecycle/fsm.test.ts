@@ -8,6 +8,7 @@
 import { describe, it, expect } from 'vitest';
 import { TCP_STATES } from '../../src/states';
 import {
+  changesOf,
   CLOSE_EVENTS,
   FD_CLOSE_MEANS,
   LIFECYCLE_STATES,
@@ -29,6 +30,7 @@ import type {
   Observation,
   Path,
   Source,
+  StateChange,
 } from '../../src/lifecycle/fsm';
 
 // --- Oracles -----------------------------------------------------------------------------------
@@ -655,5 +657,74 @@ describe('observe: anomalies and bookkeeping', () => {
     expect(three.history).toHaveLength(4);
     expect(two.history).toHaveLength(3);
     expect(Object.isFrozen(completePath('ESTABLISHED', 'CLOSED')!.path)).toBe(true);
+  });
+});
+
+describe('changesOf: the transitions a watcher emits', () => {
+  /** Folds `observations` and collects the changes each one made, as a Lifecycle emits them. */
+  function fold(observations: Observation[]): { model: CloseModel; changes: StateChange[]; first: StateChange[] } {
+    let model = createModel();
+    const changes: StateChange[] = [];
+    let first: StateChange[] = [];
+    observations.forEach((o, i) => {
+      const step = observe(model, o);
+      model = step.model;
+      const made = changesOf(model.history, step.entries);
+      if (i === 0) first = made;
+      changes.push(...made);
+    });
+    return { model, changes, first };
+  }
+  const arrow = (c: StateChange) => `${c.from}->${c.entry.state}/${c.entry.source}`;
+
+  it('the first state observed is where watching began, not a transition', () => {
+    for (const a of STATES) {
+      const step = observe(createModel(), k(a, 0));
+      expect(step.entries.map((h) => h.state), a).toEqual([a]);
+      expect(changesOf(step.model.history, step.entries), a).toEqual([]);
+      const then = observe(step.model, ev('rst-received', 1));
+      for (const c of changesOf(then.model.history, then.entries)) expect(c.from, a).toBe(a);
+    }
+  });
+
+  it('the first transition leaves the first state observed; inferred steps chain', () => {
+    const { changes } = fold([k('SYN_SENT', 0), k('ESTABLISHED', 1), k('FIN_WAIT2', 2)]);
+    expect(changes.map(arrow)).toEqual([
+      'SYN_SENT->ESTABLISHED/kernel',
+      'ESTABLISHED->FIN_WAIT1/inferred',
+      'FIN_WAIT1->FIN_WAIT2/kernel',
+    ]);
+  });
+
+  it('a state inserted before an fd CLOSE follows the state before that CLOSE', () => {
+    const { model, changes } = fold([k('ESTABLISHED', 0), k('CLOSE', 1), d('TIME_WAIT', 2)]);
+    expect(trail(model)).toEqual(['ESTABLISHED/kernel/-', 'FIN_WAIT1/inferred/close', 'CLOSE/kernel/-', 'TIME_WAIT/diag/fin-ack']);
+    expect(changes.map(arrow)).toEqual([
+      'ESTABLISHED->CLOSE/kernel',
+      'ESTABLISHED->FIN_WAIT1/inferred',
+      'CLOSE->TIME_WAIT/diag',
+    ]);
+    // An fd that read CLOSE first: CLOSE is the first state, TIME_WAIT the first transition.
+    expect(fold([k('CLOSE', 0), d('TIME_WAIT', 1)]).changes.map(arrow)).toEqual(['CLOSE->TIME_WAIT/diag']);
+  });
+
+  it('over every three observed states: one change per entry after the first, each from a real state', () => {
+    for (const a of STATES) {
+      for (const b of STATES) {
+        for (const c of STATES) {
+          const what = `${a} → ${b} → ${c}`;
+          const { model, changes, first } = fold([k(a, 0), d(b, 1), k(c, 2), ev('rst-received', 3)]);
+          expect(first, what).toEqual([]);
+          expect(changes.map((x) => x.entry).sort((x, y) => model.history.indexOf(x) - model.history.indexOf(y)), what).toEqual(
+            model.history.slice(1),
+          );
+          for (const x of changes) expect(LIFECYCLE_STATES, what).toContain(x.from);
+          if (!model.history.some((h) => h.state === 'CLOSE')) {
+            // Nothing was inserted: the changes, in order, are the history's consecutive pairs.
+            expect(changes.map((x) => x.from), what).toEqual(model.history.slice(0, -1).map((h) => h.state));
+          }
+        }
+      }
+    }
   });
 });
