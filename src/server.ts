@@ -29,6 +29,7 @@ import { closeWithoutKernel } from './close-node-only';
 import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
+import { handoffState } from './handoff';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
 import { tcpInfo, tcpState } from './ops';
@@ -115,6 +116,22 @@ export interface ServerCloseReport {
   duration: number;
   /** Connections accepted from the kernel's accept queue while the listener was being closed, then closed gracefully. */
   acceptedFromQueue: number;
+  /**
+   * What became of the listener's accept queue: `'drained'`, taken in before the listener closed
+   * (closing a listener resets what waits in its queue); `'migrated'`, left to the kernel, which
+   * moves it to another listener of the port's SO_REUSEPORT group (another listener on the same
+   * address and port, and `net.ipv4.tcp_migrate_req` 1 in this network namespace: see
+   * `listenReusePort()`); `'not-listening'`, the server was not listening when the call came.
+   */
+  acceptQueue: 'drained' | 'migrated' | 'not-listening';
+  /**
+   * Connections waiting in the accept queue in the instant the listener closed (`tcpi_unacked` of
+   * the listening socket). With `acceptQueue` `'migrated'`, those the kernel moves to the other
+   * listener; with `'drained'`, those the drain could not save (the kernel resets them): more than
+   * 0 only when connections kept coming faster than they could be taken in for the whole drain
+   * window. -1 when unknown (no kernel view, a Unix domain socket).
+   */
+  queuedAtClose: number;
   /**
    * Connections to this server's port that finwait could not close because they were accepted
    * before it knew of them (before finwait was loaded, for a server that is not http(s)); -1
@@ -268,6 +285,8 @@ class ServerShutdown {
   private told = false;
   private draining = false;
   private listenFd = -1;
+  private acceptQueue: ServerCloseReport['acceptQueue'] = 'not-listening';
+  private queuedAtClose = 0;
   /** The windows of idle HTTP/1.1 connections: those idle since the call share one timer. */
   private readonly idleTimers = new IdleTimers((c) => this.idleOver(c, 1));
 
@@ -464,12 +483,21 @@ class ServerShutdown {
    * callback, so the listener closes in the same instant the queue is seen empty, and a steady
    * stream of new connections cannot keep the drain going. Under a flood that never lets the queue
    * empty, the drain ends with the drain window (what still waits is then reset by the kernel).
+   * Where the kernel migrates the queue to another listener of the port, there is no drain: the
+   * listener closes at once and the other listener gets what waited.
    */
   private async stopAccepting(): Promise<void> {
     const server = this.server;
     if (!server.listening) return;
     const fd = this.kernelView && this.tcp ? handleFd(server) : -1;
     this.listenFd = fd;
+    this.queuedAtClose = -1;
+    if (fd >= 0 && this.kernelMigrates()) {
+      this.acceptQueue = 'migrated';
+      this.closeListener();
+      return;
+    }
+    this.acceptQueue = 'drained';
     this.draining = true;
     try {
       if (fd < 0) {
@@ -485,11 +513,34 @@ class ServerShutdown {
     }
   }
 
+  /**
+   * Whether the kernel moves this listener's accept queue to another listener when it closes:
+   * `net.ipv4.tcp_migrate_req` is 1 in this namespace and another listener shares the address
+   * and port (the rest of its SO_REUSEPORT group). Any doubt (a failed read) means no: then drain.
+   */
+  private kernelMigrates(): boolean {
+    try {
+      const { otherListeners, migrateReq } = handoffState(this.server);
+      return migrateReq === true && otherListeners > 0;
+    } catch {
+      return false;
+    }
+  }
+
   /** Closes the listening socket: net.Server's close, not http's (Node >= 19's destroys idle keep-alive sockets). */
   private closeListener(): void {
     this.draining = false;
+    if (!this.server.listening) return;
+    // Read in the same synchronous run as close(2): what waits now is what the close hands over or loses.
+    if (this.listenFd >= 0) {
+      try {
+        this.queuedAtClose = tcpInfo(this.listenFd).unacked;
+      } catch {
+        this.queuedAtClose = -1;
+      }
+    }
     // The listening fd closes at once; close()'s callback would also wait for untracked connections.
-    if (this.server.listening) net.Server.prototype.close.call(this.server);
+    net.Server.prototype.close.call(this.server);
   }
 
   private queued(fd: number): number {
@@ -861,6 +912,8 @@ class ServerShutdown {
       totals,
       duration: performance.now() - this.started,
       acceptedFromQueue: this.acceptedFromQueue,
+      acceptQueue: this.acceptQueue,
+      queuedAtClose: this.queuedAtClose,
       untracked,
       kernelView: this.kernelView,
       connections,

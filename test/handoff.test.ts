@@ -10,12 +10,14 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { closeServer, listenReusePort, tcpMigrateReq } from '../src/index';
 import { native } from '../src/binding';
 import { handoffState, listenThrough, NODE_HAS_REUSE_PORT, type ReusePortMethod } from '../src/handoff';
 import { sockaddr } from '../src/sockaddr';
 import { waitFor } from './helpers';
-import { itLab } from './testing/helpers';
+import { itLab, itNeedsLab } from './testing/helpers';
 
 const methods: ReusePortMethod[] = NODE_HAS_REUSE_PORT ? ['node', 'addon'] : ['addon'];
 
@@ -126,6 +128,7 @@ describe('the handoff on loopback: the old server closes while the new one liste
       await waitFor('both servers serving', () => (clients.outcomes.includes('a') && clients.outcomes.includes('b') ? true : undefined), 10_000);
       expect(handoffState(a)).toEqual({ otherListeners: 1, migrateReq: tcpMigrateReq() });
       const report = await closeServer(a, { timeout: 5000 });
+      expect(report.acceptQueue).toBe(tcpMigrateReq() === true ? 'migrated' : 'drained');
       const atClose = clients.outcomes.length;
       await waitFor('100 requests after the close', () => (clients.outcomes.length >= atClose + 100 ? true : undefined), 10_000);
       await clients.stop();
@@ -171,7 +174,12 @@ describe('the handoff in the lab, tcp_migrate_req=1 in the listeners\' namespace
       }
       clients = labConnectLoops(lab, 4);
       await waitFor('both servers serving', () => (clients!.outcomes.includes('a') && clients!.outcomes.includes('b') ? true : undefined), 10_000);
+      // This process lives in another namespace than these listeners (tcp_migrate_req 0 here, and
+      // sock_diag shows it no other listener), so closeServer() drains; the kernel of b's namespace
+      // still migrates what arrives between the drain and close(2). The decision itself is tested
+      // below, in a process inside the namespace.
       const report = await closeServer(a, { timeout: 5000 });
+      expect(report.acceptQueue).toBe('drained');
       const atClose = clients.outcomes.length;
       await waitFor('60 requests after the close', () => (clients!.outcomes.length >= atClose + 60 ? true : undefined), 10_000);
       await clients.stop();
@@ -219,3 +227,79 @@ function labConnectLoops(lab: import('../src/testing/index').Lab, count: number)
     },
   };
 }
+
+/**
+ * A process in a network namespace of its own (`unshare -n`, loopback up, `tcp_migrate_req` set
+ * there only): an http server whose listener already has three connections (each with its
+ * request) waiting in its accept queue, a second server joining the port, then closeServer() on
+ * the first. Prints what the clients got and the report.
+ */
+const queueScript = `
+  const http = require('node:http');
+  const dist = process.argv[1];
+  const { closeServer, listenReusePort, tcpInfo, tcpMigrateReq } = require(dist + '/index.js');
+  const { migrationCounters } = require(dist + '/handoff.js');
+  const { native } = require(dist + '/binding.js');
+  const { sockaddr } = require(dist + '/sockaddr.js');
+  const PORT = 8080;
+  const get = () => new Promise((resolve) => {
+    http.get({ port: PORT, host: '127.0.0.1', agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d) => (body += d)).on('end', () => resolve(body));
+    }).on('error', (e) => resolve(e.code));
+  });
+  (async () => {
+    const old = http.createServer((req, res) => res.end('old'));
+    const next = http.createServer((req, res) => res.end('new'));
+    // The old server's listening socket, listening before Node takes it: nobody accepts yet.
+    const fd = native().reusePortSocket(native().constants.AF_INET);
+    native().bind(fd, sockaddr('127.0.0.1', PORT));
+    native().listen(fd, 511);
+    const answers = Promise.all([get(), get(), get()]);
+    const deadline = Date.now() + 5000;
+    while (tcpInfo(fd).unacked < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    const queued = tcpInfo(fd).unacked;
+    // The next version joins the port: new connections may go to it, the queued ones are the old one's.
+    await listenReusePort(next, { port: PORT, host: '127.0.0.1' });
+    const before = migrationCounters();
+    old.listen({ fd }); // Node takes the listener; closeServer() runs before its first accept
+    const report = await closeServer(old, { timeout: 5000 });
+    const after = migrationCounters();
+    const bodies = (await answers).sort();
+    await new Promise((r) => next.close(r));
+    console.log(JSON.stringify({
+      migrateReq: tcpMigrateReq(), queued, bodies, migrated: after.migrated - before.migrated,
+      acceptQueue: report.acceptQueue, queuedAtClose: report.queuedAtClose,
+      acceptedFromQueue: report.acceptedFromQueue, totals: report.totals,
+    }));
+  })().catch((e) => { console.error(e); process.exit(1); });`;
+
+describe("closeServer() and the accept queue on a shared port, in a namespace of its own", () => {
+  for (const migrate of [1, 0] as const) {
+    itNeedsLab(
+      migrate
+        ? 'tcp_migrate_req=1: no drain, the listener closes at once and the kernel moves the three queued connections to the other listener; reported as migrated with queuedAtClose 3'
+        : 'tcp_migrate_req=0: the three queued connections are drained and served before the listener closes; queuedAtClose 0',
+      async () => {
+        const dist = path.join(__dirname, '..', 'dist');
+        const { stdout } = await promisify(execFile)(
+          'unshare',
+          ['-n', 'sh', '-c', 'ip link set lo up && echo "$1" > /proc/sys/net/ipv4/tcp_migrate_req && shift && exec "$@"', 'sh', String(migrate), process.execPath, '-e', queueScript, dist],
+          { timeout: 20_000 },
+        );
+        const out = JSON.parse(stdout);
+        expect(out.migrateReq).toBe(migrate === 1);
+        expect(out.queued).toBe(3);
+        if (migrate) {
+          // Every queued client was answered by the other server: the kernel moved them (its counter says 3).
+          expect(out).toMatchObject({ bodies: ['new', 'new', 'new'], migrated: 3, acceptQueue: 'migrated', queuedAtClose: 3, acceptedFromQueue: 0 });
+          expect(out.totals.total).toBe(0);
+        } else {
+          expect(out).toMatchObject({ bodies: ['old', 'old', 'old'], migrated: 0, acceptQueue: 'drained', queuedAtClose: 0, acceptedFromQueue: 3 });
+          expect(out.totals).toMatchObject({ graceful: 3, total: 3, resetSent: 0 });
+        }
+      },
+      30_000,
+    );
+  }
+});

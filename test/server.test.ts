@@ -278,6 +278,7 @@ describe('closeServer (net)', () => {
     expect(queued).toBe(5);
     const report = await closeServer(server);
     expect(report.acceptedFromQueue).toBe(5);
+    expect(report).toMatchObject({ acceptQueue: 'drained', queuedAtClose: 0 });
     expect(report.totals.graceful).toBe(5);
     const { stdout } = await child;
     expect(JSON.parse(stdout)).toEqual(['end', 'end', 'end', 'end', 'end']);
