@@ -29,6 +29,8 @@ Napi::Object Constants(Napi::Env env) {
   set("SIOCOUTQ", SIOCOUTQ);
   set("SIOCOUTQNSD", SIOCOUTQNSD);
   set("SO_REUSEADDR", SO_REUSEADDR);
+  set("SO_RCVBUF", SO_RCVBUF);
+  set("SO_SNDBUF", SO_SNDBUF);
   set("AF_INET", AF_INET);
   set("AF_INET6", AF_INET6);
   set("SOCK_STREAM", SOCK_STREAM);

@@ -25,6 +25,8 @@ export interface NativeConstants {
   SIOCOUTQ: number;
   SIOCOUTQNSD: number;
   SO_REUSEADDR: number;
+  SO_RCVBUF: number;
+  SO_SNDBUF: number;
   AF_INET: number;
   AF_INET6: number;
   SOCK_STREAM: number;

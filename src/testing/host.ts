@@ -16,13 +16,6 @@ import { nftIn } from './netns';
 import { waitUntil, type WaitOptions } from './waiters';
 import type { Side } from './wire';
 
-/**
- * Socket options the addon's constants do not carry, by their Linux numbers (asm-generic
- * socket.h, the same on x86-64 and arm64; level SOL_SOCKET, 1).
- * @see socket(7) SO_RCVBUF, SO_SNDBUF
- */
-const LINUX_SOCKET_OPTIONS = { SOL_SOCKET: 1, SO_SNDBUF: 7, SO_RCVBUF: 8 } as const;
-
 /** Buffer sizes set on a lab socket before it listens or connects. */
 export interface LabBufferOptions {
   /**
@@ -123,7 +116,7 @@ function checkBufferSize(value: unknown, name: string): number | undefined {
 
 /** Sets SO_RCVBUF / SO_SNDBUF on a fresh fd, before bind, listen or connect. */
 function setBufferSizes(fd: number, receive: number | undefined, send: number | undefined): void {
-  const { SOL_SOCKET, SO_RCVBUF, SO_SNDBUF } = LINUX_SOCKET_OPTIONS;
+  const { SOL_SOCKET, SO_RCVBUF, SO_SNDBUF } = native().constants;
   if (receive !== undefined) native().setIntOption(fd, SOL_SOCKET, SO_RCVBUF, receive);
   if (send !== undefined) native().setIntOption(fd, SOL_SOCKET, SO_SNDBUF, send);
 }
