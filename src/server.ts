@@ -20,6 +20,7 @@ import dc from 'node:diagnostics_channel';
 import { setMaxListeners } from 'node:events';
 import type http from 'node:http';
 import type http2 from 'node:http2';
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
@@ -133,8 +134,9 @@ export interface ServerCloseReport {
    */
   queuedAtClose: number;
   /**
-   * Connections to this server's port that finwait could not close because they were accepted
-   * before it knew of them (before finwait was loaded, for a server that is not http(s)); -1
+   * Connections this process holds on this server's port that finwait could not close because
+   * they were accepted before it knew of them (before finwait was loaded, for a server that is not
+   * http(s)); another process's connections on a shared port (SO_REUSEPORT) are not counted. -1
    * when unknown (no kernel view).
    */
   untracked: number;
@@ -460,6 +462,9 @@ class ServerShutdown {
   /**
    * Connections to the server's port that finwait does not know. Node counts the connections a
    * server has open: when finwait knows as many, there is none (no dump of the socket table).
+   * Else the kernel's list of connections on the port, less those finwait knows, less those this
+   * process holds no fd of: on a port shared with another process (SO_REUSEPORT, a handoff in
+   * progress), the other one's connections are its own.
    */
   private async countUntracked(found: Map<net.Socket, ConnectionProtocol>): Promise<number> {
     const address = this.server.address();
@@ -469,8 +474,13 @@ class ServerShutdown {
     for (const socket of found.keys()) raw.add((socket as { _parent?: net.Socket | null })._parent ?? socket);
     if (open <= raw.size) return 0;
     const ours = new Set([...found.keys()].map((s) => `${s.remoteAddress}|${s.remotePort}`));
-    const listed = sockets({ states: ['ESTABLISHED', 'CLOSE_WAIT', 'SYN_RECV'], localPort: address.port });
-    return listed.filter((e) => e.inode !== 0 && !ours.has(`${e.remote.address}|${e.remote.port}`)).length;
+    const local = this.listenAddress?.address;
+    const listed = sockets({ states: ['ESTABLISHED', 'CLOSE_WAIT', 'SYN_RECV'], localPort: address.port }).filter(
+      (e) => e.inode !== 0 && (local === undefined || e.local.address === local) && !ours.has(`${e.remote.address}|${e.remote.port}`),
+    );
+    if (listed.length === 0) return 0;
+    const held = await socketInodes();
+    return listed.filter((e) => held.has(e.inode)).length;
   }
 
   // 3. Stop accepting ---------------------------------------------------------------------------
@@ -1023,6 +1033,24 @@ function detachHttpParser(socket: net.Socket): void {
       'closeServer() cannot take a connection from the HTTP parser: a request racing the FIN may still be parsed and handed to the application',
     );
   }
+}
+
+/**
+ * The inodes of the sockets this process holds an fd of (`/proc/self/fd`, links `socket:[inode]`),
+ * read without blocking the event loop; fds that close meanwhile are left out.
+ */
+async function socketInodes(): Promise<Set<number>> {
+  const dir = '/proc/self/fd';
+  const held = new Set<number>();
+  const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  await Promise.all(
+    names.map(async (name) => {
+      const link = await fs.promises.readlink(`${dir}/${name}`).catch(() => '');
+      const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
+      if (inode !== undefined) held.add(Number(inode));
+    }),
+  );
+  return held;
 }
 
 /** The connection in sock_diag after its fd closed, `undefined` once gone, `null` if the lookup failed. */

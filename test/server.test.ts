@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { closeServer, sockets, trackConnections } from '../src/index';
+import { closeServer, listenReusePort, sockets, trackConnections } from '../src/index';
 import { waitFor } from './helpers';
 
 /** One HTTP/1.1 request on a raw socket; resolves with the response's head and what followed. */
@@ -245,6 +245,61 @@ describe('closeServer (net)', () => {
       });`;
     const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { timeout: 10_000 });
     expect(JSON.parse(stdout)).toEqual({ untracked: 1, total: 0 });
+  });
+
+  it("counts only this process's untracked connections on a port it shares with another process (SO_REUSEPORT)", async () => {
+    // This process: the other instance on the port, holding three connections it greets.
+    const other = net.createServer((socket) => socket.write('other\n'));
+    const held: net.Socket[] = [];
+    other.on('connection', (socket) => held.push(socket));
+    const { port } = await listenReusePort(other, { port: 0, host: '127.0.0.1' });
+    const clients = Array.from({ length: 3 }, () => net.connect(port, '127.0.0.1').on('error', () => {}));
+    // A child process joins the port and accepts one connection before it loads finwait (clients
+    // of its own land on either listener, by the kernel's hash: it connects until one is its own).
+    const script = `
+      const net = require('node:net');
+      const [port, dist] = [Number(process.argv[1]), process.argv[2]];
+      const { native } = require(dist + '/binding.js');
+      const { sockaddr } = require(dist + '/sockaddr.js');
+      const fd = native().reusePortSocket(native().constants.AF_INET);
+      native().bind(fd, sockaddr('127.0.0.1', port));
+      const server = net.createServer({ allowHalfOpen: true });
+      const mine = new Set();
+      const clients = [];
+      let onOther = 0;
+      server.on('connection', (socket) => mine.add(socket.remotePort));
+      server.listen({ fd }, function next() {
+        if (clients.length === 200) throw new Error('200 connections, none on this listener');
+        const client = net.connect(port, '127.0.0.1');
+        client.on('error', () => {});
+        clients.push(client);
+        const look = () => {
+          if (mine.has(client.localPort)) return done();
+          setImmediate(look);
+        };
+        client.once('data', () => { onOther++; next(); }); // greeted: the other instance's
+        client.once('connect', look);
+        async function done() {
+          client.removeAllListeners('data');
+          const { closeServer } = require(dist + '/index.js');
+          const report = await closeServer(server, { timeout: 100 });
+          console.log(JSON.stringify({ untracked: report.untracked, total: report.totals.total, onOther }));
+          process.exit(0);
+        }
+      });`;
+    try {
+      await waitFor('three connections on this process', () => (held.length === 3 ? true : undefined));
+      const dist = path.join(__dirname, '..', 'dist');
+      const { stdout } = await promisify(execFile)(process.execPath, ['-e', script, String(port), dist], { timeout: 10_000 });
+      const out = JSON.parse(stdout) as { untracked: number; total: number; onOther: number };
+      // The child's one connection, not the 3 (+ onOther) this process holds on the same port.
+      expect(out).toEqual({ untracked: 1, total: 0, onOther: out.onOther });
+      expect(held.length).toBe(3 + out.onOther);
+    } finally {
+      for (const c of clients) c.destroy();
+      for (const s of held) s.destroy();
+      await new Promise((resolve) => other.close(resolve));
+    }
   });
 
   it('stops accepting without resetting the connections waiting in the accept queue', async () => {
