@@ -1,43 +1,41 @@
 /**
  * The HTTP/2 part of `closeServer()`: a session is told the server is going away before anything
- * is closed, its streams in flight complete, new streams are refused the way HTTP/2 clients expect
- * (REFUSED_STREAM, safe to retry), and only then does Node end the connection, which
+ * is closed, its streams in flight complete, and only then does Node end the connection, which
  * `closeServer()` closes as it closes every other (a lingering close, RST only at the deadline).
  *
  * The steps follow RFC 9113 §6.8: a first GOAWAY with the last stream id 2^31-1 (shutdown notice:
  * the client opens no new stream once it sees it), a PING whose answer shows that the client has
- * read the notice (streams that arrived before it are served), then for one more PING's round
- * trip new streams are refused with RST_STREAM REFUSED_STREAM (so the report counts them), and
- * once the streams in flight are done, `session.close()` sends the final GOAWAY with the last
- * stream id processed and Node ends the connection. A client that answers the notice with its own
- * GOAWAY (as Node's does) is not waited for.
+ * read the notice, then, once the streams in flight are done, `session.close()` sends the final
+ * GOAWAY with the last stream id processed and Node ends the connection. A client that answers
+ * the notice with its own GOAWAY (as Node's does) is not waited for.
+ *
+ * A stream the client opens after the notice went out never reaches the server: Node's HTTP/2
+ * layer (nghttp2) ignores every new stream once a GOAWAY was sent, whatever its last stream id
+ * (Node 20 to 26). The client gets no answer on it until the final GOAWAY, whose last stream id
+ * tells it the stream was not processed and may be retried (Node's client then fails it with
+ * REFUSED_STREAM itself). The report cannot count such streams: the server never sees them.
  */
 import http2 from 'node:http2';
-import { missingInternal } from './node-internals';
 import { openStreams } from './server-connections';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_NO_ERROR } = http2.constants;
 const MAX_STREAM_ID = 2 ** 31 - 1;
 
 /** What became of a session's streams from the start of the shutdown. */
 export interface StreamCounts {
-  /** Streams that ended normally (no RST_STREAM): in flight at the start, or opened before the client saw the GOAWAY. */
+  /** Streams that ended normally (no RST_STREAM): in flight at the start, or opened before the notice (the first GOAWAY) went out. */
   completed: number;
-  /** New streams refused with RST_STREAM REFUSED_STREAM after the client had been told (it may retry them elsewhere). */
-  refused: number;
   /** Streams that ended with an RST_STREAM (cancelled by the client, or an error), or were cut at the deadline. */
   reset: number;
 }
 
-type StreamListener = (this: http2.ServerHttp2Session, stream: http2.ServerHttp2Stream, ...rest: unknown[]) => void;
 
 /** One session's shutdown; see the module comment. */
 export class SessionClose {
-  readonly streams: StreamCounts = { completed: 0, refused: 0, reset: 0 };
+  readonly streams: StreamCounts = { completed: 0, reset: 0 };
   /** Streams served that began after the shutdown started. */
   requestsDuringShutdown = 0;
   private readonly open = new Set<http2.ServerHttp2Stream>();
-  private refusing = false;
   private closable = false;
   private finalGoaway = false;
   private roundTripMs = 0;
@@ -60,13 +58,13 @@ export class SessionClose {
     this.interceptNewStreams();
     // The client's own GOAWAY (Node's client answers ours with one and closes its session): it
     // opens nothing more, and need not answer our PINGs.
-    this.session.once('goaway', () => this.startRefusing(true));
+    this.session.once('goaway', () => this.readyToClose());
     try {
       this.session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID);
     } catch {
-      return this.startRefusing(true); // the session is closing already
+      return this.readyToClose(); // the session is closing already
     }
-    this.roundTrip((answered) => this.startRefusing(!answered));
+    this.roundTrip(() => this.readyToClose());
   }
 
   /**
@@ -124,24 +122,9 @@ export class SessionClose {
     });
   }
 
-  /**
-   * One round trip after the notice: what the client opens now, it opened before it had read the
-   * notice (Node's client sends a request it had queued after its PING answer). Such streams are
-   * refused, and counted, for one more round trip; then the final GOAWAY, once nothing is in flight.
-   * Without that second round trip they would arrive after the final GOAWAY, be dropped unseen by
-   * nghttp2, and be refused all the same, but without the report knowing.
-   */
-  private startRefusing(peerDone: boolean): void {
-    if (this.pastDeadline) return;
-    if (!this.refusing) {
-      this.refusing = true;
-      // A second round trip only for a peer that answers PINGs and still has its side open.
-      if (!peerDone) return this.roundTrip(() => this.readyToClose());
-    }
-    this.readyToClose();
-  }
-
+  /** The client was told (it answered the PING, or sent its own GOAWAY, or did not answer in time). */
   private readyToClose(): void {
+    if (this.pastDeadline) return;
     this.closable = true;
     this.maybeClose();
   }
@@ -159,34 +142,13 @@ export class SessionClose {
   }
 
   /**
-   * Puts finwait before Node's own 'stream' listener of the session (`sessionOnStream`, which
-   * hands the stream to the server): a stream is served, or refused before the application sees it.
+   * Follows each stream that begins during the shutdown (before the notice went out: nghttp2
+   * ignores those opened after it), counted as a request received during the shutdown.
    */
   private interceptNewStreams(): void {
-    const session = this.session;
-    const original = session.listeners('stream').find((l) => (l as { name?: string }).name === 'sessionOnStream') as StreamListener | undefined;
-    if (!original) {
-      missingInternal(
-        "the HTTP/2 session's stream listener (sessionOnStream)",
-        'closeServer() serves every stream that arrives during the shutdown instead of refusing those opened after the GOAWAY',
-      );
-      session.prependListener('stream', (stream: http2.ServerHttp2Stream) => {
-        this.requestsDuringShutdown++;
-        this.follow(stream);
-      });
-      return;
-    }
-    session.removeListener('stream', original as (...args: unknown[]) => void);
-    const close = this;
-    session.prependListener('stream', function (this: http2.ServerHttp2Session, stream: http2.ServerHttp2Stream, ...rest: unknown[]) {
-      if (close.refusing) {
-        close.streams.refused++;
-        stream.close(NGHTTP2_REFUSED_STREAM);
-        return;
-      }
-      close.requestsDuringShutdown++;
-      close.follow(stream);
-      original.call(this, stream, ...rest);
+    this.session.prependListener('stream', (stream: http2.ServerHttp2Stream) => {
+      this.requestsDuringShutdown++;
+      this.follow(stream);
     });
   }
 }

@@ -10,7 +10,7 @@
  * | the `http.server.connections` symbol (Node >= 18.14) | closeServer() on http(s) servers | warning; only connections seen by `trackConnections()`, and those whose next request starts after the call, are closed; the rest are counted in `untracked` |
  * | listeners named `bound socketOnData` / `bound socketOnEnd` | closeServer() detaching the HTTP parser | warning; bytes arriving after the FIN may still be parsed as a request |
  * | a socket's timeout symbol and its `Timeout._idleStart` | closeServer(): how long a keep-alive connection has been idle | the connection gets the whole drain window |
- * | an HTTP/2 session's stream map (`state` symbol) and its `sessionOnStream` listener | closeServer() on HTTP/2: streams in flight, refusing late ones | warning |
+ * | an HTTP/2 session's stream map (`state` symbol) | closeServer() on HTTP/2: streams in flight | warning |
  * | `tlsSocket._parent` | linking a TLS socket to its TCP socket | the TLS socket is closed as one |
  * | an HTTP/2 server's `sessions` symbol (Node >= 24) | finding sessions of a server listening before finwait loaded | only sessions seen since |
  */
