@@ -27,7 +27,9 @@ export interface SocketAddress {
  */
 export type TimerKind = 'off' | 'retransmit' | 'keepalive' | 'timewait' | 'probe';
 
+/** The timer pending on a socket, as sock_diag reports it (`ss -o`'s `timer:(...)`). */
 export interface SocketTimer {
+  /** Which timer. */
   kind: TimerKind;
   /** Milliseconds until the timer fires (`idiag_expires`); 0 when `kind` is `'off'`. */
   expiresMs: number;

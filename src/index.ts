@@ -1,6 +1,7 @@
 /**
  * finwait: see and control how TCP connections end, on real kernel sockets.
  * @packageDocumentation
+ * @module finwait
  */
 export { TCP_STATES, isTcpState, type TcpState } from './states';
 export type { ErrnoError, CodedError } from './errors';
@@ -61,6 +62,8 @@ export {
   type Transition,
   type WatchResult,
   type UntilOptions,
+  type WatchBackend,
+  type WatchBackendName,
 } from './lifecycle/watch';
 export type {
   LifecycleState,

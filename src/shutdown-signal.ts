@@ -12,8 +12,16 @@ export type ShutdownTarget =
   | net.Server
   | net.Socket
   | { socket: net.Socket | null } // http.IncomingMessage, http.ServerResponse
-  | { goaway: (...args: never[]) => void; socket: unknown } // an HTTP/2 session
-  | { session: unknown; respond: (...args: never[]) => void } // an HTTP/2 stream
+  | {
+      /** An HTTP/2 session's `goaway()`. */
+      goaway: (...args: never[]) => void;
+      socket: unknown;
+    } // an HTTP/2 session
+  | {
+      session: unknown;
+      /** An HTTP/2 stream's `respond()`. */
+      respond: (...args: never[]) => void;
+    } // an HTTP/2 stream
   | { stream: unknown }; // an HTTP/2 compatibility request or response
 
 /** The key a signal is kept under: a server, a connection's socket, or an HTTP/2 session. */

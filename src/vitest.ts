@@ -14,6 +14,8 @@
  *
  * Both read the kernel (or a watcher's history) at the moment of the assertion; to wait for a
  * state, use `waitForState()` from `finwait/testing` or `Lifecycle.until()` first.
+ * @packageDocumentation
+ * @module finwait/vitest
  */
 import net from 'node:net';
 import { socketTuple } from './diag';
@@ -139,7 +141,12 @@ function toHaveSeenStates(this: MatcherContext, received: unknown, states: reado
 }
 
 /** The matchers, for `expect.extend(matchers)`. */
-export const matchers = { toBeInTcpState, toHaveSeenStates };
+export const matchers = {
+  /** `expect(target).toBeInTcpState(state | states)`: the kernel shows `state` now. */
+  toBeInTcpState,
+  /** `expect(lifecycle).toHaveSeenStates([...])`: the connection passed through these states, in order. */
+  toHaveSeenStates,
+};
 
 /**
  * The matchers' types. Add them to vitest's `Assertion` in a setup or `.d.ts` file of yours

@@ -34,7 +34,7 @@ import type { TcpState } from '../states';
  * has left it, by two quite different roads: TIME_WAIT began (the kernel moved the connection to
  * a timewait socket that only sock_diag shows, for 60 s), or the connection ended (an RST, the
  * last ACK in LAST_ACK, a timeout). So `'CLOSE'` has no transitions of its own: it is an
- * observation meaning "TIME_WAIT or CLOSED" ({@link FD_CLOSE_MEANS}) that {@link observe} keeps
+ * observation meaning "TIME_WAIT or CLOSED" that the model keeps
  * unresolved until sock_diag or an event says which; read where TIME_WAIT can no longer follow
  * (CLOSE_WAIT, LAST_ACK), it means CLOSED at once. `'BOUND_INACTIVE'` (a bound socket that is
  * no connection) and `'CLOSED'` have no transitions either.
@@ -344,6 +344,7 @@ export interface HistoryEntry {
    * after the previous entry's `at`.
    */
   readonly at: number;
+  /** How the state became known. */
   readonly source: Source;
   /**
    * The event that led into this state, when known: observed for an event, the machine's
@@ -370,7 +371,9 @@ export type Observation =
 
 /** An observation the machine forbids. A forbidden state is also kept in the history. */
 export interface Anomaly {
+  /** When the observation was made, ms on the watcher's clock. */
   readonly at: number;
+  /** Where the observation came from. */
   readonly source: Source;
   /** The model's state when the observation came (`'CLOSE'` while an fd's CLOSE is unresolved). */
   readonly from: LifecycleState | undefined;

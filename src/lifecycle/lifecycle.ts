@@ -47,6 +47,7 @@ export interface Transition {
   to: LifecycleState;
   /** ms on `performance.now()`'s clock. */
   at: number;
+  /** How `to` became known. */
   source: Source;
 }
 
@@ -56,7 +57,9 @@ export interface WatchResult {
   outcome: CloseOutcome | undefined;
   /** Which side closed first; `undefined` if it never began to close (e.g. refused). */
   role: CloseRole | undefined;
+  /** Every state the connection passed through, in order. */
   history: readonly HistoryEntry[];
+  /** Observations the RFC machine forbids. */
   anomalies: readonly Anomaly[];
 }
 

@@ -2,6 +2,7 @@
  * `finwait/testing`: connected loopback pairs, waiters on kernel states, and the lab (two
  * network namespaces joined by a programmable wire) for tests on real kernel sockets.
  * @packageDocumentation
+ * @module finwait/testing
  */
 export { connectPair, type PairOptions, type SocketPair } from './pair';
 export { waitForState, waitUntil, type WaitOptions, type WaitTimeoutError } from './waiters';

@@ -38,6 +38,7 @@ export interface WireSegment extends Segment {
 export interface LogEntry extends WireSegment {
   /** When, in milliseconds since the wire started (monotonic clock, fractional). */
   at: number;
+  /** What the wire did with the segment. */
   verdict: Verdict;
   /**
    * With verdict `'delay'`: the delay the rule asked for, ms. The segment is forwarded at
