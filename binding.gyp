@@ -27,7 +27,10 @@
             "addon/reuseport.cc",
             "addon/tun_linux.cc",
             "addon/fd_poll.cc",
-            "addon/sock_diag_events_linux.cc"
+            "addon/sock_diag_events_linux.cc",
+            "addon/bpf_btf_linux.cc",
+            "addon/bpf_program_linux.cc",
+            "addon/bpf_linux.cc"
           ]
         }, {
           "sources": ["addon/unsupported.cc"]

@@ -117,6 +117,15 @@ Napi::Function SockDiagEventsSocketClass(Napi::Env env);
 Napi::Value SockDiagJoin(const Napi::CallbackInfo& info);
 Napi::Value SockDiagLeave(const Napi::CallbackInfo& info);
 Napi::Value SockDiagReadEvents(const Napi::CallbackInfo& info);
+// TCP state changes from a BPF program (Linux only; registered only there). new
+// BpfStateChanges(ringBytes) -> { fd, read(buffer), lost(), close() }: loads a program on the
+// tracepoint sock:inet_sock_set_state that writes one 128-byte record per TCP state change into a
+// BPF ring buffer of ringBytes (a power of 2, at least a page), attaches it and maps the ring; the
+// object owns it all (released by close(), with the object or with its environment). fd is the
+// ring's, readable (epoll) while records wait; read(buffer) copies waiting records into buffer and
+// returns how many; lost() is the number of records the program dropped because the ring was
+// full. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) and the kernel's BTF.
+Napi::Function BpfStateChangesClass(Napi::Env env);
 // new FdPoll(fd, onReadable(status)): a uv_poll_t for readability on this environment's loop,
 // unref'd; .close() stops it. Closed with the environment if still open.
 Napi::Function FdPollClass(Napi::Env env);

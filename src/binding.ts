@@ -41,6 +41,24 @@ export interface NativeEventsSocket {
   close(): void;
 }
 
+/**
+ * The BPF program on the tracepoint `sock:inet_sock_set_state`, attached, with its ring buffer
+ * mapped; owns its fds and mappings (released by `close()`, or with the object or its environment).
+ */
+export interface NativeStateChanges {
+  /** The ring buffer's fd (-1 once closed): readable (epoll) while records wait. */
+  readonly fd: number;
+  /**
+   * Copies the waiting records, 128 bytes each (layout in addon/bpf_linux.cc), into `buffer`, as
+   * many as fit, and frees their room in the ring; returns how many. Never blocks.
+   */
+  read(buffer: Uint8Array): number;
+  /** Records the program dropped because the ring was full, since it was loaded. */
+  lost(): number;
+  /** Detaches the program and releases everything (idempotent). */
+  close(): void;
+}
+
 /** A uv_poll_t on the calling environment's loop; unref'd, so it never keeps the process alive. */
 export interface NativeFdPoll {
   /** Stops watching and closes the handle (idempotent); the fd stays open. */
@@ -142,6 +160,13 @@ export interface Native {
    * count, 0 when nothing is queued, or -ENOBUFS when messages were lost (the buffer was full).
    */
   sockDiagReadEvents?(fd: number, buffer: Uint8Array, lengths: Int32Array): number;
+  /**
+   * TCP state changes (Linux only): loads the BPF program (field offsets from the kernel's BTF),
+   * its ring buffer of `ringBytes` (a power of 2, at least a page) and attaches it. Throws `bpf
+   * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `open ENOTSUP` without BTF, and
+   * a refused load with the verifier's last words in the message.
+   */
+  BpfStateChanges?: new (ringBytes: number) => NativeStateChanges;
   /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
   FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
   constants: NativeConstants;

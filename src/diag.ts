@@ -552,8 +552,8 @@ function formatV4(view: DataView, off: number): string {
 
 const words = new Uint16Array(8);
 
-/** inet_ntop(3)'s text, as Node and `ss` print it: `::1`, `::ffff:127.0.0.1`. */
-function formatAddress(view: DataView, off: number, v6: boolean): string {
+/** @internal inet_ntop(3)'s text, as Node and `ss` print it: `::1`, `::ffff:127.0.0.1`. */
+export function formatAddress(view: DataView, off: number, v6: boolean): string {
   if (!v6) return formatV4(view, off);
   let best = -1, bestLen = 0, run = -1; // longest run of zero words, leftmost on a tie
   for (let i = 0; i <= 8; i++) {

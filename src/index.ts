@@ -55,6 +55,7 @@ export {
   type ListenReusePortOptions,
   type HandoffState,
 } from './handoff';
+export { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from './bpf';
 export {
   watch,
   Lifecycle,

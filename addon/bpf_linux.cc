@@ -1,0 +1,231 @@
+// TCP state changes from the kernel: a BPF program on the tracepoint sock:inet_sock_set_state
+// (tp_btf, so it gets the struct sock itself) writes one fixed-size record per change of a TCP
+// socket into a BPF ring buffer, which this process maps and reads. This is the one place C++
+// does more than a syscall: the program is assembled here, with the field offsets this kernel's
+// BTF gives (bpf_btf_linux.cc), so no compiler, libbpf or kernel headers are needed where it runs.
+// Here: loading and attaching it, and reading the ring; the records are decoded in TypeScript
+// (src/bpf.ts).
+#include <errno.h>
+#include <linux/bpf.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "bpf_linux.h"
+#include "finwait.h"
+
+namespace finwait {
+
+namespace {
+
+long Bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
+
+// A coded error for a failed bpf(2) command, "bpf <CODE>" plus what it was doing.
+Napi::Error BpfError(Napi::Env env, int err, const char* command, const std::string& detail = "") {
+  Napi::Error error = ErrnoError(env, err, "bpf");
+  std::string message = error.Message() + " (" + command + ")" + (detail.empty() ? "" : ": " + detail);
+  error.Set("message", Napi::String::New(env, message));
+  error.Set("command", Napi::String::New(env, command));
+  return error;
+}
+
+// Owns everything the program needs: the ring buffer and the lost-records counter (maps), the
+// program, its attachment (the link: the program runs as long as it is open) and the ring's
+// mappings. close(), the object's collection or its environment's end (a Worker terminated with
+// it open) releases them all, which detaches the program from the kernel.
+class StateChanges : public Napi::ObjectWrap<StateChanges> {
+ public:
+  explicit StateChanges(const Napi::CallbackInfo& info);
+  ~StateChanges() override { Release(); }
+  Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), ring_fd_); }
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Lost(const Napi::CallbackInfo& info);
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
+    Release();
+    return info.Env().Undefined();
+  }
+
+ private:
+  void Release();
+  void Load(Napi::Env env, const SockLayout& layout);
+  void Map(Napi::Env env);
+
+  int ring_fd_ = -1, lost_fd_ = -1, prog_fd_ = -1, link_fd_ = -1;
+  size_t ring_size_ = 0, page_ = 0;
+  void* consumer_ = MAP_FAILED;  // one page, read-write: consumer_pos
+  void* producer_ = MAP_FAILED;  // producer_pos page, then the data twice (records may wrap)
+};
+
+void StateChanges::Release() {
+  // The link first: no record is written once it is closed.
+  for (int* fd : {&link_fd_, &prog_fd_, &lost_fd_, &ring_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (consumer_ != MAP_FAILED) munmap(consumer_, page_);
+  if (producer_ != MAP_FAILED) munmap(producer_, page_ + 2 * ring_size_);
+  consumer_ = producer_ = MAP_FAILED;
+}
+
+StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StateChanges>(info) {
+  Napi::Env env = info.Env();
+  int ring = IntArg(info, 0);
+  page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // The kernel wants a power of 2 that is a multiple of the page size.
+  if (ring < static_cast<int>(page_) || (ring & (ring - 1)) != 0) {
+    throw OutOfRange(env, "argument 0 must be a power of 2 and at least the page size");
+  }
+  ring_size_ = static_cast<size_t>(ring);
+  const SockLayout& layout = KernelSockLayout();
+  if (layout.err != 0) {
+    Napi::Error error = ErrnoError(env, layout.err, "open");
+    error.Set("message", Napi::String::New(env, error.Message() + ": " + layout.why));
+    throw error;
+  }
+  try {
+    Load(env, layout);
+    Map(env);
+  } catch (...) {
+    Release();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+}
+
+void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
+  bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_type = BPF_MAP_TYPE_RINGBUF;
+  attr.max_entries = static_cast<uint32_t>(ring_size_);
+  memcpy(attr.map_name, "finwait_ring", 13);
+  ring_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
+  if (ring_fd_ < 0) {
+    int err = errno;
+    throw BpfError(env, err, "BPF_MAP_CREATE");
+  }
+  memset(&attr, 0, sizeof(attr));
+  attr.map_type = BPF_MAP_TYPE_ARRAY;
+  attr.key_size = 4;
+  attr.value_size = 8;
+  attr.max_entries = 1;
+  memcpy(attr.map_name, "finwait_lost", 13);
+  lost_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
+  if (lost_fd_ < 0) {
+    int err = errno;
+    throw BpfError(env, err, "BPF_MAP_CREATE");
+  }
+  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_);
+  static const char kLicense[] = "Dual MIT/GPL";  // bpf_probe_read_kernel is for GPL programs
+  std::vector<char> log;
+  for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {
+    memset(&attr, 0, sizeof(attr));
+    attr.prog_type = BPF_PROG_TYPE_TRACING;
+    attr.expected_attach_type = BPF_TRACE_RAW_TP;
+    attr.attach_btf_id = layout.attach_btf_id;
+    attr.insns = reinterpret_cast<uint64_t>(code.data());
+    attr.insn_cnt = static_cast<uint32_t>(code.size());
+    attr.license = reinterpret_cast<uint64_t>(kLicense);
+    memcpy(attr.prog_name, "finwait_state", 14);
+    if (attempt == 1) {
+      // Failed: load again with the verifier's log, for the error message.
+      log.assign(1 << 20, '\0');
+      attr.log_level = 1;
+      attr.log_buf = reinterpret_cast<uint64_t>(log.data());
+      attr.log_size = static_cast<uint32_t>(log.size());
+    }
+    prog_fd_ = static_cast<int>(Bpf(BPF_PROG_LOAD, &attr));
+    int err = errno;
+    if (prog_fd_ >= 0) break;
+    if (attempt == 1 || err == EPERM) {
+      // The last lines say why; keep the message bounded.
+      std::string text(log.data(), strnlen(log.data(), log.size()));
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      if (text.size() > 2000) text = "..." + text.substr(text.size() - 2000);
+      throw BpfError(env, err, "BPF_PROG_LOAD", text.empty() ? "" : "the verifier said:\n" + text);
+    }
+  }
+  memset(&attr, 0, sizeof(attr));
+  attr.raw_tracepoint.name = 0;  // tp_btf: the target is the program's attach_btf_id
+  attr.raw_tracepoint.prog_fd = static_cast<uint32_t>(prog_fd_);
+  link_fd_ = static_cast<int>(Bpf(BPF_RAW_TRACEPOINT_OPEN, &attr));
+  if (link_fd_ < 0) {
+    int err = errno;
+    throw BpfError(env, err, "BPF_RAW_TRACEPOINT_OPEN");
+  }
+}
+
+void StateChanges::Map(Napi::Env env) {
+  consumer_ = mmap(nullptr, page_, PROT_READ | PROT_WRITE, MAP_SHARED, ring_fd_, 0);
+  if (consumer_ == MAP_FAILED) {
+    int err = errno;
+    throw ErrnoError(env, err, "mmap");
+  }
+  // The kernel maps the data pages twice in a row, so a record that wraps reads as one piece.
+  producer_ = mmap(nullptr, page_ + 2 * ring_size_, PROT_READ, MAP_SHARED, ring_fd_, static_cast<off_t>(page_));
+  if (producer_ == MAP_FAILED) {
+    int err = errno;
+    throw ErrnoError(env, err, "mmap");
+  }
+}
+
+// read(buffer) -> count: copies the waiting records, kRecord bytes each, into buffer (as many as
+// fit) and frees their space in the ring. Never blocks; 0 when none is waiting.
+Napi::Value StateChanges::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArrayOf<uint8_t> buffer = Uint8ArrayArg(info, 0);
+  if (producer_ == MAP_FAILED) throw ErrnoError(env, EBADF, "read");
+  size_t room = buffer.ByteLength() / kRecord, count = 0;
+  uint64_t* consumer_pos = static_cast<uint64_t*>(consumer_);
+  const uint64_t* producer_pos = static_cast<const uint64_t*>(producer_);
+  const uint8_t* data = static_cast<const uint8_t*>(producer_) + page_;
+  uint64_t cons = __atomic_load_n(consumer_pos, __ATOMIC_ACQUIRE);
+  uint64_t prod = __atomic_load_n(producer_pos, __ATOMIC_ACQUIRE);
+  while (cons < prod && count < room) {
+    const uint8_t* header = data + (cons & (ring_size_ - 1));
+    uint32_t word = __atomic_load_n(reinterpret_cast<const uint32_t*>(header), __ATOMIC_ACQUIRE);
+    if (word & BPF_RINGBUF_BUSY_BIT) break;  // reserved, not yet submitted: the next call gets it
+    uint32_t len = word & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+    if (!(word & BPF_RINGBUF_DISCARD_BIT)) {
+      uint8_t* out = buffer.Data() + count * kRecord;
+      memcpy(out, header + BPF_RINGBUF_HDR_SZ, len < kRecord ? len : kRecord);
+      if (len < kRecord) memset(out + len, 0, kRecord - len);
+      count++;
+    }
+    cons += (len + BPF_RINGBUF_HDR_SZ + 7) & ~static_cast<uint64_t>(7);
+    __atomic_store_n(consumer_pos, cons, __ATOMIC_RELEASE);
+  }
+  return Napi::Number::New(env, static_cast<double>(count));
+}
+
+// lost() -> records dropped because the ring was full (the counter the program keeps).
+Napi::Value StateChanges::Lost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (lost_fd_ < 0) throw ErrnoError(env, EBADF, "bpf");
+  uint32_t key = 0;
+  uint64_t value = 0;
+  bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(lost_fd_);
+  attr.key = reinterpret_cast<uint64_t>(&key);
+  attr.value = reinterpret_cast<uint64_t>(&value);
+  if (Bpf(BPF_MAP_LOOKUP_ELEM, &attr) != 0) {
+    int err = errno;
+    throw BpfError(env, err, "BPF_MAP_LOOKUP_ELEM");
+  }
+  return Napi::Number::New(env, static_cast<double>(value));
+}
+
+}  // namespace
+
+Napi::Function BpfStateChangesClass(Napi::Env env) {
+  return StateChanges::DefineClass(env, "BpfStateChanges",
+                                   {StateChanges::InstanceAccessor<&StateChanges::Fd>("fd"),
+                                    StateChanges::InstanceMethod<&StateChanges::Read>("read"),
+                                    StateChanges::InstanceMethod<&StateChanges::Lost>("lost"),
+                                    StateChanges::InstanceMethod<&StateChanges::CloseMethod>("close")});
+}
+
+}  // namespace finwait

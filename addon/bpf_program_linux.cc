@@ -1,0 +1,140 @@
+// The state-change program in BPF assembly, for the tracepoint sock:inet_sock_set_state (tp_btf:
+// ctx holds its arguments as u64: the struct sock, the old and the new state). It reads the
+// socket with bpf_probe_read_kernel at the offsets this kernel's BTF gives (bpf_btf_linux.cc)
+// and writes one record (layout in bpf_linux.h) per change of a TCP socket into the ring buffer.
+#include <linux/bpf.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include <vector>
+
+#include "bpf_linux.h"
+
+namespace finwait {
+
+namespace {
+
+bpf_insn Insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+  bpf_insn insn;
+  memset(&insn, 0, sizeof(insn));
+  insn.code = code;
+  insn.dst_reg = dst;
+  insn.src_reg = src;
+  insn.off = off;
+  insn.imm = imm;
+  return insn;
+}
+
+// The program, in BPF assembly. r6 = sk, r7 = the reserved record, r8/r9 = old/new state.
+class Assembler {
+ public:
+  std::vector<bpf_insn> code;
+  std::vector<size_t> to_out;  // jumps to the final `return 0`, patched by Finish()
+
+  void Emit(bpf_insn insn) { code.push_back(insn); }
+  void Mov(int dst, int src) { Emit(Insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)); }
+  void MovImm(int dst, int32_t imm) { Emit(Insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)); }
+  void AddImm(int dst, int32_t imm) { Emit(Insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)); }
+  void Load(int size, int dst, int src, int16_t off) { Emit(Insn(BPF_LDX | size | BPF_MEM, dst, src, off, 0)); }
+  void Store(int size, int dst, int16_t off, int src) { Emit(Insn(BPF_STX | size | BPF_MEM, dst, src, off, 0)); }
+  void StoreImm(int size, int dst, int16_t off, int32_t imm) { Emit(Insn(BPF_ST | size | BPF_MEM, dst, 0, off, imm)); }
+  void Call(int helper) { Emit(Insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper)); }
+  void LoadMap(int dst, int fd) {
+    Emit(Insn(BPF_LD | BPF_DW | BPF_IMM, dst, BPF_PSEUDO_MAP_FD, 0, fd));
+    Emit(Insn(0, 0, 0, 0, 0));
+  }
+  // if (dst op imm) goto out
+  void JumpOut(int op, int dst, int32_t imm) {
+    to_out.push_back(code.size());
+    Emit(Insn(BPF_JMP | op | BPF_K, dst, 0, 0, imm));
+  }
+  // bpf_probe_read_kernel(dst_reg + dst_off, size, sk + sk_off)
+  void ReadSk(int dst_reg, int16_t dst_off, int size, uint32_t sk_off) {
+    Mov(BPF_REG_1, dst_reg);
+    AddImm(BPF_REG_1, dst_off);
+    MovImm(BPF_REG_2, size);
+    Mov(BPF_REG_3, BPF_REG_6);
+    AddImm(BPF_REG_3, static_cast<int32_t>(sk_off));
+    Call(BPF_FUNC_probe_read_kernel);
+  }
+  void Finish() {
+    for (size_t at : to_out) code[at].off = static_cast<int16_t>(code.size() - at - 1);
+    MovImm(BPF_REG_0, 0);
+    Emit(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  }
+};
+
+}  // namespace
+
+std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd) {
+  Assembler a;
+  // ctx is the tracepoint's arguments as u64: sk, oldstate, newstate.
+  a.Load(BPF_DW, BPF_REG_6, BPF_REG_1, 0);
+  a.Load(BPF_DW, BPF_REG_8, BPF_REG_1, 8);
+  a.Load(BPF_DW, BPF_REG_9, BPF_REG_1, 16);
+  // TCP only (the tracepoint also fires for other protocols' state stores).
+  a.StoreImm(BPF_DW, BPF_REG_10, -8, 0);
+  a.ReadSk(BPF_REG_10, -8, 2, l.protocol);
+  a.Load(BPF_H, BPF_REG_1, BPF_REG_10, -8);
+  a.JumpOut(BPF_JNE, BPF_REG_1, IPPROTO_TCP);
+  a.LoadMap(BPF_REG_1, ring_fd);
+  a.MovImm(BPF_REG_2, kRecord);
+  a.MovImm(BPF_REG_3, 0);
+  a.Call(BPF_FUNC_ringbuf_reserve);
+  size_t full = a.code.size();
+  a.Emit(Insn(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, 0, 0));  // ring full: count it, below
+  a.Mov(BPF_REG_7, BPF_REG_0);
+  a.Call(BPF_FUNC_ktime_get_ns);
+  a.Store(BPF_DW, BPF_REG_7, 0, BPF_REG_0);
+  a.Mov(BPF_REG_1, BPF_REG_6);
+  a.Call(BPF_FUNC_get_socket_cookie);
+  a.Store(BPF_DW, BPF_REG_7, 8, BPF_REG_0);
+  a.Call(BPF_FUNC_get_current_pid_tgid);
+  a.Store(BPF_DW, BPF_REG_7, 24, BPF_REG_0);
+  a.Store(BPF_B, BPF_REG_7, 32, BPF_REG_8);
+  a.Store(BPF_B, BPF_REG_7, 33, BPF_REG_9);
+  // sk->__sk_common.skc_net.net->net_cookie: the pointer onto the stack, then what it points to.
+  a.StoreImm(BPF_DW, BPF_REG_10, -16, 0);
+  a.ReadSk(BPF_REG_10, -16, 8, l.net);
+  a.Mov(BPF_REG_1, BPF_REG_7);
+  a.AddImm(BPF_REG_1, 16);
+  a.MovImm(BPF_REG_2, 8);
+  a.Load(BPF_DW, BPF_REG_3, BPF_REG_10, -16);
+  a.AddImm(BPF_REG_3, static_cast<int32_t>(l.net_cookie));
+  a.Call(BPF_FUNC_probe_read_kernel);
+  a.ReadSk(BPF_REG_7, 34, 2, l.family);
+  a.ReadSk(BPF_REG_7, 36, 4, l.err_field);
+  a.ReadSk(BPF_REG_7, 40, 2, l.sport);
+  a.ReadSk(BPF_REG_7, 42, 2, l.dport);
+  a.ReadSk(BPF_REG_7, 44, 4, l.total_retrans);
+  a.ReadSk(BPF_REG_7, 48, 4, l.snd_una);
+  a.ReadSk(BPF_REG_7, 52, 4, l.snd_nxt);
+  a.ReadSk(BPF_REG_7, 56, 8, l.bytes_received);
+  a.ReadSk(BPF_REG_7, 64, 8, l.bytes_acked);
+  a.ReadSk(BPF_REG_7, 72, 16, l.v6_rcv_saddr);
+  a.ReadSk(BPF_REG_7, 88, 16, l.v6_daddr);
+  a.Mov(BPF_REG_1, BPF_REG_7);
+  a.AddImm(BPF_REG_1, 104);
+  a.MovImm(BPF_REG_2, 16);
+  a.Call(BPF_FUNC_get_current_comm);
+  a.ReadSk(BPF_REG_7, 120, 4, l.rcv_saddr);
+  a.ReadSk(BPF_REG_7, 124, 4, l.daddr);
+  a.Mov(BPF_REG_1, BPF_REG_7);
+  a.MovImm(BPF_REG_2, 0);
+  a.Call(BPF_FUNC_ringbuf_submit);
+  a.JumpOut(BPF_JA, 0, 0);
+  // The ring was full: the record is lost; add one to the counter (array map, key 0).
+  a.code[full].off = static_cast<int16_t>(a.code.size() - full - 1);
+  a.StoreImm(BPF_W, BPF_REG_10, -4, 0);
+  a.LoadMap(BPF_REG_1, lost_fd);
+  a.Mov(BPF_REG_2, BPF_REG_10);
+  a.AddImm(BPF_REG_2, -4);
+  a.Call(BPF_FUNC_map_lookup_elem);
+  a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
+  a.MovImm(BPF_REG_1, 1);
+  a.Emit(Insn(BPF_STX | BPF_DW | BPF_ATOMIC, BPF_REG_0, BPF_REG_1, 0, BPF_ADD));
+  a.Finish();
+  return a.code;
+}
+
+}  // namespace finwait

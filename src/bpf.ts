@@ -1,0 +1,233 @@
+/**
+ * Every TCP state change of the host, pushed by the kernel: a BPF program on the tracepoint
+ * `sock:inet_sock_set_state` (addon/bpf_linux.cc) writes one record per change into a ring
+ * buffer; this file polls the ring's fd on the event loop and decodes the records.
+ */
+import os from 'node:os';
+import { native, nativeUnavailable, type NativeFdPoll, type NativeStateChanges } from './binding';
+import { formatAddress } from './diag';
+import { codedError, errnoError, invalidArgType, type CodedError } from './errors';
+import { stateName, type TcpState } from './states';
+
+/** One change of state of one TCP socket, as the kernel made it. */
+export interface StateChange {
+  /** When, in ns of `CLOCK_MONOTONIC` (`bpf_ktime_get_ns()`; `process.hrtime.bigint()` counts the same clock). */
+  time: bigint;
+  /** The socket's cookie: `getsockopt(SO_COOKIE)` of it, `SocketEntry.cookie` as a number. */
+  cookie: bigint;
+  /** The cookie of its network namespace (`SO_NETNS_COOKIE`). */
+  netnsCookie: bigint;
+  /** IPv4 or IPv6 (a dual-stack socket is 6, its IPv4 peers `::ffff:a.b.c.d`). */
+  family: 4 | 6;
+  /**
+   * The local address and port. A client's first change (CLOSE → SYN_SENT) comes before its
+   * port is chosen: port 0, and address 0.0.0.0 (or `::`) unless it was bound.
+   */
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  /** The state it left. */
+  from: TcpState;
+  /** The state it entered. The hand-over to TIME_WAIT shows as FIN_WAIT2 (or CLOSING) → CLOSE. */
+  to: TcpState;
+  /**
+   * `sk_err` at the change: 104 (ECONNRESET) after an RST received, 111 (ECONNREFUSED) for a
+   * refused connect, 103 (ECONNABORTED) for a socket killed with `ss -K`, 110 (ETIMEDOUT) after
+   * a timeout; 0 otherwise.
+   */
+  error: number;
+  /**
+   * The process (thread group id) running when the change was made, and its `comm`. Meaningful
+   * when a system call made it (connect, close, shutdown); when a packet or a timer did (softirq:
+   * an orphan's FIN_WAIT1 → FIN_WAIT2 → CLOSE, most changes of a peer on loopback), it is
+   * whatever process was interrupted, often pid 0 (`swapper/N`).
+   */
+  pid: number;
+  comm: string;
+  /** `total_retrans`: segments retransmitted over the connection's life (`tcpi_total_retrans`). */
+  retransmits: number;
+  /** Bytes sent and not yet acknowledged (`snd_nxt − snd_una`, SYN and FIN count one each). */
+  unackedBytes: number;
+  /** `bytes_received`: bytes of sequence space received (`tcpi_bytes_received`). */
+  bytesReceived: bigint;
+  /** `bytes_acked`: bytes of sequence space acknowledged by the peer (`tcpi_bytes_acked`). */
+  bytesAcked: bigint;
+}
+
+/** An open source of state changes; the BPF program runs until `close()`. */
+export interface StateChangeStream {
+  /** Detaches the program and stops the calls (idempotent). */
+  close(): void;
+  /** Changes dropped because the ring buffer was full (the callback fell behind a burst). */
+  readonly lost: number;
+  /** Lets the process exit while the stream is open (like `server.unref()`); returns the stream. */
+  unref(): this;
+  /** Keeps the process alive while the stream is open (the default); returns the stream. */
+  ref(): this;
+}
+
+/** Ring buffer size: ~7,700 records before the kernel drops any. */
+const RING_BYTES = 1 << 20;
+/** The record (addon/bpf_linux.cc) and how many one native call copies. */
+const RECORD = 128;
+const BATCH = 256;
+const AF_INET6 = 10;
+const LE = os.endianness() === 'LE';
+
+/** The error `openStateChanges()` throws for what the native part said, with what it means. */
+function explain(error: CodedError & { command?: string }): CodedError {
+  const { code } = error;
+  const privilege = code === 'EPERM' || (code === 'EACCES' && error.command !== 'BPF_PROG_LOAD');
+  if (privilege) {
+    const message = `TCP state changes need CAP_BPF and CAP_PERFMON, or root (CAP_SYS_ADMIN) outside a user namespace: ${error.message}`;
+    return Object.assign(codedError('EPERM', message), { cause: error, errno: (error as { errno?: number }).errno, syscall: 'bpf' });
+  }
+  if (code === 'ENOTSUP') {
+    return Object.assign(codedError('ENOTSUP', `TCP state changes need the kernel's BTF: ${error.message}`), { cause: error });
+  }
+  return error;
+}
+
+function open(): NativeStateChanges {
+  const addon = native();
+  if (!addon.BpfStateChanges) {
+    throw codedError('ENOTSUP', `TCP state changes from BPF need Linux, not ${process.platform}`);
+  }
+  try {
+    return new addon.BpfStateChanges(RING_BYTES);
+  } catch (error) {
+    throw explain(error as CodedError);
+  }
+}
+
+let why: string | null | undefined;
+
+/**
+ * Why `openStateChanges()` cannot run here (not Linux, no privilege, no BTF, a program the kernel
+ * refuses), or `undefined` when it can. Found once by loading the program, then remembered.
+ */
+export function stateChangesUnavailable(): string | undefined {
+  if (why === undefined) {
+    try {
+      const unavailable = nativeUnavailable();
+      if (unavailable) throw unavailable;
+      open().close();
+      why = null;
+    } catch (error) {
+      why = (error as Error).message;
+    }
+  }
+  return why ?? undefined;
+}
+
+/**
+ * Decodes the `count` records in `buffer` into `out`, leaving out same-state records (a close()
+ * after shutdown() stores FIN_WAIT1 again) and states this table does not know.
+ */
+function decode(buffer: Uint8Array, count: number, out: StateChange[]): void {
+  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  for (let i = 0; i < count; i++) {
+    const at = i * RECORD;
+    const from = stateName(buffer[at + 32]);
+    const to = stateName(buffer[at + 33]);
+    if (from === undefined || to === undefined || from === to) continue;
+    const v6 = view.getUint16(at + 34, LE) === AF_INET6;
+    let end = at + 104;
+    while (end < at + 120 && buffer[end] !== 0) end++;
+    out.push({
+      time: view.getBigUint64(at, LE),
+      cookie: view.getBigUint64(at + 8, LE),
+      netnsCookie: view.getBigUint64(at + 16, LE),
+      family: v6 ? 6 : 4,
+      localAddress: formatAddress(view, v6 ? at + 72 : at + 120, v6),
+      localPort: view.getUint16(at + 40),
+      remoteAddress: formatAddress(view, v6 ? at + 88 : at + 124, v6),
+      remotePort: view.getUint16(at + 42),
+      from,
+      to,
+      error: view.getInt32(at + 36, LE),
+      pid: LE ? view.getUint32(at + 28, true) : view.getUint32(at + 24, false),
+      comm: Buffer.from(buffer.buffer, buffer.byteOffset + at + 104, end - at - 104).toString('utf8'),
+      retransmits: view.getUint32(at + 44, LE),
+      unackedBytes: (view.getUint32(at + 52, LE) - view.getUint32(at + 48, LE)) >>> 0,
+      bytesReceived: view.getBigUint64(at + 56, LE),
+      bytesAcked: view.getBigUint64(at + 64, LE),
+    });
+  }
+}
+
+class Stream implements StateChangeStream {
+  #source: NativeStateChanges | undefined;
+  #poll: NativeFdPoll | undefined;
+  #lost = 0;
+  readonly #buffer = new Uint8Array(RECORD * BATCH);
+  readonly #onChanges: (changes: StateChange[]) => void;
+  // The uv_poll_t never keeps the loop alive; this timer does, while the stream is ref'd.
+  readonly #keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+
+  constructor(source: NativeStateChanges, onChanges: (changes: StateChange[]) => void) {
+    this.#source = source;
+    this.#onChanges = onChanges;
+    try {
+      this.#poll = new (native().FdPoll)(source.fd, (status) => this.#drain(status));
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  get lost(): number {
+    return this.#source ? this.#source.lost() : this.#lost;
+  }
+
+  ref(): this {
+    this.#keepAlive.ref();
+    return this;
+  }
+
+  unref(): this {
+    this.#keepAlive.unref();
+    return this;
+  }
+
+  close(): void {
+    clearInterval(this.#keepAlive);
+    this.#poll?.close();
+    this.#poll = undefined;
+    if (this.#source) this.#lost = this.#source.lost();
+    this.#source?.close();
+    this.#source = undefined;
+  }
+
+  #drain(status: number): void {
+    const source = this.#source;
+    if (!source) return;
+    if (status < 0) {
+      // The poll itself failed (never seen): nothing more will come, so say so, uncaught.
+      this.close();
+      throw errnoError(status, 'uv_poll');
+    }
+    const changes: StateChange[] = [];
+    for (;;) {
+      const count = source.read(this.#buffer);
+      decode(this.#buffer, count, changes);
+      if (count < BATCH) break;
+    }
+    if (changes.length > 0) this.#onChanges(changes);
+  }
+}
+
+/**
+ * Calls `onChanges` with every TCP state change of the host (all network namespaces; filter on
+ * `netnsCookie`), in the kernel's order, in batches as they arrive; changes from a state to
+ * itself are left out. Linux ≥ 5.8 with BTF, and CAP_BPF + CAP_PERFMON (or root): throws
+ * `EPERM` without them, `ENOTSUP` without BTF or elsewhere than Linux, the kernel's code if it
+ * refuses the program (the verifier's last words in the message). Every TCP state change of the
+ * machine runs the program while the stream is open (about 0.3 µs each). The stream keeps the
+ * process alive until `close()` (or `unref()`), and closes with its Worker.
+ */
+export function openStateChanges(onChanges: (changes: StateChange[]) => void): StateChangeStream {
+  if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
+  return new Stream(open(), onChanges);
+}

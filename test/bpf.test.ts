@@ -1,0 +1,305 @@
+/**
+ * TCP state changes from the BPF tracepoint program, on real loopback connections: the sequences
+ * of a graceful close on both ends, the socket's own cookie and counters, the error an RST or a
+ * refused connect leaves, same-state records dropped, a Worker ended with the stream open, and
+ * the EPERM a process without privilege gets.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { once } from 'node:events';
+import { native } from '../src/binding';
+import { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../src/bpf';
+import { findSocket, socketTuple } from '../src/diag';
+import { queues, shutdown, tcpInfo, tcpState } from '../src/ops';
+import { canBecome, itNeeds, nextError, pair, waitFor, type Availability } from './helpers';
+
+const dist = path.join(__dirname, '..', 'dist', 'bpf.js');
+
+function bpf(): Availability {
+  const why = stateChangesUnavailable();
+  return why === undefined ? { ok: true } : { ok: false, reason: why };
+}
+
+const itBpf = (name: string, fn: () => Promise<void>, timeout?: number) =>
+  itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, name, fn, timeout);
+
+/** Every change the stream delivers, and a way to wait for those of one socket. */
+function recorder(): { stream: StateChangeStream; changes: StateChange[]; of(cookie: bigint): StateChange[] } {
+  const changes: StateChange[] = [];
+  const stream = openStateChanges((batch) => changes.push(...batch));
+  return { stream, changes, of: (cookie) => changes.filter((c) => c.cookie === cookie) };
+}
+
+/** The socket's SO_COOKIE, as sock_diag reports it. */
+function cookieOf(socket: net.Socket): bigint {
+  const entry = findSocket(socketTuple(socket)!);
+  return BigInt(`0x${entry!.cookie}`);
+}
+
+const path_ = (changes: StateChange[]) => changes.map((c) => `${c.from}>${c.to}`);
+
+/** This process's pid as the kernel's initial pid namespace numbers it (what BPF sees). */
+function hostPid(): number {
+  return Number(/^NSpid:\s*(\d+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]);
+}
+
+describe('openStateChanges()', () => {
+  it('rejects a callback that is not a function with ERR_INVALID_ARG_TYPE', () => {
+    expect(() => openStateChanges(42 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+
+  it('the native source takes only a ring size that is a power of 2 of at least a page (ERR_OUT_OF_RANGE)', () => {
+    const Source = native().BpfStateChanges!;
+    for (const size of [1000, 4097, 0, -4096]) {
+      expect(() => new Source(size)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    }
+  });
+
+  it('without the native part: ENOTSUP from openStateChanges(), and stateChangesUnavailable() says why', () => {
+    const script = `
+      const { openStateChanges, stateChangesUnavailable } = require(${JSON.stringify(dist)});
+      let error;
+      try { openStateChanges(() => {}); } catch (e) { error = e; }
+      console.log(JSON.stringify({ code: error.code, why: stateChangesUnavailable() }));
+    `;
+    const env = { ...process.env, FINWAIT_NATIVE: path.join(__dirname, 'no-such-dir', 'finwait.node') };
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env, timeout: 20_000 });
+    expect(child.stderr).toBe('');
+    const result = JSON.parse(child.stdout) as { code: string; why: string };
+    expect(result.code).toBe('ENOTSUP');
+    expect(result.why).toMatch(/native part could not be loaded/);
+  });
+
+  itBpf('graceful close: the closer goes ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE; the peer CLOSE_WAIT, LAST_ACK, CLOSE; cookies are SO_COOKIE', async () => {
+    const { stream, of } = recorder();
+    const p = await pair();
+    try {
+      const client = cookieOf(p.client);
+      const server = cookieOf(p.server);
+      const tuple = socketTuple(p.client)!;
+      expect(client).not.toBe(server);
+      p.server.on('end', () => p.server.end());
+      p.server.resume();
+      p.client.resume();
+      p.client.end('hello');
+      await waitFor('both ends closed', () => (of(client).at(-1)?.to === 'CLOSE' && of(server).at(-1)?.to === 'CLOSE' ? true : undefined));
+      expect(path_(of(client))).toEqual(['CLOSE>SYN_SENT', 'SYN_SENT>ESTABLISHED', 'ESTABLISHED>FIN_WAIT1', 'FIN_WAIT1>FIN_WAIT2', 'FIN_WAIT2>CLOSE']);
+      expect(path_(of(server))).toEqual(['LISTEN>SYN_RECV', 'SYN_RECV>ESTABLISHED', 'ESTABLISHED>CLOSE_WAIT', 'CLOSE_WAIT>LAST_ACK', 'LAST_ACK>CLOSE']);
+      // The CLOSE is the hand-over to TIME_WAIT: sock_diag still finds the connection there.
+      expect(findSocket({ ...tuple, cookie: of(client)[0].cookie.toString(16).padStart(16, '0') })?.state).toBe('TIME_WAIT');
+      const last = of(client).at(-1)!;
+      expect(last).toMatchObject({
+        family: 4,
+        localAddress: '127.0.0.1',
+        localPort: tuple.local.port,
+        remoteAddress: '127.0.0.1',
+        remotePort: tuple.remote.port,
+        error: 0,
+        netnsCookie: native().netnsCookie(),
+        unackedBytes: 0,
+      });
+      // A client's first change comes before its port is chosen.
+      expect(of(client)[0]).toMatchObject({ localPort: 0, remotePort: tuple.remote.port });
+      // connect() ran in this process; the peer's changes came with the packets.
+      expect(of(client)[0].pid).toBe(hostPid());
+      expect(of(client)[0].comm).toBe(fs.readFileSync('/proc/self/comm', 'utf8').trim());
+      // Sequence space acknowledged: the SYN, 5 bytes and the FIN; the peer received 5 and a FIN.
+      expect(last.bytesAcked).toBe(7n);
+      expect(of(server).at(-1)!.bytesReceived).toBe(6n);
+      const times = of(client).map((c) => c.time);
+      expect([...times].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(times);
+      expect(times[0]).toBeLessThanOrEqual(process.hrtime.bigint());
+    } finally {
+      stream.close();
+      await p.close();
+    }
+  });
+
+  itBpf('IPv6: addresses and ports of both ends; the counters equal tcp_info read on the fd right after the change', async () => {
+    const { stream, of } = recorder();
+    const p = await pair({ host: '::1', server: { allowHalfOpen: true } });
+    try {
+      const client = cookieOf(p.client);
+      p.client.write(Buffer.alloc(1000, 1));
+      p.server.resume();
+      await waitFor('1000 bytes read', () => (p.server.bytesRead === 1000 ? true : undefined));
+      shutdown(p.client, 'write');
+      await waitFor('FIN_WAIT2', () => (of(client).at(-1)?.to === 'FIN_WAIT2' ? true : undefined));
+      const change = of(client).at(-1)!;
+      const info = tcpInfo(p.client);
+      expect(change).toMatchObject({ family: 6, localAddress: '::1', localPort: p.client.localPort, remoteAddress: '::1', remotePort: p.client.remotePort });
+      expect({ acked: change.bytesAcked, received: change.bytesReceived, retransmits: change.retransmits }).toEqual({
+        acked: BigInt(info.bytesAcked!),
+        received: BigInt(info.bytesReceived!),
+        retransmits: info.totalRetrans,
+      });
+      expect(change.bytesAcked).toBe(1002n); // SYN, 1000 bytes, FIN
+    } finally {
+      stream.close();
+      await p.close();
+    }
+  });
+
+  itBpf('an RST received on unread data: the receiver goes ESTABLISHED → CLOSE with error 104, the sender with 0', async () => {
+    const { stream, of } = recorder();
+    const p = await pair({ server: { pauseOnConnect: true } });
+    try {
+      const client = cookieOf(p.client);
+      const server = cookieOf(p.server);
+      p.client.write('unread');
+      await waitFor('unread bytes on the server', () => (queues(p.server).unread > 0 ? true : undefined));
+      const reset = nextError(p.client);
+      p.server.destroy(); // close() with unread data sends an RST
+      expect((await reset).code).toBe('ECONNRESET');
+      await waitFor('the client CLOSE', () => (of(client).at(-1)?.to === 'CLOSE' ? true : undefined));
+      expect(of(client).at(-1)).toMatchObject({ from: 'ESTABLISHED', to: 'CLOSE', error: 104 });
+      await waitFor('the server CLOSE', () => (of(server).at(-1)?.to === 'CLOSE' ? true : undefined));
+      expect(of(server).at(-1)).toMatchObject({ from: 'ESTABLISHED', to: 'CLOSE', error: 0 });
+    } finally {
+      stream.close();
+      await p.close();
+    }
+  });
+
+  itBpf('a refused connect: CLOSE → SYN_SENT → CLOSE with error 111', async () => {
+    const { stream, changes } = recorder();
+    try {
+      const probe = net.createServer().listen(0, '127.0.0.1');
+      await once(probe, 'listening');
+      const { port } = probe.address() as net.AddressInfo;
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+      const socket = net.connect(port, '127.0.0.1');
+      expect((await nextError(socket)).code).toBe('ECONNREFUSED');
+      const refused = await waitFor('the refused CLOSE', () => changes.find((c) => c.remotePort === port && c.to === 'CLOSE' && c.from === 'SYN_SENT'));
+      expect(refused.error).toBe(111);
+      expect(path_(changes.filter((c) => c.cookie === refused.cookie))).toEqual(['CLOSE>SYN_SENT', 'SYN_SENT>CLOSE']);
+    } finally {
+      stream.close();
+    }
+  });
+
+  itBpf('close() after shutdown() stores FIN_WAIT1 again: the program records it, the stream leaves it out', async () => {
+    const { stream, of } = recorder();
+    const raw = new (native().BpfStateChanges!)(1 << 16);
+    const p = await pair({ server: { pauseOnConnect: true } });
+    try {
+      const client = cookieOf(p.client);
+      p.client.on('error', () => {});
+      // The peer reads nothing: data waits unsent behind its closed window, and the FIN behind
+      // the data, so the client stays in FIN_WAIT1 whatever the timing.
+      p.client.write(Buffer.alloc(8 << 20));
+      await waitFor('unsent bytes', () => (queues(p.client).unsent > 0 ? true : undefined));
+      shutdown(p.client, 'write');
+      expect(tcpState(p.client)).toBe('FIN_WAIT1');
+      p.client.destroy();
+      p.server.destroy(); // unread data: an RST to the orphan
+      await waitFor('the client CLOSE', () => (of(client).at(-1)?.to === 'CLOSE' ? true : undefined));
+      expect(path_(of(client)).slice(2)).toEqual(['ESTABLISHED>FIN_WAIT1', 'FIN_WAIT1>CLOSE']);
+      expect(of(client).at(-1)!.error).toBe(104);
+      const buffer = new Uint8Array(128 * 256);
+      const view = new DataView(buffer.buffer);
+      const seen: string[] = [];
+      for (let n = raw.read(buffer); n > 0; n = raw.read(buffer)) {
+        for (let i = 0; i < n; i++) {
+          if (view.getBigUint64(i * 128 + 8, true) === client) seen.push(`${buffer[i * 128 + 32]}>${buffer[i * 128 + 33]}`);
+        }
+      }
+      expect(seen.slice(2)).toEqual(['1>4', '4>4', '4>7']); // ESTABLISHED → FIN_WAIT1 → FIN_WAIT1 → CLOSE
+    } finally {
+      raw.close();
+      stream.close();
+      await p.close();
+    }
+  });
+
+  itBpf('close() stops the calls, lost counts nothing on a quiet ring, and a second close() is a no-op', async () => {
+    let calls = 0;
+    const stream = openStateChanges(() => calls++);
+    const p = await pair();
+    await waitFor('a batch', () => (calls > 0 ? true : undefined));
+    stream.close();
+    const before = calls;
+    p.client.end();
+    await p.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls).toBe(before);
+    expect(stream.lost).toBe(0);
+    expect(() => stream.close()).not.toThrow();
+  });
+
+  itBpf('a full ring: the program counts what it could not write, and the reader gets what fit', async () => {
+    const raw = new (native().BpfStateChanges!)(4096); // one page: room for 30 records of 128 + 8 bytes
+    try {
+      expect(raw.lost()).toBe(0);
+      for (let i = 0; i < 5; i++) {
+        const p = await pair();
+        await p.close(); // ~10 changes each, nothing read meanwhile
+      }
+      const buffer = new Uint8Array(128 * 64);
+      let read = 0;
+      for (let n = raw.read(buffer); n > 0; n = raw.read(buffer)) read += n;
+      expect(read).toBeGreaterThan(0);
+      expect(read).toBeLessThanOrEqual(30);
+      expect(raw.lost()).toBeGreaterThanOrEqual(40 - read);
+    } finally {
+      raw.close();
+    }
+    expect(() => raw.lost()).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => raw.read(new Uint8Array(128))).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+
+  itBpf('a Worker terminated with the stream open ends the Worker, not the process, and leaves no BPF fd (3 runs)', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const fs = require('node:fs');
+      const bpfFds = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try { return /bpf/.test(fs.readlinkSync('/proc/self/fd/' + fd)); } catch { return false; }
+      }).length;
+      const worker = new Worker(\`
+        const net = require('node:net');
+        const { parentPort } = require('node:worker_threads');
+        const { openStateChanges } = require(${JSON.stringify(dist)});
+        let seen = 0;
+        openStateChanges((changes) => { seen += changes.length; });
+        const server = net.createServer((s) => s.end()).listen(0, '127.0.0.1', () => {
+          const again = () => net.connect(server.address().port, '127.0.0.1').on('close', again).resume();
+          again(); // connections open and close until the end: the ring is never idle
+          const timer = setInterval(() => { if (seen > 20) { clearInterval(timer); parentPort.postMessage('busy'); } }, 5);
+        });
+      \`, { eval: true });
+      worker.once('message', () => {
+        const open = bpfFds();
+        worker.terminate().then((code) => console.log(JSON.stringify({ code, open, after: bpfFds() })));
+      });
+      worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
+    `;
+    for (let run = 0; run < 3; run++) {
+      const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+      expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({ run, status: 0, signal: null, stderr: '' });
+      // Open: the ring, the counter, the program and its link; after: none.
+      expect(JSON.parse(child.stdout)).toEqual({ code: 1, open: 4, after: 0 });
+    }
+  }, 60_000);
+
+  itNeeds('uid 65534 (setpriv)', () => canBecome(65534), 'without privilege (uid 65534): EPERM naming CAP_BPF and CAP_PERFMON, and stateChangesUnavailable() says so', async () => {
+    const script = `
+      const { openStateChanges, stateChangesUnavailable } = require(${JSON.stringify(dist)});
+      let error;
+      try { openStateChanges(() => {}).close(); } catch (e) { error = e; }
+      console.log(JSON.stringify({ code: error && error.code, message: error && error.message, why: stateChangesUnavailable() }));
+    `;
+    const child = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, '-e', script], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(child.stderr).toBe('');
+    const result = JSON.parse(child.stdout) as { code: string; message: string; why: string };
+    expect(result.code).toBe('EPERM');
+    expect(result.message).toMatch(/CAP_BPF and CAP_PERFMON, or root/);
+    expect(result.message).toMatch(/bpf EPERM \(BPF_MAP_CREATE\)/);
+    expect(result.why).toBe(result.message);
+  });
+});
