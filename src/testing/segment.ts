@@ -2,6 +2,7 @@
  * TCP segments as they cross the lab's wire: the IPv4 or IPv6 header and the TCP header of one
  * packet, decoded from its bytes (RFC 791, RFC 8200, RFC 9293 §3.1). Pure functions, no I/O.
  */
+import net from 'node:net';
 import { invalidArgType, outOfRange } from '../errors';
 
 /** TCP control bits by their RFC names, in the order finwait lists them. */
@@ -184,10 +185,29 @@ function onesSum(bytes: Uint8Array, start: number, end: number, sum = 0): number
   return sum;
 }
 
+/** The 16 bytes of an IPv6 address in text form (no zone, no embedded IPv4 part). */
+function ipv6Bytes(address: string): number[] {
+  const [head, tail] = address.includes('::') ? address.split('::') : [address, undefined];
+  const groups = (text: string | undefined): number[] => (text ? text.split(':').map((g) => parseInt(g, 16)) : []);
+  const first = groups(head);
+  const last = groups(tail);
+  const all = tail === undefined ? first : [...first, ...new Array<number>(8 - first.length - last.length).fill(0), ...last];
+  return all.flatMap((g) => [g >> 8, g & 0xff]);
+}
+
+/** The IP version of an address `buildSegment()` takes, or 0. */
+function familyOf(address: unknown): 0 | 4 | 6 {
+  if (typeof address !== 'string') return 0;
+  if (net.isIPv4(address)) return 4;
+  return net.isIPv6(address) && !address.includes('%') && !address.includes('.') ? 6 : 0;
+}
+
 /**
- * The bytes of an IPv4 packet carrying one TCP segment with no options, both checksums filled
- * (RFC 791 header checksum; RFC 9293 §3.1 checksum over the pseudo-header, header and payload),
- * TTL 64, DF set. The inverse of `parseSegment()` for what it covers; IPv4 only (the lab's wire).
+ * The bytes of an IP packet carrying one TCP segment with no options, the TCP checksum filled
+ * (RFC 9293 §3.1, over the pseudo-header of RFC 791 or RFC 8200 §8.1, the header and the
+ * payload): IPv4 (TTL 64, DF set, header checksum filled) when both addresses are IPv4, IPv6
+ * (hop limit 64, no extension header) when both are IPv6. The inverse of `parseSegment()` for
+ * what it covers.
  */
 export function buildSegment(segment: Omit<Segment, 'family' | 'len'> & { payload?: Uint8Array }): Uint8Array {
   checkObject(segment, 'segment');
@@ -197,37 +217,52 @@ export function buildSegment(segment: Omit<Segment, 'family' | 'len'> & { payloa
     ['segment.dst', dst],
   ] as const) {
     checkObject(end, name);
-    if (typeof end.address !== 'string' || !/^\d{1,3}(\.\d{1,3}){3}$/.test(end.address) || end.address.split('.').some((o) => Number(o) > 255)) {
-      throw invalidArgType(`${name}.address`, 'an IPv4 address', end.address);
-    }
+    if (familyOf(end.address) === 0) throw invalidArgType(`${name}.address`, 'an IPv4 or IPv6 address (no zone)', end.address);
     checkCount(end.port, `${name}.port`, 65535);
   }
+  const family = familyOf(src.address);
+  if (familyOf(dst.address) !== family) throw invalidArgType('segment.dst.address', `an IPv${family} address, as segment.src.address`, dst.address);
   checkCount(seq, 'segment.seq', MAX_UINT32);
   checkCount(ack, 'segment.ack', MAX_UINT32);
   checkFlags(flags, 'segment.flags');
   checkCount(window, 'segment.window', 65535);
   if (!(payload instanceof Uint8Array)) throw invalidArgType('segment.payload', 'an instance of Uint8Array', payload);
-  if (payload.length > 65535 - 40) throw outOfRange('segment.payload.length', `<= ${65535 - 40}`, payload.length);
-  const packet = new Uint8Array(40 + payload.length);
+  const ipHeader = family === 4 ? 20 : 40;
+  // IPv4's total length counts its header; IPv6's payload length does not.
+  const maxPayload = family === 4 ? 65535 - 40 : 65535 - 20;
+  if (payload.length > maxPayload) throw outOfRange('segment.payload.length', `<= ${maxPayload}`, payload.length);
+  const tcpLength = 20 + payload.length;
+  const packet = new Uint8Array(ipHeader + tcpLength);
   const view = new DataView(packet.buffer);
-  packet[0] = 0x45; // IPv4, 5 words of header
-  view.setUint16(2, packet.length);
-  view.setUint16(6, 0x4000); // DF
-  packet[8] = 64;
-  packet[9] = IPPROTO_TCP;
-  packet.set(src.address.split('.').map(Number), 12);
-  packet.set(dst.address.split('.').map(Number), 16);
-  view.setUint16(10, ~onesSum(packet, 0, 20) & 0xffff);
-  view.setUint16(20, src.port);
-  view.setUint16(22, dst.port);
-  view.setUint32(24, seq);
-  view.setUint32(28, ack);
-  packet[32] = 5 << 4; // data offset: 5 words, no options
-  packet[33] = FLAG_BITS.reduce((bits, [name, bit]) => (flags.includes(name) ? bits | bit : bits), 0);
-  view.setUint16(34, window);
-  packet.set(payload, 40);
-  // Pseudo-header: source, destination, zero, protocol, TCP length.
-  const pseudo = onesSum(packet, 12, 20, IPPROTO_TCP + 20 + payload.length);
-  view.setUint16(36, ~onesSum(packet, 20, packet.length, pseudo) & 0xffff);
+  let pseudo: number; // the pseudo-header's sum: addresses, protocol, TCP length
+  if (family === 4) {
+    packet[0] = 0x45; // IPv4, 5 words of header
+    view.setUint16(2, packet.length);
+    view.setUint16(6, 0x4000); // DF
+    packet[8] = 64;
+    packet[9] = IPPROTO_TCP;
+    packet.set(src.address.split('.').map(Number), 12);
+    packet.set(dst.address.split('.').map(Number), 16);
+    view.setUint16(10, ~onesSum(packet, 0, 20) & 0xffff);
+    pseudo = onesSum(packet, 12, 20, IPPROTO_TCP + tcpLength);
+  } else {
+    packet[0] = 0x60; // IPv6, traffic class and flow label 0
+    view.setUint16(4, tcpLength);
+    packet[6] = IPPROTO_TCP;
+    packet[7] = 64;
+    packet.set(ipv6Bytes(src.address), 8);
+    packet.set(ipv6Bytes(dst.address), 24);
+    pseudo = onesSum(packet, 8, 40, IPPROTO_TCP + tcpLength);
+  }
+  const tcp = ipHeader;
+  view.setUint16(tcp, src.port);
+  view.setUint16(tcp + 2, dst.port);
+  view.setUint32(tcp + 4, seq);
+  view.setUint32(tcp + 8, ack);
+  packet[tcp + 12] = 5 << 4; // data offset: 5 words, no options
+  packet[tcp + 13] = FLAG_BITS.reduce((bits, [name, bit]) => (flags.includes(name) ? bits | bit : bits), 0);
+  view.setUint16(tcp + 14, window);
+  packet.set(payload, tcp + 20);
+  view.setUint16(tcp + 16, ~onesSum(packet, tcp, packet.length, pseudo) & 0xffff);
   return packet;
 }

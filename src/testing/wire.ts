@@ -272,10 +272,10 @@ export class Wire extends EventEmitter {
   /**
    * Writes a TCP segment this process makes into the host it is addressed to, as if `from` had
    * sent it: the 4-tuple of `options.of` (default: the connection of the last segment seen),
-   * sequence numbers from the relative ones and the ISNs the wire learned, IPv4 and TCP checksums
-   * filled. No rule applies to it; it is logged with verdict `'inject'` and returned. Throws
-   * `ERR_FINWAIT_WIRE_NO_CONNECTION` when the wire has seen no segment (or not the SYN that gives
-   * an ISN it needs), `ENOTSUP` for an IPv6 connection.
+   * sequence numbers from the relative ones and the ISNs the wire learned, checksums filled, in
+   * an IPv4 or IPv6 packet as the connection's. No rule applies to it; it is logged with verdict
+   * `'inject'` and returned. Throws `ERR_FINWAIT_WIRE_NO_CONNECTION` when the wire has seen no
+   * segment (or not the SYN that gives an ISN it needs).
    * @see RFC 9293 §3.1
    */
   inject(from: Side, options: InjectOptions): LogEntry {
@@ -296,7 +296,6 @@ export class Wire extends EventEmitter {
     if (of === null || typeof of !== 'object' || typeof of.src !== 'object' || typeof of.dst !== 'object' || (of.from !== 'a' && of.from !== 'b')) {
       throw invalidArgType('options.of', 'a segment of the wire (a log entry, or a held segment)', of);
     }
-    if (of.family === 6) throw codedError('ENOTSUP', 'wire.inject(): IPv6 segments are not made yet; the wire carries IPv4');
     // `of` says which end of the connection sent it: the new segment goes the same way or back.
     const forward = of.from === from;
     const src = forward ? of.src : of.dst;

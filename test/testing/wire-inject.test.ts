@@ -5,7 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { once } from 'node:events';
+import { execFile, spawn } from 'node:child_process';
 import type net from 'node:net';
+import { promisify } from 'node:util';
 import { buildSegment, parseSegment, waitUntil, type Lab } from '../../src/testing/index';
 import { itLab } from './helpers';
 
@@ -63,6 +65,49 @@ describe('wire.inject()', () => {
   });
 });
 
+/** A host's link-local IPv6 address on the wire (the kernel's own), once duplicate detection passed. */
+async function linkLocal(netns: string): Promise<string | undefined> {
+  const { stdout } = await promisify(execFile)('ip', ['-n', netns, '-j', '-6', 'addr', 'show', 'dev', 'wire0']);
+  const [device] = JSON.parse(stdout) as { addr_info: { local: string; scope: string; tentative?: boolean }[] }[];
+  return device?.addr_info.find((a) => a.scope === 'link' && !a.tentative)?.local;
+}
+
+describe('wire.inject() over IPv6', () => {
+  itLab("takes a connection between the hosts' link-local addresses: b delivers injected bytes, ACKs them, and takes an RST", async (lab) => {
+    // The lab's hosts have only the kernel's link-local IPv6 addresses. A connection to one names
+    // the zone (%wire0), which Node resolves in its own namespace: the client runs inside a's.
+    let address: string | undefined;
+    await waitUntil("b's link-local address", async () => (address = await linkLocal(lab.b.netns)));
+    await waitUntil("a's link-local address", () => linkLocal(lab.a.netns));
+    const server = await lab.b.listen(80, { host: '::' });
+    const accepted = once(server, 'connection');
+    const client = spawn('ip', ['netns', 'exec', lab.a.netns, process.execPath, '-e', CLIENT, `${address}%wire0`], { stdio: ['pipe', 'inherit', 'inherit'] });
+    try {
+      const [sb] = (await accepted) as [net.Socket];
+      expect(sb.remoteFamily).toBe('IPv6');
+      await waitUntil("a's ACK of b's SYN-ACK", () => lab.wire.log.find((e) => e.from === 'a' && e.relAck === 1));
+      const received = once(sb, 'data');
+      const entry = lab.wire.inject('a', { flags: ['PSH', 'ACK'], relSeq: 1, relAck: 1, payload: Buffer.from('six') });
+      expect(entry).toMatchObject({ family: 6, from: 'a', verdict: 'inject', dst: { address, port: 80 }, len: 3 });
+      expect(String((await received)[0])).toBe('six'); // a bad checksum would have been dropped
+      await waitUntil("b's ACK of the injected bytes", () => lab.wire.log.find((e) => e.from === 'b' && e.family === 6 && e.relAck === 4));
+      const error = once(sb, 'error');
+      lab.wire.inject('a', { flags: ['RST'], relSeq: 4 });
+      expect(((await error)[0] as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+    } finally {
+      client.kill();
+      await once(client, 'close');
+    }
+  });
+});
+
+/** The IPv6 client, run in host a's namespace: connects, reads, and stays until killed. */
+const CLIENT = `
+const socket = require('node:net').connect({ host: process.argv[1], port: 80 });
+socket.on('error', () => {});
+socket.resume();
+`;
+
 describe('wire.replay()', () => {
   itLab('writes a logged packet again: b delivers the bytes once and answers the duplicate with an ACK', async (lab) => {
     const { sa, sb } = await connected(lab);
@@ -94,4 +139,18 @@ it('buildSegment() makes what parseSegment() reads, with valid checksums', () =>
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   expect(sum).toBe(0xffff);
   expect(code(() => buildSegment({ ...segment, flags: [], src: { address: '::1', port: 1 } }))).toBe('ERR_INVALID_ARG_TYPE');
+  expect(code(() => buildSegment({ ...segment, flags: [], src: { address: 'fe80::1%wire0', port: 1 }, dst: { address: 'fe80::2', port: 1 } }))).toBe('ERR_INVALID_ARG_TYPE');
+});
+
+it('buildSegment() makes IPv6 packets too: what parseSegment() reads, the TCP checksum over the RFC 8200 pseudo-header', () => {
+  const segment = { src: { address: 'fe80::1:2', port: 40000 }, dst: { address: 'fd77::2', port: 80 }, seq: 5, ack: 2 ** 32 - 1, flags: ['ACK'] as const, window: 65535 };
+  const packet = buildSegment({ ...segment, flags: [...segment.flags], payload: Buffer.from('odd') });
+  expect(packet.length).toBe(40 + 20 + 3);
+  expect([packet[0] >> 4, (packet[4] << 8) | packet[5], packet[6]]).toEqual([6, 23, 6]); // version, payload length, TCP
+  expect(parseSegment(packet)).toEqual({ ...segment, flags: ['ACK'], family: 6, len: 3 });
+  // Pseudo-header (source, destination, upper-layer length, next header) plus the segment sums to 0xffff.
+  let sum = 23 + 6;
+  for (let i = 8; i < packet.length; i += 2) sum += (packet[i] << 8) | (i + 1 < packet.length ? packet[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  expect(sum).toBe(0xffff);
 });
