@@ -11,8 +11,9 @@
  * 4. close each connection its protocol's way: HTTP/1.1 responses in flight finish with
  *    `Connection: close`, idle keep-alive connections (and those whose last response promised
  *    keep-alive) get a window for one last request; HTTP/2 sessions get GOAWAY first; upgraded
- *    connections and those the application closes are left to it; every connection then gets the
- *    lingering close of `gracefulClose()`;
+ *    connections and those the application closes are left to it; a `net` connection whose
+ *    application took no signal gets our FIN once it has been quiet for the drain window; every
+ *    connection then gets the lingering close of `gracefulClose()`;
  * 5. reset only what is left at the one deadline;
  * 6. report what happened to each connection, the application's part included.
  */
@@ -77,7 +78,10 @@ export interface ConnectionReport extends Omit<CloseReport, 'outcome'> {
   protocol: ConnectionProtocol;
   /**
    * HTTP requests the application received whose response never finished (HTTP/2: streams reset
-   * or cut), counting those in flight when the shutdown began.
+   * or cut), counting those in flight when the shutdown began. For a `'net'` connection that
+   * `closeServer()` closed (the application took no `shutdownSignal()`), whose protocol it cannot
+   * read: 1 when data had come after the application's last write when our FIN went out (an answer
+   * it may still have owed), or came after our FIN (read and discarded, never seen by it); else 0.
    */
   requestsUnanswered: number;
   /**
@@ -197,6 +201,8 @@ interface Connection {
   appCloses: boolean;
   /** The peer's FIN came before the application's end(). */
   peerEndedFirst: boolean;
+  /** A net connection closed by us: data had come after the application's last write when our FIN went. */
+  owesAnswer?: boolean;
   /** `socket.bytesRead` when the connection became idle: more means a request began. */
   readAtIdle: number;
   h2?: SessionClose;
@@ -753,11 +759,44 @@ class ServerShutdown {
     else socket.once('finish', () => this.closeOne(c));
   }
 
-  /** A plain net connection, once the application was told: its own to close if it took its signal, else ours. */
+  /**
+   * A plain net connection, once the application was told: its own to close if it took its
+   * signal; else ours, once it has been quiet for the drain window (with the kernel's view; at once
+   * without it).
+   */
   private netConnection(c: Connection): void {
     if (c.phase !== 'open' || c.appCloses) return;
     if (asked(c.socket)) this.leftToApplication(c);
+    else if (this.kernelView && this.tcp) this.netQuiet(c);
     else this.closeOne(c);
+  }
+
+  /**
+   * A net connection whose application took no shutdown signal: closeServer() cannot read its
+   * protocol, so the FIN waits until no data has gone either way for the drain window (the
+   * kernel's `tcpi_last_data_recv` / `tcpi_last_data_sent`, ms ago, and nothing left in Node's
+   * write queue), so that a reply the application is preparing goes out first. Whether data had
+   * come after the application's last write when the FIN goes is kept: an answer it may still owe.
+   */
+  private netQuiet(c: Connection): void {
+    const socket = c.socket;
+    if (c.phase !== 'open') return;
+    if (socket.destroyed) return this.endedAlone(c, Boolean(socket.errored));
+    let info: ReturnType<typeof tcpInfo> | undefined;
+    try {
+      const fd = handleFd(socket);
+      info = fd >= 0 ? tcpInfo(fd) : undefined;
+    } catch {
+      info = undefined;
+    }
+    if (!info) return this.closeOne(c);
+    const quiet = socket.writableLength > 0 ? 0 : Math.min(info.lastDataRecv, info.lastDataSent);
+    if (quiet < this.drainWindow) {
+      c.timer = setTimeout(() => this.netQuiet(c), Math.max(1, this.drainWindow - quiet));
+      return;
+    }
+    c.owesAnswer = socket.bytesRead > 0 && (socket.bytesWritten === 0 || info.lastDataRecv < info.lastDataSent);
+    this.closeOne(c);
   }
 
   /** A TLS connection still in its handshake: the window to complete it, then close. */
@@ -879,6 +918,7 @@ class ServerShutdown {
   private connectionReport(c: Connection, result: CloseReport): ConnectionReport {
     let requestsUnanswered = 0;
     if (c.h2) requestsUnanswered = c.h2.unanswered;
+    else if (c.protocol === 'net' && !c.appCloses) requestsUnanswered = c.owesAnswer || result.bytesDiscarded > 0 ? 1 : 0;
     else for (const res of c.responses ?? []) if (!res.writableFinished) requestsUnanswered++;
     const requestAfterFin = c.protocol === 'http/1.1' && result.bytesDiscarded > 0 && c.requestCompleteAtFin;
     const writeRefused = (result.error as NodeJS.ErrnoException | undefined)?.code === 'ERR_STREAM_WRITE_AFTER_END';

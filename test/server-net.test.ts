@@ -1,8 +1,9 @@
 /**
  * closeServer() on a plain net.Server: the application's own protocol. An application that takes
  * its connections' shutdownSignal() is told and closes them itself (no FIN under it; the deadline
- * as the backstop, like Go's RegisterOnShutdown); one that does not is closed by closeServer(),
- * and a write it makes after our FIN is reported, never taken for an RST.
+ * as the backstop, like Go's RegisterOnShutdown); one that does not is closed by closeServer()
+ * once quiet for the drain window, an answer it may still have owed then is reported (interrupted,
+ * never graceful), and a write it makes after our FIN is reported, never taken for an RST.
  */
 import { describe, expect, it } from 'vitest';
 import net from 'node:net';
@@ -105,6 +106,75 @@ describe('closeServer (net), the application told through shutdownSignal()', () 
 });
 
 describe('closeServer (net), an application that does not listen for the shutdown', () => {
+  /** A server answering each line `delay` ms later, unaware of the shutdown; what became of each late write. */
+  function slowReplies(delay: number): { server: net.Server; writes: (string | undefined)[] } {
+    const writes: (string | undefined)[] = [];
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {});
+      socket.on('data', (d: Buffer) => {
+        setTimeout(() => {
+          if (socket.destroyed) {
+            writes.push('destroyed');
+            return;
+          }
+          socket.write(`reply to ${d.toString().trim()}\n`, (error) => writes.push((error as NodeJS.ErrnoException | null | undefined)?.code ?? 'written'));
+        }, delay);
+      });
+    });
+    return { server, writes };
+  }
+
+  it('a reply due 300 ms after the request goes out before the FIN: the connection is closed once quiet for the drain window, graceful', async () => {
+    const { server, writes } = slowReplies(300);
+    const port = await listening(server);
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    const seen = collect(client);
+    client.write('q1\n');
+    await waitFor('accepted', () => ((server as unknown as { _connections: number })._connections === 1 ? true : undefined));
+    const report = await closeServer(server, { timeout: 5000, drainWindow: 600 });
+    expect(await seen.ended).toBe('end');
+    expect(seen.text()).toBe('reply to q1\n');
+    expect(writes).toEqual(['written']);
+    expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'graceful', told: false, requestsUnanswered: 0, applicationDone: true });
+    // The FIN waited for the reply (300 ms) and then for the window of quiet after it.
+    expect(report.duration).toBeGreaterThanOrEqual(850);
+    client.destroy();
+  });
+
+  it('a reply due 1 s after the request, past the drain window: FIN once quiet for the window, the reply is lost, and the report says interrupted with the answer owed, never graceful', async () => {
+    const { server, writes } = slowReplies(1000);
+    const port = await listening(server);
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    const seen = collect(client);
+    client.write('q1\n');
+    await waitFor('accepted', () => ((server as unknown as { _connections: number })._connections === 1 ? true : undefined));
+    const report = await closeServer(server, { timeout: 5000, drainWindow: 200 });
+    expect(await seen.ended).toBe('end'); // our FIN, and nothing before it
+    expect(seen.text()).toBe('');
+    expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'interrupted', told: false, requestsUnanswered: 1, applicationDone: false });
+    expect(report.totals).toMatchObject({ graceful: 0, interrupted: 1, resetSent: 0 });
+    // The application's reply, when it comes, finds the connection gone.
+    await waitFor("the application's late write", () => (writes.length === 1 ? true : undefined), 3000);
+    expect(writes[0]).not.toBe('written');
+    client.destroy();
+  });
+
+  it('an echo connection whose last request was answered: closed once quiet for the window, graceful', async () => {
+    const server = net.createServer((socket) => socket.on('data', (d: Buffer) => socket.write(d)));
+    const port = await listening(server);
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    const seen = collect(client);
+    client.write('ping');
+    await waitFor('the echo', () => (seen.text() === 'ping' ? true : undefined));
+    const report = await closeServer(server, { timeout: 5000, drainWindow: 100 });
+    expect(await seen.ended).toBe('end');
+    expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'graceful', told: false, requestsUnanswered: 0, applicationDone: true });
+    client.destroy();
+  });
+
   it('is closed by closeServer (FIN); a write it makes after that FIN is refused by Node and reported (interrupted), never as an RST', async () => {
     const server = net.createServer((socket) => {
       socket.on('data', (d: Buffer) => socket.write(d)); // an echo server, unaware of the shutdown
