@@ -433,7 +433,7 @@ async function runOne({ strategy, mode, config }, options, resources, index) {
 }
 
 /** Client outcomes summed over GET and POST: { total, ok, failed, byOutcome, failedPost }. */
-function clientTotals(counts) {
+export function clientTotals(counts) {
   const byOutcome = {};
   let total = 0;
   let failedPost = 0;
@@ -590,6 +590,12 @@ export function formatRestart(result) {
   return parts.join('\n');
 }
 
+/** One line on stderr as each run ends (the tables come at the end). */
+export function progress(r) {
+  const c = clientTotals(r.client.counts);
+  console.error(`  ${LABELS[r.strategy]}, ${r.mode}, ${r.config}: ${c.failed} failed of ${c.total}`);
+}
+
 function parseArgs(argv) {
   const out = {};
   for (const arg of argv) {
@@ -607,12 +613,6 @@ function parseArgs(argv) {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const overrides = parseArgs(process.argv.slice(2));
-  const result = await benchRestart({
-    ...overrides,
-    onRun: (r) => {
-      const c = clientTotals(r.client.counts);
-      console.error(`  ${LABELS[r.strategy]}, ${r.mode}, ${r.config}: ${c.failed} failed of ${c.total}`);
-    },
-  });
+  const result = await benchRestart({ ...overrides, onRun: progress });
   console.log(formatRestart(result));
 }

@@ -4,6 +4,7 @@ import { benchDiag } from './diag.mjs';
 import { benchLowLevel } from './low-level.mjs';
 import { benchWatch } from './watch.mjs';
 import { benchShutdown, formatShutdown } from './shutdown.mjs';
+import { benchRestart, formatRestart, progress } from './restart.mjs';
 import { benchSs } from './ss.mjs';
 import { machine, table } from './lib.mjs';
 
@@ -36,4 +37,7 @@ print('Low-level calls against a C loop making the same getsockopt(TCP_INFO) on 
 print('watch() on both ends of short connections against the same connections unwatched, per back-end:', await benchWatch());
 console.log('\nServer shutdown under load: Node, http-terminator, stoppable and closeServer, same handlers, same deadline:\n');
 console.log(formatShutdown(await benchShutdown(finwait)));
+// Last: it starts nginx itself, and is skipped (saying why) where nginx is not installed.
+console.log('\nRolling restarts behind nginx, per shutdown strategy, with the same-port handoff and with stop-then-start:\n');
+console.log(formatRestart(await benchRestart({ onRun: progress })));
 console.log(`\nTotal ${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(0)} s.`);

@@ -83,8 +83,9 @@ export interface ShutdownReport {
   duration: number;
   /**
    * True when nothing went wrong that finwait saw: not forced, no error, no RST sent, no
-   * connection destroyed and none interrupted (the application's work cut short without an RST);
-   * a peer's own RST does not count.
+   * connection destroyed and none interrupted (the application's work cut short without an RST),
+   * and no connection left in the accept queue of a listener that closed without another to
+   * migrate it to (`server.queuedAtClose`: the kernel reset those); a peer's own RST does not count.
    */
   clean: boolean;
   /** 0 when clean, 1 otherwise: the process's exit code with `exit: true`. */
@@ -239,8 +240,10 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     const known = before !== UNKNOWN_COUNTERS && after !== UNKNOWN_COUNTERS;
     phase = 'closed';
     const totals = serverReport?.totals;
+    // Connections left in a drained accept queue when the listener closed were reset by the kernel.
+    const queueLost = serverReport?.acceptQueue === 'drained' && serverReport.queuedAtClose > 0;
     const clean =
-      !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0 && totals.interrupted === 0;
+      !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0 && totals.interrupted === 0 && !queueLost;
     const report: ShutdownReport = {
       trigger,
       ...(forcedBy ? { forcedBy } : {}),
@@ -367,6 +370,9 @@ export function summaryLine(report: ShutdownReport): string {
     if (t.interrupted) ends.push(`${t.interrupted} interrupted (no RST, but the application's work did not complete)`);
     if (t.destroyed) ends.push(`${t.destroyed} destroyed (not reset, not graceful)`);
     line += `, then closed ${t.total} connection${t.total === 1 ? '' : 's'} in ${Math.round(server.duration)} ms (${ends.join(', ')})`;
+    const waiting = `${server.queuedAtClose} connection${server.queuedAtClose === 1 ? '' : 's'}`;
+    if (server.acceptQueue === 'migrated') line += `; accept queue left to the kernel to migrate (${server.queuedAtClose < 0 ? 'length unknown' : `${waiting} in it`} at the close)`;
+    else if (server.acceptQueue === 'drained' && server.queuedAtClose > 0) line += `; ${waiting} still in the accept queue at the close (reset by the kernel)`;
   }
   if (report.error) line += `; error: ${report.error.message}`;
   const h = report.handoff;

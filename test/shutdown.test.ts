@@ -15,7 +15,10 @@ import path from 'node:path';
 import { once } from 'node:events';
 import express from 'express';
 import Fastify from 'fastify';
-import { gracefulShutdown, listenReusePort, tcpMigrateReq, type GracefulShutdownOptions, type ShutdownReport } from '../src/index';
+import { gracefulShutdown, listenReusePort, sockets, tcpInfo, tcpMigrateReq, type GracefulShutdownOptions, type ShutdownReport } from '../src/index';
+import { summaryLine } from '../src/shutdown';
+import { native } from '../src/binding';
+import { sockaddr } from '../src/sockaddr';
 import { waitFor } from './helpers';
 
 interface Reply {
@@ -378,9 +381,56 @@ describe('gracefulShutdown() and the same-port handoff', () => {
       expect(report.handoff).toMatchObject({ otherListeners: 1, migrateReq: tcpMigrateReq() });
       expect(report.clean).toBe(true);
       expect(lines[0]).toMatch(/; 1 other listener on the port \(tcp_migrate_req (0|1|absent): \d+ migrated, \d+ not\); clean, exit code 0$/);
+      // Where the kernel migrates, closeServer() left the accept queue to it, and the line says so.
+      expect(report.server?.acceptQueue).toBe(tcpMigrateReq() === true ? 'migrated' : 'drained');
+      expect(lines[0]!.includes('; accept queue left to the kernel to migrate (')).toBe(tcpMigrateReq() === true);
       expect(await request(port, '/')).toMatchObject({ body: 'new\n' });
     } finally {
       next.close();
+    }
+  });
+});
+
+describe('gracefulShutdown(): the summary line and the accept queue', () => {
+  /** A report of a shutdown that closed no connection, with the accept queue as given. */
+  function withQueue(acceptQueue: 'drained' | 'migrated', queuedAtClose: number): ShutdownReport {
+    const totals = { graceful: 0, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 0 };
+    const server = { totals, duration: 3, acceptedFromQueue: 0, acceptQueue, queuedAtClose, untracked: 0, kernelView: true, connections: [] };
+    return { trigger: 'SIGTERM', preStop: 0, handoff: { otherListeners: 1, migrateReq: acceptQueue === 'migrated', migrated: 0, migrationFailed: 0 }, server, duration: 3, clean: true, exitCode: 0 };
+  }
+
+  it('says when the queue was left to the kernel, and how many connections a drain could not save', () => {
+    expect(summaryLine(withQueue('migrated', 2))).toContain('; accept queue left to the kernel to migrate (2 connections in it at the close); 1 other listener');
+    expect(summaryLine(withQueue('migrated', -1))).toContain('(length unknown at the close)');
+    expect(summaryLine(withQueue('drained', 1))).toContain('; 1 connection still in the accept queue at the close (reset by the kernel)');
+    expect(summaryLine(withQueue('drained', 0))).not.toContain('accept queue');
+  });
+
+  it('connections the drain could not take in before the listener closed: reset by the kernel, counted in queuedAtClose, and the shutdown is not clean', async () => {
+    // A listener nobody accepts from yet (listen(2) on a raw fd): three clients wait in its queue.
+    const fd = native().reusePortSocket(native().constants.AF_INET);
+    native().bind(fd, sockaddr('127.0.0.1', 0));
+    native().listen(fd, 16);
+    const inode = fs.fstatSync(fd).ino;
+    const port = sockets({ states: ['LISTEN'] }).find((s) => s.inode === inode)!.local.port;
+    const clients = Array.from({ length: 3 }, () => net.connect(port, '127.0.0.1'));
+    const ended = clients.map((c) => new Promise<string>((resolve) => c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message)).on('end', () => resolve('end'))));
+    const server = http.createServer((_req, res) => res.end('ok'));
+    const lines: string[] = [];
+    try {
+      await waitFor('three connections in the accept queue', () => (tcpInfo(fd).unacked === 3 ? true : undefined));
+      // Node takes the listener, and the shutdown begins before its first accept; a drain window
+      // of 0 leaves no time to take the queue in.
+      server.listen({ fd });
+      const report = await gracefulShutdown(server, quiet(lines, { drainWindow: 0 })).begin('test');
+      expect(report.server).toMatchObject({ acceptQueue: 'drained', queuedAtClose: 3, acceptedFromQueue: 0 });
+      expect(report.server!.totals.resetSent).toBe(0); // not ours: the kernel's
+      expect(await Promise.all(ended)).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET']);
+      expect(report).toMatchObject({ clean: false, exitCode: 1 });
+      expect(lines[0]).toMatch(/; 3 connections still in the accept queue at the close \(reset by the kernel\); not clean, exit code 1$/);
+    } finally {
+      for (const c of clients) c.destroy();
+      server.close();
     }
   });
 });
