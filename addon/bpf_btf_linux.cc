@@ -183,6 +183,7 @@ SockLayout Parse() {
   const char* path = "/sys/kernel/btf/vmlinux";
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
+    layout.syscall = "open";
     layout.err = errno == EACCES ? EACCES : ENOTSUP;
     layout.why = std::string(path) + ": " + strerror(errno) + " (a kernel built without CONFIG_DEBUG_INFO_BTF)";
     return layout;
@@ -221,7 +222,6 @@ SockLayout Parse() {
       {"sock_common", "skc_v6_daddr", 16, &layout.v6_daddr},
       {"sock_common", "skc_v6_rcv_saddr", 16, &layout.v6_rcv_saddr},
       {"sock_common", "skc_net", 8, &layout.net},
-      {"sock", "sk_protocol", 2, &layout.protocol},
       {"sock", "sk_err", 4, &layout.err_field},
       {"net", "net_cookie", 8, &layout.net_cookie},
       {"tcp_sock", "total_retrans", 4, &layout.total_retrans},
@@ -244,6 +244,10 @@ SockLayout Parse() {
     }
     if (want.out == &common) continue;
     if (strcmp(want.where, "sock_common") == 0) *want.out += common;
+    if (*want.out > 32767 - want.size) {  // a load's offset is a signed 16-bit number
+      layout.why = std::string("struct ") + want.where + " member " + want.name + " is past 32 KiB";
+      return layout;
+    }
     if (size != want.size) {
       layout.why = std::string("struct ") + want.where + " member " + want.name + " is " + std::to_string(size) +
                    " bytes, not " + std::to_string(want.size);

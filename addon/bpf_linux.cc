@@ -82,7 +82,7 @@ StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<St
   ring_size_ = static_cast<size_t>(ring);
   const SockLayout& layout = KernelSockLayout();
   if (layout.err != 0) {
-    Napi::Error error = ErrnoError(env, layout.err, "open");
+    Napi::Error error = ErrnoError(env, layout.err, layout.syscall);
     error.Set("message", Napi::String::New(env, error.Message() + ": " + layout.why));
     throw error;
   }
@@ -118,7 +118,7 @@ void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
     throw BpfError(env, err, "BPF_MAP_CREATE");
   }
   std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_);
-  static const char kLicense[] = "Dual MIT/GPL";  // bpf_probe_read_kernel is for GPL programs
+  static const char kLicense[] = "Dual MIT/GPL";  // GPL-compatible: GPL-only helpers allowed
   std::vector<char> log;
   for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {
     memset(&attr, 0, sizeof(attr));

@@ -13,14 +13,15 @@
 namespace finwait {
 
 // Byte offsets from the start of struct sock (a tcp_sock starts with one) of the fields the
-// program reads, and of net_cookie in struct net; err is 0, or an errno with `why` saying what is
+// program reads (each below 32 KiB: a load's offset is 16 bits), and of net_cookie in struct net; err is 0, or an errno with `why` saying what is
 // missing (ENOTSUP: no BTF, or a kernel without one of the fields).
 struct SockLayout {
   int err = 0;
+  const char* syscall = "read";  // what failed: "open", or "read" (what it read lacks something)
   std::string why;
   uint32_t attach_btf_id = 0;  // the typedef btf_trace_inet_sock_set_state
   uint32_t family = 0, sport = 0, dport = 0, daddr = 0, rcv_saddr = 0, v6_daddr = 0, v6_rcv_saddr = 0;
-  uint32_t net = 0, protocol = 0, err_field = 0;
+  uint32_t net = 0, err_field = 0;
   uint32_t net_cookie = 0;  // in struct net
   uint32_t total_retrans = 0, snd_una = 0, snd_nxt = 0, bytes_received = 0, bytes_acked = 0;
 };

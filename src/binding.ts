@@ -163,8 +163,8 @@ export interface Native {
   /**
    * TCP state changes (Linux only): loads the BPF program (field offsets from the kernel's BTF),
    * its ring buffer of `ringBytes` (a power of 2, at least a page) and attaches it. Throws `bpf
-   * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `open ENOTSUP` without BTF, and
-   * a refused load with the verifier's last words in the message.
+   * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `ENOTSUP` without BTF (`open`) or
+   * a field it reads (`read`), and a refused load with the verifier's last words in the message.
    */
   BpfStateChanges?: new (ringBytes: number) => NativeStateChanges;
   /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
