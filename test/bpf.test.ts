@@ -230,6 +230,22 @@ describe('openStateChanges()', () => {
     expect(() => stream.close()).not.toThrow();
   });
 
+  itBpf('an open stream keeps the process alive like a server; unref() lets it exit, ref() keeps it again', async () => {
+    const run = (calls: string) => {
+      const script = `
+        const { openStateChanges } = require(${JSON.stringify(dist)});
+        const stream = openStateChanges(() => {})${calls};
+        // Fires only if something else keeps the process alive for 300 ms.
+        setTimeout(() => { console.log('alive'); stream.close(); }, 300).unref();
+      `;
+      const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+      return { status: child.status, stdout: child.stdout.trim(), stderr: child.stderr };
+    };
+    expect(run('')).toEqual({ status: 0, stdout: 'alive', stderr: '' });
+    expect(run('.unref()')).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect(run('.unref().ref()')).toEqual({ status: 0, stdout: 'alive', stderr: '' });
+  });
+
   itBpf('a full ring: the program counts what it could not write, and the reader gets what fit', async () => {
     const raw = new (native().BpfStateChanges!)(4096); // one page: room for 30 records of 128 + 8 bytes
     try {
