@@ -204,8 +204,10 @@ describe('closeServer, HTTP/2 over TLS with allowHTTP1: HTTP/1.1 connections on 
         { body: 'fast 1.1', connection: 'keep-alive' },
       ]);
       expect(await request(h2, '/h2')).toMatchObject({ status: 200, body: 'fast 2.0', rstCode: 0 });
-      const sockets = Object.values(agent.freeSockets).flat() as net.Socket[];
-      expect(sockets).toHaveLength(2);
+      const sockets = await waitFor('both HTTP/1.1 connections back in the pool', () => {
+        const free = Object.values(agent.freeSockets).flat() as net.Socket[];
+        return free.length === 2 ? free : undefined;
+      });
       const closedWithoutError = sockets.map((s) => new Promise<boolean>((resolve) => s.once('close', (hadError: boolean) => resolve(!hadError))));
       const slow = get('/slow');
       await waitFor('the slow response in flight', () => (slowArrived ? true : undefined));
