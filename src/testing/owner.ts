@@ -90,7 +90,14 @@ export function claimNew(name: string): { nsFd: number; ownerFd: number } | unde
   }
   let ownerFd: number | undefined;
   try {
-    ownerFd = claim(nsFd);
+    try {
+      ownerFd = claim(nsFd);
+    } catch (error) {
+      // A sweeper deleting the namespace unmounts it first: opened in between, the file is no
+      // namespace any more, and entering it fails with EINVAL.
+      if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+      debug('claimNew: %s is no namespace any more: swept as it was made', name);
+    }
     // A sweeper deletes a namespace before it lets go of its claim: claimed now, the namespace
     // must still be the one at its name.
     if (ownerFd !== undefined && sameFile(fs.fstatSync(nsFd), file)) return { nsFd, ownerFd };
