@@ -16,7 +16,7 @@ import { isTcpState, type TcpState } from '../states';
 import { diagramJson, type Diagram } from './diagram';
 import { jsonText, visible, visibleLines } from './escape';
 import { renderLadder } from './ladder';
-import { COMMAND_MAX_BYTES } from './processes';
+import { COMMAND_MAX_BYTES } from '../processes';
 import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJsonPieces, ssPieces } from './ss';
 import { styleFor } from './style';
 import { renderSvg } from './svg';

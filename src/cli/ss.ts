@@ -12,7 +12,7 @@ import { sockets, type SocketEntry, type SocketFilter } from '../diag';
 import { TCP_STATES, type TcpState } from '../states';
 import { addressOf } from './diagram';
 import { jsonText, visible } from './escape';
-import { COMMAND_MAX_BYTES, socketOwners, TRUNCATED_MARK, type Owner, type Owners } from './processes';
+import { COMMAND_MAX_BYTES, socketOwners, TRUNCATED_MARK, type Owner, type Owners } from '../processes';
 import { plain, type Style } from './style';
 
 /** TIME_WAIT sockets to one remote endpoint above which `finwait ss` flags a pile (default). */

@@ -10,7 +10,7 @@ import { ctlOf, diagramJson, layout, NO_SEGMENTS_NOTE, rowTime, segmentLabel, ty
 import { renderLadder } from '../../src/cli/ladder';
 import { renderSvg } from '../../src/cli/svg';
 import { analyse, renderSs, ssJson } from '../../src/cli/ss';
-import { socketOwners } from '../../src/cli/processes';
+import { socketOwners } from '../../src/processes';
 import { ansi, plain, styleFor } from '../../src/cli/style';
 import { assertWellFormedXml } from './run';
 

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { SocketEntry, TcpState } from '../../src/index';
 import { jsonText } from '../../src/cli/escape';
 import { analyse, renderSs, ssJson, ssJsonPieces, ssPieces, type SsSocket } from '../../src/cli/ss';
-import type { Owners } from '../../src/cli/processes';
+import type { Owners } from '../../src/processes';
 
 const NO_OWNERS: Owners = { byInode: new Map(), scanned: 0, unreadable: 0 };
 

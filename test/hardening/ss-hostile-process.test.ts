@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sockets } from '../../src/index';
-import { COMMAND_MAX_BYTES, TRUNCATED_MARK } from '../../src/cli/processes';
+import { COMMAND_MAX_BYTES, TRUNCATED_MARK } from '../../src/processes';
 import { waitFor } from '../helpers';
 import { finwait } from '../cli/run';
 
@@ -197,7 +197,7 @@ describe('finwait ss: a process whose command line and name carry terminal escap
 
 describe('socketOwners() on a /proc whose files are as big as a process makes them', () => {
   it('reads at most COMMAND_MAX_BYTES of a command line and 64 bytes of a name, once per process, each process once per socket', async () => {
-    const { socketOwners } = await import('../../src/cli/processes');
+    const { socketOwners } = await import('../../src/processes');
     const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-proc-'));
     try {
       // pid 10: a 10 MB command line and name, two fds on socket 7 (dup) and one on socket 8.
