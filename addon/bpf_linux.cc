@@ -58,6 +58,7 @@ class StateChanges : public Napi::ObjectWrap<StateChanges> {
   size_t ring_size_ = 0, page_ = 0;
   void* consumer_ = MAP_FAILED;  // one page, read-write: consumer_pos
   void* producer_ = MAP_FAILED;  // producer_pos page, then the data twice (records may wrap)
+  bool close_only_ = false;  // the program writes only changes into CLOSE
 };
 
 void StateChanges::Release() {
@@ -74,6 +75,7 @@ void StateChanges::Release() {
 StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StateChanges>(info) {
   Napi::Env env = info.Env();
   int ring = IntArg(info, 0);
+  close_only_ = info.Length() > 1 && info[1].ToBoolean().Value();
   page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   // The kernel wants a power of 2 that is a multiple of the page size.
   if (ring < static_cast<int>(page_) || (ring & (ring - 1)) != 0) {
@@ -117,7 +119,7 @@ void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
     int err = errno;
     throw BpfError(env, err, "BPF_MAP_CREATE");
   }
-  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_);
+  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_);
   static const char kLicense[] = "Dual MIT/GPL";  // GPL-compatible: GPL-only helpers allowed
   std::vector<char> log;
   for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {

@@ -39,7 +39,9 @@ constexpr int kRecord = 128;
 
 // The program's instructions; ring_fd and lost_fd are its maps (ring buffer; array of one u64
 // counting the records dropped when the ring was full).
-std::vector<bpf_insn> StateChangeProgram(const SockLayout& layout, int ring_fd, int lost_fd);
+// `close_only`: only changes into CLOSE (a full socket's end) are written, one record per end
+// instead of one per change.
+std::vector<bpf_insn> StateChangeProgram(const SockLayout& layout, int ring_fd, int lost_fd, bool close_only);
 
 }  // namespace finwait
 

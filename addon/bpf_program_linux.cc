@@ -69,11 +69,13 @@ class Assembler {
 
 }  // namespace
 
-std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd) {
+std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd, bool close_only) {
   Assembler a;
   // ctx is the tracepoint's arguments as u64: sk, oldstate, newstate.
   a.Load(BPF_DW, BPF_REG_8, BPF_REG_1, 8);
   a.Load(BPF_DW, BPF_REG_9, BPF_REG_1, 16);
+  // Ends only: any other new state is dropped before anything is read (TCP_CLOSE is 7).
+  if (close_only) a.JumpOut(BPF_JNE, BPF_REG_9, 7);
   // TCP only: bpf_skc_to_tcp_sock() is NULL for anything but a full TCP socket (the tracepoint
   // fires for other protocols' state stores too), and its result is typed struct tcp_sock, so the
   // loads below may go past struct sock into tcp_sock's counters.

@@ -166,7 +166,7 @@ export interface Native {
    * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `ENOTSUP` without BTF (`open`) or
    * a field it reads (`read`), and a refused load with the verifier's last words in the message.
    */
-  BpfStateChanges?: new (ringBytes: number) => NativeStateChanges;
+  BpfStateChanges?: new (ringBytes: number, closeOnly: boolean) => NativeStateChanges;
   /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
   FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
   constants: NativeConstants;

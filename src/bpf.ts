@@ -55,6 +55,16 @@ export interface StateChange {
   bytesAcked: bigint;
 }
 
+/** Which changes `openStateChanges()` reports. */
+export interface StateChangeOptions {
+  /**
+   * Only changes into CLOSE: the end of every full socket (reset, refused, timed out, LAST_ACK's
+   * last ACK, the hand-over to a TIME_WAIT), with the state it left and `error`. The program drops
+   * the rest in the kernel, so a connection costs one record per end instead of about five.
+   */
+  closeOnly?: boolean;
+}
+
 /** An open source of state changes; the BPF program runs until `close()`. */
 export interface StateChangeStream {
   /** Detaches the program and stops the calls (idempotent). */
@@ -89,13 +99,16 @@ function explain(error: CodedError & { command?: string }): CodedError {
   return error;
 }
 
-function open(): NativeStateChanges {
+function open(closeOnly = false): NativeStateChanges {
   const addon = native();
   if (!addon.BpfStateChanges) {
-    throw codedError('ENOTSUP', `TCP state changes from BPF need Linux, not ${process.platform}`);
+    throw codedError(
+      'ENOTSUP',
+      process.platform === 'linux' ? 'this build of the addon has no BPF part (npm rebuild finwait)' : `TCP state changes from BPF need Linux, not ${process.platform}`,
+    );
   }
   try {
-    return new addon.BpfStateChanges(RING_BYTES);
+    return new addon.BpfStateChanges(RING_BYTES, closeOnly);
   } catch (error) {
     throw explain(error as CodedError);
   }
@@ -227,7 +240,10 @@ class Stream implements StateChangeStream {
  * machine runs the program while the stream is open (about 0.6 µs each in the kernel here). The
  * stream keeps the process alive until `close()` (or `unref()`), and closes with its Worker.
  */
-export function openStateChanges(onChanges: (changes: StateChange[]) => void): StateChangeStream {
+export function openStateChanges(onChanges: (changes: StateChange[]) => void, options: StateChangeOptions = {}): StateChangeStream {
   if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
-  return new Stream(open(), onChanges);
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+  const { closeOnly = false } = options;
+  if (typeof closeOnly !== 'boolean') throw invalidArgType('options.closeOnly', 'a boolean', closeOnly);
+  return new Stream(open(closeOnly), onChanges);
 }

@@ -54,7 +54,7 @@ describe('openStateChanges()', () => {
   it('the native source takes only a ring size that is a power of 2 of at least a page (ERR_OUT_OF_RANGE)', () => {
     const Source = native().BpfStateChanges!;
     for (const size of [1000, 4097, 0, -4096]) {
-      expect(() => new Source(size)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+      expect(() => new Source(size, false)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
     }
   });
 
@@ -183,7 +183,7 @@ describe('openStateChanges()', () => {
 
   itBpf('close() after shutdown() stores FIN_WAIT1 again: the program records it, the stream leaves it out', async () => {
     const { stream, of } = recorder();
-    const raw = new (native().BpfStateChanges!)(1 << 16);
+    const raw = new (native().BpfStateChanges!)(1 << 16, false);
     const p = await pair({ server: { pauseOnConnect: true } });
     try {
       const client = cookieOf(p.client);
@@ -247,7 +247,7 @@ describe('openStateChanges()', () => {
   });
 
   itBpf('a full ring: the program counts what it could not write, and the reader gets what fit', async () => {
-    const raw = new (native().BpfStateChanges!)(4096); // one page: room for 30 records of 128 + 8 bytes
+    const raw = new (native().BpfStateChanges!)(4096, false); // one page: room for 30 records of 128 + 8 bytes
     try {
       expect(raw.lost()).toBe(0);
       for (let i = 0; i < 5; i++) {
@@ -317,5 +317,33 @@ describe('openStateChanges()', () => {
     expect(result.message).toMatch(/CAP_BPF and CAP_PERFMON, or root/);
     expect(result.message).toMatch(/bpf EPERM \(BPF_MAP_CREATE\)/);
     expect(result.why).toBe(result.message);
+  });
+});
+
+describe('openStateChanges({ closeOnly: true })', () => {
+  it('rejects options that are not an object, or a closeOnly that is not a boolean (ERR_INVALID_ARG_TYPE)', () => {
+    expect(() => openStateChanges(() => {}, null as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => openStateChanges(() => {}, { closeOnly: 1 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+
+  itBpf('reports only the ends, each with the state it left: one record per end of a graceful close', async () => {
+    const changes: StateChange[] = [];
+    const stream = openStateChanges((batch) => changes.push(...batch), { closeOnly: true });
+    try {
+      const p = await pair();
+      const c = p.client.localPort!;
+      const s = p.server.localPort!;
+      p.server.resume();
+      p.server.on('end', () => p.server.end());
+      p.client.resume();
+      p.client.end();
+      const mine = (): StateChange[] => changes.filter((x) => (x.localPort === c && x.remotePort === s) || (x.localPort === s && x.remotePort === c));
+      await waitFor('both ends', () => (mine().length >= 2 ? true : undefined));
+      await p.close();
+      expect(mine().map((x) => `${x.localPort === c ? 'client' : 'server'} ${x.from} -> ${x.to}`).sort()).toEqual(['client FIN_WAIT2 -> CLOSE', 'server LAST_ACK -> CLOSE']);
+      expect(changes.every((x) => x.to === 'CLOSE')).toBe(true);
+    } finally {
+      stream.close();
+    }
   });
 });
