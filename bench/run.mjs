@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { benchDiag } from './diag.mjs';
 import { benchLowLevel } from './low-level.mjs';
 import { benchWatch } from './watch.mjs';
+import { benchMetrics } from './metrics.mjs';
 import { benchShutdown, formatShutdown } from './shutdown.mjs';
 import { benchRestart, formatRestart, progress } from './restart.mjs';
 import { benchSs } from './ss.mjs';
@@ -35,6 +36,7 @@ print('Low-level calls against a C loop making the same getsockopt(TCP_INFO) on 
   ],
 });
 print('watch() on both ends of short connections against the same connections unwatched, per back-end:', await benchWatch());
+print('serverMetrics() on a server\'s short connections against the same server without it, per trace source:', await benchMetrics());
 console.log('\nServer shutdown under load: Node, http-terminator, stoppable and closeServer, same handlers, same deadline:\n');
 console.log(formatShutdown(await benchShutdown(finwait)));
 // Last: it starts nginx itself, and is skipped (saying why) where nginx is not installed.

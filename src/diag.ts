@@ -462,6 +462,14 @@ export function cookieKey(view: DataView, off: number): number | string {
   return high < 0x200000 ? high * 0x100000000 + view.getUint32(off, LE) : u64Hex(view, off);
 }
 
+/**
+ * @internal The socket a SOCK_DIAG_BY_FAMILY message at `off` describes (one datagram of the
+ * destroy multicast, as `messageCookie()` takes it; check that first).
+ */
+export function messageEntry(view: DataView, off: number): SocketEntry {
+  return entryAt(view, off + NLMSG_HDRLEN);
+}
+
 /** The `struct inet_diag_msg` at `m`. */
 function entryAt(view: DataView, m: number): SocketEntry {
   const v6 = view.getUint8(m) === AF_INET6;

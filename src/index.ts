@@ -55,7 +55,7 @@ export {
   type ListenReusePortOptions,
   type HandoffState,
 } from './handoff';
-export { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from './bpf';
+export { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeOptions, type StateChangeStream } from './bpf';
 export {
   watch,
   Lifecycle,
@@ -66,6 +66,16 @@ export {
   type WatchBackend,
   type WatchBackendName,
 } from './lifecycle/watch';
+export { traceConnections, type TraceOptions, type ConnectionTrace } from './trace/trace';
+export type { ConnectionEnd, TraceOutcome, ClosedFirst, EndCounters, TraceSourceName } from './trace/ends';
+export {
+  serverMetrics,
+  END_CHANNEL,
+  type ServerMetrics,
+  type ServerMetricsOptions,
+  type OutcomeCounts,
+  type ConnectionEndMessage,
+} from './metrics';
 export type {
   LifecycleState,
   CloseEvent,

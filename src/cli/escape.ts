@@ -49,11 +49,11 @@ function jsonEscape(char: string): string {
 }
 
 /**
- * `JSON.stringify(value, null, 2)`, with the characters JSON leaves raw but a terminal obeys (DEL,
+ * `JSON.stringify(value, null, indent)`, with the characters JSON leaves raw but a terminal obeys (DEL,
  * C1 controls such as U+009B, format and separator characters) written as `\uXXXX` escapes too:
  * the same JSON value, safe to print on a terminal.
  */
-export function jsonText(value: unknown): string {
-  const json = JSON.stringify(value, null, 2);
+export function jsonText(value: unknown, indent = 2): string {
+  const json = JSON.stringify(value, null, indent);
   return JSON_RAW_TEST.test(json) ? json.replace(JSON_RAW, jsonEscape) : json;
 }

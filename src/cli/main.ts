@@ -19,6 +19,11 @@ import { renderLadder } from './ladder';
 import { COMMAND_MAX_BYTES } from '../processes';
 import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJsonPieces, ssPieces } from './ss';
 import { styleFor } from './style';
+import { jsonEnd, jsonSummary, matches, renderEnd, renderSummary, TraceSummary, type TraceFilter } from './trace';
+import { TRACE_OUTCOMES, type TraceOutcome } from '../trace/ends';
+import type { ConnectionTrace } from '../trace/trace';
+
+const TRACE_OUTCOME_LIST = TRACE_OUTCOMES.join(', ');
 import { renderSvg } from './svg';
 
 // The demo's modules (the lab, the scenarios and through them the whole library) load when a demo
@@ -39,16 +44,18 @@ export const EXIT = {
 class UsageError extends Error {
   constructor(
     message: string,
-    readonly command: 'main' | 'demo' | 'ss' = 'main',
+    readonly command: 'main' | 'demo' | 'ss' | 'trace' = 'main',
   ) {
     super(message);
   }
 }
 
 const USAGE = {
-  main: 'usage: finwait <command> [options]   (commands: demo, ss; finwait <command> --help; finwait --version)',
+  main: 'usage: finwait <command> [options]   (commands: demo, ss, trace; finwait <command> --help; finwait --version)',
   demo: 'usage: finwait demo [scenario] [--loopback] [--json] [--svg FILE]',
   ss: 'usage: finwait ss [--port N] [--state S...] [--time-wait-pile N] [--summary] [--watch | --json]',
+  trace:
+    'usage: finwait trace [--port N] [--pid N] [--netns NAME|COOKIE] [--state S...] [--outcome O...] [--source bpf|destroy-multicast] [--interval MS] [--count N] [--duration S] [--json]',
 };
 
 const HELP = {
@@ -59,6 +66,7 @@ ${USAGE.main}
 commands:
   demo [scenario]   run a close on real sockets (the lab, or loopback), drawn as an RFC 793 ladder
   ss                this host's TCP sockets by close state, with owners and flags
+  trace             one line per TCP connection as it ends: who closed first, the path of states, the outcome
 
 options:
   -h, --help        this help; finwait <command> --help for a command's
@@ -105,11 +113,44 @@ options:
 
 Text from other processes (command lines and names) is printed with control characters escaped (ESC as \\x1b).
 exit codes: 0 ok, 1 failed, 2 usage error`,
+  trace: `finwait trace: one line per TCP connection as it ends, until Ctrl-C (or --count, --duration), then a
+summary by outcome and by remote address.
+
+${USAGE.trace}
+
+Each line: the time, local -> remote, the network namespace (when not this one), the process that
+connected or closed it (when seen), who closed first (local, remote, simultaneous), the path of states,
+the outcome (${TRACE_OUTCOME_LIST}) with the socket's error, the duration (>= when
+the start was not seen), and the retransmissions and unacknowledged data at the end.
+
+sources:
+  bpf                 (default where it can run: CAP_BPF and CAP_PERFMON, or root) a BPF program on the
+                      inet_sock_set_state tracepoint, loaded from finwait's addon (no compiler, no headers):
+                      every transition of every connection in every network namespace, with the error
+  destroy-multicast   (no privilege; the default otherwise) the sock_diag destroy multicast of this network
+                      namespace, with states sampled every --interval ms: a path marked ~ may miss states,
+                      and outcomes it cannot tell are 'unknown'
+
+options:
+  --port N            only connections with N as their local or remote port
+  --pid N             only connections of process N (where the process was seen)
+  --netns NAME|COOKIE only connections in this network namespace (a name in /run/netns, or its cookie)
+  --state S...        only connections whose path went through one of these states
+  --outcome O...      only these outcomes
+  --source NAME       this source, or exit 1 with the reason it cannot run
+  --interval MS       sampling interval of the destroy-multicast source (default 1000, at least 10)
+  --count N           exit after N connections were printed
+  --duration S        exit after S seconds
+  --json              one JSON object per line, then a {"summary": ...} line
+  -h, --help          this help
+
+Text from other processes (command names) is printed with control characters escaped.
+exit codes: 0 ok, 1 failed (e.g. --source bpf without the privilege), 2 usage error`,
 };
 
 type Options = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>;
 
-function parse<T extends Options>(command: 'demo' | 'ss', args: string[], options: T) {
+function parse<T extends Options>(command: 'demo' | 'ss' | 'trace', args: string[], options: T) {
   try {
     return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (error) {
@@ -239,15 +280,111 @@ async function demo(args: string[]): Promise<number> {
 }
 
 /** `'fin-wait-2'`, `'FIN_WAIT_2'`, `'time-wait'` → the kernel's names. */
-function stateArg(text: string): TcpState {
+function stateArg(text: string, command: 'ss' | 'trace' = 'ss'): TcpState {
   const name = text.trim().toUpperCase().replace(/-/g, '_').replace(/^FIN_WAIT_([12])$/, 'FIN_WAIT$1');
-  if (!isTcpState(name)) throw new UsageError(`unknown state '${text}'`, 'ss');
+  if (!isTcpState(name)) throw new UsageError(`unknown state '${visible(text)}'`, command);
   return name;
 }
 
-function intArg(flag: string, text: string, max: number): number {
-  if (!/^\d+$/.test(text) || Number(text) > max) throw new UsageError(`${flag} needs an integer 0-${max}, got '${text}'`, 'ss');
+function intArg(flag: string, text: string, max: number, command: 'ss' | 'trace' = 'ss'): number {
+  if (!/^\d+$/.test(text) || Number(text) > max) throw new UsageError(`${flag} needs an integer 0-${max}, got '${visible(text)}'`, command);
   return Number(text);
+}
+
+/** The values of a repeatable flag, also comma-separated; an empty one is a mistake. */
+function listArg(flag: string, texts: string[] | undefined, command: 'ss' | 'trace'): string[] {
+  const names = (texts ?? []).flatMap((s) => s.split(','));
+  if (names.some((n) => n.trim() === '')) throw new UsageError(`${flag} needs names, got '${visible((texts ?? []).join(' '))}'`, command);
+  return names.map((n) => n.trim());
+}
+
+async function trace(args: string[]): Promise<number> {
+  const { values, positionals } = parse('trace', args, {
+    port: { type: 'string' },
+    pid: { type: 'string' },
+    netns: { type: 'string' },
+    state: { type: 'string', multiple: true },
+    outcome: { type: 'string', multiple: true },
+    source: { type: 'string' },
+    interval: { type: 'string' },
+    count: { type: 'string' },
+    duration: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    print(HELP.trace);
+    return EXIT.ok;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${visible(positionals[0]!)}'`, 'trace');
+  const { traceConnections } = require('../trace/trace') as typeof import('../trace/trace');
+  const { homeNetns, NamespaceIndex } = require('../trace/netns') as typeof import('../trace/netns');
+  const filter: TraceFilter = {};
+  if (values.port !== undefined) filter.port = intArg('--port', values.port as string, 65535, 'trace');
+  if (values.pid !== undefined) filter.pid = intArg('--pid', values.pid as string, 2 ** 22, 'trace');
+  const states = listArg('--state', values.state as string[] | undefined, 'trace').map((s) => stateArg(s, 'trace'));
+  if (states.length > 0) filter.states = new Set(states);
+  const outcomes = listArg('--outcome', values.outcome as string[] | undefined, 'trace');
+  for (const o of outcomes) if (!(TRACE_OUTCOMES as readonly string[]).includes(o)) throw new UsageError(`unknown outcome '${visible(o)}' (one of ${TRACE_OUTCOME_LIST})`, 'trace');
+  if (outcomes.length > 0) filter.outcomes = new Set(outcomes as TraceOutcome[]);
+  const source = values.source as string | undefined;
+  if (source !== undefined && source !== 'bpf' && source !== 'destroy-multicast') throw new UsageError(`--source is bpf or destroy-multicast, got '${visible(source)}'`, 'trace');
+  const interval = values.interval !== undefined ? intArg('--interval', values.interval as string, 2 ** 31 - 1, 'trace') : undefined;
+  if (interval !== undefined && interval < 10) throw new UsageError(`--interval needs at least 10 ms, got ${interval}`, 'trace');
+  const count = values.count !== undefined ? intArg('--count', values.count as string, 2 ** 31, 'trace') : undefined;
+  const seconds = values.duration !== undefined ? intArg('--duration', values.duration as string, 2 ** 31 / 1000, 'trace') : undefined;
+  const home = homeNetns();
+  if (values.netns !== undefined) {
+    const text = values.netns as string;
+    const cookie = /^[0-9a-f]{16}$/i.test(text) ? text.toLowerCase() : new NamespaceIndex().cookieOfName(text);
+    if (cookie === undefined) throw new UsageError(`no network namespace named '${visible(text)}' in /run/netns (give its name or its 16-hex-digit cookie)`, 'trace');
+    filter.netns = cookie;
+  }
+  const json = values.json === true;
+  const style = styleFor(process.stdout);
+  const summary = new TraceSummary();
+  const started = performance.now();
+  return new Promise<number>((resolve, reject) => {
+    let printed = 0;
+    let done = false;
+    let t: ConnectionTrace | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      process.off('SIGINT', finish);
+      process.off('SIGTERM', finish);
+      if (timer !== undefined) clearTimeout(timer);
+      t?.close();
+      const extra = { source: t?.source ?? '?', lost: t?.lost ?? 0, seconds: (performance.now() - started) / 1000 };
+      process.stdout.write(`${json ? jsonSummary(summary, extra) : renderSummary(summary, extra)}\n`);
+      resolve(EXIT.ok);
+    };
+    try {
+      t = traceConnections(
+        (end) => {
+          if (done || !matches(end, filter, home)) return;
+          summary.add(end);
+          const at = new Date();
+          process.stdout.write(`${json ? jsonEnd(end, at) : renderEnd(end, at, style, home)}\n`);
+          if (count !== undefined && ++printed >= count) finish();
+        },
+        { ...(source !== undefined ? { source: source as 'bpf' | 'destroy-multicast' } : {}), ...(interval !== undefined ? { interval } : {}) },
+      );
+    } catch (error) {
+      reject(error);
+      return;
+    }
+    const how =
+      t.source === 'bpf'
+        ? 'every transition of every connection on this host (BPF)'
+        : `the sock_diag destroy multicast of this network namespace, states sampled every ${interval ?? 1000} ms`;
+    process.stderr.write(`finwait trace: ${how}${t.reason !== undefined ? `; BPF is not available: ${visible(t.reason)}` : ''}; Ctrl-C ends it\n`);
+    process.once('SIGINT', finish);
+    process.once('SIGTERM', finish);
+    if (seconds !== undefined) timer = setTimeout(finish, seconds * 1000);
+    if (count === 0) finish();
+  });
 }
 
 async function ss(args: string[]): Promise<number> {
@@ -269,7 +406,7 @@ async function ss(args: string[]): Promise<number> {
   const names = [...stateTexts, ...positionals].flatMap((s) => s.split(','));
   // An empty name (`--state ''`, `--state a,,b`) is a mistake, not "every state".
   if (names.some((n) => n.trim() === '')) throw new UsageError(`--state needs state names, got '${[...stateTexts, ...positionals].join(' ')}'`, 'ss');
-  const states = names.map(stateArg);
+  const states = names.map((n) => stateArg(n));
   const filter: SocketFilter = {};
   if (states.length > 0) filter.states = [...new Set(states)];
   if (values.port !== undefined) filter.port = intArg('--port', values.port as string, 65535);
@@ -343,7 +480,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const [command, ...rest] = argv;
     if (command === '-h' || command === '--help' || command === 'help') {
-      const topic = rest[0] === 'demo' || rest[0] === 'ss' ? rest[0] : 'main';
+      const topic = rest[0] === 'demo' || rest[0] === 'ss' || rest[0] === 'trace' ? rest[0] : 'main';
       print(HELP[topic]);
       return EXIT.ok;
     }
@@ -354,6 +491,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (command === 'demo') return await demo(rest);
     if (command === 'ss') return await ss(rest);
+    if (command === 'trace') return await trace(rest);
     throw new UsageError(command === undefined ? 'a command is needed' : `unknown command '${command}'`);
   } catch (error) {
     if (error instanceof UsageError) {

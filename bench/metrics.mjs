@@ -1,0 +1,74 @@
+// serverMetrics() on a server's 10,000 short connections against the same server without it, per
+// trace source (the destroy multicast everyone has; BPF where privileged): runs in rotating order,
+// each in a fresh process (bench/metrics-child.mjs), medians compared, wall time and process CPU.
+import { spawn, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+
+const require = createRequire(import.meta.url);
+const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
+
+/**
+ * Each run in a network namespace of its own where it can make one (root): the TIME_WAIT sockets
+ * earlier runs left, which every later sock_diag lookup and socket free walks past, go with it.
+ */
+const ownNetns = process.getuid?.() === 0 && spawnSync('unshare', ['-n', 'true']).status === 0;
+
+function runChild(variant, host, { count, concurrency, warmup }) {
+  const args = [path.join(benchDir, 'metrics-child.mjs'), variant, host, String(count), String(concurrency), String(warmup)];
+  const child = ownNetns
+    ? spawn('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject).on('close', (status) => {
+      if (status !== 0) reject(new Error(`metrics-child.mjs ${variant} exited with ${status}`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()));
+    });
+  });
+}
+
+export async function benchMetrics({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3 } = {}) {
+  const why = require('../dist/trace/bpf-source.js').bpfUnavailable();
+  const variants = ['plain', 'destroy-multicast', ...(why === undefined ? ['bpf'] : [])];
+  const ms = Object.fromEntries(variants.map((v) => [v, []]));
+  const cpu = Object.fromEntries(variants.map((v) => [v, []]));
+  const counts = {};
+  for (let i = 0; i < rounds; i++) {
+    for (let j = 0; j < variants.length; j++) {
+      const variant = variants[(i + j) % variants.length];
+      const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${20 + variants.length * i + j}`, { count, concurrency, warmup });
+      ms[variant].push(result.ms);
+      cpu[variant].push(result.cpuMs);
+      if (result.counts) counts[variant] ??= result.counts;
+    }
+  }
+  const m = Object.fromEntries(variants.map((v) => [v, median(ms[v])]));
+  const c = Object.fromEntries(variants.map((v) => [v, median(cpu[v])]));
+  const perConnection = (value) => `${((value * 1000) / count).toFixed(1)} µs`;
+  const row = (variant) => {
+    const ratio = m[variant] / m.plain;
+    const target = TARGETS[variant];
+    return [`${count} connections, serverMetrics(), ${variant}`, fmt(m[variant], 'ms'), fmt(m.plain, 'ms'), `${ratio.toFixed(2)}x`, `${(c[variant] / c.plain).toFixed(2)}x`, perConnection(m[variant] - m.plain), `<= ${target}x`, verdict(ratio, target)];
+  };
+  const rows = [['operation', 'time', 'without', 'ratio', 'CPU ratio', 'per connection', 'target', ''], ...variants.slice(1).map(row)];
+  const shown = (o) => Object.entries(o).filter(([, n]) => n !== 0).map(([k, n]) => `${k} ${n}`).join(', ');
+  const notes = [
+    `Each connection: connect, 5-byte request, 5-byte response and the server's end(), the client's end (the server's side goes to TIME_WAIT); ${concurrency} at a time, server and clients in one process${ownNetns ? ', each run in a network namespace of its own' : ''}; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections; medians of ${rounds} runs each, in rotating order, each run a fresh process. "CPU ratio": the process's user + system CPU over the same span.`,
+    ...variants.slice(1).map((v) => `${v}: what was counted (first run, after every end came) ${shown(counts[v])}.`),
+    ...(why !== undefined ? [`bpf: not run here: ${why}`] : []),
+    `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${ms[v].map((x) => x.toFixed(0)).join(', ')}`).join('; ')}.`,
+  ];
+  return { rows, notes };
+}
+
+// `node bench/metrics.mjs [rounds]` runs this benchmark alone (after `npm run build`).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`finwait benchmarks — ${machine()}\n`);
+  const { rows, notes } = await benchMetrics({ rounds: Number(process.argv[2] ?? 3) });
+  console.log(table(rows));
+  for (const note of notes) console.log(`\n  ${note}`);
+}

@@ -1,0 +1,244 @@
+/**
+ * Always-on close metrics for a server: the outcome of every connection it accepts (graceful,
+ * reset sent, reset received, timed out, …), counted per label (the listener by default, or what
+ * the application names, e.g. a route), from the kernel's own account of each end
+ * (`traceConnections()`), and published on `diagnostics_channel` for a metrics library to export.
+ *
+ * Per connection it costs a few getsockopt calls when the connection is accepted (its cookie) and
+ * a Map lookup when it ends. One trace serves every server of the process.
+ */
+import dc from 'node:diagnostics_channel';
+import type net from 'node:net';
+import { native } from './binding';
+import { ID_RECORD, recordCookie } from './diag';
+import { invalidArgType } from './errors';
+import { handleFd } from './fd';
+import { TRACE_OUTCOMES, type ConnectionEnd, type TraceOutcome, type TraceSourceName } from './trace/ends';
+import { checkOptions, startTrace, type ConnectionTrace, type TraceOptions } from './trace/trace';
+
+/** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */
+export const END_CHANNEL = 'finwait:connection:end';
+
+/** What is published on `END_CHANNEL`. */
+export interface ConnectionEndMessage {
+  server: net.Server;
+  /** The connection's label (`ServerMetricsOptions.label`; the listener's `address:port` by default). */
+  label: string;
+  /** The end's outcome, told with what Node saw where the kernel's account could not (see `because`). */
+  outcome: TraceOutcome;
+  because: string;
+  end: ConnectionEnd;
+}
+
+/** What `serverMetrics()` counts under, and the trace it uses. */
+export interface ServerMetricsOptions {
+  /**
+   * The label a connection is counted under, asked once when Node closes the socket (so that
+   * what the application learnt of it, e.g. its last route, can name it). Default: the
+   * listener's `address:port`.
+   */
+  label?: (socket: net.Socket) => string;
+  /** The trace's source (see `traceConnections()`); the first `serverMetrics()` of the process chooses it. */
+  source?: TraceSourceName;
+  /** Sampling interval of the `'destroy-multicast'` source, in ms. */
+  interval?: number;
+}
+
+/** A count per outcome. */
+export type OutcomeCounts = Record<TraceOutcome, number>;
+
+/** The counts of one server's connections by how they ended (see `serverMetrics()`). */
+export interface ServerMetrics {
+  /** The source the counts come from (`'bpf'` tells every outcome; `'destroy-multicast'` counts some as `'unknown'`). */
+  readonly source: TraceSourceName;
+  /** Why not `'bpf'`, when it was chosen. */
+  readonly reason?: string;
+  /** Ends counted so far, by outcome. */
+  readonly counts: Readonly<OutcomeCounts>;
+  /** The same by label. */
+  readonly byLabel: ReadonlyMap<string, Readonly<OutcomeCounts>>;
+  /** Connections accepted and not ended yet (in the kernel: a TIME_WAIT or an orphan ends later than Node's 'close'). */
+  readonly pending: number;
+  /** Stops counting this server (its pending connections are not counted). */
+  close(): void;
+}
+
+interface Tracked {
+  metrics: Metrics;
+  /** Until Node's 'close': the socket, to be labelled then. */
+  socket: net.Socket | undefined;
+  /** The listener's `address:port`, read when the connection was accepted (Node forgets it at 'close'). */
+  listener: string;
+  label: string | undefined;
+  /** What Node saw, read at its 'close' (or at the end, if the kernel's account came first). */
+  node: NodeFacts | undefined;
+}
+
+/** What Node's socket saw of the end. */
+export interface NodeFacts {
+  /** 'end' was emitted: the peer's FIN came after every byte it sent was read. */
+  peerEnded: boolean;
+  /** The code of the error the socket was destroyed with, if any. */
+  errorCode: string | undefined;
+}
+
+function nodeFacts(socket: net.Socket): NodeFacts {
+  const errored = (socket as net.Socket & { errored?: { code?: unknown } | null }).errored;
+  return { peerEnded: socket.readableEnded, errorCode: typeof errored?.code === 'string' ? errored.code : undefined };
+}
+
+/**
+ * The outcome of an end the kernel's account left `'unknown'` (sampled states see no error),
+ * told by what Node saw: an error Node reported names the RST or timeout; a connection whose peer
+ * closed first, all of it read ('end'), and freed with nothing unacknowledged was closed with a
+ * FIN that was acknowledged (unread data, the one cause of an RST at close, cannot follow 'end').
+ */
+export function refineOutcome(end: ConnectionEnd, node: NodeFacts | undefined): { outcome: TraceOutcome; because: string } {
+  if (end.outcome !== 'unknown' || node === undefined) return { outcome: end.outcome, because: end.because };
+  if (node.errorCode === 'ECONNRESET' || node.errorCode === 'EPIPE') return { outcome: 'reset-received', because: `Node's socket failed with ${node.errorCode}` };
+  if (node.errorCode === 'ETIMEDOUT') return { outcome: 'timed-out', because: "Node's socket failed with ETIMEDOUT" };
+  const unacked = end.counters?.unackedBytes ?? end.counters?.unackedSegments;
+  if (node.peerEnded && node.errorCode === undefined && unacked === 0) {
+    return { outcome: 'graceful', because: "the peer closed first ('end': all it sent was read), and the kernel freed the socket with our FIN acknowledged" };
+  }
+  return { outcome: end.outcome, because: end.because };
+}
+
+function zero(): OutcomeCounts {
+  return Object.fromEntries(TRACE_OUTCOMES.map((o) => [o, 0])) as OutcomeCounts;
+}
+
+const channel = dc.channel(END_CHANNEL);
+/** Connections of every counted server, by cookie (16 hex digits). */
+const tracked = new Map<string, Tracked>();
+let shared: ConnectionTrace | undefined;
+let users = 0;
+
+function onEnd(end: ConnectionEnd): void {
+  const t = tracked.get(end.cookie);
+  if (t === undefined) return;
+  tracked.delete(end.cookie);
+  t.metrics.count(t, end);
+}
+
+class Metrics implements ServerMetrics {
+  readonly source: TraceSourceName;
+  readonly reason?: string;
+  readonly counts = zero();
+  readonly byLabel = new Map<string, OutcomeCounts>();
+  #pending = 0;
+  #closed = false;
+  readonly #server: net.Server;
+  readonly #label: ((socket: net.Socket) => string) | undefined;
+  readonly #onConnection: (socket: net.Socket) => void;
+  readonly #record = new Uint8Array(ID_RECORD);
+  #listenerKey: string | undefined;
+  readonly #onListening = (): void => {
+    this.#listenerKey = undefined;
+  };
+
+  constructor(server: net.Server, trace: ConnectionTrace, label: ((socket: net.Socket) => string) | undefined) {
+    this.#server = server;
+    this.#label = label;
+    this.source = trace.source;
+    if (trace.reason !== undefined) this.reason = trace.reason;
+    this.#onConnection = (socket) => this.#accept(socket);
+    // TLS servers emit 'secureConnection' for the TLS socket; the TCP socket comes with 'connection'.
+    server.on('connection', this.#onConnection);
+    server.on('listening', this.#onListening);
+  }
+
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** The listener's `address:port`: getsockname(2) once per listen, not per connection. */
+  #listener(): string {
+    if (this.#listenerKey !== undefined) return this.#listenerKey;
+    const address = this.#server.address();
+    this.#listenerKey = typeof address === 'string' ? address : address === null ? '?' : `${address.address}:${address.port}`;
+    return this.#listenerKey;
+  }
+
+  #accept(socket: net.Socket): void {
+    let cookie: string | undefined;
+    try {
+      // The socket's cookie, as the kernel's events name it.
+      native().sockDiagId(handleFd(socket), this.#record);
+      cookie = recordCookie(this.#record);
+    } catch {
+      // Closed before it could be read (reset at once): nothing of it can be matched.
+    }
+    if (cookie === undefined) return;
+    const t: Tracked = { metrics: this, socket, listener: this.#listener(), label: undefined, node: undefined };
+    tracked.set(cookie, t);
+    this.#pending++;
+    socket.once('close', () => {
+      t.label = this.#labelOf(t);
+      t.node = nodeFacts(socket);
+      t.socket = undefined;
+    });
+  }
+
+  #labelOf(t: Tracked): string {
+    if (this.#label !== undefined && t.socket !== undefined) {
+      try {
+        const label = this.#label(t.socket);
+        if (typeof label === 'string') return label;
+      } catch {
+        // A label function that throws must not cost the count.
+      }
+    }
+    return t.listener;
+  }
+
+  count(t: Tracked, end: ConnectionEnd): void {
+    this.#pending--;
+    // The kernel freed it before Node's 'close' (an RST): label it now.
+    const label = t.label ?? this.#labelOf(t);
+    const { outcome, because } = refineOutcome(end, t.node ?? (t.socket !== undefined ? nodeFacts(t.socket) : undefined));
+    this.counts[outcome]++;
+    let by = this.byLabel.get(label);
+    if (by === undefined) this.byLabel.set(label, (by = zero()));
+    by[outcome]++;
+    if (channel.hasSubscribers) channel.publish({ server: this.#server, label, outcome, because, end } satisfies ConnectionEndMessage);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.off('connection', this.#onConnection);
+    this.#server.off('listening', this.#onListening);
+    for (const [cookie, t] of tracked) if (t.metrics === this) tracked.delete(cookie);
+    this.#pending = 0;
+    if (--users === 0) {
+      shared?.close();
+      shared = undefined;
+    }
+  }
+}
+
+/**
+ * Counts the outcome of every connection `server` accepts from now on, as the kernel saw it end
+ * (see `traceConnections()`), and publishes each on `END_CHANNEL`. The trace is shared by every
+ * server of the process and does not keep the process alive.
+ */
+export function serverMetrics(server: net.Server, options: ServerMetricsOptions = {}): ServerMetrics {
+  if (typeof server !== 'object' || server === null || typeof (server as net.Server).on !== 'function' || typeof (server as net.Server).listen !== 'function') {
+    throw invalidArgType('server', 'a net.Server (http, https, http2 or net)', server);
+  }
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+  if (options.label !== undefined && typeof options.label !== 'function') throw invalidArgType('options.label', 'a function', options.label);
+  if (shared === undefined) {
+    const traceOptions: TraceOptions = {};
+    if (options.source !== undefined) traceOptions.source = options.source;
+    if (options.interval !== undefined) traceOptions.interval = options.interval;
+    // The server's own sockets are matched by cookie: no process lookup is needed.
+    traceOptions.owners = false;
+    // Only the servers' connections are followed; every other socket's events are dropped at once.
+    // Counting needs each end's last state and error, not the path: the BPF program writes only the ends.
+    shared = startTrace(onEnd, checkOptions(traceOptions), (cookie) => tracked.has(cookie), true).unref();
+  }
+  users++;
+  return new Metrics(server, shared, options.label);
+}

@@ -1,0 +1,69 @@
+/**
+ * The privileged source of `traceConnections()`: the BPF program on the `inet_sock_set_state`
+ * tracepoint (src/bpf.ts), whose records become observations: every transition of every TCP
+ * socket on the host, with its namespace, `sk_err`, the process current at the transition, and
+ * the socket's counters.
+ */
+import { openStateChanges, stateChangesUnavailable, type StateChange } from '../bpf';
+import type { Observation } from './ends';
+
+function hex(cookie: bigint): string {
+  return cookie.toString(16).padStart(16, '0');
+}
+
+/** Why the BPF source cannot run here, or `undefined` when it can. */
+export function bpfUnavailable(): string | undefined {
+  return stateChangesUnavailable();
+}
+
+function observationOf(c: StateChange): Observation {
+  return {
+    cookie: hex(c.cookie),
+    netns: hex(c.netnsCookie),
+    family: c.family,
+    local: { address: c.localAddress, port: c.localPort },
+    remote: { address: c.remoteAddress, port: c.remotePort },
+    state: c.to,
+    from: c.from,
+    time: Number(c.time) / 1e6,
+    error: c.error,
+    pid: c.pid,
+    comm: c.comm,
+    counters: {
+      retransmits: c.retransmits,
+      unackedBytes: c.unackedBytes,
+      bytesReceived: Number(c.bytesReceived),
+      bytesAcked: Number(c.bytesAcked),
+    },
+  };
+}
+
+/**
+ * Opens the BPF stream (coded errors: `EPERM` without the privilege, `ENOTSUP` where it cannot
+ * load). `only(cookie)` drops other sockets' records before any work; `closeOnly` has the program
+ * write only the ends.
+ */
+export function openBpf(
+  observe: (o: Observation) => void,
+  only?: (cookie: string) => boolean,
+  closeOnly = false,
+): { readonly lost: number; readonly samples: number; close(): void } {
+  const stream = openStateChanges(
+    (changes) => {
+      for (const c of changes) {
+        const o = observationOf(c);
+        if (only === undefined || only(o.cookie)) observe(o);
+      }
+    },
+    { closeOnly },
+  );
+  // Whether the process stays alive is the trace's to say (ConnectionTrace.ref()/unref()).
+  stream.unref();
+  return {
+    get lost() {
+      return stream.lost;
+    },
+    samples: 0,
+    close: () => stream.close(),
+  };
+}

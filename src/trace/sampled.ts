@@ -1,0 +1,197 @@
+/**
+ * The unprivileged source of `traceConnections()`: the sock_diag destroy multicast of this
+ * network namespace (one message for every full TCP socket freed here, with its cookie, its
+ * 4-tuple unless already cleared, and its final `tcp_info`) and a sock_diag dump every
+ * `interval` ms, which samples the states in between and finds who holds each socket.
+ * It sees no error (`sk_err`) and no state a socket passes through between two samples.
+ */
+import { debuglog } from 'node:util';
+import { native, type NativeEventsSocket, type NativeFdPoll } from '../binding';
+import { INET_DIAG_INFO, messageAttribute, messageCookie, messageEntry, sockets, type SocketEntry } from '../diag';
+import { decodeTcpInfo } from '../tcp-info';
+import type { TcpState } from '../states';
+import { socketOwners } from '../processes';
+import type { EndCounters, Observation } from './ends';
+
+const debug = debuglog('finwait');
+
+/** SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY (linux/sock_diag.h). */
+const GROUP_V4 = 1;
+const GROUP_V6 = 3;
+const ENOBUFS = 105;
+/** Asked of SO_RCVBUF (capped at net.core.rmem_max): a host closing many connections at once sends a burst. */
+const RCVBUF = 8 << 20;
+const SLOTS = 64;
+const SLOT = 1024;
+/** Reads per readable turn at most: a flood must not hold the event loop. */
+const READS_PER_TURN = 64;
+/**
+ * States sampled: not TIME_WAIT (looked up when a connection ends). Listeners only to know their
+ * cookies: a listener's destroy message (its address kept, the remote cleared) is no connection's end.
+ */
+const SAMPLED: readonly TcpState[] = ['LISTEN', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE_WAIT', 'LAST_ACK', 'CLOSING'];
+
+export interface SampledSource {
+  /** Samples taken so far. */
+  readonly samples: number;
+  /** Messages the kernel dropped because the receive buffer was full (their connections' ends are not reported). */
+  readonly lost: number;
+  close(): void;
+}
+
+/** The cookie as `SocketEntry.cookie` writes it, from `messageCookie()`'s key. */
+function hexCookie(key: number | string): string {
+  return typeof key === 'string' ? key : key.toString(16).padStart(16, '0');
+}
+
+export function openSampled(
+  observe: (o: Observation) => void,
+  options: { interval: number | undefined; owners: boolean; now: () => number; only?: ((cookie: string) => boolean) | undefined },
+): SampledSource {
+  const only = options.only;
+  const n = native();
+  if (n.SockDiagEventsSocket === undefined || n.sockDiagJoin === undefined || n.sockDiagReadEvents === undefined) {
+    throw Object.assign(new Error('this build of the addon has no sock_diag events'), { code: 'ENOTSUP' });
+  }
+  const socket: NativeEventsSocket = new n.SockDiagEventsSocket(null, RCVBUF);
+  const buffer = new Uint8Array(SLOTS * SLOT);
+  const view = new DataView(buffer.buffer);
+  const lengths = new Int32Array(SLOTS);
+  /** The state each socket had in the last sample, by cookie: a sample observes only what changed. */
+  let seen = new Map<string, TcpState>();
+  /** Owners found, by cookie (a socket is looked up once, when first sampled with an inode), and the sample that last saw it. */
+  const owners = new Map<string, { pid: number; comm?: string; sample: number }>();
+  let samples = 0;
+  let lost = 0;
+  let closed = false;
+  let poll: NativeFdPoll | undefined;
+
+  const onReadable = (): void => {
+    try {
+      for (let reads = 0; reads < READS_PER_TURN && !closed; reads++) {
+        const count = n.sockDiagReadEvents!(socket.fd, buffer, lengths);
+        if (count === 0) return;
+        if (count === -ENOBUFS) {
+          lost++;
+          continue;
+        }
+        const time = options.now();
+        for (let i = 0; i < count && !closed; i++) {
+          const off = i * SLOT;
+          const length = Math.abs(lengths[i]!);
+          const key = messageCookie(view, off, length);
+          if (key === undefined) continue;
+          const cookie = hexCookie(key);
+          // Another socket's end, for a caller that wants a few: nothing is decoded.
+          if (only !== undefined && !only(cookie)) continue;
+          const entry = messageEntry(view, off);
+          const before = seen.get(cookie);
+          if (before === 'LISTEN') {
+            seen.delete(cookie);
+            continue;
+          }
+          seen.delete(cookie);
+          const found = owners.get(cookie);
+          owners.delete(cookie);
+          const owner = found && { pid: found.pid, ...(found.comm !== undefined ? { comm: found.comm } : {}) };
+          observe({
+            cookie,
+            family: entry.family,
+            ...(entry.local.port !== 0 ? { local: entry.local, remote: entry.remote } : {}),
+            state: 'CLOSE',
+            ...(before !== undefined ? { from: before } : {}),
+            time,
+            ...(owner !== undefined ? { holder: owner } : {}),
+            ...countersOf(view, off, length),
+          });
+        }
+      }
+    } catch (error) {
+      debug('trace: reading the destroy multicast failed: %s', (error as Error).message);
+      lost++;
+    }
+  };
+
+  const sample = (): void => {
+    let entries: SocketEntry[];
+    try {
+      entries = sockets({ states: SAMPLED });
+    } catch (error) {
+      debug('trace: sample failed: %s', (error as Error).message);
+      return;
+    }
+    const time = options.now();
+    samples++;
+    const next = new Map<string, TcpState>();
+    const wanted = new Map<number, string>();
+    for (const e of entries) {
+      if (only !== undefined && e.state !== 'LISTEN' && !only(e.cookie)) continue;
+      next.set(e.cookie, e.state);
+      if (e.state === 'LISTEN') continue;
+      const owner = owners.get(e.cookie);
+      if (owner !== undefined) owner.sample = samples;
+      if (seen.get(e.cookie) === e.state) continue;
+      if (options.owners && e.inode !== 0 && !owners.has(e.cookie)) wanted.set(e.inode, e.cookie);
+      observe({ cookie: e.cookie, family: e.family, local: e.local, remote: e.remote, state: e.state, time });
+    }
+    seen = next;
+    if (wanted.size > 0) {
+      const found = socketOwners(new Set(wanted.keys()));
+      for (const [inode, list] of found.byInode) {
+        const cookie = wanted.get(inode);
+        const owner = list[0];
+        if (cookie !== undefined && owner !== undefined) owners.set(cookie, { pid: owner.pid, ...(owner.comm !== undefined ? { comm: owner.comm } : {}), sample: samples });
+      }
+    }
+    // An owner is kept while its socket is sampled, and a little after: a socket handed over to a
+    // TIME_WAIT is no longer sampled, and its destroy message can come after the next sample.
+    for (const [cookie, owner] of owners) if (samples - owner.sample > 2) owners.delete(cookie);
+  };
+
+  try {
+    n.sockDiagJoin(socket.fd, GROUP_V4);
+    n.sockDiagJoin(socket.fd, GROUP_V6);
+    poll = new n.FdPoll(socket.fd, (status) => (status < 0 ? debug('trace: poll %d', status) : onReadable()));
+  } catch (error) {
+    socket.close();
+    throw error;
+  }
+  // Without an interval, nothing is sampled (a caller that needs only the ends: a dump walks the
+  // whole socket table of the namespace, TIME_WAIT included, however few it lists).
+  let timer: NodeJS.Timeout | undefined;
+  if (options.interval !== undefined) {
+    sample();
+    timer = setInterval(sample, options.interval);
+    timer.unref();
+  }
+  return {
+    get lost() {
+      return lost;
+    },
+    get samples() {
+      return samples;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      if (timer !== undefined) clearInterval(timer);
+      poll?.close();
+      socket.close();
+    },
+  };
+}
+
+/** The final counters in a destroy message's `tcp_info`. */
+function countersOf(view: DataView, off: number, length: number): { counters?: EndCounters } {
+  const info = messageAttribute(view, off, length, INET_DIAG_INFO);
+  if (info === undefined) return {};
+  const t = decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]);
+  return {
+    counters: {
+      retransmits: t.totalRetrans,
+      unackedSegments: t.unacked,
+      bytesReceived: t.bytesReceived ?? 0,
+      bytesAcked: t.bytesAcked ?? 0,
+    },
+  };
+}

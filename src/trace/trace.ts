@@ -1,0 +1,159 @@
+/**
+ * `traceConnections()`: how every TCP connection on the host ends, as it ends, from the best
+ * kernel event source this process may use. With CAP_BPF and CAP_PERFMON (or root) that is a BPF
+ * program on the `inet_sock_set_state` tracepoint: every transition of every connection in every
+ * network namespace, with `sk_err`; without, the sock_diag destroy multicast of this network
+ * namespace, with states sampled in between.
+ */
+import { invalidArgType, outOfRange } from '../errors';
+import { EndTracker, settle, type ConnectionEnd, type Observation, type TraceSourceName } from './ends';
+import { SuccessorLookup } from './successors';
+import { NamespaceIndex, homeNetns } from './netns';
+import { openSampled } from './sampled';
+import { bpfUnavailable, openBpf } from './bpf-source';
+
+/** How `traceConnections()` listens. */
+export interface TraceOptions {
+  /**
+   * `'bpf'` (needs CAP_BPF and CAP_PERFMON, or root) or `'destroy-multicast'` (no privilege; this
+   * network namespace only). Default: `'bpf'` where it can run, else `'destroy-multicast'`
+   * (`ConnectionTrace.reason` says why).
+   */
+  source?: TraceSourceName;
+  /** Milliseconds between two sock_diag samples of the states, for `'destroy-multicast'`. Default 1000, at least 10. */
+  interval?: number;
+  /** Look up the process holding each socket in /proc (`'destroy-multicast'` only; BPF sees the process that closed it). Default true. */
+  owners?: boolean;
+}
+
+/** A running trace. */
+export interface ConnectionTrace {
+  readonly source: TraceSourceName;
+  /** Why the source is not `'bpf'`, when it was chosen (not asked for). */
+  readonly reason?: string;
+  /** Events the kernel dropped because the reader fell behind: connections whose end is not reported. */
+  readonly lost: number;
+  /** Connections followed now (seen changing state, not ended yet). */
+  readonly following: number;
+  /** sock_diag samples of the states taken so far (`'destroy-multicast'`; 0 for `'bpf'`, which samples nothing). */
+  readonly samples: number;
+  /** Stops tracing; idempotent. */
+  close(): void;
+  /** The trace keeps the process alive while open (as a server does); `unref()` lets it exit. */
+  unref(): this;
+  /** Keeps the process alive while the trace is open again (the default). */
+  ref(): this;
+}
+
+const SOURCES: readonly TraceSourceName[] = ['bpf', 'destroy-multicast'];
+
+type CheckedOptions = Required<TraceOptions> & { sourceGiven: boolean };
+
+/** @internal */
+export function checkOptions(options: unknown): CheckedOptions {
+  if (options === undefined) options = {};
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+  const { source, interval = 1000, owners = true } = options as TraceOptions;
+  if (source !== undefined && !SOURCES.includes(source)) throw outOfRange('options.source', `one of ${SOURCES.join(', ')}`, source);
+  if (typeof interval !== 'number' || !Number.isFinite(interval)) throw invalidArgType('options.interval', 'a number of milliseconds', interval);
+  if (interval < 10 || interval > 2 ** 31 - 1) throw outOfRange('options.interval', '>= 10 and <= 2147483647', interval);
+  if (typeof owners !== 'boolean') throw invalidArgType('options.owners', 'a boolean', owners);
+  return { source: source ?? 'bpf', interval, owners, sourceGiven: source !== undefined };
+}
+
+/**
+ * Calls `onEnd` once for each TCP connection whose full socket is freed while the trace runs
+ * (and, where a TIME_WAIT took over, with it on the path). Throws a coded error when the source
+ * asked for cannot run (`EPERM` without the privilege BPF needs, `ENOTSUP` off Linux or without
+ * the native part).
+ */
+export function traceConnections(onEnd: (end: ConnectionEnd) => void, options?: TraceOptions): ConnectionTrace {
+  if (typeof onEnd !== 'function') throw invalidArgType('onEnd', 'a function', onEnd);
+  return startTrace(onEnd, checkOptions(options));
+}
+
+/**
+ * @internal `traceConnections()` with checked options; `only(cookie)` keeps the sockets followed
+ * (a caller that wants a few connections of its own spares the rest their bookkeeping), and
+ * `endsOnly` has the BPF program report only the ends (paths are then the last state and CLOSE),
+ * and the destroy multicast sample nothing.
+ */
+export function startTrace(
+  onEnd: (end: ConnectionEnd) => void,
+  o: CheckedOptions,
+  only?: (cookie: string) => boolean,
+  endsOnly = false,
+): ConnectionTrace {
+  let source: TraceSourceName = o.source;
+  let reason: string | undefined;
+  if (source === 'bpf' && !o.sourceGiven) {
+    // Asked for by name, opening it below throws its coded error instead.
+    reason = bpfUnavailable();
+    if (reason !== undefined) source = 'destroy-multicast';
+  }
+  const tracker = new EndTracker(source);
+  const home = homeNetns();
+  const namespaces = new NamespaceIndex();
+  let closed = false;
+  /** Namespaces seen: each is named when first seen, while it exists (a lab's may be gone by the end). */
+  const seenNetns = new Set<string>([home]);
+  const deliver = (end: ConnectionEnd): void => {
+    if (end.netns !== undefined && end.netns !== home) {
+      const name = namespaces.nameOf(end.netns);
+      if (name !== undefined) end.netnsName = name;
+    }
+    onEnd(end);
+  };
+  const errorSeen = source === 'bpf';
+  const successors = new SuccessorLookup(home, namespaces, (end, successor, overflowed) => {
+    if (!closed) deliver(settle(end, successor, errorSeen, overflowed));
+  });
+  const observe = (obs: Observation): void => {
+    if (closed) return;
+    if (obs.netns !== undefined && !seenNetns.has(obs.netns)) {
+      if (seenNetns.size > 4096) seenNetns.clear();
+      seenNetns.add(obs.netns);
+      namespaces.find(obs.netns);
+    }
+    const result = tracker.observe(obs);
+    if (result === undefined) return;
+    if ('checkTimeWait' in result) successors.add(result.end);
+    else deliver(result);
+  };
+  const now = (): number => performance.now();
+  // Ends only: nothing to sample either.
+  const interval = endsOnly ? undefined : o.interval;
+  const running = source === 'bpf' ? openBpf(observe, only, endsOnly) : openSampled(observe, { interval, owners: o.owners, now, only });
+  // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
+  const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+  const trace: ConnectionTrace = {
+    source,
+    ...(reason !== undefined ? { reason } : {}),
+    get lost() {
+      return running.lost;
+    },
+    get following() {
+      return tracker.size;
+    },
+    get samples() {
+      return running.samples;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(keepAlive);
+      running.close();
+      successors.close();
+      tracker.clear();
+    },
+    unref() {
+      keepAlive.unref();
+      return trace;
+    },
+    ref() {
+      keepAlive.ref();
+      return trace;
+    },
+  };
+  return trace;
+}

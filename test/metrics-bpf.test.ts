@@ -1,0 +1,58 @@
+/**
+ * serverMetrics() on the BPF source (a file of its own: the first serverMetrics() of a process
+ * chooses the trace's source): each outcome as the kernel saw it, with the program writing only
+ * the ends.
+ */
+import { once } from 'node:events';
+import net from 'node:net';
+import { describe, expect } from 'vitest';
+import { queues, serverMetrics } from '../src/index';
+import { bpfUnavailable } from '../src/trace/bpf-source';
+import { itNeeds, waitFor, type Availability } from './helpers';
+
+function bpf(): Availability {
+  const why = bpfUnavailable();
+  return why === undefined ? { ok: true } : { ok: false, reason: why };
+}
+
+describe('serverMetrics() on BPF', () => {
+  itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, 'graceful, reset-sent and reset-received, each counted once, from the ends alone', async () => {
+    let unreadCloses = 0;
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+      socket.on('error', () => {});
+      // The first connection is closed with its request unread (the kernel resets it); the others answered.
+      if (unreadCloses++ === 0) {
+        void waitFor('the request unread', () => (queues(socket).unread > 0 ? true : undefined)).then(() => socket.destroy());
+      } else {
+        socket.resume();
+        socket.end('bye');
+      }
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const metrics = serverMetrics(server, { source: 'bpf' });
+    try {
+      expect(metrics.source).toBe('bpf');
+      const unread = net.connect(port, '127.0.0.1');
+      unread.on('error', () => {});
+      unread.write('request');
+      // (once() would reject on the ECONNRESET this client gets.)
+      await new Promise((resolve) => unread.on('close', resolve));
+      const answered = net.connect(port, '127.0.0.1');
+      answered.resume();
+      await once(answered, 'close');
+      // The client resets a connection the server holds.
+      const reset = net.connect(port, '127.0.0.1');
+      await once(reset, 'connect');
+      await waitFor('the server took it', () => (metrics.pending === 1 ? true : undefined));
+      reset.resetAndDestroy();
+      await waitFor('three ends counted', () => (Object.values(metrics.counts).reduce((a, b) => a + b, 0) === 3 ? true : undefined));
+      expect(metrics.counts).toMatchObject({ graceful: 1, 'reset-sent': 1, 'reset-received': 1, unknown: 0 });
+      expect(metrics.pending).toBe(0);
+    } finally {
+      metrics.close();
+      server.close();
+    }
+  });
+});

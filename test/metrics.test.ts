@@ -1,0 +1,134 @@
+/**
+ * serverMetrics() on real loopback connections: each connection a server accepts is counted once
+ * by the outcome the kernel's account of its end gives, under its label, and published on
+ * END_CHANNEL. The source every user has (the destroy multicast) is used here; the BPF source's
+ * exact outcomes are tested with the trace (test/trace/bpf-trace.test.ts).
+ */
+import dc from 'node:diagnostics_channel';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { END_CHANNEL, serverMetrics, type ConnectionEndMessage, type ServerMetrics } from '../src/index';
+import { waitFor } from './helpers';
+
+const opened: { metrics?: ServerMetrics; server?: net.Server }[] = [];
+afterEach(() => {
+  for (const o of opened.splice(0)) {
+    o.metrics?.close();
+    o.server?.close();
+  }
+});
+
+async function listen(server: net.Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as net.AddressInfo).port;
+}
+
+function total(m: ServerMetrics): number {
+  return Object.values(m.counts).reduce((a, b) => a + b, 0);
+}
+
+describe('serverMetrics()', () => {
+  it('counts every connection of a server once, when the kernel frees it, under the listener, and publishes each end', async () => {
+    const server = net.createServer((socket) => socket.end('bye'));
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast', interval: 20 });
+    opened.push({ metrics, server });
+    const published: ConnectionEndMessage[] = [];
+    const onMessage = (m: unknown): void => void published.push(m as ConnectionEndMessage);
+    dc.subscribe(END_CHANNEL, onMessage);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const c = net.connect(port, '127.0.0.1');
+        c.resume();
+        await once(c, 'close');
+      }
+      await waitFor('five ends counted', () => (total(metrics) === 5 ? true : undefined));
+      expect(metrics.pending).toBe(0);
+      // The server closed first: each end went through TIME_WAIT, which the trace looks up.
+      expect(metrics.counts.graceful).toBe(5);
+      expect([...metrics.byLabel.keys()]).toEqual([`127.0.0.1:${port}`]);
+      expect(published).toHaveLength(5);
+      expect(published[0]).toMatchObject({ server, label: `127.0.0.1:${port}`, outcome: 'graceful', end: { local: { port } } });
+      expect(metrics.source).toBe('destroy-multicast');
+    } finally {
+      dc.unsubscribe(END_CHANNEL, onMessage);
+    }
+  });
+
+  it('labels by what the application says (here the last route), asked when Node closes the socket', async () => {
+    const routes = new WeakMap<net.Socket, string>();
+    const server = http.createServer((req, res) => {
+      routes.set(req.socket, req.url!);
+      res.setHeader('connection', 'close');
+      res.end('ok');
+    });
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast', interval: 20, label: (socket) => routes.get(socket) ?? 'none' });
+    opened.push({ metrics, server });
+    for (const path of ['/a', '/b', '/a']) {
+      await new Promise<void>((resolve, reject) => {
+        http.get({ port, host: '127.0.0.1', path, agent: false }, (res) => res.resume().on('end', resolve)).on('error', reject);
+      });
+    }
+    await waitFor('three ends counted', () => (total(metrics) === 3 ? true : undefined));
+    const byLabel = Object.fromEntries([...metrics.byLabel].map(([label, counts]) => [label, Object.values(counts).reduce((a, b) => a + b, 0)]));
+    expect(byLabel).toEqual({ '/a': 2, '/b': 1 });
+  });
+
+  it('a client that closes first: graceful from what Node saw (all read, then the FIN) and the kernel freeing it acknowledged', async () => {
+    const server = net.createServer((socket) => {
+      socket.resume();
+      socket.on('end', () => socket.end());
+    });
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast', interval: 20 });
+    opened.push({ metrics, server });
+    const published: ConnectionEndMessage[] = [];
+    const onMessage = (m: unknown): void => void published.push(m as ConnectionEndMessage);
+    dc.subscribe(END_CHANNEL, onMessage);
+    try {
+      const c = net.connect(port, '127.0.0.1');
+      c.resume();
+      c.end('request');
+      await once(c, 'close');
+      await waitFor('the end counted', () => (total(metrics) === 1 ? true : undefined));
+      expect(metrics.counts.graceful).toBe(1);
+      expect(published[0]!.because).toMatch(/the peer closed first|LAST_ACK/);
+    } finally {
+      dc.unsubscribe(END_CHANNEL, onMessage);
+    }
+  });
+
+  it('an RST the client sends is never counted graceful; close() stops counting', async () => {
+    const server = net.createServer((socket) => socket.on('error', () => {}));
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast', interval: 20 });
+    opened.push({ metrics, server });
+    const accepted = once(server, 'connection');
+    const c = net.connect(port, '127.0.0.1');
+    await once(c, 'connect');
+    await accepted;
+    c.resetAndDestroy();
+    await waitFor('the end counted', () => (total(metrics) === 1 ? true : undefined));
+    expect(metrics.counts.graceful).toBe(0);
+    // Node saw the RST (ECONNRESET on the accepted socket): that names it.
+    expect(metrics.counts['reset-received']).toBe(1);
+    metrics.close();
+    metrics.close();
+    const d = net.connect(port, '127.0.0.1');
+    d.resume();
+    await once(d, 'connect');
+    d.end();
+    await once(d, 'close');
+    expect(total(metrics)).toBe(1);
+  });
+
+  it('bad arguments are coded errors', () => {
+    expect(() => serverMetrics({} as net.Server)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => serverMetrics(net.createServer(), { label: 'x' as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => serverMetrics(net.createServer(), null as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * traceConnections() on real loopback connections, with the source every user has: the sock_diag
+ * destroy multicast of this namespace and sampled states. What it reports is what it saw: a
+ * TIME_WAIT after the end makes it graceful, and what it cannot see stays 'unknown'.
+ */
+import { once } from 'node:events';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { traceConnections, type ConnectionTrace } from '../../src/trace/trace';
+import type { ConnectionEnd } from '../../src/trace/ends';
+import { sockets } from '../../src/diag';
+import { pair, waitFor, type Pair } from '../helpers';
+
+let trace: ConnectionTrace | undefined;
+afterEach(() => {
+  trace?.close();
+  trace = undefined;
+});
+
+function start(): ConnectionEnd[] {
+  const ends: ConnectionEnd[] = [];
+  trace = traceConnections((end) => ends.push(end), { source: 'destroy-multicast', interval: 20 });
+  return ends;
+}
+
+/** The ends of the connection between ports a and b, once both came. */
+function both(ends: ConnectionEnd[], a: number, b: number): Promise<[ConnectionEnd, ConnectionEnd]> {
+  return waitFor('both ends of the connection', () => {
+    const mine = ends.filter((e) => (e.local.port === a && e.remote.port === b) || (e.local.port === b && e.remote.port === a));
+    const ea = mine.find((e) => e.local.port === a);
+    const eb = mine.find((e) => e.local.port === b);
+    return ea && eb ? ([ea, eb] as [ConnectionEnd, ConnectionEnd]) : undefined;
+  });
+}
+
+/** Until two more samples were taken: everything open now has been seen in its state. */
+async function sampled(): Promise<void> {
+  const from = trace!.samples;
+  await waitFor('two samples', () => (trace!.samples >= from + 2 ? true : undefined));
+}
+
+/** The cookies of a pair's two sockets, as sock_diag names them. */
+function cookies(p: Pair): [string, string] {
+  const [c] = sockets({ localPort: p.client.localPort!, remotePort: p.server.localPort! });
+  const [s] = sockets({ localPort: p.server.localPort!, remotePort: p.client.localPort! });
+  return [c!.cookie, s!.cookie];
+}
+
+describe('traceConnections(): the destroy multicast source (no privilege)', () => {
+  it('a graceful close: the end that closed first is graceful through TIME_WAIT; the other is graceful only if its LAST_ACK was seen', async () => {
+    const ends = start();
+    const p = await pair();
+    const c = p.client.localPort!;
+    const s = p.server.localPort!;
+    const payload = Buffer.alloc(10_000, 1);
+    p.server.resume();
+    p.server.on('end', () => p.server.end());
+    p.client.resume();
+    await sampled();
+    p.client.end(payload);
+    const [client, server] = await both(ends, c, s);
+    expect(client).toMatchObject({ outcome: 'graceful', closedFirst: 'local', source: 'destroy-multicast', pathSeen: 'sampled', family: 4 });
+    expect(client.path[0]).toBe('ESTABLISHED');
+    expect(client.path.at(-1)).toBe('TIME_WAIT');
+    expect(client.counters!.bytesAcked).toBeGreaterThanOrEqual(payload.length);
+    expect(client.counters!.bytesAcked).toBeLessThanOrEqual(payload.length + 2);
+    expect(server.counters!.bytesReceived).toBeGreaterThanOrEqual(payload.length);
+    // The passive end: never more than was seen.
+    if (server.path.includes('LAST_ACK')) expect(server.outcome).toBe('graceful');
+    else expect(server.outcome).toBe('unknown');
+    expect(server.path.at(-1)).toBe('CLOSE');
+    // The owner of each socket was found in /proc (this process).
+    expect(client.pid).toBe(process.pid);
+    await p.close();
+  });
+
+  it('an RST: neither end is called graceful, and the error stays unknown to this source', async () => {
+    const ends = start();
+    const p = await pair();
+    const c = p.client.localPort!;
+    const s = p.server.localPort!;
+    p.server.on('error', () => {});
+    const [cc, sc] = cookies(p);
+    await sampled();
+    p.client.resetAndDestroy();
+    // The kernel clears the reset socket's remote address: the sample kept it.
+    const [client, server] = await both(ends, c, s);
+    expect([client.cookie, server.cookie]).toEqual([cc, sc]);
+    for (const end of [client, server]) {
+      expect(end.outcome).toBe('unknown');
+      expect(end.path).toEqual(['ESTABLISHED', 'CLOSE']);
+      expect(end.error).toBeUndefined();
+    }
+    await p.close();
+  });
+
+  it('short connections that no sample saw still end, with their 4-tuple and final counters', async () => {
+    const ends = start();
+    const server = net.createServer((socket) => socket.end('bye')).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as net.AddressInfo).port;
+    const clients = await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const socket = net.connect(port, '127.0.0.1');
+        await once(socket, 'connect');
+        const local = socket.localPort!;
+        socket.resume();
+        await once(socket, 'end');
+        socket.end();
+        await once(socket, 'close');
+        return local;
+      }),
+    );
+    for (const local of clients) {
+      const [client, accepted] = await both(ends, local, port);
+      expect(accepted.closedFirst === 'local' || accepted.outcome === 'unknown').toBe(true);
+      expect(accepted.outcome).not.toBe('reset-sent');
+      expect(client.counters!.bytesReceived).toBeGreaterThanOrEqual(3);
+    }
+    server.close();
+  });
+
+  it('bad options are coded errors; close() is idempotent; the trace can be unref()ed', () => {
+    expect(() => traceConnections(undefined as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => traceConnections(() => {}, { source: 'ebpf' as never })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => traceConnections(() => {}, { interval: 5 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => traceConnections(() => {}, { interval: Number.NaN })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => traceConnections(() => {}, { owners: 1 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    const t = traceConnections(() => {}, { source: 'destroy-multicast' });
+    expect(t.unref()).toBe(t);
+    t.close();
+    t.close();
+    expect(t.following).toBe(0);
+  });
+});
