@@ -1,10 +1,11 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
 // watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
 //
-//   node bench/watch-child.mjs plain|kernel|multicast|poll|destroy-multicast <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|multicast|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
 //
-// `poll` and `destroy-multicast` watch() both ends on that back-end (setWatchBackend(), as
-// FINWAIT_WATCH_BACKEND would). `multicast` has no watch(): the destroy multicast joined for the
+// `bpf`, `destroy-multicast` and `poll` watch() both ends on that back-end (setWatchBackend(), as
+// FINWAIT_WATCH_BACKEND would; `bpf` needs root or CAP_BPF + CAP_PERFMON, else it falls back, and
+// the back-ends printed say so). `multicast` has no watch(): the destroy multicast joined for the
 // whole run and every message read and dropped, as the destroy-multicast back-end's listener does
 // (a floor under that back-end's cost: the kernel builds one message per socket freed in the
 // namespace while anyone listens). `kernel` makes, without watch(), the native calls the polling
@@ -118,7 +119,7 @@ function run(n) {
 
 // The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
-watching = variant === 'poll' || variant === 'destroy-multicast';
+watching = variant === 'poll' || variant === 'destroy-multicast' || variant === 'bpf';
 kernel = variant === 'kernel';
 if (watching) setWatchBackend(variant);
 let listener;
@@ -150,6 +151,15 @@ for (const [side, list] of Object.entries(lifecycles)) {
 }
 const backends = {};
 for (const l of [...lifecycles.client, ...lifecycles.server]) backends[l.backend.name] = (backends[l.backend.name] ?? 0) + 1;
+// What the event back-end read, and how many of those ended a watched socket (warm-up included).
+let events;
+if (variant === 'bpf') {
+  const { records, matched } = require('../dist/lifecycle/sources/bpf.js').bpfStatus();
+  events = { read: records, matched };
+} else if (variant === 'destroy-multicast') {
+  const { messages, matched } = require('../dist/lifecycle/sources/destroy-multicast.js').destroyMulticastStatus();
+  events = { read: messages, matched };
+}
 listener?.close();
-console.log(JSON.stringify({ variant, ms, states, anomalies, backends }));
+console.log(JSON.stringify({ variant, ms, states, anomalies, backends, events }));
 process.exit(0);

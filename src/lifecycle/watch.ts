@@ -29,6 +29,7 @@ import { Lifecycle } from './lifecycle';
 import { FAST_MS, arm, now, onDue, poll, queued, scheduleAt, scheduleOpen, scheduled, unqueue } from './schedule';
 import { closeHomeNl, nameUnhooked, releaseNetns, start } from './sources/diag-follow';
 import { listen, socketHandleKind, unlisten } from './sources/node-hooks';
+import { bpf, closeIdle as closeBpfIdle, unavailable as bpfUnavailable } from './sources/bpf';
 import { closeIdle, destroyMulticast, unavailable as destroyMulticastUnavailable } from './sources/destroy-multicast';
 import { pollDue } from './sources/poll';
 import { byFd, kWatched, type EventBackend, type Watched, type WatchBackend, type WatchBackendName, type WithWatcher } from './watched';
@@ -50,7 +51,7 @@ let watchedCount = 0;
 onDue(pollDue);
 
 /** The back-ends in the order they are preferred; the poller is always there. */
-const BACKENDS: readonly WatchBackendName[] = ['destroy-multicast', 'poll'];
+const BACKENDS: readonly WatchBackendName[] = ['bpf', 'destroy-multicast', 'poll'];
 /** The environment variable that forces a back-end (for tests and benchmarks). */
 const BACKEND_VARIABLE = 'FINWAIT_WATCH_BACKEND';
 /** The back-end set by `setWatchBackend()`, which wins over the environment. */
@@ -79,9 +80,22 @@ function askedFor(): WatchBackendName | undefined {
 function chooseBackend(): { events: EventBackend | undefined; backend: WatchBackend } {
   const asked = askedFor();
   if (asked === 'poll') return { events: undefined, backend: { name: 'poll', reason: `${BACKEND_VARIABLE} or setWatchBackend() asked for it` } };
+  let bpfWhy: string | undefined;
+  if (asked !== 'destroy-multicast') {
+    bpfWhy = bpfUnavailable();
+    if (bpfWhy === undefined) return { events: bpf, backend: { name: 'bpf' } };
+    bpfWhy = `bpf: ${bpfWhy}`;
+  }
   const why = destroyMulticastUnavailable();
-  if (why === undefined) return { events: destroyMulticast, backend: { name: 'destroy-multicast' } };
-  return { events: undefined, backend: { name: 'poll', reason: `destroy-multicast: ${why}` } };
+  if (why === undefined) return { events: destroyMulticast, backend: bpfWhy === undefined ? { name: 'destroy-multicast' } : { name: 'destroy-multicast', reason: bpfWhy } };
+  const reason = `destroy-multicast: ${why}`;
+  return { events: undefined, backend: { name: 'poll', reason: bpfWhy === undefined ? reason : `${bpfWhy}; ${reason}` } };
+}
+
+/** Nothing is watched: the event back-ends' shared sockets and streams go. */
+function closeIdleBackends(): void {
+  closeIdle();
+  closeBpfIdle();
 }
 
 /** Stops following `w`, once its lifecycle ended. */
@@ -93,7 +107,7 @@ function forget(w: Watched): void {
   releaseNetns(w);
   if (--watchedCount === 0) {
     closeHomeNl();
-    closeIdle();
+    closeIdleBackends();
   }
   unqueue(w);
   if (byFd[w.fd] === w) byFd[w.fd] = undefined;
@@ -133,10 +147,12 @@ export function watcherOf(
  * Works from before the socket connects; keeps following after Node closes the fd (TIME_WAIT and
  * orphans through sock_diag, by 4-tuple and cookie). One shared poller serves every watched
  * socket; it never keeps the process alive on its own and stops when nothing is watched.
- * An orphan Node's close leaves behind (FIN_WAIT1, CLOSING, LAST_ACK) is not polled where the
- * kernel's sock_diag destroy multicast can be joined (no privilege needed): it reports the
- * orphan's end; otherwise sock_diag is polled. `Lifecycle.backend` says which, and why where it fell back; the environment variable
- * `FINWAIT_WATCH_BACKEND=poll|destroy-multicast` forces one. Watching a socket twice returns the
+ * An orphan Node's close leaves behind (FIN_WAIT1, CLOSING, LAST_ACK) is not polled where a
+ * kernel event reports its end: the BPF state-change stream where it can run (CAP_BPF +
+ * CAP_PERFMON, or root; its `sk_err` says how it ended), else the sock_diag destroy multicast (no
+ * privilege needed); otherwise sock_diag is polled. `Lifecycle.backend` says which, and why where
+ * it fell back; the environment variable
+ * `FINWAIT_WATCH_BACKEND=bpf|destroy-multicast|poll` forces one. Watching a socket twice returns the
  * same `Lifecycle`.
  */
 export function watch(socket: net.Socket): Lifecycle {
@@ -183,7 +199,7 @@ export function watch(socket: net.Socket): Lifecycle {
     try {
       start(w, fd, at);
     } catch (error) {
-      if (watchedCount === 0) closeIdle();
+      if (watchedCount === 0) closeIdleBackends();
       throw error;
     }
     w.fd = fd;

@@ -88,20 +88,21 @@ export interface Watched {
 }
 
 /** The back-ends that follow a watched socket: one kind of kernel event, and the poller as their net. */
-export type WatchBackendName = 'destroy-multicast' | 'poll';
+export type WatchBackendName = 'bpf' | 'destroy-multicast' | 'poll';
 
 /**
- * Which back-end follows a connection: `'destroy-multicast'` (the sock_diag destroy multicast
- * reports the end of an orphan Node's close leaves behind; sock_diag is asked only when a
- * TIME_WAIT can have followed and when its timer runs out), or `'poll'` (sock_diag is asked on a
- * cadence). `reason` says why a back-end earlier in that order is not the one.
+ * Which back-end follows a connection: `'bpf'` (the BPF state-change stream reports the end of an
+ * orphan Node's close leaves behind, with `sk_err` saying how it ended; needs CAP_BPF + CAP_PERFMON
+ * or root), `'destroy-multicast'` (the sock_diag destroy multicast reports that end; sock_diag is
+ * asked only when a TIME_WAIT can have followed and when its timer runs out), or `'poll'`
+ * (sock_diag is asked on a cadence). `reason` says why a back-end earlier in that order is not the one.
  */
 export interface WatchBackend {
   readonly name: WatchBackendName;
   readonly reason?: string;
 }
 
-/** An event back-end, as the watcher uses it (`sources/destroy-multicast.ts`). */
+/** An event back-end, as the watcher uses it (`sources/bpf.ts`, `sources/destroy-multicast.ts`). */
 export interface EventBackend {
   readonly name: WatchBackendName;
   /**

@@ -1,18 +1,22 @@
 /**
  * watch()'s back-ends: which one follows a connection, how to force one, what happens where one
- * cannot run, and what the destroy multicast does in the kernel (its group joined only while it
- * has something to report, every orphan's end reported by a message). The watch() suite itself
- * runs once per back-end: watch.test.ts on the one chosen here, watch.poll.test.ts on the poller.
+ * cannot run, what the destroy multicast does in the kernel (its group joined only while it has
+ * something to report, every orphan's end reported by a message), and what the BPF stream's
+ * records say (how an orphan ended: an RST received, a kill). The watch() suite itself runs once
+ * per back-end: watch.test.ts on the one chosen here, watch.bpf.test.ts, watch.multicast.test.ts
+ * and watch.poll.test.ts on each.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { reset, tcpState, watch } from '../../src/index';
 import { native } from '../../src/binding';
 import { socketTuple, findSocket } from '../../src/diag';
 import { pollerStatus, type Lifecycle } from '../../src/lifecycle/watch';
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
+import { bpfStatus } from '../../src/lifecycle/sources/bpf';
+import { stateChangesUnavailable } from '../../src/bpf';
 import { canBecome, itNeeds, pair, waitFor, type Availability, type Pair } from '../helpers';
 
 const dist = path.join(__dirname, '..', '..', 'dist', 'index.js');
@@ -44,9 +48,18 @@ function groupsOf(inode: number): number | undefined {
   return undefined;
 }
 
-/** Waits until nothing is watched: the poller stopped and the destroy multicast's listeners closed. */
+/** Whether the BPF state-change stream can run here (CAP_BPF + CAP_PERFMON, or root; BTF). */
+function bpfAvailable(): Availability {
+  const why = stateChangesUnavailable();
+  return why === undefined ? { ok: true } : { ok: false, reason: why };
+}
+const BPF = 'the BPF state-change stream (CAP_BPF + CAP_PERFMON, or root)';
+
+/** Waits until nothing is watched: the poller stopped, the destroy multicast's listeners and the BPF stream closed. */
 async function idle(): Promise<void> {
-  await waitFor('nothing watched', () => (pollerStatus().watched === 0 && destroyMulticastStatus().listeners.length === 0 ? true : undefined));
+  await waitFor('nothing watched', () =>
+    pollerStatus().watched === 0 && destroyMulticastStatus().listeners.length === 0 && !bpfStatus().open ? true : undefined,
+  );
 }
 
 /** Ends a watched connection with an RST from `p.client` (no TIME_WAIT left to follow): nothing more to watch. */
@@ -71,7 +84,7 @@ async function orphanInFinWait1(p: Pair): Promise<void> {
 }
 
 /** Replaces a function of the addon for the length of `fn` (to make the kernel's refusals happen). */
-async function replacing<K extends 'SockDiagEventsSocket' | 'sockDiagJoin' | 'sockDiagReadEvents'>(
+async function replacing<K extends 'SockDiagEventsSocket' | 'sockDiagJoin' | 'sockDiagReadEvents' | 'BpfStateChanges'>(
   name: K,
   replacement: NonNullable<ReturnType<typeof native>[K]>,
   fn: () => Promise<void>,
@@ -91,10 +104,20 @@ function errnoError(syscall: string, code: string, errno: number): Error {
 }
 
 describe('choosing a back-end', () => {
-  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'the destroy multicast where it can be joined, and the lifecycle says so', async () => {
+  itNeeds(BPF, bpfAvailable, 'the BPF stream where it can run, and the lifecycle says so', async () => {
     p = await pair();
     const lc = watch(p.client);
-    expect(lc.backend).toEqual({ name: 'destroy-multicast' });
+    expect(lc.backend).toEqual({ name: 'bpf' });
+    await ended(lc, p);
+  });
+
+  itNeeds('the sock_diag destroy multicast', multicastAvailable, 'else the destroy multicast, with the reason the BPF stream cannot run; forced, without one', async () => {
+    p = await pair();
+    const lc = watch(p.client);
+    const why = stateChangesUnavailable();
+    expect(lc.backend).toEqual(why === undefined ? { name: 'bpf' } : { name: 'destroy-multicast', reason: `bpf: ${why}` });
+    process.env.FINWAIT_WATCH_BACKEND = 'destroy-multicast';
+    expect(watch(p.server).backend).toEqual({ name: 'destroy-multicast' });
     await ended(lc, p);
   });
 
@@ -123,8 +146,12 @@ describe('choosing a back-end', () => {
       });`;
     const child = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { encoding: 'utf8', timeout: 15_000 });
     expect(child.stderr).toBe('');
-    // The peer's RST ended the orphan; its message said so.
-    expect(JSON.parse(child.stdout)).toEqual({ backend: { name: 'destroy-multicast' }, outcome: 'reset-received', matched: 1 });
+    // The peer's RST ended the orphan; its message said so. No BPF for a plain user: the reason says why.
+    expect(JSON.parse(child.stdout)).toEqual({
+      backend: { name: 'destroy-multicast', reason: expect.stringMatching(/^bpf: TCP state changes need CAP_BPF and CAP_PERFMON, or root/) },
+      outcome: 'reset-received',
+      matched: 1,
+    });
   });
 
   it('FINWAIT_WATCH_BACKEND forces one (poll, with the reason); a name that is not a back-end is refused', async () => {
@@ -132,13 +159,14 @@ describe('choosing a back-end', () => {
     process.env.FINWAIT_WATCH_BACKEND = 'poll';
     const lc = watch(p.client);
     expect(lc.backend).toEqual({ name: 'poll', reason: 'FINWAIT_WATCH_BACKEND or setWatchBackend() asked for it' });
-    process.env.FINWAIT_WATCH_BACKEND = 'bpf';
+    process.env.FINWAIT_WATCH_BACKEND = 'ebpf';
     expect(() => watch(p!.server)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('FINWAIT_WATCH_BACKEND') }));
     await ended(lc, p);
   });
 
   it('a netlink socket the kernel refuses: the poller follows, with the reason, and nothing throws', async () => {
     await idle();
+    process.env.FINWAIT_WATCH_BACKEND = 'destroy-multicast';
     await replacing('SockDiagEventsSocket', function refused() {
       throw errnoError('bind', 'EPERM', 1);
     } as never, async () => {
@@ -151,6 +179,7 @@ describe('choosing a back-end', () => {
 
   it('a group join the kernel refuses: that socket falls back to the poller with the reason, and is followed on', async () => {
     await idle();
+    process.env.FINWAIT_WATCH_BACKEND = 'destroy-multicast';
     await replacing('sockDiagJoin', () => {
       throw errnoError('setsockopt', 'EPERM', 1);
     }, async () => {
@@ -166,6 +195,11 @@ describe('choosing a back-end', () => {
 });
 
 describe('the destroy multicast', () => {
+  // Forced: where the BPF stream can run, it would be chosen.
+  beforeEach(() => {
+    process.env.FINWAIT_WATCH_BACKEND = 'destroy-multicast';
+  });
+
   itNeeds('the sock_diag destroy multicast', multicastAvailable, 'joins the group only while an orphan is followed, and closes its socket when nothing is watched', async () => {
     await idle();
     p = await pair({ server: { pauseOnConnect: true } });
@@ -273,6 +307,144 @@ describe('the destroy multicast', () => {
       const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
       expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({ run, status: 0, signal: null, stderr: '' });
       expect(child.stdout).toBe('terminated 1 joined 0\n');
+    }
+  }, 60_000);
+});
+
+describe('the BPF stream', () => {
+  // Forced: the choice itself is tested above.
+  beforeEach(() => {
+    process.env.FINWAIT_WATCH_BACKEND = 'bpf';
+  });
+
+  itNeeds(BPF, bpfAvailable, "an orphan's end comes from its record, and sk_err says the RST was received", async () => {
+    await idle();
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    expect(lc.backend).toEqual({ name: 'bpf' });
+    expect(bpfStatus().open).toBe(false); // opened for the first orphan, not before
+    await orphanInFinWait1(p);
+    expect(bpfStatus()).toMatchObject({ open: true, following: 1 });
+    const before = bpfStatus().matched;
+    const started = performance.now();
+    p.server.destroy(); // unread bytes: the server's kernel answers with RST, which ends the orphan
+    const result = await lc.done;
+    expect(result).toMatchObject({ outcome: 'reset-received', anomalies: [] });
+    expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'rst-received', source: 'event' });
+    expect(bpfStatus()).toMatchObject({ matched: before + 1, following: 0 });
+    expect(result.history.at(-1)!.at - started).toBeLessThan(2000);
+    await p.close();
+    p = undefined;
+    await idle(); // nothing watched: the stream is closed
+  });
+
+  itNeeds(BPF, bpfAvailable, 'an orphan killed with ss -K (sk_err ECONNABORTED) sent an RST from this end: reset-sent, at once', async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    const { localPort } = p.client;
+    await orphanInFinWait1(p);
+    const before = bpfStatus().matched;
+    execFileSync('ss', ['-K', '-t', 'state', 'fin-wait-1', `( sport = :${localPort} )`], { stdio: 'ignore' });
+    const result = await lc.done;
+    expect(result).toMatchObject({ outcome: 'reset-sent', anomalies: [] });
+    expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'rst-sent', source: 'event' });
+    expect(bpfStatus().matched).toBe(before + 1);
+    // The peer got that RST: its next read says so.
+    p.server.on('error', () => {});
+    p.server.resume();
+    await waitFor("the peer's socket reset", () => (p!.server.destroyed ? true : undefined));
+  });
+
+  itNeeds(BPF, bpfAvailable, 'a stream that cannot be opened when the first orphan comes: that socket goes to the destroy multicast, with the reason', async () => {
+    await idle();
+    await replacing('BpfStateChanges', function refused() {
+      throw errnoError('bpf', 'EPERM', 1);
+    } as never, async () => {
+      p = await pair({ server: { pauseOnConnect: true } });
+      const lc = watch(p.client);
+      expect(lc.backend).toEqual({ name: 'bpf' });
+      const matched = destroyMulticastStatus().matched;
+      await orphanInFinWait1(p);
+      expect(lc.backend).toEqual({ name: 'destroy-multicast', reason: expect.stringMatching(/^bpf: TCP state changes need CAP_BPF.*bpf EPERM$/) });
+      p.server.destroy();
+      expect(await lc.done).toMatchObject({ outcome: 'reset-received' });
+      expect(destroyMulticastStatus().matched).toBe(matched + 1);
+    });
+  });
+
+  itNeeds(BPF, bpfAvailable, 'records lost (the ring buffer was full): the sockets it followed are looked up, and polled from then on', async () => {
+    await idle();
+    const Original = native().BpfStateChanges!;
+    let dropping = false;
+    let dropped = 0;
+    // The kernel's loss, made to happen: records read while `dropping` are thrown away and counted lost.
+    class Lossy extends (Original as unknown as new (ringBytes: number, closeOnly: boolean) => { read(b: Uint8Array): number; lost(): number }) {
+      read(buffer: Uint8Array): number {
+        const count = super.read(buffer);
+        if (!dropping) return count;
+        dropped += count;
+        return 0;
+      }
+      lost(): number {
+        return super.lost() + dropped;
+      }
+    }
+    await replacing('BpfStateChanges', Lossy as never, async () => {
+      p = await pair({ server: { pauseOnConnect: true } });
+      const lc = watch(p.client);
+      const tuple = socketTuple(p.client)!;
+      await orphanInFinWait1(p);
+      const lost = bpfStatus().lost;
+      dropping = true;
+      p.server.destroy(); // the peer's RST ends the orphan: its record is "lost"
+      await waitFor('the orphan gone', () => (findSocket(tuple) === undefined && dropped > 0 ? true : undefined));
+      dropping = false;
+      // Any later record shows the loss: a bystander's end.
+      const other = await pair();
+      other.server.on('error', () => {});
+      reset(other.client);
+      expect(await lc.done).toMatchObject({ outcome: 'reset-received' });
+      expect(bpfStatus().lost).toBe(lost + 1);
+      expect(lc.backend).toEqual({ name: 'poll', reason: 'bpf: state changes were lost (the ring buffer was full), so it is polled' });
+      await other.close();
+    });
+  });
+});
+
+describe('the BPF stream in a Worker', () => {
+  itNeeds(BPF, bpfAvailable, 'a Worker terminated while its stream is busy ends the Worker, never the process, and leaves no BPF program or ring open (3 runs)', async () => {
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const worker = new Worker(\`
+        const net = require('node:net');
+        const { watch } = require(${JSON.stringify(dist)});
+        const { parentPort } = require('node:worker_threads');
+        const server = net.createServer({ allowHalfOpen: true }, (s) => { s.resume(); s.on('end', () => s.end()); });
+        server.listen(0, '127.0.0.1', () => {
+          const next = () => {
+            // Closed in ESTABLISHED: an orphan is left, followed, and its CLOSE record comes.
+            const c = net.connect(server.address().port, '127.0.0.1', () => { watch(c); c.destroy(); });
+            c.on('close', next);
+          };
+          for (let i = 0; i < 20; i++) next();
+          parentPort.postMessage('busy');
+        });
+      \`, { eval: true, env: { ...process.env, FINWAIT_WATCH_BACKEND: 'bpf' } });
+      // This process's BPF objects (program, link, ring map): anon inodes named bpf-*.
+      const fs = require('node:fs');
+      const bpfFds = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try { return fs.readlinkSync('/proc/self/fd/' + fd).startsWith('anon_inode:bpf'); } catch { return false; }
+      }).length;
+      worker.once('message', () => setTimeout(() => {
+        const open = bpfFds() > 0;
+        worker.terminate().then((code) => console.log('open', open, 'terminated', code, 'bpf fds', bpfFds()));
+      }, 300));
+      worker.on('error', (e) => { console.log('worker error', e.message); process.exitCode = 1; });
+    `;
+    for (let run = 0; run < 3; run++) {
+      const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+      expect({ run, status: child.status, signal: child.signal, stderr: child.stderr.slice(0, 500) }).toEqual({ run, status: 0, signal: null, stderr: '' });
+      expect(child.stdout).toBe('open true terminated 1 bpf fds 0\n');
     }
   }, 60_000);
 });

@@ -2,7 +2,8 @@
  * Who sent the RST, on every back-end, between two real kernels with every segment seen on the
  * lab's wire: a close with TCP_LINGER2 = -1 in FIN_WAIT2, and an orphan in FIN_WAIT2 that
  * receives data, both send the RST from this end (kernel rows 15 and 16), where polling alone
- * used to report the peer's. And what the destroy multicast cannot see: a timewait socket's end.
+ * used to report the peer's (on bpf too, where the orphan's RST answering data comes with sk_err
+ * ECONNRESET, as one received). And what the destroy multicast cannot see: a timewait socket's end.
  */
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { once } from 'node:events';
@@ -13,6 +14,7 @@ import { closeWrite, reset, setLinger2, watch } from '../../src/index';
 import { native, type NativeEventsSocket } from '../../src/binding';
 import { setWatchBackend, watcherOf, type Lifecycle, type WatchBackendName } from '../../src/lifecycle/watch';
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
+import { bpfStatus } from '../../src/lifecycle/sources/bpf';
 import { messageCookie } from '../../src/diag';
 import type { Lab } from '../../src/testing/index';
 import { waitFor } from '../helpers';
@@ -53,7 +55,7 @@ async function orphanInFinWait2(lab: Lab, linger2?: number): Promise<{ a: net.So
   return c;
 }
 
-describe.each(['destroy-multicast', 'poll'] as WatchBackendName[])('on %s', (backend) => {
+describe.each(['bpf', 'destroy-multicast', 'poll'] as WatchBackendName[])('on %s', (backend) => {
   beforeAll(() => setWatchBackend(backend));
   afterAll(() => setWatchBackend(undefined));
 
@@ -101,8 +103,11 @@ describe.each(['destroy-multicast', 'poll'] as WatchBackendName[])('on %s', (bac
     const { b, lc } = await orphanInFinWait2(lab, 120);
     // A FIN_WAIT2 timer longer than TIME_WAIT's 60 s keeps the full socket (on a keepalive timer).
     expect(lab.a.sockets({ states: ['FIN_WAIT2'] })[0]!.timer.kind).toBe('keepalive');
+    const matched = bpfStatus().matched;
     b.write('data for a closed socket');
     expect(await lc.done).toMatchObject({ outcome: 'reset-sent', anomalies: [] });
+    // On bpf its CLOSE record came with sk_err ECONNRESET, as for an RST received: the count of RSTs sent decided.
+    expect(bpfStatus().matched - matched).toBe(backend === 'bpf' ? 1 : 0);
     await rstOnWire(lab, 'a');
     expect(rstsFrom(lab, 'a')).toBe(1);
   });

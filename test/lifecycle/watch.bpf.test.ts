@@ -1,0 +1,28 @@
+/**
+ * The watch() suite once more, on the BPF state-change stream (watch.test.ts runs it on the
+ * back-end chosen here, watch.multicast.test.ts and watch.poll.test.ts on the others): the same
+ * tests, unchanged, must pass on every back-end. Without the privilege the suite runs on the
+ * fallback, and the check below says so (a failure under CI).
+ */
+import './backend-bpf';
+import { expect } from 'vitest';
+import { stateChangesUnavailable } from '../../src/bpf';
+import { watch } from '../../src/index';
+import { bpfStatus } from '../../src/lifecycle/sources/bpf';
+import { itNeeds, pair } from '../helpers';
+import './watch.test';
+
+const bpfAvailable = () => {
+  const why = stateChangesUnavailable();
+  return why === undefined ? ({ ok: true } as const) : ({ ok: false, reason: why } as const);
+};
+
+itNeeds('the BPF state-change stream (CAP_BPF + CAP_PERFMON, or root)', bpfAvailable, 'this file runs on the BPF stream, whose records ended the orphans above', async () => {
+  expect(bpfStatus().matched).toBeGreaterThan(0);
+  const p = await pair();
+  try {
+    expect(watch(p.client).backend).toEqual({ name: 'bpf' });
+  } finally {
+    await p.close();
+  }
+});
