@@ -30,7 +30,8 @@
             "addon/sock_diag_events_linux.cc",
             "addon/bpf_btf_linux.cc",
             "addon/bpf_program_linux.cc",
-            "addon/bpf_linux.cc"
+            "addon/bpf_linux.cc",
+            "addon/cxx_compat.cc"
           ]
         }, {
           "sources": ["addon/unsupported.cc"]
