@@ -70,8 +70,10 @@ interface Tracked {
   /** The listener's `address:port`, read when the connection was accepted (Node forgets it at 'close'). */
   listener: string;
   label: string | undefined;
-  /** What Node saw, read at its 'close' (or at the end, if the kernel's account came first). */
+  /** What Node saw, read at its 'close'. */
   node: NodeFacts | undefined;
+  /** The kernel's account, when it came before Node's 'close' and left the outcome unknown. */
+  early?: ConnectionEnd;
 }
 
 /** What Node's socket saw of the end. */
@@ -118,7 +120,7 @@ function onEnd(end: ConnectionEnd): void {
   const t = tracked.get(end.cookie);
   if (t === undefined) return;
   tracked.delete(end.cookie);
-  t.metrics.count(t, end);
+  t.metrics.ended(t, end);
 }
 
 class Metrics implements ServerMetrics {
@@ -177,6 +179,7 @@ class Metrics implements ServerMetrics {
       t.label = this.#labelOf(t);
       t.node = nodeFacts(socket);
       t.socket = undefined;
+      if (t.early !== undefined && !this.#closed) this.#count(t, t.early);
     });
   }
 
@@ -192,11 +195,18 @@ class Metrics implements ServerMetrics {
     return t.listener;
   }
 
-  count(t: Tracked, end: ConnectionEnd): void {
+  /** The kernel's account of `t`'s end came. */
+  ended(t: Tracked, end: ConnectionEnd): void {
+    // Before Node's 'close' (an RST frees the socket at once): what Node saw may not be known
+    // yet (it reads the error later), and it is what tells an end the kernel leaves unknown.
+    if (t.socket !== undefined && end.outcome === 'unknown') t.early = end;
+    else this.#count(t, end);
+  }
+
+  #count(t: Tracked, end: ConnectionEnd): void {
     this.#pending--;
-    // The kernel freed it before Node's 'close' (an RST): label it now.
     const label = t.label ?? this.#labelOf(t);
-    const { outcome, because } = refineOutcome(end, t.node ?? (t.socket !== undefined ? nodeFacts(t.socket) : undefined));
+    const { outcome, because } = refineOutcome(end, t.node);
     this.counts[outcome]++;
     let by = this.byLabel.get(label);
     if (by === undefined) this.byLabel.set(label, (by = zero()));

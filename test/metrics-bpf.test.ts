@@ -17,16 +17,15 @@ function bpf(): Availability {
 
 describe('serverMetrics() on BPF', () => {
   itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, 'graceful, reset-sent and reset-received, each counted once, from the ends alone', async () => {
-    let unreadCloses = 0;
+    let accepted = 0;
     const server = net.createServer({ pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {});
-      // The first connection is closed with its request unread (the kernel resets it); the others answered.
-      if (unreadCloses++ === 0) {
-        void waitFor('the request unread', () => (queues(socket).unread > 0 ? true : undefined)).then(() => socket.destroy());
-      } else {
-        socket.resume();
-        socket.end('bye');
-      }
+      const n = accepted++;
+      // The first is closed with its request unread (the kernel resets it), the second answered and
+      // ended, the third held open (its client resets it).
+      if (n === 0) void waitFor('the request unread', () => (queues(socket).unread > 0 ? true : undefined)).then(() => socket.destroy());
+      else if (n === 1) socket.resume().end('bye');
+      else socket.resume();
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

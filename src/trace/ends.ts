@@ -281,6 +281,11 @@ export function outcomeOf(
 ): { outcome: TraceOutcome; because: string; checkTimeWait?: true } {
   if (error !== undefined && error !== 0) {
     if (error === ECONNREFUSED) return { outcome: 'refused', because: 'sk_err ECONNREFUSED: an RST answered the SYN' };
+    if (error === ECONNRESET && (before === 'FIN_WAIT1' || before === 'FIN_WAIT2')) {
+      // tcp_rcv_state_process(): an orphan with our FIN sent that receives new data sets the same
+      // error as an RST received, and answers the data with an RST (RFC 1122) — two opposite ends.
+      return { outcome: 'unknown', because: `sk_err ECONNRESET in ${before}: an RST received, or, for a closed socket that received data, one this end sent` };
+    }
     if (error === ECONNRESET || error === EPIPE) return { outcome: 'reset-received', because: `sk_err ${errnoName(error)}: an RST was received` };
     if (error === ECONNABORTED) return { outcome: 'killed', because: 'sk_err ECONNABORTED: destroyed from outside (ss -K, SOCK_DESTROY)' };
     // A retransmission or keepalive timeout sets sk_err to ETIMEDOUT, or to the soft error last seen (an ICMP's).

@@ -48,6 +48,11 @@ describe('EndTracker on every transition (BPF)', () => {
     expect(end.error).toBe({ 104: 'ECONNRESET', 32: 'EPIPE', 103: 'ECONNABORTED', 110: 'ETIMEDOUT' }[error]);
   });
 
+  it('ECONNRESET after our FIN is not called received: a closed socket answering data sets it too', () => {
+    expect(run(new EndTracker('bpf'), [['ESTABLISHED', 'FIN_WAIT1'], ['FIN_WAIT1', 'FIN_WAIT2'], ['FIN_WAIT2', 'CLOSE', 104]])).toMatchObject({ outcome: 'unknown', error: 'ECONNRESET' });
+    expect(run(new EndTracker('bpf'), [['ESTABLISHED', 'FIN_WAIT1'], ['FIN_WAIT1', 'CLOSING'], ['CLOSING', 'CLOSE', 104]])).toMatchObject({ outcome: 'reset-received' });
+  });
+
   it('a refused connect; an RST this end sent; a close in SYN_SENT is not called a reset', () => {
     expect(run(new EndTracker('bpf'), [['CLOSE', 'SYN_SENT', 0, 3], ['SYN_SENT', 'CLOSE', 111]])).toMatchObject({ outcome: 'refused', closedFirst: 'remote', pid: 3 });
     expect(run(new EndTracker('bpf'), [['SYN_SENT', 'ESTABLISHED'], ['ESTABLISHED', 'CLOSE', 0, 8]])).toMatchObject({ outcome: 'reset-sent', closedFirst: 'local', pid: 8 });
