@@ -74,7 +74,18 @@ interface Tracked {
   node: NodeFacts | undefined;
   /** The kernel's account, when it came before Node's 'close' and left the outcome unknown. */
   early?: ConnectionEnd;
+  /** When Node's 'close' came (ms, performance.now()). */
+  closedAt?: number;
 }
+
+/**
+ * How long after Node's 'close' the kernel's account of an end may take: an orphan retransmitting
+ * its FIN (tcp_orphan_retries) or waiting in FIN_WAIT2 ends within minutes. Past this, its events
+ * were lost (a full ring buffer, a netlink overrun): the connection is counted unknown and
+ * forgotten, so that nothing accumulates.
+ */
+export const END_WAIT_MS = 10 * 60_000;
+const SWEEP_MS = 60_000;
 
 /** What Node's socket saw of the end. */
 export interface NodeFacts {
@@ -114,7 +125,18 @@ const channel = dc.channel(END_CHANNEL);
 /** Connections of every counted server, by cookie (16 hex digits). */
 const tracked = new Map<string, Tracked>();
 let shared: ConnectionTrace | undefined;
+let sweeper: NodeJS.Timeout | undefined;
 let users = 0;
+
+/** @internal Counts unknown, and forgets, the connections Node closed more than END_WAIT_MS before `now` with no end seen. */
+export function sweepMetrics(now = performance.now()): void {
+  const before = now - END_WAIT_MS;
+  for (const [cookie, t] of tracked) {
+    if (t.closedAt === undefined || t.closedAt > before) continue;
+    tracked.delete(cookie);
+    t.metrics.unseen(t);
+  }
+}
 
 function onEnd(end: ConnectionEnd): void {
   const t = tracked.get(end.cookie);
@@ -179,6 +201,7 @@ class Metrics implements ServerMetrics {
       t.label = this.#labelOf(t);
       t.node = nodeFacts(socket);
       t.socket = undefined;
+      t.closedAt = performance.now();
       if (t.early !== undefined && !this.#closed) this.#count(t, t.early);
     });
   }
@@ -203,6 +226,17 @@ class Metrics implements ServerMetrics {
     else this.#count(t, end);
   }
 
+  /** No end came for `t` long after Node closed it: counted unknown. */
+  unseen(t: Tracked): void {
+    if (t.early !== undefined) return this.#count(t, t.early);
+    this.#pending--;
+    const label = t.label ?? this.#labelOf(t);
+    this.counts.unknown++;
+    let by = this.byLabel.get(label);
+    if (by === undefined) this.byLabel.set(label, (by = zero()));
+    by.unknown++;
+  }
+
   #count(t: Tracked, end: ConnectionEnd): void {
     this.#pending--;
     const label = t.label ?? this.#labelOf(t);
@@ -224,6 +258,8 @@ class Metrics implements ServerMetrics {
     if (--users === 0) {
       shared?.close();
       shared = undefined;
+      clearInterval(sweeper);
+      sweeper = undefined;
     }
   }
 }
@@ -248,6 +284,7 @@ export function serverMetrics(server: net.Server, options: ServerMetricsOptions 
     // Only the servers' connections are followed; every other socket's events are dropped at once.
     // Counting needs each end's last state and error, not the path: the BPF program writes only the ends.
     shared = startTrace(onEnd, checkOptions(traceOptions), (cookie) => tracked.has(cookie), true).unref();
+    sweeper = setInterval(sweepMetrics, SWEEP_MS).unref();
   }
   users++;
   return new Metrics(server, shared, options.label);

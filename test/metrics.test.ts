@@ -9,7 +9,8 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { END_CHANNEL, serverMetrics, type ConnectionEndMessage, type ServerMetrics } from '../src/index';
+import { END_CHANNEL, queues, serverMetrics, type ConnectionEndMessage, type ServerMetrics } from '../src/index';
+import { END_WAIT_MS, sweepMetrics } from '../src/metrics';
 import { waitFor } from './helpers';
 
 const opened: { metrics?: ServerMetrics; server?: net.Server }[] = [];
@@ -124,6 +125,37 @@ describe('serverMetrics()', () => {
     d.end();
     await once(d, 'close');
     expect(total(metrics)).toBe(1);
+  });
+
+  it('an end the kernel never reports (an orphan stuck behind a zero window) is counted unknown 10 minutes after Node closed it, and forgotten', async () => {
+    let held: net.Socket | undefined;
+    const server = net.createServer((socket) => {
+      held = socket;
+      socket.on('error', () => {});
+      // More than the paused client's buffers take: the rest waits behind its zero window.
+      socket.write(Buffer.alloc(16 * 1024 * 1024));
+    });
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast' });
+    opened.push({ metrics, server });
+    const client = net.connect(port, '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    client.pause();
+    await waitFor('the server socket', () => held);
+    await waitFor('the zero window', () => (queues(held!).unsent > 0 ? true : undefined));
+    const closed = once(held!, 'close');
+    held!.destroy();
+    await closed;
+    // Node closed it; the kernel keeps the orphan (FIN_WAIT1, probing the window) for minutes.
+    expect(metrics.pending).toBe(1);
+    sweepMetrics(performance.now() + END_WAIT_MS - 1000);
+    expect(metrics.pending).toBe(1);
+    sweepMetrics(performance.now() + END_WAIT_MS + 1000);
+    expect(metrics.pending).toBe(0);
+    expect(metrics.counts.unknown).toBe(1);
+    expect(metrics.byLabel.get(`127.0.0.1:${port}`)).toMatchObject({ unknown: 1 });
+    client.destroy();
   });
 
   it('bad arguments are coded errors', () => {
