@@ -3,21 +3,24 @@
  * lab's wire: a close with TCP_LINGER2 = -1 in FIN_WAIT2, and an orphan in FIN_WAIT2 that
  * receives data, both send the RST from this end (kernel rows 15 and 16), where polling alone
  * used to report the peer's (on bpf too, where the orphan's RST answering data comes with sk_err
- * ECONNRESET, as one received). And what the destroy multicast cannot see: a timewait socket's end.
+ * ECONNRESET, as one received). What the destroy multicast cannot see: a timewait socket's end. And
+ * what only the BPF stream's sk_err tells: an orphan the kernel gave up on timed out (the other
+ * back-ends see it vanish, as an RST would make it).
  */
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import type net from 'node:net';
-import { closeWrite, reset, setLinger2, watch } from '../../src/index';
+import { closeWrite, reset, setLinger2, setUserTimeout, watch } from '../../src/index';
 import { native, type NativeEventsSocket } from '../../src/binding';
 import { setWatchBackend, watcherOf, type Lifecycle, type WatchBackendName } from '../../src/lifecycle/watch';
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
 import { bpfStatus } from '../../src/lifecycle/sources/bpf';
 import { messageCookie } from '../../src/diag';
-import type { Lab } from '../../src/testing/index';
-import { waitFor } from '../helpers';
+import { createLab, labAvailable, type Lab } from '../../src/testing/index';
+import { stateChangesUnavailable } from '../../src/bpf';
+import { itNeeds, waitFor, type Availability } from '../helpers';
 import { itLab } from '../testing/helpers';
 
 /** A connection a → b:80 across the wire, both ends half-open capable, b reading; a watched. */
@@ -169,4 +172,43 @@ describe('what the destroy multicast cannot see', () => {
       setWatchBackend(undefined);
     }
   });
+});
+
+describe('what only the BPF stream tells', () => {
+  beforeAll(() => setWatchBackend('bpf'));
+  afterAll(() => setWatchBackend(undefined));
+
+  /** The lab and the BPF stream (both need root, or the capabilities each asks for). */
+  const labAndBpf = (): Availability => {
+    const lab = labAvailable();
+    if (!lab.ok) return lab;
+    const why = stateChangesUnavailable();
+    return why === undefined ? { ok: true } : { ok: false, reason: why };
+  };
+
+  itNeeds('the lab and the BPF state-change stream', labAndBpf, 'an orphan in FIN_WAIT1 given up after retransmissions (TCP_USER_TIMEOUT): timed-out when it ends, from sk_err ETIMEDOUT', async () => {
+    const lab = await createLab();
+    try {
+      await givenUp(lab);
+    } finally {
+      await lab.close();
+    }
+  });
+
+  async function givenUp(lab: Lab): Promise<void> {
+    const { a, lc } = await connection(lab);
+    expect(lc.backend).toEqual({ name: 'bpf' });
+    expect(setUserTimeout(a, 600)).toBe(600);
+    // Nothing from a reaches b any more: a's FIN is retransmitted until the user timeout.
+    lab.wire.drop((s) => s.from === 'a');
+    const matched = bpfStatus().matched;
+    a.destroy();
+    await waitFor('the orphan in FIN_WAIT1', () => (lab.a.sockets({ states: ['FIN_WAIT1'] }).length === 1 ? true : undefined));
+    const result = await lc.done;
+    expect(result).toMatchObject({ outcome: 'timed-out', role: 'active', anomalies: [] });
+    expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'timeout', source: 'event' });
+    expect(bpfStatus().matched).toBe(matched + 1);
+    // Nothing but a's retransmissions went out: no RST from either end.
+    expect(rstsFrom(lab, 'a') + rstsFrom(lab, 'b')).toBe(0);
+  }
 });
