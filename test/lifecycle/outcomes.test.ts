@@ -195,6 +195,31 @@ describe('what only the BPF stream tells', () => {
     }
   });
 
+  itNeeds('the lab and the BPF state-change stream', labAndBpf, 'an orphan in LAST_ACK killed with ss -K sends nothing: the model has no kill, so timed-out (ECONNABORTED), at once', async () => {
+    const lab = await createLab();
+    try {
+      const { a, b, lc } = await connection(lab);
+      expect(lc.backend).toEqual({ name: 'bpf' });
+      a.resume();
+      b.end(); // b's FIN: a in CLOSE_WAIT
+      await lc.until('CLOSE_WAIT', { timeout: 5000 });
+      // b's ACK of a's FIN never arrives: a's orphan stays in LAST_ACK, retransmitting its FIN.
+      lab.wire.drop((s) => s.from === 'b');
+      const matched = bpfStatus().matched;
+      a.destroy();
+      await waitFor('the orphan in LAST_ACK', () => (lab.a.sockets({ states: ['LAST_ACK'] }).length === 1 ? true : undefined));
+      execFileSync('ss', ['-K', '-N', lab.a.netns, 'state', 'last-ack']);
+      const result = await lc.done;
+      expect(result).toMatchObject({ outcome: 'timed-out', role: 'passive', anomalies: [] });
+      expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'timeout', source: 'event' });
+      expect(bpfStatus().matched).toBe(matched + 1);
+      // The kill sent nothing (tcp_abort() resets only from ESTABLISHED, CLOSE_WAIT, FIN_WAIT1/2, SYN_RECV).
+      expect(rstsFrom(lab, 'a')).toBe(0);
+    } finally {
+      await lab.close();
+    }
+  });
+
   async function givenUp(lab: Lab): Promise<void> {
     const { a, lc } = await connection(lab);
     expect(lc.backend).toEqual({ name: 'bpf' });
