@@ -15,20 +15,19 @@ import type { SocketFilter } from '../diag';
 import { isTcpState, type TcpState } from '../states';
 import { diagramJson, type Diagram } from './diagram';
 import { jsonText, visible, visibleLines } from './escape';
-import { renderLadder } from './ladder';
 import { COMMAND_MAX_BYTES } from '../processes';
-import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssJsonPieces, ssPieces } from './ss';
+import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssChunks, ssJsonPieces } from './ss';
 import { styleFor } from './style';
-import { jsonEnd, jsonSummary, matches, renderEnd, renderSummary, TraceSummary, type TraceFilter } from './trace';
-import { TRACE_OUTCOMES, type TraceOutcome } from '../trace/ends';
+import type { TraceFilter } from './trace';
+import type { TraceOutcome } from '../trace/ends';
 import type { ConnectionTrace } from '../trace/trace';
 
-const TRACE_OUTCOME_LIST = TRACE_OUTCOMES.join(', ');
-import { renderSvg } from './svg';
-
 // The demo's modules (the lab, the scenarios and through them the whole library) load when a demo
-// runs or its help is shown: `finwait ss` starts ~70 ms sooner without them.
+// runs or its help is shown: `finwait ss` starts ~70 ms sooner without them. So do the ladder,
+// the SVG and the trace's modules, which `finwait ss` does not use either.
 const scenarios = (): typeof import('./scenarios') => require('./scenarios');
+const traceText = (): typeof import('./trace') => require('./trace');
+const traceOutcomes = (): readonly TraceOutcome[] => (require('../trace/ends') as typeof import('../trace/ends')).TRACE_OUTCOMES;
 
 /** The exit codes, as the README documents them. */
 export const EXIT = {
@@ -113,14 +112,15 @@ options:
 
 Text from other processes (command lines and names) is printed with control characters escaped (ESC as \\x1b).
 exit codes: 0 ok, 1 failed, 2 usage error`,
-  trace: `finwait trace: one line per TCP connection as it ends, until Ctrl-C (or --count, --duration), then a
+  get trace(): string {
+    return `finwait trace: one line per TCP connection as it ends, until Ctrl-C (or --count, --duration), then a
 summary by outcome and by remote address.
 
 ${USAGE.trace}
 
 Each line: the time, local -> remote, the network namespace (when not this one), the process that
 connected or closed it (when seen), who closed first (local, remote, simultaneous), the path of states,
-the outcome (${TRACE_OUTCOME_LIST}) with the socket's error, the duration (>= when
+the outcome (${traceOutcomes().join(', ')}) with the socket's error, the duration (>= when
 the start was not seen), and the retransmissions and unacknowledged data at the end.
 
 sources:
@@ -145,7 +145,8 @@ options:
   -h, --help          this help
 
 Text from other processes (command names) is printed with control characters escaped.
-exit codes: 0 ok, 1 failed (e.g. --source bpf without the privilege), 2 usage error`,
+exit codes: 0 ok, 1 failed (e.g. --source bpf without the privilege), 2 usage error`;
+  },
 };
 
 type Options = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>;
@@ -272,6 +273,8 @@ async function demo(args: string[]): Promise<number> {
     // Said when the lab looked available but could not be made; --loopback and an unprivileged user are the ordinary cases.
     if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${visible(labFailed)}`] };
   }
+  const { renderLadder } = require('./ladder') as typeof import('./ladder');
+  const { renderSvg } = require('./svg') as typeof import('./svg');
   if (values.svg) writeSvg(values.svg as string, renderSvg(diagram));
   if (values.json) print(jsonText(diagramJson(diagram)));
   else print(renderLadder(diagram, styleFor(process.stdout)));
@@ -325,7 +328,8 @@ async function trace(args: string[]): Promise<number> {
   const states = listArg('--state', values.state as string[] | undefined, 'trace').map((s) => stateArg(s, 'trace'));
   if (states.length > 0) filter.states = new Set(states);
   const outcomes = listArg('--outcome', values.outcome as string[] | undefined, 'trace');
-  for (const o of outcomes) if (!(TRACE_OUTCOMES as readonly string[]).includes(o)) throw new UsageError(`unknown outcome '${visible(o)}' (one of ${TRACE_OUTCOME_LIST})`, 'trace');
+  const known: readonly string[] = traceOutcomes();
+  for (const o of outcomes) if (!known.includes(o)) throw new UsageError(`unknown outcome '${visible(o)}' (one of ${known.join(', ')})`, 'trace');
   if (outcomes.length > 0) filter.outcomes = new Set(outcomes as TraceOutcome[]);
   const source = values.source as string | undefined;
   if (source !== undefined && source !== 'bpf' && source !== 'destroy-multicast') throw new UsageError(`--source is bpf or destroy-multicast, got '${visible(source)}'`, 'trace');
@@ -342,6 +346,7 @@ async function trace(args: string[]): Promise<number> {
   }
   const json = values.json === true;
   const style = styleFor(process.stdout);
+  const { jsonEnd, jsonSummary, matches, renderEnd, renderSummary, TraceSummary } = traceText();
   const summary = new TraceSummary();
   const started = performance.now();
   return new Promise<number>((resolve, reject) => {
@@ -417,13 +422,22 @@ async function ss(args: string[]): Promise<number> {
   if (values.watch) return watchSs(filter, pile, summary);
   const report = collect(filter, pile);
   // A piece at a time, waiting for a slow reader (a pipe): Node would queue the rest in memory.
-  const write = async (text: string): Promise<void> => {
-    if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+  const write = async (piece: string | Buffer): Promise<void> => {
+    if (!process.stdout.write(piece)) await once(process.stdout, 'drain');
   };
   if (values.json) {
     for (const piece of ssJsonPieces(report, { summary })) await write(piece);
     await write('\n');
-  } else for (const lines of ssPieces(report, styleFor(process.stdout), Infinity, { summary })) await write(`${lines}\n`);
+  } else {
+    // Rows come as bytes (see ssChunks()); each piece ends without its newline.
+    for (const piece of ssChunks(report, styleFor(process.stdout), Infinity, { summary })) {
+      if (typeof piece === 'string') await write(`${piece}\n`);
+      else {
+        await write(piece);
+        await write('\n');
+      }
+    }
+  }
   return EXIT.ok;
 }
 
