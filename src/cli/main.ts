@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { SocketFilter } from '../diag';
 import { isTcpState, type TcpState } from '../states';
-import { diagramJson, type Diagram } from './diagram';
+import type { Diagram } from './diagram';
 import { jsonText, visible, visibleLines } from './escape';
 import { COMMAND_MAX_BYTES } from '../processes';
 import { collect, DEFAULT_TIME_WAIT_PILE, renderSs, ssChunks, ssJsonPieces } from './ss';
@@ -23,8 +23,8 @@ import type { TraceOutcome } from '../trace/ends';
 import type { ConnectionTrace } from '../trace/trace';
 
 // The demo's modules (the lab, the scenarios and through them the whole library) load when a demo
-// runs or its help is shown: `finwait ss` starts ~70 ms sooner without them. So do the ladder,
-// the SVG and the trace's modules, which `finwait ss` does not use either.
+// runs or its help is shown: `finwait ss` starts ~70 ms sooner without them. So do the diagram's,
+// the ladder's, the SVG's and the trace's modules, which `finwait ss` does not use either.
 const scenarios = (): typeof import('./scenarios') => require('./scenarios');
 const traceText = (): typeof import('./trace') => require('./trace');
 const traceOutcomes = (): readonly TraceOutcome[] => (require('../trace/ends') as typeof import('../trace/ends')).TRACE_OUTCOMES;
@@ -273,6 +273,7 @@ async function demo(args: string[]): Promise<number> {
     // Said when the lab looked available but could not be made; --loopback and an unprivileged user are the ordinary cases.
     if (labFailed) diagram = { ...diagram, notes: [...diagram.notes, `lab: not used: ${visible(labFailed)}`] };
   }
+  const { diagramJson } = require('./diagram') as typeof import('./diagram');
   const { renderLadder } = require('./ladder') as typeof import('./ladder');
   const { renderSvg } = require('./svg') as typeof import('./svg');
   if (values.svg) writeSvg(values.svg as string, renderSvg(diagram));

@@ -8,9 +8,8 @@
  * Everything here is linear in the number of sockets: a busy host has 100,000s of them
  * (`tcp_max_tw_buckets` is 131,072 by default).
  */
-import { INTO_COLUMNS, SocketColumns, sockets, type SocketEntry, type SocketFilter, type TimerKind } from '../diag';
+import { INTO_COLUMNS, SocketColumns, sockets, type SocketAddress, type SocketEntry, type SocketFilter, type TimerKind } from '../diag';
 import { TCP_STATES, type TcpState } from '../states';
-import { addressOf } from './diagram';
 import { jsonText, visible } from './escape';
 import { COMMAND_MAX_BYTES, socketOwners, TRUNCATED_MARK, type Owner, type Owners } from '../processes';
 import { plain, type Style } from './style';
@@ -337,13 +336,13 @@ function analyseColumns(columns: SocketColumns, owners: Owners, options: { filte
   for (const { kind, indexes } of biggest((kind) => kind !== 'time-wait-pile')) {
     const i = order[indexes[0]!]!;
     const first = columns.entry(i);
-    const tuple = `${addressOf(first.local)} <- ${addressOf(first.remote)}`;
+    const tuple = `${addressText(first.local)} <- ${addressText(first.remote)}`;
     const [what, why] = WHY[kind as keyof typeof WHY];
     const where = indexes.length === 1 ? `${what} ${tuple}` : `${what} on ${indexes.length} sockets (${tuple} and ${indexes.length - 1} more)`;
     flags.push({ kind, message: `${where}: ${why}; ${holderText(first, ownersOf(i), indexes.length)}`, sockets: indexes });
   }
   for (const { kind, indexes } of biggest((kind) => kind === 'time-wait-pile')) {
-    const remote = addressOf(columns.entry(order[indexes[0]!]!).remote);
+    const remote = addressText(columns.entry(order[indexes[0]!]!).remote);
     const message = `TIME_WAIT pile: ${indexes.length} sockets to ${remote} (over ${timeWaitPile}): each holds a local port for 60 s, so new connections to ${remote} can run out of ports`;
     flags.push({ kind, message, sockets: indexes });
   }
@@ -470,7 +469,7 @@ function digits(n: number): number {
   return d;
 }
 
-/** `addressOf({ address, port }).length` without the port's digits, and without making the string. */
+/** `addressText({ address, port }).length` without the port's digits, and without making the string. */
 function addressLength(address: string): number {
   return address.length + 1 + (address.includes(':') ? 2 : 0);
 }
@@ -580,9 +579,17 @@ function putCell(out: Buffer, at: number, cell: Cell): number {
   return at + bytes.length;
 }
 
-/** `addressOf({ address, port })` without the port: `127.0.0.1:`, `[::1]:`. */
+/** `addressText({ address, port })` without the port: `127.0.0.1:`, `[::1]:`. */
 function addressPrefix(address: string): string {
   return address.includes(':') ? `[${address}]:` : `${address}:`;
+}
+
+/**
+ * `127.0.0.1:80`, `[::1]:80`: `addressOf()` of the diagrams, written here so that `finwait ss`
+ * does not load the diagrams' modules (and the lifecycle model behind them).
+ */
+function addressText(a: SocketAddress): string {
+  return addressPrefix(a.address) + a.port;
 }
 
 /**
