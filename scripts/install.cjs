@@ -75,7 +75,8 @@ function missingTools() {
 /** Builds build/Release/finwait.node from source, with the headers under `nodedir` if given; true if it then loads. */
 function buildFromSource(nodedir) {
   const gyp = nodeGyp();
-  const args = [...gyp.args, 'rebuild', '--release'];
+  // One compiler per CPU: the addon is a dozen files.
+  const args = [...gyp.args, 'rebuild', '--release', '--jobs=max'];
   if (nodedir) args.push(`--nodedir=${nodedir}`);
   // binding.gyp runs `node` (to find node-addon-api); npm has it on PATH, a bare call may not.
   const env = { ...process.env };
