@@ -5,7 +5,7 @@
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags_cc": ["-fvisibility=hidden", "-Wall", "-Wextra", "-Werror"],
       "xcode_settings": {
         "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
