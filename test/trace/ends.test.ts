@@ -1,6 +1,6 @@
 /**
  * The pure part of traceConnections(): from the observations a source makes to each connection's
- * end. The sequences are the ones the kernel makes (docs/kernel.md, "Event sources"): every
+ * end. The sequences are the ones the kernel makes (docs/kernel.md, "What the kernel reports"): every
  * transition from the BPF tracepoint, with sk_err at the last one.
  */
 import { describe, expect, it } from 'vitest';
