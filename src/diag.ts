@@ -566,6 +566,19 @@ function decodeColumns(reply: Uint8Array, c: SocketColumns): void {
   }
 }
 
+/** @internal The destroy multicast's groups: SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY (linux/sock_diag.h). */
+export const DESTROY_GROUP_V4 = 1;
+export const DESTROY_GROUP_V6 = 3;
+/**
+ * @internal How the destroy multicast is read (`sockDiagReadEvents`): messages per call, each into
+ * a slot of its own (a message is ~380 bytes on 6.18), at most this many calls per readable turn
+ * (a flood of other sockets' ends must not hold the loop); `-ENOBUFS` when messages were lost.
+ */
+export const DESTROY_SLOTS = 64;
+export const DESTROY_SLOT = 1024;
+export const DESTROY_READS_PER_TURN = 64;
+export const DESTROY_LOST = -105;
+
 /** @internal The attribute of a `struct inet_diag_msg` that holds the socket's `struct tcp_info`. */
 export const INET_DIAG_INFO = 2;
 

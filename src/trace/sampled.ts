@@ -7,7 +7,20 @@
  */
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../binding';
-import { INET_DIAG_INFO, messageAttribute, messageCookie, messageEntry, sockets, type SocketEntry } from '../diag';
+import {
+  DESTROY_GROUP_V4,
+  DESTROY_GROUP_V6,
+  DESTROY_LOST,
+  DESTROY_READS_PER_TURN,
+  DESTROY_SLOT,
+  DESTROY_SLOTS,
+  INET_DIAG_INFO,
+  messageAttribute,
+  messageCookie,
+  messageEntry,
+  sockets,
+  type SocketEntry,
+} from '../diag';
 import { decodeTcpInfo } from '../tcp-info';
 import type { TcpState } from '../states';
 import { socketOwners } from '../processes';
@@ -15,16 +28,8 @@ import type { EndCounters, Observation } from './ends';
 
 const debug = debuglog('finwait');
 
-/** SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY (linux/sock_diag.h). */
-const GROUP_V4 = 1;
-const GROUP_V6 = 3;
-const ENOBUFS = 105;
 /** Asked of SO_RCVBUF (capped at net.core.rmem_max): a host closing many connections at once sends a burst. */
 const RCVBUF = 8 << 20;
-const SLOTS = 64;
-const SLOT = 1024;
-/** Reads per readable turn at most: a flood must not hold the event loop. */
-const READS_PER_TURN = 64;
 /**
  * States sampled: not TIME_WAIT (looked up when a connection ends). Listeners only to know their
  * cookies: a listener's destroy message (its address kept, the remote cleared) is no connection's end.
@@ -54,9 +59,9 @@ export function openSampled(
     throw Object.assign(new Error('this build of the addon has no sock_diag events'), { code: 'ENOTSUP' });
   }
   const socket: NativeEventsSocket = new n.SockDiagEventsSocket(null, RCVBUF);
-  const buffer = new Uint8Array(SLOTS * SLOT);
+  const buffer = new Uint8Array(DESTROY_SLOTS * DESTROY_SLOT);
   const view = new DataView(buffer.buffer);
-  const lengths = new Int32Array(SLOTS);
+  const lengths = new Int32Array(DESTROY_SLOTS);
   /** The state each socket had in the last sample, by cookie: a sample observes only what changed. */
   let seen = new Map<string, TcpState>();
   /** Owners found, by cookie (a socket is looked up once, when first sampled with an inode), and the sample that last saw it. */
@@ -68,16 +73,16 @@ export function openSampled(
 
   const onReadable = (): void => {
     try {
-      for (let reads = 0; reads < READS_PER_TURN && !closed; reads++) {
+      for (let reads = 0; reads < DESTROY_READS_PER_TURN && !closed; reads++) {
         const count = n.sockDiagReadEvents!(socket.fd, buffer, lengths);
         if (count === 0) return;
-        if (count === -ENOBUFS) {
+        if (count === DESTROY_LOST) {
           lost++;
           continue;
         }
         const time = options.now();
         for (let i = 0; i < count && !closed; i++) {
-          const off = i * SLOT;
+          const off = i * DESTROY_SLOT;
           const length = Math.abs(lengths[i]!);
           const key = messageCookie(view, off, length);
           if (key === undefined) continue;
@@ -149,8 +154,8 @@ export function openSampled(
   };
 
   try {
-    n.sockDiagJoin(socket.fd, GROUP_V4);
-    n.sockDiagJoin(socket.fd, GROUP_V6);
+    n.sockDiagJoin(socket.fd, DESTROY_GROUP_V4);
+    n.sockDiagJoin(socket.fd, DESTROY_GROUP_V6);
     poll = new n.FdPoll(socket.fd, (status) => (status < 0 ? debug('trace: poll %d', status) : onReadable()));
   } catch (error) {
     socket.close();

@@ -23,7 +23,19 @@
  */
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../../binding';
-import { cookieKey, INET_DIAG_INFO, messageAttribute, messageCookie, recordCookie } from '../../diag';
+import {
+  cookieKey,
+  DESTROY_GROUP_V4,
+  DESTROY_GROUP_V6,
+  DESTROY_LOST,
+  DESTROY_READS_PER_TURN,
+  DESTROY_SLOT,
+  DESTROY_SLOTS,
+  INET_DIAG_INFO,
+  messageAttribute,
+  messageCookie,
+  recordCookie,
+} from '../../diag';
 import { arm, now } from '../schedule';
 import type { EventBackend, Watched } from '../watched';
 import { socketEnded } from './diag-follow';
@@ -33,17 +45,8 @@ import { TCPI_DATA_SEGS_IN } from '../../tcp-info';
 const debug = debuglog('finwait');
 
 const AF_INET6 = 10;
-/** SKNLGRP_INET_TCP_DESTROY and SKNLGRP_INET6_TCP_DESTROY (linux/sock_diag.h). */
-const GROUP_V4 = 1;
-const GROUP_V6 = 3;
-const ENOBUFS = 105;
 /** Asked of SO_RCVBUF (the kernel caps it at net.core.rmem_max): room for a burst of messages. */
 const RCVBUF = 4 << 20;
-/** Messages read per call, each into a slot of its own (a message is ~380 bytes on 6.18). */
-const SLOTS = 64;
-const SLOT = 1024;
-/** Calls per readable turn at most: a flood of other sockets' ends must not hold the loop. */
-const READS_PER_TURN = 64;
 
 /** A namespace's bound netlink socket and how many followed sockets of each family need it. */
 interface Listener {
@@ -59,9 +62,9 @@ interface Listener {
 const listeners = new Map<string, Listener>();
 /** Followed sockets not destroyed yet, by cookie (`cookieKey()`; cookies are unique host-wide). */
 const following = new Map<number | string, Watched>();
-const buffer = new Uint8Array(SLOTS * SLOT);
+const buffer = new Uint8Array(DESTROY_SLOTS * DESTROY_SLOT);
 const view = new DataView(buffer.buffer);
-const lengths = new Int32Array(SLOTS);
+const lengths = new Int32Array(DESTROY_SLOTS);
 /** @internal For tests: messages read, and those that ended a followed socket. */
 const counts = { messages: 0, matched: 0, lost: 0 };
 
@@ -116,20 +119,20 @@ function keyOf(w: Watched): string {
 }
 
 function groupOf(w: Watched): number {
-  return w.id![0] === AF_INET6 ? GROUP_V6 : GROUP_V4;
+  return w.id![0] === AF_INET6 ? DESTROY_GROUP_V6 : DESTROY_GROUP_V4;
 }
 
 /** Joins the socket's group in its namespace if it is the first there, and counts it. */
 function join(l: Listener, group: number): void {
-  const users = group === GROUP_V6 ? l.v6 : l.v4;
+  const users = group === DESTROY_GROUP_V6 ? l.v6 : l.v4;
   if (users === 0) native().sockDiagJoin!(l.fd, group);
-  if (group === GROUP_V6) l.v6++;
+  if (group === DESTROY_GROUP_V6) l.v6++;
   else l.v4++;
 }
 
 /** Uncounts a socket; the last one of its family leaves the group. */
 function leave(l: Listener, group: number): void {
-  const users = group === GROUP_V6 ? --l.v6 : --l.v4;
+  const users = group === DESTROY_GROUP_V6 ? --l.v6 : --l.v4;
   if (users > 0) return;
   try {
     native().sockDiagLeave!(l.fd, group);
@@ -153,10 +156,10 @@ function unfollow(w: Watched): void {
 function onReadable(l: Listener): void {
   try {
     // A message can end the last watched socket, which closes the listener: read no further then.
-    for (let reads = 0; reads < READS_PER_TURN && listeners.get(l.key) === l; reads++) {
+    for (let reads = 0; reads < DESTROY_READS_PER_TURN && listeners.get(l.key) === l; reads++) {
       const count = native().sockDiagReadEvents!(l.fd, buffer, lengths);
       if (count === 0) return;
-      if (count === -ENOBUFS) {
+      if (count === DESTROY_LOST) {
         lost(l);
         continue;
       }
@@ -164,9 +167,9 @@ function onReadable(l: Listener): void {
       const at = now();
       for (let i = 0; i < count && listeners.get(l.key) === l; i++) {
         const length = Math.abs(lengths[i]!);
-        const key = messageCookie(view, i * SLOT, length);
+        const key = messageCookie(view, i * DESTROY_SLOT, length);
         const w = key === undefined ? undefined : following.get(key);
-        if (w !== undefined) ended(w, i * SLOT, length, at);
+        if (w !== undefined) ended(w, i * DESTROY_SLOT, length, at);
       }
     }
   } catch (error) {
