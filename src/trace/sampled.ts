@@ -91,7 +91,7 @@ export function openSampled(
           if (only !== undefined && !only(cookie)) continue;
           const entry = messageEntry(view, off);
           const before = seen.get(cookie);
-          if (before === 'LISTEN') {
+          if (before === 'LISTEN' || (before === undefined && entry.remote.port === 0 && neverConnected(view, off, length))) {
             seen.delete(cookie);
             continue;
           }
@@ -184,6 +184,17 @@ export function openSampled(
       socket.close();
     },
   };
+}
+
+/**
+ * Whether a destroy message's `tcp_info` is a listener's (one not sampled): no receive MSS was
+ * ever set (`tcpi_rcv_mss` 0), which a connect() or an accepted connection sets, also when it is
+ * reset; a reset connection's remote address is cleared as a listener's is.
+ */
+function neverConnected(view: DataView, off: number, length: number): boolean {
+  const info = messageAttribute(view, off, length, INET_DIAG_INFO);
+  if (info === undefined) return false;
+  return decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]).rcvMss === 0;
 }
 
 /** The final counters in a destroy message's `tcp_info`. */

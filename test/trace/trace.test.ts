@@ -120,6 +120,23 @@ describe('traceConnections(): the destroy multicast source (no privilege)', () =
     server.close();
   });
 
+  it('a listener no sample saw is no connection: its destroy message (remote cleared, no receive MSS ever) gives no end', async () => {
+    const ends: ConnectionEnd[] = [];
+    trace = traceConnections((end) => ends.push(end), { source: 'destroy-multicast', interval: 60_000 });
+    const listener = net.createServer().listen(0, '127.0.0.1');
+    await once(listener, 'listening');
+    const port = (listener.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => listener.close(() => resolve()));
+    // A marker after it: the destroy messages come in order, so once the marker's end came, the listener's was read.
+    const marker = await pair();
+    const markerPort = marker.client.localPort!;
+    marker.server.resetAndDestroy();
+    marker.client.on('error', () => {});
+    await waitFor("the marker's end", () => ends.find((e) => e.local.port === markerPort));
+    expect(ends.filter((e) => e.local.port === port)).toEqual([]);
+    await marker.close();
+  });
+
   it('bad options are coded errors; close() is idempotent; the trace can be unref()ed', () => {
     expect(() => traceConnections(undefined as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => traceConnections(() => {}, { source: 'ebpf' as never })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
