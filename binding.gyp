@@ -14,6 +14,7 @@
       "sources": ["addon/binding.cc", "addon/errors.cc"],
       "conditions": [
         ["OS == 'linux'", {
+          "defines": ["FINWAIT_LINUX_BACKEND"],
           "sources": [
             "addon/shutdown.cc",
             "addon/sockopt.cc",

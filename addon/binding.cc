@@ -1,5 +1,7 @@
 // Registers the exports; the functions live one concern per file. No mutable static state, so
-// the addon loads in any number of environments (worker threads).
+// the addon loads in any number of environments (worker threads). FINWAIT_LINUX_BACKEND (set by
+// binding.gyp with the Linux sources) adds what only the Linux back-end has; without it the
+// build is addon/unsupported.cc's, whose every call throws ENOTSUP.
 #include "finwait.h"
 
 namespace finwait {
@@ -24,7 +26,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netnsOpen", Napi::Function::New(env, NetnsOpen, "netnsOpen"));
   exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
-#ifdef __linux__
+#ifdef FINWAIT_LINUX_BACKEND
   exports.Set("reusePortSocket", Napi::Function::New(env, ReusePortSocket, "reusePortSocket"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
 #endif
@@ -32,7 +34,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));
   exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));
   exports.Set("FdPoll", FdPollClass(env));
-#ifdef __linux__
+#ifdef FINWAIT_LINUX_BACKEND
   // The sock_diag destroy multicast exists on Linux only: elsewhere watch() cannot run at all.
   exports.Set("SockDiagEventsSocket", SockDiagEventsSocketClass(env));
   exports.Set("sockDiagJoin", Napi::Function::New(env, SockDiagJoin, "sockDiagJoin"));
