@@ -30,7 +30,9 @@ const finwait = require('../dist/index.js');
 const addon = require('../dist/binding.js').native();
 const { setWatchBackend } = require('../dist/lifecycle/watch.js');
 
-const [variant, host, countArg, concurrencyArg, warmupArg] = process.argv.slice(2);
+const [variant, host, countArg, concurrencyArg, warmupArg, mode] = process.argv.slice(2);
+/** `orphans`: the client closes its fd right after end(), so its side lives on as an orphan (FIN_WAIT1, FIN_WAIT2) the back-end follows. */
+const orphans = mode === 'orphans';
 const count = Number(countArg);
 const concurrency = Number(concurrencyArg);
 const warmup = Number(warmupArg);
@@ -99,6 +101,7 @@ function run(n) {
       socket.on('data', () => {
         if (kernel) addon.sockDiagId(fdOf(socket), (id = new Uint8Array(ID_RECORD)));
         socket.end();
+        if (orphans) socket.destroy();
       });
       if (kernel) {
         socket.on('end', () => addon.tcpState(fdOf(socket)));

@@ -13,8 +13,8 @@ const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
 /** The variants that watch(), each on its back-end. */
 const WATCHED = ['bpf', 'destroy-multicast', 'poll'];
 
-function runChild(variant, host, { count, concurrency, warmup }) {
-  const args = [path.join(benchDir, 'watch-child.mjs'), variant, host, String(count), String(concurrency), String(warmup)];
+function runChild(variant, host, { count, concurrency, warmup, orphans }) {
+  const args = [path.join(benchDir, 'watch-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), orphans ? 'orphans' : 'plain'];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
@@ -33,8 +33,8 @@ function summary(perRun) {
   return entries.length === 0 ? 'none' : entries.map(([reason, n]) => `${n} × "${reason}"`).join(', ');
 }
 
-export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3 } = {}) {
-  const options = { count, concurrency, warmup };
+export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, orphans = false } = {}) {
+  const options = { count, concurrency, warmup, orphans };
   const variants = ['plain', 'bpf', 'destroy-multicast', 'poll', 'multicast', 'kernel'];
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
   const states = {};
@@ -75,7 +75,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   const list = (values) => values.map((v) => v.toFixed(0)).join(', ');
   const shown = (counts) => Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
   const notes = [
-    `Each connection: connect, 5-byte request, 5-byte response, client end() (its side goes to TIME_WAIT), server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that each is measured compiled); medians of ${rounds} runs each, in rotating order, each run a fresh process. "Per watched end": the time over the run without watch(), divided by the ${2 * count} ends.`,
+    `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that each is measured compiled); medians of ${rounds} runs each, in rotating order, each run a fresh process. "Per watched end": the time over the run without watch(), divided by the ${2 * count} ends.`,
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). The BPF row needs root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
     `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
     `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${variants.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
@@ -84,10 +84,13 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   return { rows, notes };
 }
 
-// `node bench/watch.mjs [rounds]` runs this benchmark alone (after `npm run build`).
+// `node bench/watch.mjs [rounds] [--orphans]` runs this benchmark alone (after `npm run build`);
+// --orphans: each client closes its fd right after end(), leaving an orphan for the back-end.
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log(`finwait benchmarks — ${machine()}\n`);
-  const { rows, notes } = await benchWatch({ rounds: Number(process.argv[2] ?? 3) });
+  const args = process.argv.slice(2);
+  const rounds = Number(args.find((a) => /^\d+$/.test(a)) ?? 3);
+  const { rows, notes } = await benchWatch({ rounds, orphans: args.includes('--orphans') });
   console.log(table(rows));
   for (const note of notes) console.log(`\n  ${note}`);
 }
