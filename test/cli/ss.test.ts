@@ -184,10 +184,17 @@ describe('finwait ss: flags first, --summary, and the flags in --watch', () => {
 
   beforeAll(async () => {
     // 30 connections whose clients sent their FIN: 30 CLOSE_WAIT and 30 FIN_WAIT2 held by this process.
-    listener = net.createServer({ allowHalfOpen: true }, (s) => ends.push(s.pause()));
-    listener.listen(0, '127.0.0.1');
-    await once(listener, 'listening');
-    port = (listener.address() as net.AddressInfo).port;
+    // A port nothing else on this host has now: the counts below are exact, and a listener can get a
+    // port that earlier connections' TIME_WAIT sockets still name (other tests leave thousands).
+    for (let attempt = 0; ; attempt++) {
+      listener = net.createServer({ allowHalfOpen: true }, (s) => ends.push(s.pause()));
+      listener.listen(0, '127.0.0.1');
+      await once(listener, 'listening');
+      port = (listener.address() as net.AddressInfo).port;
+      if (sockets({ port }).length === 1 || attempt === 50) break;
+      await new Promise((resolve) => listener.close(resolve));
+    }
+    expect(sockets({ port })).toHaveLength(1);
     for (let i = 0; i < PAIRS; i++) {
       const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
       ends.push(client.pause());

@@ -98,7 +98,17 @@ const churn = `
   })();
 `;
 
+/**
+ * The churn leaves thousands of TIME_WAIT sockets for 60 s: in a network namespace of its own where
+ * one can be made (root), so that they go with it instead of crowding this one's table.
+ */
+function isolated(): string[] {
+  const probe = spawnSync('unshare', ['-n', 'true']);
+  return probe.status === 0 ? ['unshare', '-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"'] : [];
+}
+
 it('40 Workers terminated at random moments while they open, watch and close connections: the process lives', () => {
-  const child = spawnSync(process.execPath, ['-e', churn], { encoding: 'utf8', timeout: 60_000 });
+  const [file, ...args] = [...isolated(), process.execPath, '-e', churn];
+  const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000 });
   expect({ status: child.status, signal: child.signal, stdout: child.stdout, stderr: child.stderr.slice(0, 500) }).toEqual({ status: 0, signal: null, stdout: 'done\n', stderr: '' });
 }, 90_000);
