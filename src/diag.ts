@@ -624,6 +624,11 @@ export function messageEntry(view: DataView, off: number): SocketEntry {
   return entryAt(view, off + NLMSG_HDRLEN);
 }
 
+/** @internal A u64 cookie (`SO_COOKIE`, `SO_NETNS_COOKIE`) as `SocketEntry.cookie` writes one: 16 lowercase hex digits. */
+export function cookieHex(cookie: bigint | number): string {
+  return cookie.toString(16).padStart(16, '0');
+}
+
 /** The `struct inet_diag_msg` at `m`. */
 function entryAt(view: DataView, m: number): SocketEntry {
   const v6 = view.getUint8(m) === AF_INET6;

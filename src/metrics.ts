@@ -229,23 +229,24 @@ class Metrics implements ServerMetrics {
   /** No end came for `t` long after Node closed it: counted unknown. */
   unseen(t: Tracked): void {
     if (t.early !== undefined) return this.#count(t, t.early);
-    this.#pending--;
-    const label = t.label ?? this.#labelOf(t);
-    this.counts.unknown++;
-    let by = this.byLabel.get(label);
-    if (by === undefined) this.byLabel.set(label, (by = zero()));
-    by.unknown++;
+    this.#tally(t, 'unknown');
   }
 
   #count(t: Tracked, end: ConnectionEnd): void {
+    const { outcome, because } = refineOutcome(end, t.node);
+    const label = this.#tally(t, outcome);
+    if (channel.hasSubscribers) channel.publish({ server: this.#server, label, outcome, because, end } satisfies ConnectionEndMessage);
+  }
+
+  /** `t` is no longer pending: one more `outcome`, in all and under its label (returned). */
+  #tally(t: Tracked, outcome: TraceOutcome): string {
     this.#pending--;
     const label = t.label ?? this.#labelOf(t);
-    const { outcome, because } = refineOutcome(end, t.node);
     this.counts[outcome]++;
     let by = this.byLabel.get(label);
     if (by === undefined) this.byLabel.set(label, (by = zero()));
     by[outcome]++;
-    if (channel.hasSubscribers) channel.publish({ server: this.#server, label, outcome, because, end } satisfies ConnectionEndMessage);
+    return label;
   }
 
   close(): void {

@@ -296,9 +296,10 @@ function intArg(flag: string, text: string, max: number, command: 'ss' | 'trace'
 }
 
 /** The values of a repeatable flag, also comma-separated; an empty one is a mistake. */
-function listArg(flag: string, texts: string[] | undefined, command: 'ss' | 'trace'): string[] {
+function listArg(flag: string, texts: string[] | undefined, command: 'ss' | 'trace', what = 'names'): string[] {
   const names = (texts ?? []).flatMap((s) => s.split(','));
-  if (names.some((n) => n.trim() === '')) throw new UsageError(`${flag} needs names, got '${visible((texts ?? []).join(' '))}'`, command);
+  // An empty name (`--state ''`, `--state a,,b`) is a mistake, not "every state".
+  if (names.some((n) => n.trim() === '')) throw new UsageError(`${flag} needs ${what}, got '${visible((texts ?? []).join(' '))}'`, command);
   return names.map((n) => n.trim());
 }
 
@@ -409,10 +410,7 @@ async function ss(args: string[]): Promise<number> {
   }
   const stateTexts = (values.state as string[] | undefined) ?? [];
   if (positionals.length > 0 && stateTexts.length === 0) throw new UsageError(`unexpected argument '${positionals[0]}'`, 'ss');
-  const names = [...stateTexts, ...positionals].flatMap((s) => s.split(','));
-  // An empty name (`--state ''`, `--state a,,b`) is a mistake, not "every state".
-  if (names.some((n) => n.trim() === '')) throw new UsageError(`--state needs state names, got '${[...stateTexts, ...positionals].join(' ')}'`, 'ss');
-  const states = names.map((n) => stateArg(n));
+  const states = listArg('--state', [...stateTexts, ...positionals], 'ss', 'state names').map((n) => stateArg(n));
   const filter: SocketFilter = {};
   if (states.length > 0) filter.states = [...new Set(states)];
   if (values.port !== undefined) filter.port = intArg('--port', values.port as string, 65535);

@@ -5,11 +5,8 @@
  * the socket's counters.
  */
 import { openStateChanges, stateChangesUnavailable, type StateChange } from '../bpf';
+import { cookieHex } from '../diag';
 import type { Observation } from './ends';
-
-function hex(cookie: bigint): string {
-  return cookie.toString(16).padStart(16, '0');
-}
 
 /** Why the BPF source cannot run here, or `undefined` when it can. */
 export function bpfUnavailable(): string | undefined {
@@ -18,8 +15,8 @@ export function bpfUnavailable(): string | undefined {
 
 function observationOf(c: StateChange): Observation {
   return {
-    cookie: hex(c.cookie),
-    netns: hex(c.netnsCookie),
+    cookie: cookieHex(c.cookie),
+    netns: cookieHex(c.netnsCookie),
     family: c.family,
     local: { address: c.localAddress, port: c.localPort },
     remote: { address: c.remoteAddress, port: c.remotePort },

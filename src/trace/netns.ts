@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../binding';
+import { cookieHex } from '../diag';
 
 export interface NamespaceRef {
   /** Its name in /run/netns, else `pid N` (a process inside it). */
@@ -16,13 +17,9 @@ export interface NamespaceRef {
 
 const RESCAN_MS = 1000;
 
-function hex(cookie: bigint): string {
-  return cookie.toString(16).padStart(16, '0');
-}
-
 /** This thread's network namespace's cookie (16 hex digits). */
 export function homeNetns(): string {
-  return hex(native().netnsCookie());
+  return cookieHex(native().netnsCookie());
 }
 
 export class NamespaceIndex {
@@ -82,7 +79,7 @@ export class NamespaceIndex {
     let fd: number | undefined;
     try {
       fd = fs.openSync(file, 'r');
-      const cookie = hex(native().netnsCookie(fd));
+      const cookie = cookieHex(native().netnsCookie(fd));
       this.#cookieByFile.set(key, cookie);
       return cookie;
     } catch {
@@ -119,34 +116,5 @@ function list(dir: string): string[] {
     return fs.readdirSync(dir);
   } catch {
     return [];
-  }
-}
-
-const netstat = Buffer.alloc(16384);
-
-/**
- * `TcpExt: TCPTimeWaitOverflow` of the network namespace `nsFd` is in (this thread's with `null`):
- * how often a TIME_WAIT could not be made because `tcp_max_tw_buckets` were in use. `undefined`
- * where it cannot be read.
- */
-export function timeWaitOverflows(nsFd: number | null): number | undefined {
-  let fd: number | undefined;
-  try {
-    // /proc/thread-self: the namespace of the calling thread, which netnsOpen moves for the open.
-    fd = nsFd === null ? fs.openSync('/proc/thread-self/net/netstat', 'r') : native().netnsOpen(nsFd, '/proc/thread-self/net/netstat', fs.constants.O_RDONLY);
-    const length = fs.readSync(fd, netstat, 0, netstat.length, 0);
-    const lines = netstat.toString('latin1', 0, length).split('\n');
-    const at = lines.findIndex((line) => line.startsWith('TcpExt: '));
-    if (at < 0 || at + 1 >= lines.length) return undefined;
-    const column = lines[at]!.split(' ').indexOf('TCPTimeWaitOverflow');
-    const value = Number(lines[at + 1]!.split(' ')[column]);
-    return column > 0 && Number.isFinite(value) ? value : undefined;
-  } catch {
-    return undefined;
-  } finally {
-    if (fd !== undefined) {
-      if (nsFd === null) fs.closeSync(fd);
-      else native().closeFd(fd);
-    }
   }
 }

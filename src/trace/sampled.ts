@@ -8,6 +8,7 @@
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../binding';
 import {
+  cookieHex,
   DESTROY_GROUP_V4,
   DESTROY_GROUP_V6,
   DESTROY_LOST,
@@ -21,7 +22,7 @@ import {
   sockets,
   type SocketEntry,
 } from '../diag';
-import { decodeTcpInfo } from '../tcp-info';
+import { decodeTcpInfo, type TcpInfo } from '../tcp-info';
 import type { TcpState } from '../states';
 import { socketOwners } from '../processes';
 import type { EndCounters, Observation } from './ends';
@@ -42,11 +43,6 @@ export interface SampledSource {
   /** Messages the kernel dropped because the receive buffer was full (their connections' ends are not reported). */
   readonly lost: number;
   close(): void;
-}
-
-/** The cookie as `SocketEntry.cookie` writes it, from `messageCookie()`'s key. */
-function hexCookie(key: number | string): string {
-  return typeof key === 'string' ? key : key.toString(16).padStart(16, '0');
 }
 
 export function openSampled(
@@ -86,12 +82,16 @@ export function openSampled(
           const length = Math.abs(lengths[i]!);
           const key = messageCookie(view, off, length);
           if (key === undefined) continue;
-          const cookie = hexCookie(key);
+          // messageCookie()'s key is a number, or already the hex text beyond 53 bits.
+          const cookie = typeof key === 'string' ? key : cookieHex(key);
           // Another socket's end, for a caller that wants a few: nothing is decoded.
           if (only !== undefined && !only(cookie)) continue;
           const entry = messageEntry(view, off);
           const before = seen.get(cookie);
-          if (before === 'LISTEN' || (before === undefined && entry.remote.port === 0 && neverConnected(view, off, length))) {
+          const info = finalInfo(view, off, length);
+          // A listener no sample saw: its remote address is cleared, as a reset connection's is, but
+          // no receive MSS was ever set (tcpi_rcv_mss 0), which connect() and accept set.
+          if (before === 'LISTEN' || (before === undefined && entry.remote.port === 0 && info?.rcvMss === 0)) {
             seen.delete(cookie);
             continue;
           }
@@ -107,7 +107,7 @@ export function openSampled(
             ...(before !== undefined ? { from: before } : {}),
             time,
             ...(owner !== undefined ? { holder: owner } : {}),
-            ...countersOf(view, off, length),
+            ...countersOf(info),
           });
         }
       }
@@ -186,22 +186,15 @@ export function openSampled(
   };
 }
 
-/**
- * Whether a destroy message's `tcp_info` is a listener's (one not sampled): no receive MSS was
- * ever set (`tcpi_rcv_mss` 0), which a connect() or an accepted connection sets, also when it is
- * reset; a reset connection's remote address is cleared as a listener's is.
- */
-function neverConnected(view: DataView, off: number, length: number): boolean {
+/** The final `tcp_info` a destroy message carries, decoded, or `undefined` without one. */
+function finalInfo(view: DataView, off: number, length: number): TcpInfo | undefined {
   const info = messageAttribute(view, off, length, INET_DIAG_INFO);
-  if (info === undefined) return false;
-  return decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]).rcvMss === 0;
+  return info === undefined ? undefined : decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]);
 }
 
-/** The final counters in a destroy message's `tcp_info`. */
-function countersOf(view: DataView, off: number, length: number): { counters?: EndCounters } {
-  const info = messageAttribute(view, off, length, INET_DIAG_INFO);
-  if (info === undefined) return {};
-  const t = decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]);
+/** The counters of a final `tcp_info`. */
+function countersOf(t: TcpInfo | undefined): { counters?: EndCounters } {
+  if (t === undefined) return {};
   return {
     counters: {
       retransmits: t.totalRetrans,

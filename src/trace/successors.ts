@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import { native } from '../binding';
 import { DIAG_MSG_LEN, ID_RECORD, isMiss, recordOf, replyAt, sameTuple } from '../diag';
 import type { ConnectionEnd, Successor } from './ends';
-import { timeWaitOverflows, type NamespaceIndex } from './netns';
+import type { NamespaceIndex } from './netns';
+import { timeWaitOverflows } from '../tcp-counters';
 
 /** A looked-up end: its successor, and for `'none'`, whether its namespace's TIME_WAIT table ever overflowed. */
 export type Looked = (end: ConnectionEnd, successor: Successor, overflowed: boolean | undefined) => void;

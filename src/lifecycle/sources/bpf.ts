@@ -19,11 +19,11 @@
  * FIN_WAIT2 timewait socket), which sends no record of its own; and an orphan with our FIN sent
  * that receives new data answers it with an RST through the same kernel call that takes a
  * received one (`tcp_reset()`, sk_err ECONNRESET), so for such an orphan the namespace's count of
- * RSTs sent decides, as the poller's lookups do (sources/tcp-counters.ts).
+ * RSTs sent decides, as the poller's lookups do (src/tcp-counters.ts).
  */
 import { debuglog } from 'node:util';
 import { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../../bpf';
-import { cookieKey, recordCookie } from '../../diag';
+import { cookieHex, cookieKey, recordCookie } from '../../diag';
 import type { CloseEvent } from '../fsm';
 import { arm, now } from '../schedule';
 import { BEFORE_TIME_WAIT, RESET_FROM, type EventBackend, type Watched } from '../watched';
@@ -55,7 +55,7 @@ export function unavailable(): string | undefined {
 
 /** The key `cookieKey()` gives the cookie `cookie`. */
 function keyOf(cookie: bigint): number | string {
-  return cookie < SAFE_COOKIE ? Number(cookie) : cookie.toString(16).padStart(16, '0');
+  return cookie < SAFE_COOKIE ? Number(cookie) : cookieHex(cookie);
 }
 
 function idKey(w: Watched): number | string {

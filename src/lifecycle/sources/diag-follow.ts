@@ -26,7 +26,7 @@ import { stateOrThrow } from '../../tcp-info';
 import { completePath, type LifecycleState } from '../fsm';
 import { AWAIT_MS, FAST_MS, LATE_MS, SAFETY_MS, SLOW_MS, TIMER_MARGIN_MS, now, scheduleAt } from '../schedule';
 import { BEFORE_TIME_WAIT, observeFd, readState, type Netns, type Watched } from '../watched';
-import { openCounters, rstsSent } from './tcp-counters';
+import { openCounters, rstsSent } from '../../tcp-counters';
 
 const debug = debuglog('finwait');
 
