@@ -2,10 +2,10 @@
 // `ip netns exec`): fills the namespace with TIME_WAIT sockets, then times finwait's sockets()
 // against ss on them, alternating. Prints one JSON line with the figures on stdout.
 import { spawnSync } from 'node:child_process';
-import { openSync, writeFileSync } from 'node:fs';
+import { openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { median } from './lib.mjs';
+import { fillTimeWaits, median, prepareTimeWaitNamespace } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
@@ -13,17 +13,8 @@ const finwait = require('../dist/index.js');
 const count = Number(process.argv[2] ?? 50_000);
 const rounds = Number(process.argv[3] ?? 7);
 const destinations = 100; // 127.0.0.1 .. 127.0.0.100, so no (address, port) pair runs short of ports
-const concurrency = 1000; // 2 fds each (both ends live in this process): 2,000 of the 20,000 allowed
 
-function sysctl(name, value) {
-  writeFileSync(`/proc/sys/net/ipv4/${name}`, value);
-}
-
-const setup = spawnSync('ip', ['link', 'set', 'lo', 'up'], { encoding: 'utf8' });
-if (setup.status !== 0) throw new Error(`ip link set lo up: ${setup.stderr.trim()}`);
-sysctl('tcp_max_tw_buckets', String(4 * count)); // the kernel would drop TIME_WAIT sockets past it
-sysctl('ip_local_port_range', '1024 65535');
-sysctl('tcp_tw_reuse', '0'); // a new connect() must not recycle one of our TIME_WAIT sockets
+prepareTimeWaitNamespace(count);
 
 // The namespace has only lo, so listening on every address listens on loopback alone.
 const server = net.createServer((socket) => socket.resume()); // reads the client's FIN, then ends (allowHalfOpen off)
@@ -33,22 +24,7 @@ const { port } = server.address();
 
 // The client closes first, so the TIME_WAIT sockets are the clients': 127.0.0.1:eph -> 127.0.0.x:port.
 const fillStart = process.hrtime.bigint();
-await new Promise((resolve, reject) => {
-  let started = 0;
-  let finished = 0;
-  const next = () => {
-    const i = started++;
-    const socket = net.connect({ port, host: `127.0.0.${1 + (i % destinations)}` });
-    socket.on('connect', () => socket.end()).resume();
-    socket.on('error', reject);
-    socket.on('close', () => {
-      finished++;
-      if (finished === count) resolve();
-      else if (started < count) next();
-    });
-  };
-  for (let i = 0; i < Math.min(concurrency, count); i++) next();
-});
+await fillTimeWaits(count, (i) => ({ port, host: `127.0.0.${1 + (i % destinations)}` }));
 server.close();
 const fillMs = Number(process.hrtime.bigint() - fillStart) / 1e6;
 const firstTimeWait = Number(fillStart) / 1e6;

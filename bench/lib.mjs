@@ -1,7 +1,8 @@
-// Shared pieces of the benchmarks: timing, the C baseline, loopback connections held by a peer.
+// Shared pieces of the benchmarks: timing, the C baseline, loopback connections held by a peer,
+// a network namespace of a benchmark's own and the TIME_WAIT sockets filled into it.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -89,4 +90,83 @@ export function table(rows) {
 export function machine() {
   const cpu = execFileSync('sh', ['-c', "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], { encoding: 'utf8' }).trim();
   return `Node ${process.version}, Linux ${spawnSync('uname', ['-r'], { encoding: 'utf8' }).stdout.trim()}, ${cpu}, ${os.availableParallelism()} CPUs`;
+}
+
+/** Why a benchmark in a network namespace of its own (made with `ip`, measured against `ss`) cannot run here, or undefined. */
+export function ownNetnsUnavailable() {
+  if (process.platform !== 'linux') return 'sock_diag and network namespaces are Linux only';
+  if (process.getuid?.() !== 0) return 'creating a network namespace needs root (run npm run bench as root)';
+  for (const tool of ['ip', 'ss']) {
+    if (spawnSync(tool, ['-V']).error) return `${tool} (iproute2) is not installed`;
+  }
+  return undefined;
+}
+
+/**
+ * Runs `node bench/SCRIPT ARGS` in a network namespace made for it and deleted when it ends (also
+ * on SIGINT and SIGTERM, after which this process dies of the same signal). Returns the JSON object
+ * on the child's last line of stdout, or `{ skipped }` when the namespace cannot be made.
+ */
+export async function runInOwnNetns(script, args) {
+  const ns = `finwait-bench-${path.basename(script, '.mjs')}-${process.pid}`;
+  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
+  if (add.status !== 0) return { skipped: `ip netns add failed: ${add.stderr.trim()}` };
+  let child;
+  const removeNs = () => spawnSync('ip', ['netns', 'del', ns], { encoding: 'utf8' });
+  const onSignal = (signal) => {
+    child?.kill('SIGKILL');
+    removeNs();
+    process.kill(process.pid, signal);
+  };
+  process.once('exit', removeNs).once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  try {
+    child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(benchDir, script), ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+    const status = await new Promise((resolve, reject) => child.on('error', reject).on('close', resolve));
+    if (status !== 0) throw new Error(`${script} exited with ${status}`);
+    return JSON.parse(out.trim().split('\n').pop());
+  } finally {
+    process.off('exit', removeNs).off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    const del = removeNs();
+    if (del.status !== 0) console.error(`could not delete network namespace ${ns}: ${del.stderr}`);
+  }
+}
+
+/**
+ * In a benchmark's own network namespace: brings `lo` up and sets the sysctls that let `count`
+ * TIME_WAIT sockets pile up (bucket limit, the whole port range, no reuse by a new connect()).
+ */
+export function prepareTimeWaitNamespace(count) {
+  const setup = spawnSync('ip', ['link', 'set', 'lo', 'up'], { encoding: 'utf8' });
+  if (setup.status !== 0) throw new Error(`ip link set lo up: ${setup.stderr.trim()}`);
+  const sysctl = (name, value) => writeFileSync(`/proc/sys/net/ipv4/${name}`, value);
+  sysctl('tcp_max_tw_buckets', String(4 * count)); // the kernel would drop TIME_WAIT sockets past it
+  sysctl('ip_local_port_range', '1024 65535');
+  sysctl('tcp_tw_reuse', '0'); // a new connect() must not recycle one of our TIME_WAIT sockets
+}
+
+/**
+ * Makes `count` connections, `concurrency` at a time, with `net.connect(optionsOf(i))`; each client
+ * ends as soon as it connects, so it closes first and the TIME_WAIT sockets are the clients'. The
+ * server must end its side on the client's FIN (allowHalfOpen off). Resolves when all have closed.
+ */
+export function fillTimeWaits(count, optionsOf, concurrency = 1000) {
+  return new Promise((resolve, reject) => {
+    let started = 0;
+    let finished = 0;
+    const next = () => {
+      const socket = net.connect(optionsOf(started++));
+      socket.on('connect', () => socket.end()).resume();
+      socket.on('error', reject);
+      socket.on('close', () => {
+        finished++;
+        if (finished === count) resolve();
+        else if (started < count) next();
+      });
+    };
+    for (let i = 0; i < Math.min(concurrency, count); i++) next();
+  });
 }

@@ -2,20 +2,14 @@
 // fills the namespace with TIME_WAIT sockets, then times `finwait ss` against `ss -tanp` on them,
 // alternating. Prints one JSON line with the figures on stdout.
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { benchDir, median } from './lib.mjs';
+import { benchDir, fillTimeWaits, median, prepareTimeWaitNamespace } from './lib.mjs';
 
 const count = Number(process.argv[2] ?? 130_000);
 const rounds = Number(process.argv[3] ?? 7);
 const sources = 20; // 127.0.0.2 .. 127.0.0.21: each local address has ~64,000 ports
-const concurrency = 1000;
 const BIN = path.join(benchDir, '..', 'dist', 'cli', 'main.js');
-
-function sysctl(name, value) {
-  writeFileSync(`/proc/sys/net/ipv4/${name}`, value);
-}
 
 /** Runs `file args`, reading its stdout from a pipe; its wall time (spawn to exit), lines and bytes. */
 function run(file, args) {
@@ -40,10 +34,7 @@ function run(file, args) {
   });
 }
 
-await run('ip', ['link', 'set', 'lo', 'up']);
-sysctl('tcp_max_tw_buckets', String(4 * count)); // the kernel would drop TIME_WAIT sockets past it
-sysctl('ip_local_port_range', '1024 65535');
-sysctl('tcp_tw_reuse', '0'); // a new connect() must not recycle one of our TIME_WAIT sockets
+prepareTimeWaitNamespace(count);
 
 // The listener stays open while both tools run: each finds its process through /proc.
 const server = net.createServer((socket) => socket.resume()); // reads the client's FIN, then ends
@@ -54,22 +45,7 @@ const { port } = server.address();
 // The clients close first, so the TIME_WAIT sockets are theirs: 127.0.0.x:eph -> 127.0.0.1:port,
 // one pile towards one remote endpoint.
 const fillStart = process.hrtime.bigint();
-await new Promise((resolve, reject) => {
-  let started = 0;
-  let finished = 0;
-  const next = () => {
-    const i = started++;
-    const socket = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + (i % sources)}` });
-    socket.on('connect', () => socket.end()).resume();
-    socket.on('error', reject);
-    socket.on('close', () => {
-      finished++;
-      if (finished === count) resolve();
-      else if (started < count) next();
-    });
-  };
-  for (let i = 0; i < Math.min(concurrency, count); i++) next();
-});
+await fillTimeWaits(count, (i) => ({ port, host: '127.0.0.1', localAddress: `127.0.0.${2 + (i % sources)}` }));
 const fillMs = Number(process.hrtime.bigint() - fillStart) / 1e6;
 
 const tools = {

@@ -1,56 +1,19 @@
 // `finwait ss` against `ss -tanp` on 130,000 TIME_WAIT sockets, in a network namespace of our own
 // (created here, deleted when done); the work happens in bench/ss-child.mjs.
-import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, table, verdict } from './lib.mjs';
+import { fmt, machine, ownNetnsUnavailable, runInOwnNetns, table, verdict } from './lib.mjs';
 
 const TARGET = 1.5;
 
-/** Why the benchmark cannot run here, or undefined. */
-function cannotRun() {
-  if (process.platform !== 'linux') return 'sock_diag and network namespaces are Linux only';
-  if (process.getuid?.() !== 0) return 'creating a network namespace needs root (run npm run bench as root)';
-  for (const tool of ['ip', 'ss']) {
-    if (spawnSync(tool, ['-V']).error) return `${tool} (iproute2) is not installed`;
-  }
-  return undefined;
-}
-
 /** The table rows, or `{ skipped }` with the reason. */
 export async function benchSs(finwait, { count = 130_000, rounds = 7 } = {}) {
-  const why = cannotRun();
+  const why = ownNetnsUnavailable();
   if (why) return { skipped: why };
   // Namespaces share the kernel's established/TIME_WAIT hash table: both tools walk these too.
   const outside = finwait.sockets({ states: ['TIME_WAIT'] }).length;
-  const ns = `finwait-bench-ss-${process.pid}`;
-  const add = spawnSync('ip', ['netns', 'add', ns], { encoding: 'utf8' });
-  if (add.status !== 0) return { skipped: `ip netns add failed: ${add.stderr.trim()}` };
-  let child;
-  const removeNs = () => spawnSync('ip', ['netns', 'del', ns]);
-  // Interrupted: stop the child and delete the namespace, then die of the same signal.
-  const onSignal = (signal) => {
-    child?.kill('SIGKILL');
-    removeNs();
-    process.kill(process.pid, signal);
-  };
-  process.once('exit', removeNs).once('SIGINT', onSignal).once('SIGTERM', onSignal);
-  let r;
-  try {
-    child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(benchDir, 'ss-child.mjs'), String(count), String(rounds)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
-    const status = await new Promise((resolve, reject) => child.on('error', reject).on('close', resolve));
-    if (status !== 0) throw new Error(`ss-child.mjs exited with ${status}`);
-    r = JSON.parse(out.trim().split('\n').pop());
-  } finally {
-    process.off('exit', removeNs).off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    const del = removeNs();
-    if (del.status !== 0) console.error(`could not delete network namespace ${ns}: ${del.stderr}`);
-  }
+  const r = await runInOwnNetns('ss-child.mjs', [String(count), String(rounds)]);
+  if (r.skipped) return r;
   const rows = [
     ['operation', 'finwait', 'ss -tanp', 'ratio', 'target', ''],
     [`finwait ss, ${count} sockets`, fmt(r.finwait, 'ms'), fmt(r.ss, 'ms'), `${(r.finwait / r.ss).toFixed(2)}x`, `<= ${TARGET}x`, verdict(r.finwait / r.ss, TARGET)],
