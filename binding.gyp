@@ -22,6 +22,7 @@
             "addon/queues_linux.cc",
             "addon/constants_linux.cc",
             "addon/sock_diag_linux.cc",
+            "addon/socket_cookie_linux.cc",
             "addon/netns_linux.cc",
             "addon/bind.cc",
             "addon/close_fd.cc",

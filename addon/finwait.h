@@ -67,6 +67,9 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info);
 // namespace's cookie (SO_NETNS_COOKIE, 0 before Linux 5.14) as a u64 at byte 56. False, with
 // nothing but the state, in CLOSE, LISTEN and SYN_SENT (one syscall).
 Napi::Value SockDiagId(const Napi::CallbackInfo& info);
+// socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's 64-bit cookie (any socket;
+// ENOPROTOOPT before Linux 4.12).
+Napi::Value SocketCookie(const Napi::CallbackInfo& info);
 // socketNetns(fd) -> fd: ioctl(SIOCGSKNS), an fd of the network namespace the socket lives in.
 Napi::Value SocketNetns(const Napi::CallbackInfo& info);
 // netnsCookie(nsFd?) -> BigInt: SO_NETNS_COOKIE of a socket made in this thread's network

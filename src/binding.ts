@@ -112,6 +112,12 @@ export interface Native {
    * the state, in CLOSE, LISTEN and SYN_SENT.
    */
   sockDiagId(fd: number, record: Uint8Array): boolean;
+  /**
+   * getsockopt(SO_COOKIE): the socket's 64-bit cookie, as sock_diag, the destroy multicast and the
+   * BPF program name it (`SocketEntry.cookie` in hex). Any socket has one; `ENOTSOCK` for an fd
+   * that is no socket, `EBADF` for one that is not open, `ENOPROTOOPT` before Linux 4.12.
+   */
+  socketCookie(fd: number): bigint;
   /** ioctl(SIOCGSKNS): a new fd (close-on-exec) of the network namespace the socket lives in. */
   socketNetns(fd: number): number;
   /** SO_NETNS_COOKIE of a socket made in this thread's network namespace, or in `nsFd`'s; 0n before 5.14. */

@@ -4,17 +4,18 @@
  * the application names, e.g. a route), from the kernel's own account of each end
  * (`traceConnections()`), and published on `diagnostics_channel` for a metrics library to export.
  *
- * Per connection it costs a few getsockopt calls when the connection is accepted (its cookie) and
- * a Map lookup when it ends. One trace serves every server of the process.
+ * Per connection it costs one getsockopt when the connection is accepted (its cookie) and a Map
+ * lookup when it ends; an end freed on its way to TIME_WAIT is told from what Node saw where that
+ * suffices, and looked up (a batched sock_diag request) only where it does not. One trace serves
+ * every server of the process.
  */
 import dc from 'node:diagnostics_channel';
 import type net from 'node:net';
 import { native } from './binding';
-import { ID_RECORD, recordCookie } from './diag';
 import { invalidArgType } from './errors';
 import { handleFd } from './fd';
-import { TRACE_OUTCOMES, type ConnectionEnd, type TraceOutcome, type TraceSourceName } from './trace/ends';
-import { checkOptions, startTrace, type ConnectionTrace, type TraceOptions } from './trace/trace';
+import { cookieKeyOf, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
+import { checkOptions, startTrace, type InternalTrace, type TraceOptions } from './trace/trace';
 
 /** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */
 export const END_CHANNEL = 'finwait:connection:end';
@@ -63,19 +64,37 @@ export interface ServerMetrics {
   close(): void;
 }
 
-interface Tracked {
-  metrics: Metrics;
+/** A connection of a counted server, from its accept to its count. */
+class Tracked implements NodeFacts {
+  readonly metrics: Metrics;
+  /** Its cookie, as the Map of tracked connections keys it. */
+  readonly key: CookieKey;
   /** Until Node's 'close': the socket, to be labelled then. */
   socket: net.Socket | undefined;
   /** The listener's `address:port`, read when the connection was accepted (Node forgets it at 'close'). */
-  listener: string;
-  label: string | undefined;
-  /** What Node saw, read at its 'close'. */
-  node: NodeFacts | undefined;
-  /** The kernel's account, when it came before Node's 'close' and left the outcome unknown. */
-  early?: ConnectionEnd;
+  readonly listener: string;
+  label: string | undefined = undefined;
+  /** What Node saw (NodeFacts), read at its 'close'. */
+  peerEnded = false;
+  errorCode: string | undefined = undefined;
   /** When Node's 'close' came (ms, performance.now()). */
-  closedAt?: number;
+  closedAt: number | undefined = undefined;
+  /** The kernel's account, when it came before Node's 'close' and left the outcome unknown. */
+  early: ConnectionEnd | undefined = undefined;
+  /** The kernel's account when it hangs on a TIME_WAIT after it, until Node's 'close' says whether that needs a look. */
+  pending: ConnectionEnd | undefined = undefined;
+
+  constructor(metrics: Metrics, key: CookieKey, socket: net.Socket, listener: string) {
+    this.metrics = metrics;
+    this.key = key;
+    this.socket = socket;
+    this.listener = listener;
+  }
+
+  /** What Node saw, once its 'close' came. */
+  get node(): NodeFacts | undefined {
+    return this.closedAt === undefined ? undefined : this;
+  }
 }
 
 /**
@@ -95,9 +114,22 @@ export interface NodeFacts {
   errorCode: string | undefined;
 }
 
-function nodeFacts(socket: net.Socket): NodeFacts {
+/** The code of the error `socket` was destroyed with, if any. */
+function errorCodeOf(socket: net.Socket): string | undefined {
   const errored = (socket as net.Socket & { errored?: { code?: unknown } | null }).errored;
-  return { peerEnded: socket.readableEnded, errorCode: typeof errored?.code === 'string' ? errored.code : undefined };
+  return typeof errored?.code === 'string' ? errored.code : undefined;
+}
+
+/**
+ * @internal Whether what Node saw tells a graceful end where the kernel's account alone waits on a TIME_WAIT
+ * look-up (freed from FIN_WAIT2 or CLOSING, or, sampled, from an unseen state, with no error):
+ * the peer's FIN was read ('end', after every byte it sent), no error, and nothing unacknowledged
+ * when the socket was freed, so our FIN was acknowledged too. A full socket that read the peer's
+ * FIN in FIN_WAIT2 is freed by that FIN itself, into a TIME_WAIT (tcp_fin()); no RST follows.
+ */
+export function gracefulByNode(end: ConnectionEnd, node: NodeFacts): boolean {
+  const unacked = end.counters?.unackedBytes ?? end.counters?.unackedSegments;
+  return node.peerEnded && node.errorCode === undefined && unacked === 0;
 }
 
 /**
@@ -110,8 +142,7 @@ export function refineOutcome(end: ConnectionEnd, node: NodeFacts | undefined): 
   if (end.outcome !== 'unknown' || node === undefined) return { outcome: end.outcome, because: end.because };
   if (node.errorCode === 'ECONNRESET' || node.errorCode === 'EPIPE') return { outcome: 'reset-received', because: `Node's socket failed with ${node.errorCode}` };
   if (node.errorCode === 'ETIMEDOUT') return { outcome: 'timed-out', because: "Node's socket failed with ETIMEDOUT" };
-  const unacked = end.counters?.unackedBytes ?? end.counters?.unackedSegments;
-  if (node.peerEnded && node.errorCode === undefined && unacked === 0) {
+  if (gracefulByNode(end, node)) {
     return { outcome: 'graceful', because: "the peer closed first ('end': all it sent was read), and the kernel freed the socket with our FIN acknowledged" };
   }
   return { outcome: end.outcome, because: end.because };
@@ -122,26 +153,47 @@ function zero(): OutcomeCounts {
 }
 
 const channel = dc.channel(END_CHANNEL);
-/** Connections of every counted server, by cookie (16 hex digits). */
-const tracked = new Map<string, Tracked>();
-let shared: ConnectionTrace | undefined;
+/** Connections of every counted server, by cookie (`CookieKey`). */
+const tracked = new Map<CookieKey, Tracked>();
+let shared: InternalTrace | undefined;
 let sweeper: NodeJS.Timeout | undefined;
 let users = 0;
 
 /** @internal Counts unknown, and forgets, the connections Node closed more than END_WAIT_MS before `now` with no end seen. */
 export function sweepMetrics(now = performance.now()): void {
   const before = now - END_WAIT_MS;
-  for (const [cookie, t] of tracked) {
+  for (const [key, t] of tracked) {
     if (t.closedAt === undefined || t.closedAt > before) continue;
-    tracked.delete(cookie);
+    tracked.delete(key);
     t.metrics.unseen(t);
   }
 }
 
 function onEnd(end: ConnectionEnd): void {
-  const t = tracked.get(end.cookie);
+  const key = hexCookieKey(end.cookie);
+  const t = tracked.get(key);
   if (t === undefined) return;
-  tracked.delete(end.cookie);
+  tracked.delete(key);
+  t.metrics.ended(t, end);
+}
+
+/** An end that hangs on a TIME_WAIT after it: told by what Node saw, or looked up, once Node's 'close' came. */
+function onPending(end: ConnectionEnd): void {
+  const t = tracked.get(hexCookieKey(end.cookie));
+  if (t === undefined) return;
+  if (t.closedAt === undefined) t.pending = end;
+  else settlePending(t, end);
+}
+
+function settlePending(t: Tracked, end: ConnectionEnd): void {
+  if (!gracefulByNode(end, t)) {
+    // Looked up; the settled end comes back through onEnd().
+    shared?.lookUp(end);
+    return;
+  }
+  tracked.delete(t.key);
+  end.outcome = 'graceful';
+  end.because = `freed ${end.path.length > 1 ? `from ${end.path[end.path.length - 2]} ` : ''}with nothing unacknowledged after the peer's FIN was read ('end'): both FINs were exchanged (what took over its 4-tuple was not looked up)`;
   t.metrics.ended(t, end);
 }
 
@@ -155,13 +207,14 @@ class Metrics implements ServerMetrics {
   readonly #server: net.Server;
   readonly #label: ((socket: net.Socket) => string) | undefined;
   readonly #onConnection: (socket: net.Socket) => void;
-  readonly #record = new Uint8Array(ID_RECORD);
   #listenerKey: string | undefined;
+  /** The server listens on a Unix socket (its address is a path). */
+  #pipe = false;
   readonly #onListening = (): void => {
     this.#listenerKey = undefined;
   };
 
-  constructor(server: net.Server, trace: ConnectionTrace, label: ((socket: net.Socket) => string) | undefined) {
+  constructor(server: net.Server, trace: InternalTrace, label: ((socket: net.Socket) => string) | undefined) {
     this.#server = server;
     this.#label = label;
     this.source = trace.source;
@@ -180,30 +233,39 @@ class Metrics implements ServerMetrics {
   #listener(): string {
     if (this.#listenerKey !== undefined) return this.#listenerKey;
     const address = this.#server.address();
+    this.#pipe = typeof address === 'string';
     this.#listenerKey = typeof address === 'string' ? address : address === null ? '?' : `${address.address}:${address.port}`;
     return this.#listenerKey;
   }
 
   #accept(socket: net.Socket): void {
-    let cookie: string | undefined;
+    const listener = this.#listener();
+    // A Unix socket's connections are no TCP connections: the trace never names them.
+    if (this.#pipe) return;
+    let key: CookieKey;
     try {
-      // The socket's cookie, as the kernel's events name it.
-      native().sockDiagId(handleFd(socket), this.#record);
-      cookie = recordCookie(this.#record);
+      // The socket's cookie, as the kernel's events name it (one getsockopt).
+      key = cookieKeyOf(native().socketCookie(handleFd(socket)));
     } catch {
-      // Closed before it could be read (reset at once): nothing of it can be matched.
+      // Closed before it could be read: nothing of it can be matched.
+      return;
     }
-    if (cookie === undefined) return;
-    const t: Tracked = { metrics: this, socket, listener: this.#listener(), label: undefined, node: undefined };
-    tracked.set(cookie, t);
+    const t = new Tracked(this, key, socket, listener);
+    tracked.set(key, t);
     this.#pending++;
-    socket.once('close', () => {
-      t.label = this.#labelOf(t);
-      t.node = nodeFacts(socket);
-      t.socket = undefined;
-      t.closedAt = performance.now();
-      if (t.early !== undefined && !this.#closed) this.#count(t, t.early);
-    });
+    // 'close' comes once: no once() wrapper.
+    socket.on('close', () => this.#closedByNode(t, socket));
+  }
+
+  #closedByNode(t: Tracked, socket: net.Socket): void {
+    t.label = this.#labelOf(t);
+    t.peerEnded = socket.readableEnded;
+    t.errorCode = errorCodeOf(socket);
+    t.socket = undefined;
+    t.closedAt = performance.now();
+    if (this.#closed) return;
+    if (t.early !== undefined) this.#count(t, t.early);
+    else if (t.pending !== undefined) settlePending(t, t.pending);
   }
 
   #labelOf(t: Tracked): string {
@@ -254,7 +316,7 @@ class Metrics implements ServerMetrics {
     this.#closed = true;
     this.#server.off('connection', this.#onConnection);
     this.#server.off('listening', this.#onListening);
-    for (const [cookie, t] of tracked) if (t.metrics === this) tracked.delete(cookie);
+    for (const [key, t] of tracked) if (t.metrics === this) tracked.delete(key);
     this.#pending = 0;
     if (--users === 0) {
       shared?.close();
@@ -284,7 +346,8 @@ export function serverMetrics(server: net.Server, options: ServerMetricsOptions 
     traceOptions.owners = false;
     // Only the servers' connections are followed; every other socket's events are dropped at once.
     // Counting needs each end's last state and error, not the path: the BPF program writes only the ends.
-    shared = startTrace(onEnd, checkOptions(traceOptions), (cookie) => tracked.has(cookie), true).unref();
+    // An end on its way to TIME_WAIT is looked up only where what Node saw does not tell it.
+    shared = startTrace(onEnd, checkOptions(traceOptions), { only: (key) => tracked.has(key), endsOnly: true, onPending }).unref();
     sweeper = setInterval(sweepMetrics, SWEEP_MS).unref();
   }
   users++;

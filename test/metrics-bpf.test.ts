@@ -3,10 +3,11 @@
  * chooses the trace's source): each outcome as the kernel saw it, with the program writing only
  * the ends.
  */
+import dc from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect } from 'vitest';
-import { queues, serverMetrics } from '../src/index';
+import { END_CHANNEL, queues, serverMetrics, tcpState, type ConnectionEndMessage } from '../src/index';
 import { bpfUnavailable } from '../src/trace/bpf-source';
 import { itNeeds, waitFor, type Availability } from './helpers';
 
@@ -18,14 +19,20 @@ function bpf(): Availability {
 describe('serverMetrics() on BPF', () => {
   itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, 'graceful, reset-sent and reset-received, each counted once, from the ends alone', async () => {
     let accepted = 0;
+    let unreadEnd: net.Socket | undefined;
     const server = net.createServer({ pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {});
       const n = accepted++;
       // The first is closed with its request unread (the kernel resets it), the second answered and
-      // ended, the third held open (its client resets it).
+      // ended, the third held open (its client resets it), the fourth ended and never read (the
+      // client's FIN, unread by Node, takes it into TIME_WAIT: looked up).
       if (n === 0) void waitFor('the request unread', () => (queues(socket).unread > 0 ? true : undefined)).then(() => socket.destroy());
       else if (n === 1) socket.resume().end('bye');
-      else socket.resume();
+      else if (n === 2) socket.resume();
+      else {
+        unreadEnd = socket;
+        socket.end('bye');
+      }
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -48,6 +55,25 @@ describe('serverMetrics() on BPF', () => {
       reset.resetAndDestroy();
       await waitFor('three ends counted', () => (Object.values(metrics.counts).reduce((a, b) => a + b, 0) === 3 ? true : undefined));
       expect(metrics.counts).toMatchObject({ graceful: 1, 'reset-sent': 1, 'reset-received': 1, unknown: 0 });
+      const published: ConnectionEndMessage[] = [];
+      const onMessage = (m: unknown): void => void published.push(m as ConnectionEndMessage);
+      dc.subscribe(END_CHANNEL, onMessage);
+      try {
+        const last = net.connect(port, '127.0.0.1');
+        last.resume();
+        await once(last, 'close');
+        const socket = await waitFor('the fourth', () => unreadEnd);
+        await waitFor('its TIME_WAIT', () => (tcpState(socket) === 'CLOSE' ? true : undefined));
+        expect(socket.readableEnded).toBe(false);
+        expect(metrics.pending).toBe(1);
+        socket.destroy();
+        await waitFor('four ends counted', () => (published.length === 1 ? true : undefined));
+        expect(published[0]).toMatchObject({ outcome: 'graceful', end: { path: ['FIN_WAIT2', 'TIME_WAIT'] } });
+        expect(published[0]!.because).toMatch(/found by its 4-tuple/);
+      } finally {
+        dc.unsubscribe(END_CHANNEL, onMessage);
+      }
+      expect(metrics.counts).toMatchObject({ graceful: 2, 'reset-sent': 1, 'reset-received': 1, unknown: 0 });
       expect(metrics.pending).toBe(0);
     } finally {
       metrics.close();

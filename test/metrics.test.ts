@@ -5,11 +5,14 @@
  * exact outcomes are tested with the trace (test/trace/bpf-trace.test.ts).
  */
 import dc from 'node:diagnostics_channel';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { END_CHANNEL, queues, serverMetrics, type ConnectionEndMessage, type ServerMetrics } from '../src/index';
+import { END_CHANNEL, queues, serverMetrics, tcpState, type ConnectionEndMessage, type ServerMetrics } from '../src/index';
 import { END_WAIT_MS, sweepMetrics } from '../src/metrics';
 import { waitFor } from './helpers';
 
@@ -48,7 +51,7 @@ describe('serverMetrics()', () => {
       }
       await waitFor('five ends counted', () => (total(metrics) === 5 ? true : undefined));
       expect(metrics.pending).toBe(0);
-      // The server closed first: each end went through TIME_WAIT, which the trace looks up.
+      // The server closed first, and Node read the client's FIN after: each went into TIME_WAIT, told without a look.
       expect(metrics.counts.graceful).toBe(5);
       expect([...metrics.byLabel.keys()]).toEqual([`127.0.0.1:${port}`]);
       expect(published).toHaveLength(5);
@@ -97,9 +100,62 @@ describe('serverMetrics()', () => {
       await once(c, 'close');
       await waitFor('the end counted', () => (total(metrics) === 1 ? true : undefined));
       expect(metrics.counts.graceful).toBe(1);
-      expect(published[0]!.because).toMatch(/the peer closed first|LAST_ACK/);
+      expect(published[0]!.because).toMatch(/the peer's FIN was read|the peer closed first|LAST_ACK/);
     } finally {
       dc.unsubscribe(END_CHANNEL, onMessage);
+    }
+  });
+
+  it("an end Node did not see finish (its socket never read the peer's FIN) is looked up: the TIME_WAIT after it makes it graceful", async () => {
+    let held: net.Socket | undefined;
+    // Paused: the server's FIN goes out, the client's FIN comes and is never read by Node.
+    const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+      held = socket;
+      socket.end('bye');
+    });
+    const port = await listen(server);
+    const metrics = serverMetrics(server, { source: 'destroy-multicast' });
+    opened.push({ metrics, server });
+    const published: ConnectionEndMessage[] = [];
+    const onMessage = (m: unknown): void => void published.push(m as ConnectionEndMessage);
+    dc.subscribe(END_CHANNEL, onMessage);
+    try {
+      const c = net.connect(port, '127.0.0.1');
+      c.resume();
+      await once(c, 'close');
+      await waitFor('the server socket', () => held);
+      // The client's FIN came in FIN_WAIT2: the kernel freed the socket into a TIME_WAIT.
+      await waitFor('the TIME_WAIT', () => (tcpState(held!) === 'CLOSE' ? true : undefined));
+      expect(held!.readableEnded).toBe(false);
+      held!.destroy();
+      await waitFor('the end counted', () => (total(metrics) === 1 ? true : undefined));
+      expect(metrics.counts.graceful).toBe(1);
+      expect(published[0]!.because).toMatch(/TIME_WAIT \(found by its 4-tuple\)/);
+      expect(published[0]!.end.path.at(-1)).toBe('TIME_WAIT');
+    } finally {
+      dc.unsubscribe(END_CHANNEL, onMessage);
+    }
+  });
+
+  it('a server listening on a Unix socket: its connections are not TCP, none is followed', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-metrics-'));
+    const file = path.join(dir, 's.sock');
+    const server = net.createServer((socket) => socket.end('bye'));
+    server.listen(file);
+    await once(server, 'listening');
+    const metrics = serverMetrics(server, { source: 'destroy-multicast' });
+    opened.push({ metrics, server });
+    try {
+      const accepted = once(server, 'connection');
+      const c = net.connect(file);
+      c.resume();
+      await accepted;
+      expect(metrics.pending).toBe(0);
+      await once(c, 'close');
+      expect(total(metrics)).toBe(0);
+    } finally {
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

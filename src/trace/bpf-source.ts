@@ -6,17 +6,25 @@
  */
 import { openStateChanges, stateChangesUnavailable, type StateChange } from '../bpf';
 import { cookieHex } from '../diag';
-import type { Observation } from './ends';
+import { cookieKeyOf, type CookieKey, type Observation } from './ends';
 
 /** Why the BPF source cannot run here, or `undefined` when it can. */
 export function bpfUnavailable(): string | undefined {
   return stateChangesUnavailable();
 }
 
+/** The last namespace cookie written as hex: a host's changes come from a few namespaces, mostly one. */
+let lastNetns = -1n;
+let lastNetnsHex = '';
+
 function observationOf(c: StateChange): Observation {
+  if (c.netnsCookie !== lastNetns) {
+    lastNetns = c.netnsCookie;
+    lastNetnsHex = cookieHex(c.netnsCookie);
+  }
   return {
     cookie: cookieHex(c.cookie),
-    netns: cookieHex(c.netnsCookie),
+    netns: lastNetnsHex,
     family: c.family,
     local: { address: c.localAddress, port: c.localPort },
     remote: { address: c.remoteAddress, port: c.remotePort },
@@ -37,19 +45,19 @@ function observationOf(c: StateChange): Observation {
 
 /**
  * Opens the BPF stream (coded errors: `EPERM` without the privilege, `ENOTSUP` where it cannot
- * load). `only(cookie)` drops other sockets' records before any work; `closeOnly` has the program
+ * load). `only(key)` drops other sockets' records before any work; `closeOnly` has the program
  * write only the ends.
  */
 export function openBpf(
   observe: (o: Observation) => void,
-  only?: (cookie: string) => boolean,
+  only?: (key: CookieKey) => boolean,
   closeOnly = false,
 ): { readonly lost: number; readonly samples: number; close(): void } {
   const stream = openStateChanges(
     (changes) => {
       for (const c of changes) {
-        const o = observationOf(c);
-        if (only === undefined || only(o.cookie)) observe(o);
+        // Asked before anything is made of the record: most are other sockets'.
+        if (only === undefined || only(cookieKeyOf(c.cookie))) observe(observationOf(c));
       }
     },
     { closeOnly },

@@ -28,6 +28,26 @@ export const TRACE_OUTCOMES: readonly TraceOutcome[] = Object.freeze([
   'unknown',
 ]);
 
+/**
+ * @internal A socket's cookie as a Map key: a number while it is under 2^53 (the kernel counts
+ * cookies up from 1, so always in practice), its 16 hex digits beyond; the key `cookieKey()`
+ * (diag.ts) reads from a sock_diag message.
+ */
+export type CookieKey = number | string;
+
+const SAFE_COOKIE = 2n ** 53n;
+
+/** @internal The key of a cookie read as a u64 (`socketCookie()`, a BPF record). */
+export function cookieKeyOf(cookie: bigint): CookieKey {
+  return cookie < SAFE_COOKIE ? Number(cookie) : cookie.toString(16).padStart(16, '0');
+}
+
+/** @internal The key of a cookie written as hex (`ConnectionEnd.cookie`, `SocketEntry.cookie`). */
+export function hexCookieKey(hex: string): CookieKey {
+  const n = parseInt(hex, 16);
+  return Number.isSafeInteger(n) ? n : hex.toLowerCase().padStart(16, '0');
+}
+
 /** Which end sent its FIN (or RST) first. */
 export type ClosedFirst = 'local' | 'remote' | 'simultaneous';
 
@@ -189,13 +209,15 @@ export class EndTracker {
       if (c !== undefined) this.#connections.delete(o.cookie);
       return undefined;
     }
+    const known = c !== undefined;
     if (c === undefined) {
       if (o.state === 'CLOSE' && o.from === undefined && o.error === undefined && o.counters === undefined) return undefined;
       // A client begins CLOSE -> SYN_SENT; an accepted connection, cloned from its listener, LISTEN -> SYN_RECV.
       const begins = (o.from === 'CLOSE' || o.from === 'LISTEN') && STARTS.has(o.state);
       const first = o.from !== undefined && !begins ? o.from : o.state;
       c = { cookie: o.cookie, path: first === 'CLOSE' ? [] : [first], firstTime: o.time, startSeen: begins || STARTS.has(first) };
-      this.#connections.set(o.cookie, c);
+      // An end seen alone (a source that reports only the ends) is never kept.
+      if (o.state !== 'CLOSE') this.#connections.set(o.cookie, c);
     }
     // A client's first event has no port yet; a reset socket's address is already cleared: keep the best seen.
     if (o.netns !== undefined) c.netns = o.netns;
@@ -213,7 +235,7 @@ export class EndTracker {
     if (o.from !== undefined && last !== o.from && o.from !== 'CLOSE' && o.from !== 'LISTEN') c.path.push(o.from);
     if (c.path[c.path.length - 1] !== o.state) c.path.push(o.state);
     if (o.state !== 'CLOSE') return undefined;
-    this.#connections.delete(o.cookie);
+    if (known) this.#connections.delete(o.cookie);
     // A reset socket's close comes without a process; one that closed it itself was the owner.
     if (c.pid === undefined && o.pid !== undefined && o.pid > 0 && o.error === 0 && RESET_IF_CLOSED.has(c.path[c.path.length - 2] ?? 'CLOSE')) {
       c.pid = o.pid;
@@ -226,23 +248,25 @@ export class EndTracker {
     const before = c.path.length >= 2 ? c.path[c.path.length - 2] : undefined;
     const family = c.family ?? 4;
     const any = family === 6 ? '::' : '0.0.0.0';
+    // Optional fields are set only when known (no key with an undefined value), without spreads:
+    // every end of a busy host is made here.
     const end: ConnectionEnd = {
       cookie: c.cookie,
-      ...(c.netns !== undefined ? { netns: c.netns } : {}),
       family,
       local: c.local ?? { address: any, port: 0 },
       remote: c.remote ?? { address: any, port: 0 },
-      ...(c.pid !== undefined ? { pid: c.pid } : {}),
-      ...(c.comm !== undefined ? { comm: c.comm } : {}),
       path: c.path,
       pathSeen: this.#source === 'bpf' ? 'every-transition' : 'sampled',
       outcome: 'unknown',
-      ...(c.path.length > 1 ? { durationMs: Math.max(0, o.time - c.firstTime) } : {}),
       startSeen: c.startSeen,
-      ...(o.counters !== undefined ? { counters: o.counters } : {}),
       source: this.#source,
       because: '',
     };
+    if (c.netns !== undefined) end.netns = c.netns;
+    if (c.pid !== undefined) end.pid = c.pid;
+    if (c.comm !== undefined) end.comm = c.comm;
+    if (c.path.length > 1) end.durationMs = Math.max(0, o.time - c.firstTime);
+    if (o.counters !== undefined) end.counters = o.counters;
     const first = closedFirst(c.path, o.error);
     if (first !== undefined) end.closedFirst = first;
     if (o.error !== undefined && o.error !== 0) end.error = errnoName(o.error);

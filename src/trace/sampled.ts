@@ -5,6 +5,7 @@
  * `interval` ms, which samples the states in between and finds who holds each socket.
  * It sees no error (`sk_err`) and no state a socket passes through between two samples.
  */
+import os from 'node:os';
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../binding';
 import {
@@ -22,12 +23,12 @@ import {
   sockets,
   type SocketEntry,
 } from '../diag';
-import { decodeTcpInfo, type TcpInfo } from '../tcp-info';
 import type { TcpState } from '../states';
 import { socketOwners } from '../processes';
-import type { EndCounters, Observation } from './ends';
+import { hexCookieKey, type CookieKey, type EndCounters, type Observation } from './ends';
 
 const debug = debuglog('finwait');
+const LE = os.endianness() === 'LE';
 
 /** Asked of SO_RCVBUF (capped at net.core.rmem_max): a host closing many connections at once sends a burst. */
 const RCVBUF = 8 << 20;
@@ -47,7 +48,7 @@ export interface SampledSource {
 
 export function openSampled(
   observe: (o: Observation) => void,
-  options: { interval: number | undefined; owners: boolean; now: () => number; only?: ((cookie: string) => boolean) | undefined },
+  options: { interval: number | undefined; owners: boolean; now: () => number; only?: ((key: CookieKey) => boolean) | undefined },
 ): SampledSource {
   const only = options.only;
   const n = native();
@@ -82,33 +83,31 @@ export function openSampled(
           const length = Math.abs(lengths[i]!);
           const key = messageCookie(view, off, length);
           if (key === undefined) continue;
+          // Another socket's end, for a caller that wants a few: nothing is decoded.
+          if (only !== undefined && !only(key)) continue;
           // messageCookie()'s key is a number, or already the hex text beyond 53 bits.
           const cookie = typeof key === 'string' ? key : cookieHex(key);
-          // Another socket's end, for a caller that wants a few: nothing is decoded.
-          if (only !== undefined && !only(cookie)) continue;
           const entry = messageEntry(view, off);
           const before = seen.get(cookie);
-          const info = finalInfo(view, off, length);
+          const info = messageAttribute(view, off, length, INET_DIAG_INFO);
           // A listener no sample saw: its remote address is cleared, as a reset connection's is, but
           // no receive MSS was ever set (tcpi_rcv_mss 0), which connect() and accept set.
-          if (before === 'LISTEN' || (before === undefined && entry.remote.port === 0 && info?.rcvMss === 0)) {
+          if (before === 'LISTEN' || (before === undefined && entry.remote.port === 0 && info !== undefined && infoU32(view, info, TCPI_RCV_MSS) === 0)) {
             seen.delete(cookie);
             continue;
           }
           seen.delete(cookie);
           const found = owners.get(cookie);
           owners.delete(cookie);
-          const owner = found && { pid: found.pid, ...(found.comm !== undefined ? { comm: found.comm } : {}) };
-          observe({
-            cookie,
-            family: entry.family,
-            ...(entry.local.port !== 0 ? { local: entry.local, remote: entry.remote } : {}),
-            state: 'CLOSE',
-            ...(before !== undefined ? { from: before } : {}),
-            time,
-            ...(owner !== undefined ? { holder: owner } : {}),
-            ...countersOf(info),
-          });
+          const o: Observation = { cookie, family: entry.family, state: 'CLOSE', time };
+          if (entry.local.port !== 0) {
+            o.local = entry.local;
+            o.remote = entry.remote;
+          }
+          if (before !== undefined) o.from = before;
+          if (found !== undefined) o.holder = found.comm !== undefined ? { pid: found.pid, comm: found.comm } : { pid: found.pid };
+          if (info !== undefined) o.counters = countersAt(view, info);
+          observe(o);
         }
       }
     } catch (error) {
@@ -130,7 +129,7 @@ export function openSampled(
     const next = new Map<string, TcpState>();
     const wanted = new Map<number, string>();
     for (const e of entries) {
-      if (only !== undefined && e.state !== 'LISTEN' && !only(e.cookie)) continue;
+      if (only !== undefined && e.state !== 'LISTEN' && !only(hexCookieKey(e.cookie))) continue;
       next.set(e.cookie, e.state);
       if (e.state === 'LISTEN') continue;
       const owner = owners.get(e.cookie);
@@ -186,21 +185,32 @@ export function openSampled(
   };
 }
 
-/** The final `tcp_info` a destroy message carries, decoded, or `undefined` without one. */
-function finalInfo(view: DataView, off: number, length: number): TcpInfo | undefined {
-  const info = messageAttribute(view, off, length, INET_DIAG_INFO);
-  return info === undefined ? undefined : decodeTcpInfo(new Uint8Array(view.buffer, view.byteOffset + info[0], info[1]), info[1]);
+// Byte offsets in `struct tcp_info` (include/uapi/linux/tcp.h; src/tcp-info.ts decodes all of it).
+const TCPI_RCV_MSS = 20;
+const TCPI_UNACKED = 24;
+const TCPI_TOTAL_RETRANS = 100;
+const TCPI_BYTES_ACKED = 120;
+const TCPI_BYTES_RECEIVED = 128;
+
+/** A u32 field of the final `tcp_info` at `info` (`[offset, bytes]`), 0 beyond what the kernel wrote. */
+function infoU32(view: DataView, info: [number, number], field: number): number {
+  return field + 4 <= info[1] ? view.getUint32(info[0] + field, LE) : 0;
 }
 
-/** The counters of a final `tcp_info`. */
-function countersOf(t: TcpInfo | undefined): { counters?: EndCounters } {
-  if (t === undefined) return {};
+/** A u64 field of the same, 0 beyond what the kernel wrote (older kernels). */
+function infoU64(view: DataView, info: [number, number], field: number): number {
+  if (field + 8 > info[1]) return 0;
+  const lo = view.getUint32(info[0] + field + (LE ? 0 : 4), LE);
+  const hi = view.getUint32(info[0] + field + (LE ? 4 : 0), LE);
+  return hi * 2 ** 32 + lo;
+}
+
+/** The counters of the final `tcp_info` a destroy message carries: the four fields read where they are, nothing else decoded. */
+function countersAt(view: DataView, info: [number, number]): EndCounters {
   return {
-    counters: {
-      retransmits: t.totalRetrans,
-      unackedSegments: t.unacked,
-      bytesReceived: t.bytesReceived ?? 0,
-      bytesAcked: t.bytesAcked ?? 0,
-    },
+    retransmits: infoU32(view, info, TCPI_TOTAL_RETRANS),
+    unackedSegments: infoU32(view, info, TCPI_UNACKED),
+    bytesReceived: infoU64(view, info, TCPI_BYTES_RECEIVED),
+    bytesAcked: infoU64(view, info, TCPI_BYTES_ACKED),
   };
 }

@@ -6,7 +6,7 @@
  * namespace, with states sampled in between.
  */
 import { invalidArgType, outOfRange } from '../errors';
-import { EndTracker, settle, type ConnectionEnd, type Observation, type TraceSourceName } from './ends';
+import { EndTracker, settle, type ConnectionEnd, type CookieKey, type Observation, type TraceSourceName } from './ends';
 import { SuccessorLookup } from './successors';
 import { NamespaceIndex, homeNetns } from './netns';
 import { openSampled } from './sampled';
@@ -72,18 +72,29 @@ export function traceConnections(onEnd: (end: ConnectionEnd) => void, options?: 
   return startTrace(onEnd, checkOptions(options));
 }
 
-/**
- * @internal `traceConnections()` with checked options; `only(cookie)` keeps the sockets followed
- * (a caller that wants a few connections of its own spares the rest their bookkeeping), and
- * `endsOnly` has the BPF program report only the ends (paths are then the last state and CLOSE),
- * and the destroy multicast sample nothing.
- */
-export function startTrace(
-  onEnd: (end: ConnectionEnd) => void,
-  o: CheckedOptions,
-  only?: (cookie: string) => boolean,
-  endsOnly = false,
-): ConnectionTrace {
+/** @internal What a caller inside the package may ask of `startTrace()` beyond `TraceOptions`. */
+export interface TraceInternals {
+  /** Keeps the sockets followed (a caller that wants a few connections of its own spares the rest their bookkeeping). */
+  only?: (key: CookieKey) => boolean;
+  /** The BPF program reports only the ends (paths are then the last state and CLOSE), and the destroy multicast samples nothing. */
+  endsOnly?: boolean;
+  /**
+   * Takes the ends whose outcome hangs on a TIME_WAIT after them (`PendingEnd`), instead of their
+   * being looked up at once: the caller settles them from what else it knows, or hands them back
+   * with `InternalTrace.lookUp()`.
+   */
+  onPending?: (end: ConnectionEnd) => void;
+}
+
+/** @internal A trace started with `startTrace()`. */
+export interface InternalTrace extends ConnectionTrace {
+  /** Looks up what took over a pending end's 4-tuple (batched), then calls `onEnd` with it settled. */
+  lookUp(end: ConnectionEnd): void;
+}
+
+/** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
+export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOptions, internals: TraceInternals = {}): InternalTrace {
+  const { only, endsOnly = false, onPending } = internals;
   let source: TraceSourceName = o.source;
   let reason: string | undefined;
   if (source === 'bpf' && !o.sourceGiven) {
@@ -117,8 +128,9 @@ export function startTrace(
     }
     const result = tracker.observe(obs);
     if (result === undefined) return;
-    if ('checkTimeWait' in result) successors.add(result.end);
-    else deliver(result);
+    if (!('checkTimeWait' in result)) deliver(result);
+    else if (onPending !== undefined) onPending(result.end);
+    else successors.add(result.end);
   };
   const now = (): number => performance.now();
   // Ends only: nothing to sample either.
@@ -126,7 +138,7 @@ export function startTrace(
   const running = source === 'bpf' ? openBpf(observe, only, endsOnly) : openSampled(observe, { interval, owners: o.owners, now, only });
   // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
-  const trace: ConnectionTrace = {
+  const trace: InternalTrace = {
     source,
     ...(reason !== undefined ? { reason } : {}),
     get lost() {
@@ -145,6 +157,9 @@ export function startTrace(
       running.close();
       successors.close();
       tracker.clear();
+    },
+    lookUp(end) {
+      successors.add(end);
     },
     unref() {
       keepAlive.unref();
