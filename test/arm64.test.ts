@@ -1,22 +1,20 @@
 /**
- * The linux-arm64 prebuild works: the packed tarball, installed with --ignore-scripts (so nothing
- * is compiled) into an empty folder, runs on an arm64 Node, under user-mode emulation on an x64
- * host (qemu-aarch64-static, with the arm64 glibc and libstdc++ of libc6-arm64-cross and
- * libstdc++6-arm64-cross) and natively on an arm64 one. The arm64 Node is FINWAIT_ARM64_NODE
- * (`node scripts/fetch-node.mjs linux-arm64 22` prints one; .ci/run sets it).
+ * The linux-arm64 prebuild works: the packed tarball (npm pack, both prebuilds), installed with
+ * --ignore-scripts (so nothing is compiled) into an empty folder, runs on an arm64 Node, under
+ * user-mode emulation on an x64 host (qemu-aarch64-static, with the arm64 glibc and libstdc++ of
+ * libc6-arm64-cross and libstdc++6-arm64-cross) and natively on an arm64 one. The arm64 Node is
+ * FINWAIT_ARM64_NODE (`node scripts/fetch-node.mjs linux-arm64 22` prints one; .ci/run sets it).
  *
  * Skipped with the reason where something is missing, except under CI=true, where a skip is a
  * failure. Emulation facts: qemu-user hands TCP_INFO back as 4 bytes (tcpi_state is right, the
  * rest is missing) and fails SO_COOKIE with EINVAL.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { freshNpmEnv } from './npm-env';
+import { sharedPack } from './npm-env';
 
-const root = path.join(__dirname, '..');
 const SYSROOT = '/usr/aarch64-linux-gnu';
 const emulated = process.arch !== 'arm64';
 
@@ -45,30 +43,14 @@ const gate =
       : { skip: `the arm64 prebuild cannot be run here: missing ${runner.missing.join('; ')}` }
     : {};
 
-let tmp: string | undefined;
 let app: string;
 
-beforeAll(() => {
+beforeAll(async () => {
   if (!('command' in runner)) return;
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-arm64-'));
-  const { env } = freshNpmEnv(tmp);
-  // The package as `npm pack` makes it, with the arm64 prebuild alone (the full pack, both
-  // prebuilds, is package.test.ts's): dist/ is this tree's build, the prebuild is made here.
-  const work = path.join(tmp, 'finwait');
-  for (const entry of ['package.json', 'README.md', 'binding.gyp', 'addon', 'scripts', 'dist']) fs.cpSync(path.join(root, entry), path.join(work, entry), { recursive: true });
-  fs.symlinkSync(path.join(root, 'node_modules'), path.join(work, 'node_modules'), 'dir');
-  execFileSync(process.execPath, [path.join(work, 'scripts', 'prebuild.mjs'), 'arm64'], { cwd: work, env, stdio: ['ignore', 'ignore', 'pipe'] });
-  const out = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: work, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const tarball = path.join(tmp, JSON.parse(out.slice(out.indexOf('[')))[0].filename);
-  app = path.join(tmp, 'app');
-  fs.mkdirSync(app);
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }));
-  execFileSync('npm', ['install', '--ignore-scripts', '--prefer-offline', tarball], { cwd: app, env, stdio: ['ignore', 'ignore', 'pipe'] });
-}, 240_000);
-
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
+  // The package as `npm pack` makes it (both prebuilds, built offline on a fresh machine),
+  // installed with --ignore-scripts: the tarball package.test.ts examines, made once for the run.
+  app = (await sharedPack()).app;
+}, 300_000);
 
 /**
  * On loopback: the state of a fresh connection; closeWrite() (our FIN acknowledged: FIN_WAIT2,

@@ -5,54 +5,29 @@
  * --ignore-scripts (so nothing is compiled) works through both require() and import(), and
  * installs on any OS.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freshNpmEnv, leftIn } from './npm-env';
+import { leftIn, sharedPack, type Pack } from './npm-env';
 import { ELF_MACHINE, NEWEST_VERSION, elfInfo, tooNew } from '../scripts/elf.mjs';
 
 const root = path.join(__dirname, '..');
-let tmp: string;
-let fresh: ReturnType<typeof freshNpmEnv>;
-let tarball: string;
+let pack: Pack;
 let files: string[];
-
-/** What `npm pack` needs to build the package (prebuilds + tsc), copied so it builds there. */
-const SOURCES = ['package.json', 'README.md', 'CHANGELOG.md', 'docs', 'binding.gyp', 'addon', 'src', 'scripts', 'tsconfig.json', 'tsconfig.build.json'];
 
 /** True if the cross compiler for linux-arm64 is here (CI=true requires it: the pack fails without it). */
 const crossCompiler = process.env.CI === 'true' || spawnSync('aarch64-linux-gnu-g++', ['--version'], { stdio: 'ignore' }).status === 0;
 /** The prebuilds the tarball must carry on this machine. */
 const expected = ['linux-x64', ...(crossCompiler ? ['linux-arm64'] : [])];
 
-function npm(args: string[], cwd: string): string {
-  return execFileSync('npm', args, { cwd, env: fresh.env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-pack-'));
-  fresh = freshNpmEnv(tmp);
-  // Pack from a copy: a build there cannot disturb build/, which the other test files load from.
-  const work = path.join(tmp, 'finwait');
-  for (const entry of SOURCES) fs.cpSync(path.join(root, entry), path.join(work, entry), { recursive: true });
-  fs.rmSync(path.join(work, 'prebuilds'), { recursive: true, force: true });
-  fs.symlinkSync(path.join(root, 'node_modules'), path.join(work, 'node_modules'), 'dir');
-  const out = npm(['pack', '--json', '--pack-destination', tmp], work);
-  const [info] = JSON.parse(out.slice(out.indexOf('[')));
-  tarball = path.join(tmp, info.filename);
-  files = info.files.map((f: { path: string }) => f.path);
-  for (const [app, flags] of [['app', []], ['app-win32', ['--os=win32', '--cpu=x64']]] as const) {
-    fs.mkdirSync(path.join(tmp, app));
-    fs.writeFileSync(path.join(tmp, app, 'package.json'), JSON.stringify({ name: app, private: true }));
-    npm(['install', '--ignore-scripts', '--prefer-offline', ...flags, tarball], path.join(tmp, app));
-  }
+beforeAll(async () => {
+  // The pack and its installs (into 'app', and into 'app-win32' with --os=win32 --cpu=x64),
+  // made once for the run: arm64.test.ts runs the same tarball's arm64 prebuild.
+  pack = await sharedPack();
+  files = pack.files;
 }, 300_000);
-
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
 
 describe('npm pack', () => {
   it('contains the prebuilds, dist/ with types, the install script and the addon sources', () => {
@@ -65,7 +40,7 @@ describe('npm pack', () => {
   });
 
   it('ships prebuilds whose binaries match the architecture their folders name', () => {
-    const dir = path.join(tmp, 'app', 'node_modules', 'finwait', 'prebuilds');
+    const dir = path.join(pack.app, 'node_modules', 'finwait', 'prebuilds');
     expect(fs.readdirSync(dir).sort()).toEqual([...expected].sort());
     for (const folder of fs.readdirSync(dir)) {
       const [platform, arch] = folder.split('-');
@@ -77,7 +52,7 @@ describe('npm pack', () => {
   });
 
   it("ships prebuilds that need no newer glibc or libstdc++ than Node's own binaries, so they load where Node does", () => {
-    const dir = path.join(tmp, 'app', 'node_modules', 'finwait', 'prebuilds');
+    const dir = path.join(pack.app, 'node_modules', 'finwait', 'prebuilds');
     for (const folder of fs.readdirSync(dir)) {
       const { needs } = elfInfo(fs.readFileSync(path.join(dir, folder, 'finwait.glibc.node')));
       expect(Object.keys(needs).sort(), folder).toEqual(['libc.so.6', 'libgcc_s.so.1', 'libstdc++.so.6']);
@@ -86,15 +61,15 @@ describe('npm pack', () => {
   });
 
   it('is made offline on a fresh machine: no headers fetched into HOME, nothing left in TMPDIR', () => {
-    expect(leftIn(fresh.home).filter((f) => !f.startsWith('.npm'))).toEqual([]);
+    expect(leftIn(pack.home).filter((f) => !f.startsWith('.npm'))).toEqual([]);
     // npm itself keeps Node's module compile cache there on Node 22 and later.
-    expect(leftIn(fresh.tmp).filter((f) => !f.startsWith('node-compile-cache'))).toEqual([]);
+    expect(leftIn(pack.tmp).filter((f) => !f.startsWith('node-compile-cache'))).toEqual([]);
   });
 });
 
 describe('the tarball on other platforms', () => {
   it('installs with npm --os=win32 --cpu=x64 (no os or cpu field refuses it with EBADPLATFORM)', () => {
-    const pkg = path.join(tmp, 'app-win32', 'node_modules', 'finwait', 'package.json');
+    const pkg = path.join(pack.appWin32, 'node_modules', 'finwait', 'package.json');
     const manifest = JSON.parse(fs.readFileSync(pkg, 'utf8'));
     expect(manifest.name).toBe('finwait');
     expect(manifest.os).toBeUndefined();
@@ -102,7 +77,7 @@ describe('the tarball on other platforms', () => {
   });
 
   it('never loads the glibc prebuild on musl (node-gyp-build with LIBC=musl, as on Alpine): it has to build', () => {
-    const app = path.join(tmp, 'app');
+    const app = pack.app;
     const resolve = `console.log(require('node-gyp-build').resolve(require('node:path').dirname(require.resolve('finwait/package.json'))))`;
     const glibc = execFileSync(process.execPath, ['-e', resolve], { cwd: app, encoding: 'utf8' });
     expect(glibc.trim()).toBe(path.join(app, 'node_modules', 'finwait', 'prebuilds', `linux-${process.arch}`, 'finwait.glibc.node'));
@@ -117,7 +92,7 @@ describe('the tarball on other platforms', () => {
 });
 
 describe('the installed tarball (no scripts ran, nothing compiled)', () => {
-  const app = () => path.join(tmp, 'app');
+  const app = () => pack.app;
   const script = `
     const net = require('node:net');
     const server = net.createServer((s) => s.resume()).listen(0, '127.0.0.1', () => {
@@ -157,7 +132,7 @@ describe('the installed tarball (no scripts ran, nothing compiled)', () => {
 });
 
 describe('the finwait/testing sub-path of the installed tarball', () => {
-  const app = () => path.join(tmp, 'app');
+  const app = () => pack.app;
   const script = `
     t.connectPair().then(async (p) => {
       console.log(await t.waitForState(p.client, 'ESTABLISHED'), typeof t.createLab, typeof t.labAvailable().ok);
