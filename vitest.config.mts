@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { defineConfig } from 'vitest/config';
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 // The package's own names, as a user imports them (test/examples/ is written that way).
 const resolve = {
@@ -18,10 +19,31 @@ const shared = {
 };
 
 /**
- * Files run in parallel up to vitest's default (one fewer than the CPUs, at least one). The
- * kernel rows (test/kernel/) run after the rest, several files at once whatever the CPUs: each
- * builds labs of its own (network namespaces of their own), and they spend most of their time
- * waiting for the kernels' timers and segments, not on a CPU.
+ * Files of the 'finwait' project run three at once, whatever the CPUs: most spend their time
+ * waiting on sockets, timers and child processes, not on a CPU, and each uses ports the kernel
+ * picks, namespaces and temporary folders of its own.
+ */
+const FILES_AT_ONCE = 3;
+
+/**
+ * The longest files, started first (in this order) so that the short ones fill the time beside
+ * them: the pack (two compiles of the addon, shared with arm64.test.ts), the build from source,
+ * TypeDoc, and the ones that wait longest on timers and child processes.
+ */
+const LONGEST_FIRST = [
+  'test/package.test.ts',
+  'test/install.test.ts',
+  'test/api-reference.test.ts',
+  'test/cli/broken-network.test.ts',
+];
+
+/** Files that use what a longer file builds (the pack): started last, when it is there. */
+const LAST = ['test/arm64.test.ts'];
+
+/**
+ * The kernel rows (test/kernel/) run after the rest, several files at once: each builds labs of
+ * its own (network namespaces of their own), and they spend most of their time waiting for the
+ * kernels' timers and segments, not on a CPU.
  */
 const KERNEL_ROWS_AT_ONCE = 4;
 
@@ -33,9 +55,25 @@ const KERNEL_ROWS_AT_ONCE = 4;
  */
 const TIMED_KERNEL_ROWS = ['test/kernel/retransmission.test.ts'];
 
+/** vitest's order (files that failed last time first, then the longest), with the lists above. */
+class Sequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const rank = (spec: TestSpecification): number => {
+      const file = path.relative(this.ctx.config.root, spec.moduleId);
+      if (LONGEST_FIRST.includes(file)) return LONGEST_FIRST.indexOf(file) - LONGEST_FIRST.length;
+      return LAST.includes(file) ? 1 : 0;
+    };
+    // Within a project only: projects keep the order of their groups.
+    const order = new Map(sorted.map((spec, i) => [spec, i]));
+    return sorted.sort((a, b) => (a.project === b.project ? rank(a) - rank(b) : 0) || order.get(a)! - order.get(b)!);
+  }
+}
+
 export default defineConfig({
   resolve,
   test: {
+    sequence: { sequencer: Sequencer },
     // A temporary folder of the run's own, which must be empty at the end: set here, in the root
     // config, so that it is made once for the run, not once per project.
     globalSetup: ['test/global-setup.ts'],
@@ -45,6 +83,7 @@ export default defineConfig({
         test: {
           ...shared,
           name: 'finwait',
+          maxWorkers: FILES_AT_ONCE,
           include: ['test/**/*.test.ts'],
           exclude: ['test/kernel/**'],
           typecheck: {
