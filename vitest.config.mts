@@ -41,6 +41,23 @@ const LONGEST_FIRST = [
 const LAST = ['test/arm64.test.ts'];
 
 /**
+ * Files that run one at a time, after the others and before the kernel rows, with no other file
+ * of the run beside them:
+ * - lab lifetimes: a process or Worker that ends without closing its lab leaves its namespaces
+ *   until the next createLab() sweeps them, and these files look for them in between (any other
+ *   file's lab would sweep them first);
+ * - a decision closeServer() makes by the clock: the peer's write after our FIN must come within
+ *   the 20 ms quiet period (server-net), and the handoff counters must be read while every file
+ *   descriptor is taken (shutdown-out-of-fds); both missed it with other files loading the CPUs.
+ */
+const ALONE = [
+  'test/testing/lifetime.test.ts',
+  'test/hardening/lab-worker.test.ts',
+  'test/server-net.test.ts',
+  'test/hardening/shutdown-out-of-fds.test.ts',
+];
+
+/**
  * The kernel rows (test/kernel/) run after the rest, several files at once: each builds labs of
  * its own (network namespaces of their own), and they spend most of their time waiting for the
  * kernels' timers and segments, not on a CPU.
@@ -85,7 +102,7 @@ export default defineConfig({
           name: 'finwait',
           maxWorkers: FILES_AT_ONCE,
           include: ['test/**/*.test.ts'],
-          exclude: ['test/kernel/**'],
+          exclude: ['test/kernel/**', ...ALONE],
           typecheck: {
             enabled: true,
             include: ['test/**/*.test-d.ts'],
@@ -97,12 +114,22 @@ export default defineConfig({
         resolve,
         test: {
           ...shared,
+          name: 'finwait-alone',
+          include: ALONE,
+          maxWorkers: 1,
+          // Projects with their own maxWorkers run in a group of their own, after the others.
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        resolve,
+        test: {
+          ...shared,
           name: 'kernel',
           include: ['test/kernel/**/*.test.ts'],
           exclude: TIMED_KERNEL_ROWS,
           maxWorkers: KERNEL_ROWS_AT_ONCE,
-          // Projects with their own maxWorkers run in a group of their own, after the others.
-          sequence: { groupOrder: 1 },
+          sequence: { groupOrder: 2 },
         },
       },
       {
@@ -112,7 +139,7 @@ export default defineConfig({
           name: 'kernel-timed',
           include: TIMED_KERNEL_ROWS,
           maxWorkers: 1,
-          sequence: { groupOrder: 2 },
+          sequence: { groupOrder: 3 },
         },
       },
     ],
