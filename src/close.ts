@@ -17,7 +17,8 @@ import { closeWithoutKernel } from './close-node-only';
 import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
 import { findSocket, socketTuple, type SocketTuple } from './diag';
-import { reset, socketErrorOf, tcpState } from './ops';
+import { reset, shutdown, socketErrorOf, tcpState } from './ops';
+import { stateOrThrow } from './tcp-info';
 import type { TcpState } from './states';
 
 /** Options of `gracefulClose()`. */
@@ -254,8 +255,22 @@ function lookAt(key: number): void {
   for (const close of due ?? []) close.look();
 }
 
+/** A close that shut its fd on 'all-acknowledged' and waits for the kernel's word that no RST went. */
+interface Verifying {
+  verified(clean: boolean, unackedAtClose: number): void;
+}
+
 /** The 'all-acknowledged' closes of this turn of the loop, and the kernel's count before the first. */
-let pendingVerify: { closes: { close: LingeringClose; unackedAtClose: number }[]; abortsBefore: number } | undefined;
+let pendingVerify: { closes: { close: Verifying; unackedAtClose: number }[]; abortsBefore: number } | undefined;
+
+/** Queues a close that is about to close its fd on 'all-acknowledged' for the batch's verdict. */
+function verifyLater(close: Verifying, unackedAtClose: number): void {
+  if (!pendingVerify) {
+    pendingVerify = { closes: [], abortsBefore: abortsAtClose() };
+    setImmediate(verifyCloses);
+  }
+  pendingVerify.closes.push({ close, unackedAtClose });
+}
 
 function verifyCloses(): void {
   const batch = pendingVerify!;
@@ -295,7 +310,7 @@ function abortsAtClose(): number {
 }
 
 /** One lingering close; see the module comment for its steps. */
-class LingeringClose implements RunningClose, ServerClose {
+class LingeringClose implements RunningClose, ServerClose, Verifying {
   private report: CloseReport | undefined;
   private waiting: ((report: CloseReport) => void)[] | undefined;
   private readonly started = performance.now();
@@ -494,11 +509,7 @@ class LingeringClose implements RunningClose, ServerClose {
    */
   private closeAndVerify(unackedAtClose: number): void {
     this.verifying = true;
-    if (!pendingVerify) {
-      pendingVerify = { closes: [], abortsBefore: abortsAtClose() };
-      setImmediate(verifyCloses);
-    }
-    pendingVerify.closes.push({ close: this, unackedAtClose });
+    verifyLater(this, unackedAtClose);
     this.socket.destroy();
   }
 
@@ -600,6 +611,286 @@ class LingeringClose implements RunningClose, ServerClose {
       outcome,
       reason,
       bytesDiscarded: this.bytesDiscarded,
+      unackedAtClose: extra.unackedAtClose ?? -1,
+      unsentInNode: extra.unsentInNode ?? 0,
+      durations: { flush: flushEnd, linger: total - flushEnd, total },
+      states: this.states,
+      kernelView: true,
+    };
+    if (extra.error) report.error = extra.error;
+    this.report = report;
+    this.onDone(report);
+    for (const resolve of this.waiting ?? []) resolve(report);
+  }
+}
+
+// closeServer()'s close of idle connections -------------------------------------------------------
+
+/**
+ * The idle closes under way, by the due time of their next look (rounded up to
+ * LOOK_GRANULARITY_MS): one timer per due time, and one look reads the states of all the closes
+ * due then in one native call (tcpStates), instead of a timer, listeners and a look per connection.
+ */
+const idleLooks = new Map<number, Set<IdleClose>>();
+
+function scheduleIdleLook(close: IdleClose, at: number): void {
+  const key = Math.ceil(at / LOOK_GRANULARITY_MS) * LOOK_GRANULARITY_MS;
+  let due = idleLooks.get(key);
+  if (!due) {
+    due = new Set();
+    idleLooks.set(key, due);
+    setTimeout(lookAtIdle, Math.max(0, key - performance.now()), key);
+  }
+  due.add(close);
+  close.lookAt = key;
+}
+
+function lookAtIdle(key: number): void {
+  const set = idleLooks.get(key);
+  idleLooks.delete(key);
+  if (!set || set.size === 0) return;
+  const due = [...set];
+  const fds = new Int32Array(due.length);
+  for (let i = 0; i < due.length; i++) fds[i] = due[i]!.openFd();
+  const states = new Int32Array(due.length);
+  native().tcpStates(fds, states);
+  const now = performance.now();
+  for (let i = 0; i < due.length; i++) due[i]!.look(states[i]!, now);
+}
+
+/**
+ * @internal closeServer()'s close of an idle HTTP/1.1 keep-alive connection: no request in flight,
+ * nothing queued in Node, nothing unread in the kernel, the HTTP parser already detached. The same
+ * close and the same decisions as a lingering close (FIN, read and discard, close after the peer's
+ * FIN or once everything is acknowledged and the peer was quiet, reset only at the deadline), made
+ * for all such connections together: the FIN is one shutdown(2) (Node has nothing to flush), the
+ * only listener added is one 'data' function shared by all (bytes after the FIN are counted from
+ * `socket.bytesRead`; the HTTP server's 'error' listener and closeServer()'s 'close' hook stay in
+ * charge of errors and closes), no timer of its own is armed, and the kernel's state of every
+ * connection due for a look is read in one native call. Returns `undefined` when a close already
+ * runs on the socket (then join it with `closeForServer()`). closeServer() calls `nodeClosed()`
+ * when the socket closes under it.
+ */
+export function closeIdleForServer(socket: net.Socket, fd: number, tuple: SocketTuple | undefined, onDone: (report: CloseReport) => void): IdleClose | undefined {
+  if (running.has(socket)) return undefined;
+  const close = new IdleClose(socket, fd, tuple, onDone);
+  running.set(socket, close);
+  close.begin();
+  return close;
+}
+
+/** Bytes after the FIN of an idle close: counted from `socket.bytesRead`, dropped here. */
+function discard(): void {}
+
+/** @internal One idle connection's close; see closeIdleForServer(). */
+export class IdleClose implements RunningClose, ServerClose, Verifying {
+  private readonly started = performance.now();
+  /** `socket.bytesRead` when the FIN was asked for, and at the last look. */
+  private readonly readAtFin: number;
+  private lastRead: number;
+  /** When data last arrived (as seen at a look), ms since the start; the quiet period counts from the start too. */
+  private lastDataAt = 0;
+  /** 0 once shutdown(2) sent the FIN; undefined if it failed (the peer's RST had come). */
+  private finSentAt: number | undefined;
+  private pollDelay = QUIET_MS;
+  /** The due time of its next look (a key of `idleLooks`). */
+  lookAt: number | undefined;
+  private readonly states: CloseReport['states'] = [];
+  private settled = false;
+  private verifying = false;
+  private report: CloseReport | undefined;
+  private waiting: ((report: CloseReport) => void)[] | undefined;
+  /** A later gracefulClose() on the same socket: its deadline and signals. */
+  private joined: { timer?: NodeJS.Timeout; at: number; signals: AbortSignal[]; onAbort: () => void } | undefined;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly fd: number,
+    private readonly tuple: SocketTuple | undefined,
+    private readonly onDone: (report: CloseReport) => void,
+  ) {
+    this.readAtFin = socket.bytesRead;
+    this.lastRead = this.readAtFin;
+  }
+
+  /**
+   * FIN now (shutdown(2): Node has nothing queued), and reading on: what comes is discarded. The
+   * one listener added, shared by all, makes Node's HTTP server hand the socket's reads back to JS
+   * (its wrapper of `socket.on` stops the parser's direct reads for a 'data' listener).
+   */
+  begin(): void {
+    const socket = this.socket;
+    socket.on('data', discard);
+    socket.resume();
+    ensureReading(socket);
+    try {
+      shutdown(this.fd, 'write');
+      this.finSentAt = 0;
+    } catch {
+      // ENOTCONN: the peer's RST came just now. The look (or Node's read of the error) says so.
+    }
+    scheduleIdleLook(this, this.started + QUIET_MS);
+  }
+
+  get done(): Promise<CloseReport> {
+    if (this.report) return Promise.resolve(this.report);
+    return new Promise((resolve) => (this.waiting ??= []).push(resolve));
+  }
+
+  join(timeout: number, signal?: AbortSignal): void {
+    if (this.settled) return;
+    const joined = (this.joined ??= { at: Infinity, signals: [], onAbort: () => this.abortive('aborted') });
+    const at = performance.now() + timeout;
+    if (at < joined.at) {
+      joined.at = at;
+      clearTimeout(joined.timer);
+      if (timeout === 0) return this.abortive('deadline');
+      joined.timer = setTimeout(() => this.abortive('deadline'), timeout);
+    }
+    if (signal) {
+      joined.signals.push(signal);
+      signal.addEventListener('abort', joined.onAbort, { once: true });
+    }
+  }
+
+  resetNow(reason: 'deadline' | 'aborted'): void {
+    this.abortive(reason);
+  }
+
+  /** The fd while Node holds it open, else -1 (its close decides). */
+  openFd(): number {
+    return (this.socket as unknown as { _handle?: unknown })._handle ? this.fd : -1;
+  }
+
+  private see(state: TcpState | 'CLOSED', at: number): void {
+    if (this.states.at(-1)?.state !== state) this.states.push({ state, at });
+  }
+
+  /** A look, with the state read for all due closes (or the kernel's error for it, negative). */
+  look(value: number, now: number): void {
+    this.lookAt = undefined;
+    if (this.settled || this.verifying) return;
+    const socket = this.socket;
+    if (!(socket as unknown as { _handle?: unknown })._handle) return; // closed under us: 'close' decides
+    const since = now - this.started;
+    const read = socket.bytesRead;
+    if (read !== this.lastRead) {
+      this.lastRead = read;
+      this.lastDataAt = since;
+    }
+    if (read - this.readAtFin > DEFAULT_MAX_DISCARD) return this.abortive('discard-limit');
+    if (value < 0) return this.finish('reset-sent', 'closed-elsewhere', { error: errnoError(value, 'getsockopt') });
+    const state = stateOrThrow(value);
+    this.see(state, since);
+    if (state === 'FIN_WAIT2' && since - this.lastDataAt >= QUIET_MS && this.unread() === 0) {
+      // Every byte and our FIN acknowledged, nothing unread, the peer quiet: closing leaves an orphan, no RST.
+      this.verifying = true;
+      verifyLater(this, 0);
+      socket.destroy();
+      return;
+    }
+    if (state === 'CLOSE' && (socket.readableEnded || this.unread() === 0)) {
+      // The peer's FIN came after ours (TIME_WAIT began), everything read; or an RST (its error).
+      const pending = socketErrorOf(socket, this.fd);
+      socket.destroy();
+      if (pending) {
+        this.see('CLOSED', since);
+        return this.finish('reset-received', 'peer-reset', { error: errnoError(-pending, 'read') });
+      }
+      return this.finish('graceful', 'peer-fin', { unackedAtClose: 0 });
+    }
+    const wait = Math.max(this.pollDelay, QUIET_MS - (since - this.lastDataAt));
+    scheduleIdleLook(this, now + Math.min(wait, MAX_POLL_MS));
+    this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
+  }
+
+  private unread(): number {
+    try {
+      return native().ioctlInt(this.fd, constants().SIOCINQ);
+    } catch {
+      return -1;
+    }
+  }
+
+  verified(clean: boolean, unackedAtClose: number): void {
+    this.verifying = false;
+    if (!clean) {
+      const orphan = this.lookUp();
+      if (orphan !== null) this.see(orphan?.state ?? 'CLOSED', performance.now() - this.started);
+      if (orphan === undefined) return this.finish('reset-sent', 'data-at-close', { unackedAtClose });
+    }
+    this.finish('graceful', 'all-acknowledged', { unackedAtClose });
+  }
+
+  /**
+   * The socket closed before a look decided: the peer's FIN after ours (Node closes a socket whose
+   * both directions ended), the peer's RST (the HTTP server's 'error' listener destroys it), or
+   * the application or Node destroyed it. What happened is what the socket and, failing that,
+   * the kernel say.
+   */
+  nodeClosed(): void {
+    if (this.settled || this.verifying) return;
+    const socket = this.socket;
+    const since = performance.now() - this.started;
+    const error = (socket.errored ?? undefined) as NodeJS.ErrnoException | undefined;
+    if (error && isPeerReset(error)) {
+      this.see('CLOSED', since);
+      return this.finish('reset-received', 'peer-reset', { error });
+    }
+    if (socket.readableEnded && !error) return this.finish('graceful', 'peer-fin');
+    const extra: Partial<CloseReport> = error ? { error } : {};
+    const orphan = this.lookUp();
+    if (orphan === null) return this.finish('reset-sent', 'closed-elsewhere', extra);
+    this.see(orphan?.state ?? 'CLOSED', since);
+    const peerFin = socket.readableEnded || this.states.some((s) => PEER_FIN_SEEN.has(s.state));
+    const noRst = orphan ? FIN_ORPHANS.has(orphan.state) : peerFin;
+    if (!noRst) return this.finish('reset-sent', 'closed-elsewhere', extra);
+    this.finish('graceful', peerFin && !error ? 'peer-fin' : 'closed-elsewhere', extra);
+  }
+
+  private lookUp(): ReturnType<typeof findSocket> | null {
+    if (!this.tuple) return null;
+    try {
+      return findSocket(this.tuple);
+    } catch {
+      return null;
+    }
+  }
+
+  private abortive(reason: CloseReason): void {
+    if (this.settled || this.verifying) return;
+    const fd = this.openFd();
+    let unackedAtClose = -1;
+    if (fd >= 0) {
+      try {
+        unackedAtClose = native().ioctlInt(fd, constants().SIOCOUTQ);
+      } catch {
+        unackedAtClose = -1;
+      }
+      try {
+        reset(this.socket);
+      } catch {
+        this.socket.destroy();
+      }
+    }
+    this.see('CLOSED', performance.now() - this.started);
+    this.finish('reset-sent', reason, { unackedAtClose, unsentInNode: this.socket.writableLength });
+  }
+
+  private finish(outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.lookAt !== undefined) idleLooks.get(this.lookAt)?.delete(this);
+    if (this.joined) {
+      clearTimeout(this.joined.timer);
+      for (const signal of this.joined.signals) signal.removeEventListener('abort', this.joined.onAbort);
+    }
+    const total = performance.now() - this.started;
+    const flushEnd = this.finSentAt ?? total;
+    const report: CloseReport = {
+      outcome,
+      reason,
+      bytesDiscarded: this.socket.bytesRead - this.readAtFin,
       unackedAtClose: extra.unackedAtClose ?? -1,
       unsentInNode: extra.unsentInNode ?? 0,
       durations: { flush: flushEnd, linger: total - flushEnd, total },

@@ -35,14 +35,24 @@ export function isHttp2Server(server: net.Server): boolean {
   return typeof (server as { updateSettings?: unknown }).updateSettings === 'function';
 }
 
-function forgetSocket(this: net.Socket): void {
-  const server = (this as net.Socket & { server?: net.Server }).server;
-  if (server) registry.get(server)?.sockets.delete(this);
+/** Told when a socket or TLS socket finwait follows closes (before the server's own 'close' listeners). */
+let closedHook: ((socket: net.Socket, hadError: boolean) => void) | undefined;
+
+/** @internal Sets the one function told when a followed socket closes (closeServer() needs no listener of its own then). */
+export function onFollowedClose(hook: (socket: net.Socket, hadError: boolean) => void): void {
+  closedHook = hook;
 }
 
-function forgetSecure(this: tls.TLSSocket): void {
+function forgetSocket(this: net.Socket, hadError: boolean): void {
+  const server = (this as net.Socket & { server?: net.Server }).server;
+  if (server) registry.get(server)?.sockets.delete(this);
+  closedHook?.(this, hadError);
+}
+
+function forgetSecure(this: tls.TLSSocket, hadError: boolean): void {
   const server = (this as tls.TLSSocket & { server?: net.Server }).server;
   if (server) registry.get(server)?.secure.delete(this);
+  closedHook?.(this, hadError);
 }
 
 /** The connections of `server`, watched from now on (idempotent). */

@@ -26,7 +26,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
-import { closeForServer, gracefulClose, type CloseReport, type ServerClose } from './close';
+import { closeForServer, closeIdleForServer, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
 import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
@@ -35,7 +35,7 @@ import { handoffState } from './handoff';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
 import { tcpInfo, tcpState } from './ops';
-import { connectionsOf, httpSockets, isHttp2Server, openStreams, watchServer } from './server-connections';
+import { connectionsOf, httpSockets, isHttp2Server, onFollowedClose, openStreams, watchServer } from './server-connections';
 import { announceShutdown, asked, shutdownOver } from './shutdown-signal';
 
 export { trackConnections } from './server-connections';
@@ -188,6 +188,8 @@ interface Connection {
   result?: ConnectionReport;
   /** Its lingering close, while one runs (with the kernel's view). */
   close?: ServerClose;
+  /** Its close as an idle connection (the same close, made with the others): told when the socket closes. */
+  idleClose?: IdleClose;
   /** Handed to another Connection (a TLS handshake that completed). */
   retired: boolean;
   requestsDuringShutdown: number;
@@ -220,6 +222,9 @@ function onConnectionClose(this: net.Socket, hadError: boolean): void {
   const found = connectionOf(this);
   found?.shutdown.endedAlone(found.c, hadError);
 }
+// The sockets finwait follows from their accept (nearly all) tell closeServer() of their close
+// without a listener per connection.
+onFollowedClose((socket, hadError) => onConnectionClose.call(socket, hadError));
 /** Node ends a `Connection: close` response's socket with destroySoon(): made graceful. */
 function destroySoon(this: net.Socket): void {
   const found = connectionOf(this);
@@ -371,12 +376,10 @@ class ServerShutdown {
    * A connection's 4-tuple, read while it is open (lookups come after its fd closed). The local
    * end is the listener's own address unless it listens on every address (then one getsockname).
    */
-  private tupleOf(socket: net.Socket): SocketTuple | undefined {
+  private tupleOf(socket: net.Socket, peer: { address: string; port: number }): SocketTuple | undefined {
     const address = this.listenAddress;
-    const remoteAddress = socket.remoteAddress;
-    const remotePort = socket.remotePort;
-    if (!address || !remoteAddress || !remotePort) return socketTuple(socket);
-    return { local: address, remote: { address: remoteAddress, port: remotePort } };
+    if (!address || !peer.address || !peer.port) return socketTuple(socket);
+    return { local: address, remote: peer };
   }
 
   connection(socket: net.Socket): Connection | undefined {
@@ -571,11 +574,12 @@ class ServerShutdown {
 
   private adopt(socket: net.Socket, protocol: ConnectionProtocol): Connection | undefined {
     if (this.conns.has(socket)) return this.conns.get(socket);
+    const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
     const c: Connection = {
       socket: socket as HttpSocket,
       protocol,
-      peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
-      tuple: this.kernelView && this.tcp ? this.tupleOf(socket) : undefined,
+      peer,
+      tuple: this.kernelView && this.tcp ? this.tupleOf(socket, peer) : undefined,
       phase: 'open',
       retired: false,
       requestsDuringShutdown: 0,
@@ -591,7 +595,8 @@ class ServerShutdown {
       this.endedAlone(c, Boolean(socket.errored));
       return c;
     }
-    socket.once('close', onConnectionClose);
+    const known = connectionsOf(this.server);
+    if (!known?.sockets.has(socket) && !known?.secure.has(socket as tls.TLSSocket)) socket.once('close', onConnectionClose);
     switch (protocol) {
       case 'http/1.1':
         this.http1(c);
@@ -691,7 +696,7 @@ class ServerShutdown {
       c.timer = setTimeout(() => this.idleOver(c, retry * 2), Math.min(retry, 50));
       return;
     }
-    this.closeOne(c);
+    this.closeOne(c, true);
   }
 
   /**
@@ -826,7 +831,7 @@ class ServerShutdown {
    * one deadline resets what is still closing. At the deadline or after an abort, no time is left:
    * reset at once, with no FIN first.
    */
-  closeOne(c: Connection): void {
+  closeOne(c: Connection, idle = false): void {
     if (c.phase !== 'open') return;
     const socket = c.socket;
     if (socket.destroyed) return this.endedAlone(c, Boolean(socket.errored));
@@ -854,6 +859,15 @@ class ServerShutdown {
       return;
     }
     try {
+      // Idle (no request, nothing queued or unread, read just now): closed with the other idle ones.
+      if (idle && !noTime && this.http && !(socket instanceof tls.TLSSocket) && socket.writableLength === 0 && !socket.writableEnded) {
+        const fd = handleFd(socket);
+        c.idleClose = fd >= 0 ? closeIdleForServer(socket, fd, c.tuple, (result) => this.closed(c, result)) : undefined;
+        if (c.idleClose) {
+          c.close = c.idleClose;
+          return;
+        }
+      }
       c.close = closeForServer(socket, (result) => this.closed(c, result), c.tuple);
     } catch (error) {
       return this.closed(c, closedWithout('reset-sent', 'closed-elsewhere', 0, true, error as Error));
@@ -863,6 +877,7 @@ class ServerShutdown {
 
   /** A connection that ended without our close (the peer closed it, or the application or Node did). */
   endedAlone(c: Connection, hadError: boolean): void {
+    if (c.phase === 'closing') return c.idleClose?.nodeClosed();
     if (c.phase !== 'open' || c.retired) return;
     clearTimeout(c.timer);
     this.idleTimers.remove(c);
@@ -1053,7 +1068,8 @@ class IdleTimers {
  * Takes the socket from Node's HTTP parser before the lingering close: bytes that arrive after our
  * FIN (a request racing with it) must be read and discarded, never parsed and handed to the app
  * (RFC 9112 §9.6). Node's server reads through listeners named `socketOnData` and `socketOnEnd`
- * (Node 18–26); removing them makes its socket listener wrapper unconsume the handle too.
+ * (Node 18–26), and its parser reads the handle directly until a 'data' listener is added: the
+ * close that follows adds one (its socket listener wrapper then unconsumes the handle).
  */
 function detachHttpParser(socket: net.Socket): void {
   let detached = 0;
