@@ -663,11 +663,12 @@ function lookAtIdle(key: number): void {
  * nothing queued in Node, nothing unread in the kernel, the HTTP parser already detached. The same
  * close and the same decisions as a lingering close (FIN, read and discard, close after the peer's
  * FIN or once everything is acknowledged and the peer was quiet, reset only at the deadline), made
- * for all such connections together: the FIN is one shutdown(2) (Node has nothing to flush), the
- * only listener added is one 'data' function shared by all (bytes after the FIN are counted from
- * `socket.bytesRead`; the HTTP server's 'error' listener and closeServer()'s 'close' hook stay in
- * charge of errors and closes), no timer of its own is armed, and the kernel's state of every
- * connection due for a look is read in one native call. Returns `undefined` when a close already
+ * for all such connections together: the FIN is one shutdown(2) (Node has nothing to flush);
+ * nothing is read until bytes come (the peer's FIN costs no read: the kernel's state shows it); no
+ * listener is added unless bytes come (then one 'data' function shared by all; what is read is
+ * counted from `socket.bytesRead`); the HTTP server's 'error' listener and closeServer()'s 'close'
+ * hook stay in charge of errors and closes; no timer of its own is armed; and the kernel's state
+ * of every connection due for a look is read in one native call. Returns `undefined` when a close already
  * runs on the socket (then join it with `closeForServer()`). closeServer() calls `nodeClosed()`
  * when the socket closes under it.
  */
@@ -698,6 +699,8 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   private readonly states: CloseReport['states'] = [];
   private settled = false;
   private verifying = false;
+  /** Whether Node reads the socket (else bytes that come wait in the kernel until a look sees them). */
+  private reading = false;
   private report: CloseReport | undefined;
   private waiting: ((report: CloseReport) => void)[] | undefined;
   /** A later gracefulClose() on the same socket: its deadline and signals. */
@@ -714,15 +717,15 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   }
 
   /**
-   * FIN now (shutdown(2): Node has nothing queued), and reading on: what comes is discarded. The
-   * one listener added, shared by all, makes Node's HTTP server hand the socket's reads back to JS
-   * (its wrapper of `socket.on` stops the parser's direct reads for a 'data' listener).
+   * FIN now (shutdown(2): Node has nothing queued). Nothing is read while nothing comes: the
+   * socket is paused (Node's HTTP server, whose parser still holds the handle, stops its reads),
+   * so the peer's FIN costs no read, and a look sees in the kernel (SIOCINQ) whether bytes came.
+   * Where the pause does not stop the reads, or once bytes come, it reads and discards them.
    */
   begin(): void {
     const socket = this.socket;
-    socket.on('data', discard);
-    socket.resume();
-    ensureReading(socket);
+    socket.pause();
+    if ((socket as unknown as { _handle?: { reading?: boolean } | null })._handle?.reading !== false) this.readOn();
     try {
       shutdown(this.fd, 'write');
       this.finSentAt = 0;
@@ -730,6 +733,19 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
       // ENOTCONN: the peer's RST came just now. The look (or Node's read of the error) says so.
     }
     scheduleIdleLook(this, this.started + QUIET_MS);
+  }
+
+  /**
+   * Reads and discards from now on. The listener, one function shared by all, makes Node's HTTP
+   * server hand the handle's reads back to JS (its wrapper of `socket.on` unconsumes it for a
+   * 'data' listener); what is read is counted from `socket.bytesRead`.
+   */
+  private readOn(): void {
+    this.reading = true;
+    const socket = this.socket;
+    socket.on('data', discard);
+    socket.resume();
+    ensureReading(socket);
   }
 
   get done(): Promise<CloseReport> {
@@ -782,22 +798,29 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
     if (value < 0) return this.finish('reset-sent', 'closed-elsewhere', { error: errnoError(value, 'getsockopt') });
     const state = stateOrThrow(value);
     this.see(state, since);
-    if (state === 'FIN_WAIT2' && since - this.lastDataAt >= QUIET_MS && this.unread() === 0) {
+    if (state === 'CLOSE') {
+      // The peer's RST (its error), or its FIN after ours (TIME_WAIT began).
+      const pending = socketErrorOf(socket, this.fd);
+      if (pending) {
+        socket.destroy();
+        this.see('CLOSED', since);
+        return this.finish('reset-received', 'peer-reset', { error: errnoError(-pending, 'read') });
+      }
+      if (socket.readableEnded || this.unread() === 0) {
+        socket.destroy();
+        return this.finish('graceful', 'peer-fin', { unackedAtClose: 0 });
+      }
+    } else if (state === 'FIN_WAIT2' && since - this.lastDataAt >= QUIET_MS && this.unread() === 0) {
       // Every byte and our FIN acknowledged, nothing unread, the peer quiet: closing leaves an orphan, no RST.
       this.verifying = true;
       verifyLater(this, 0);
       socket.destroy();
       return;
     }
-    if (state === 'CLOSE' && (socket.readableEnded || this.unread() === 0)) {
-      // The peer's FIN came after ours (TIME_WAIT began), everything read; or an RST (its error).
-      const pending = socketErrorOf(socket, this.fd);
-      socket.destroy();
-      if (pending) {
-        this.see('CLOSED', since);
-        return this.finish('reset-received', 'peer-reset', { error: errnoError(-pending, 'read') });
-      }
-      return this.finish('graceful', 'peer-fin', { unackedAtClose: 0 });
+    // Bytes waiting in the kernel (a request racing the FIN, or sent before the peer's FIN): read them.
+    if (!this.reading && this.unread() !== 0) {
+      this.readOn();
+      this.lastDataAt = since;
     }
     const wait = Math.max(this.pollDelay, QUIET_MS - (since - this.lastDataAt));
     scheduleIdleLook(this, now + Math.min(wait, MAX_POLL_MS));
