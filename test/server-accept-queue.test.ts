@@ -60,9 +60,10 @@ describe('closeServer, accept-queue drain', () => {
       expect(report.acceptedFromQueue).toBeLessThan(report.duration / 5 + 10);
       // Every connection that got in ended with our FIN; the others were refused (never connected),
       // except at most the one whose handshake was under way in the instant the listener closed
-      // (the kernel drops a listener's half-open connections; their client then gets RST).
-      expect(Object.keys(ends).filter((k) => !['fin', 'ECONNREFUSED', 'connected-then-ECONNRESET'].includes(k)), JSON.stringify(ends)).toEqual([]);
-      expect(ends['connected-then-ECONNRESET'] ?? 0, JSON.stringify(ends)).toBeLessThanOrEqual(1);
+      // (the kernel drops a listener's half-open connections; their client then gets RST, before
+      // or after its 'connect' event, depending on when the client's loop saw the connect).
+      expect(Object.keys(ends).filter((k) => !['fin', 'ECONNREFUSED', 'connected-then-ECONNRESET', 'ECONNRESET'].includes(k)), JSON.stringify(ends)).toEqual([]);
+      expect((ends['connected-then-ECONNRESET'] ?? 0) + (ends.ECONNRESET ?? 0), JSON.stringify(ends)).toBeLessThanOrEqual(1);
       expect(ends.ECONNREFUSED).toBeGreaterThan(0);
       expect(report.totals.resetSent + report.totals.resetReceived).toBe(0);
     } finally {
