@@ -56,6 +56,8 @@ describe('serverMetrics()', () => {
       expect([...metrics.byLabel.keys()]).toEqual([`127.0.0.1:${port}`]);
       expect(published).toHaveLength(5);
       expect(published[0]).toMatchObject({ server, label: `127.0.0.1:${port}`, outcome: 'graceful', end: { local: { port } } });
+      // Node read each client's FIN: no sock_diag look-up was needed.
+      for (const m of published) expect(m.because).toMatch(/peer's FIN was read .*not looked up/);
       expect(metrics.source).toBe('destroy-multicast');
     } finally {
       dc.unsubscribe(END_CHANNEL, onMessage);
