@@ -27,7 +27,9 @@ Napi::Value SockDiag(const Napi::CallbackInfo& info) { return NotSupported(info,
 Napi::Value SockDiagSocket(const Napi::CallbackInfo& info) { return NotSupported(info, "socket"); }
 Napi::Value SockDiagFind(const Napi::CallbackInfo& info) { return NotSupported(info, "sendto"); }
 Napi::Value SockDiagId(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockname"); }
-Napi::Value SocketCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
+Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  return NotSupported(info, "getsockopt");
+}
 Napi::Value SocketNetns(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 
