@@ -229,6 +229,7 @@ SockLayout Parse() {
       {"tcp_sock", "snd_nxt", 4, &layout.snd_nxt},
       {"tcp_sock", "bytes_received", 8, &layout.bytes_received},
       {"tcp_sock", "bytes_acked", 8, &layout.bytes_acked},
+      {"tcp_sock", "data_segs_in", 4, &layout.data_segs_in},
   };
   for (const Want& want : wants) {
     uint32_t id = btf.Find(BTF_KIND_STRUCT, want.where), size = 0, type = 0;
@@ -253,6 +254,19 @@ SockLayout Parse() {
                    " bytes, not " + std::to_string(want.size);
       return layout;
     }
+  }
+  // sk_flags (unsigned long): skc_flags in struct sock_common on recent kernels, sk_flags in struct sock before.
+  uint32_t sock_common = btf.Find(BTF_KIND_STRUCT, "sock_common"), sock = btf.Find(BTF_KIND_STRUCT, "sock");
+  uint32_t size = 0, type = 0;
+  if (btf.Member(sock_common, "skc_flags", &layout.flags, &size, &type, &why)) {
+    layout.flags += common;
+  } else if (!btf.Member(sock, "sk_flags", &layout.flags, &size, &type, &why)) {
+    layout.why = "neither struct sock_common skc_flags nor struct sock sk_flags is in the kernel's BTF";
+    return layout;
+  }
+  if (size != 8 || layout.flags > 32767 - 8) {
+    layout.why = "sk_flags is " + std::to_string(size) + " bytes at " + std::to_string(layout.flags) + ", not 8 below 32 KiB";
+    return layout;
   }
   layout.err = 0;
   return layout;

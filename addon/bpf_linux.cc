@@ -44,6 +44,8 @@ class StateChanges : public Napi::ObjectWrap<StateChanges> {
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), ring_fd_); }
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Lost(const Napi::CallbackInfo& info);
+  Napi::Value AddCookie(const Napi::CallbackInfo& info);
+  Napi::Value RemoveCookie(const Napi::CallbackInfo& info);
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
     Release();
     return info.Env().Undefined();
@@ -53,29 +55,37 @@ class StateChanges : public Napi::ObjectWrap<StateChanges> {
   void Release();
   void Load(Napi::Env env, const SockLayout& layout);
   void Map(Napi::Env env);
+  // The 8 bytes of a cookie (host order) at info[0] + info[1], for the cookie map's calls.
+  const uint8_t* CookieArg(const Napi::CallbackInfo& info);
 
-  int ring_fd_ = -1, lost_fd_ = -1, prog_fd_ = -1, link_fd_ = -1;
+  int ring_fd_ = -1, lost_fd_ = -1, cookies_fd_ = -1, prog_fd_ = -1, link_fd_ = -1;
   size_t ring_size_ = 0, page_ = 0;
   void* consumer_ = MAP_FAILED;  // one page, read-write: consumer_pos
   void* producer_ = MAP_FAILED;  // producer_pos page, then the data twice (records may wrap)
-  bool close_only_ = false;  // the program writes only changes into CLOSE
+  void* lost_ = MAP_FAILED;      // the lost-records counter's page (the array map, mmapable)
+  bool close_only_ = false;      // the program writes only changes into CLOSE
+  uint32_t max_cookies_ = 0;     // > 0: the cookie map's size, and only its sockets are written
 };
 
 void StateChanges::Release() {
   // The link first: no record is written once it is closed.
-  for (int* fd : {&link_fd_, &prog_fd_, &lost_fd_, &ring_fd_}) {
+  for (int* fd : {&link_fd_, &prog_fd_, &cookies_fd_, &lost_fd_, &ring_fd_}) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
   if (consumer_ != MAP_FAILED) munmap(consumer_, page_);
   if (producer_ != MAP_FAILED) munmap(producer_, page_ + 2 * ring_size_);
-  consumer_ = producer_ = MAP_FAILED;
+  if (lost_ != MAP_FAILED) munmap(lost_, page_);
+  consumer_ = producer_ = lost_ = MAP_FAILED;
 }
 
 StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StateChanges>(info) {
   Napi::Env env = info.Env();
   int ring = IntArg(info, 0);
   close_only_ = info.Length() > 1 && info[1].ToBoolean().Value();
+  int max_cookies = info.Length() > 2 ? IntArg(info, 2) : 0;
+  if (max_cookies < 0) throw OutOfRange(env, "argument 2 must be >= 0");
+  max_cookies_ = static_cast<uint32_t>(max_cookies);
   page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   // The kernel wants a power of 2 that is a multiple of the page size.
   if (ring < static_cast<int>(page_) || (ring & (ring - 1)) != 0) {
@@ -113,13 +123,30 @@ void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
   attr.key_size = 4;
   attr.value_size = 8;
   attr.max_entries = 1;
+  attr.map_flags = BPF_F_MMAPABLE;  // read by a load from its mapping, not a bpf(2) call per drain
   memcpy(attr.map_name, "finwait_lost", 13);
   lost_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
   if (lost_fd_ < 0) {
     int err = errno;
     throw BpfError(env, err, "BPF_MAP_CREATE");
   }
-  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_);
+  if (max_cookies_ > 0) {
+    memset(&attr, 0, sizeof(attr));
+    attr.map_type = BPF_MAP_TYPE_HASH;
+    attr.key_size = 8;
+    attr.value_size = 1;
+    attr.max_entries = max_cookies_;
+    // Preallocated: with BPF_F_NO_PREALLOC the deletes the program makes at each end stalled the
+    // sockets of a busy process (its event loop idle 60% of a benchmark run, waiting).
+    attr.map_flags = 0;
+    memcpy(attr.map_name, "finwait_cookies", 16);
+    cookies_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
+    if (cookies_fd_ < 0) {
+      int err = errno;
+      throw BpfError(env, err, "BPF_MAP_CREATE");
+    }
+  }
+  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_, cookies_fd_);
   static const char kLicense[] = "Dual MIT/GPL";  // GPL-compatible: GPL-only helpers allowed
   std::vector<char> log;
   for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {
@@ -171,6 +198,11 @@ void StateChanges::Map(Napi::Env env) {
     int err = errno;
     throw ErrnoError(env, err, "mmap");
   }
+  lost_ = mmap(nullptr, page_, PROT_READ, MAP_SHARED, lost_fd_, 0);
+  if (lost_ == MAP_FAILED) {
+    int err = errno;
+    throw ErrnoError(env, err, "mmap");
+  }
 }
 
 // read(buffer) -> count: copies the waiting records, kRecord bytes each, into buffer (as many as
@@ -202,22 +234,56 @@ Napi::Value StateChanges::Read(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(count));
 }
 
-// lost() -> records dropped because the ring was full (the counter the program keeps).
+// lost() -> records dropped because the ring was full (the counter the program keeps, read
+// from its mapping).
 Napi::Value StateChanges::Lost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (lost_fd_ < 0) throw ErrnoError(env, EBADF, "bpf");
-  uint32_t key = 0;
-  uint64_t value = 0;
+  if (lost_ == MAP_FAILED) throw ErrnoError(env, EBADF, "bpf");
+  uint64_t value = __atomic_load_n(static_cast<const uint64_t*>(lost_), __ATOMIC_RELAXED);
+  return Napi::Number::New(env, static_cast<double>(value));
+}
+
+const uint8_t* StateChanges::CookieArg(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::TypedArrayOf<uint8_t> bytes = Uint8ArrayArg(info, 0);
+  int offset = IntArg(info, 1);
+  if (offset < 0 || static_cast<size_t>(offset) + 8 > bytes.ByteLength()) {
+    throw OutOfRange(env, "argument 1 must leave 8 bytes of argument 0 from it");
+  }
+  if (cookies_fd_ < 0) throw ErrnoError(env, max_cookies_ > 0 ? EBADF : EINVAL, "bpf");
+  return bytes.Data() + offset;
+}
+
+// addCookie(bytes, offset): the cookie (8 bytes, host order) joins the filter. E2BIG when full.
+Napi::Value StateChanges::AddCookie(const Napi::CallbackInfo& info) {
+  const uint8_t* key = CookieArg(info);
+  uint8_t value = 1;
   bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
-  attr.map_fd = static_cast<uint32_t>(lost_fd_);
-  attr.key = reinterpret_cast<uint64_t>(&key);
+  attr.map_fd = static_cast<uint32_t>(cookies_fd_);
+  attr.key = reinterpret_cast<uint64_t>(key);
   attr.value = reinterpret_cast<uint64_t>(&value);
-  if (Bpf(BPF_MAP_LOOKUP_ELEM, &attr) != 0) {
+  attr.flags = BPF_ANY;
+  if (Bpf(BPF_MAP_UPDATE_ELEM, &attr) != 0) {
     int err = errno;
-    throw BpfError(env, err, "BPF_MAP_LOOKUP_ELEM");
+    throw BpfError(info.Env(), err, "BPF_MAP_UPDATE_ELEM");
   }
-  return Napi::Number::New(env, static_cast<double>(value));
+  return info.Env().Undefined();
+}
+
+// removeCookie(bytes, offset) -> whether the cookie was in the filter.
+Napi::Value StateChanges::RemoveCookie(const Napi::CallbackInfo& info) {
+  const uint8_t* key = CookieArg(info);
+  bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(cookies_fd_);
+  attr.key = reinterpret_cast<uint64_t>(key);
+  if (Bpf(BPF_MAP_DELETE_ELEM, &attr) != 0) {
+    int err = errno;
+    if (err == ENOENT) return Napi::Boolean::New(info.Env(), false);
+    throw BpfError(info.Env(), err, "BPF_MAP_DELETE_ELEM");
+  }
+  return Napi::Boolean::New(info.Env(), true);
 }
 
 }  // namespace
@@ -227,6 +293,8 @@ Napi::Function BpfStateChangesClass(Napi::Env env) {
                                    {StateChanges::InstanceAccessor<&StateChanges::Fd>("fd"),
                                     StateChanges::InstanceMethod<&StateChanges::Read>("read"),
                                     StateChanges::InstanceMethod<&StateChanges::Lost>("lost"),
+                                    StateChanges::InstanceMethod<&StateChanges::AddCookie>("addCookie"),
+                                    StateChanges::InstanceMethod<&StateChanges::RemoveCookie>("removeCookie"),
                                     StateChanges::InstanceMethod<&StateChanges::CloseMethod>("close")});
 }
 

@@ -21,9 +21,9 @@ struct SockLayout {
   std::string why;
   uint32_t attach_btf_id = 0;  // the typedef btf_trace_inet_sock_set_state
   uint32_t family = 0, sport = 0, dport = 0, daddr = 0, rcv_saddr = 0, v6_daddr = 0, v6_rcv_saddr = 0;
-  uint32_t net = 0, err_field = 0;
+  uint32_t net = 0, err_field = 0, flags = 0;
   uint32_t net_cookie = 0;  // in struct net
-  uint32_t total_retrans = 0, snd_una = 0, snd_nxt = 0, bytes_received = 0, bytes_acked = 0;
+  uint32_t total_retrans = 0, snd_una = 0, snd_nxt = 0, bytes_received = 0, bytes_acked = 0, data_segs_in = 0;
 };
 
 // Parsed from /sys/kernel/btf/vmlinux on the first call, then the same for every caller.
@@ -34,14 +34,19 @@ const SockLayout& KernelSockLayout();
 // state at 33, u16 family at 34, i32 sk_err at 36, u16 local and remote ports (network order)
 // at 40 and 42, u32 total_retrans at 44, u32 snd_una at 48, u32 snd_nxt at 52, u64
 // bytes_received at 56, u64 bytes_acked at 64, 16-byte IPv6 local and remote addresses at 72 and
-// 88, comm (16 bytes) at 104, IPv4 local and remote addresses (network order) at 120 and 124.
-constexpr int kRecord = 128;
+// 88, comm (16 bytes) at 104, IPv4 local and remote addresses (network order) at 120 and 124,
+// u32 data_segs_in at 128, u32 the low half of sk_flags at 132 (bit 1, SOCK_DONE: the peer's FIN
+// was received).
+constexpr int kRecord = 136;
 
 // The program's instructions; ring_fd and lost_fd are its maps (ring buffer; array of one u64
 // counting the records dropped when the ring was full).
 // `close_only`: only changes into CLOSE (a full socket's end) are written, one record per end
 // instead of one per change.
-std::vector<bpf_insn> StateChangeProgram(const SockLayout& layout, int ring_fd, int lost_fd, bool close_only);
+// `cookies_fd` (-1: none) is a hash map keyed by socket cookie (u64): only changes of sockets
+// whose cookie is in it are written, and a change into CLOSE (the socket's end) takes it out.
+std::vector<bpf_insn> StateChangeProgram(const SockLayout& layout, int ring_fd, int lost_fd, bool close_only,
+                                         int cookies_fd);
 
 }  // namespace finwait
 

@@ -69,7 +69,8 @@ class Assembler {
 
 }  // namespace
 
-std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd, bool close_only) {
+std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd, bool close_only,
+                                         int cookies_fd) {
   Assembler a;
   // ctx is the tracepoint's arguments as u64: sk, oldstate, newstate.
   a.Load(BPF_DW, BPF_REG_8, BPF_REG_1, 8);
@@ -83,6 +84,26 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
   a.Call(BPF_FUNC_skc_to_tcp_sock);
   a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
   a.Mov(BPF_REG_6, BPF_REG_0);
+  // The socket's cookie, kept on the stack (fp - 16) for the filter and the record.
+  a.Mov(BPF_REG_1, BPF_REG_6);
+  a.Call(BPF_FUNC_get_socket_cookie);
+  a.Store(BPF_DW, BPF_REG_10, -16, BPF_REG_0);
+  if (cookies_fd >= 0) {
+    // Only the sockets whose cookie is in the map; their end (a change into CLOSE) takes it out,
+    // so a socket costs one update from user space, not two.
+    a.LoadMap(BPF_REG_1, cookies_fd);
+    a.Mov(BPF_REG_2, BPF_REG_10);
+    a.AddImm(BPF_REG_2, -16);
+    a.Call(BPF_FUNC_map_lookup_elem);
+    a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
+    size_t open = a.code.size();
+    a.Emit(Insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_9, 0, 0, 7));  // not an end: keep it
+    a.LoadMap(BPF_REG_1, cookies_fd);
+    a.Mov(BPF_REG_2, BPF_REG_10);
+    a.AddImm(BPF_REG_2, -16);
+    a.Call(BPF_FUNC_map_delete_elem);
+    a.code[open].off = static_cast<int16_t>(a.code.size() - open - 1);
+  }
   a.LoadMap(BPF_REG_1, ring_fd);
   a.MovImm(BPF_REG_2, kRecord);
   a.MovImm(BPF_REG_3, 0);
@@ -92,9 +113,8 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
   a.Mov(BPF_REG_7, BPF_REG_0);
   a.Call(BPF_FUNC_ktime_get_ns);
   a.Store(BPF_DW, BPF_REG_7, 0, BPF_REG_0);
-  a.Mov(BPF_REG_1, BPF_REG_6);
-  a.Call(BPF_FUNC_get_socket_cookie);
-  a.Store(BPF_DW, BPF_REG_7, 8, BPF_REG_0);
+  a.Load(BPF_DW, BPF_REG_1, BPF_REG_10, -16);
+  a.Store(BPF_DW, BPF_REG_7, 8, BPF_REG_1);
   a.Call(BPF_FUNC_get_current_pid_tgid);
   a.Store(BPF_DW, BPF_REG_7, 24, BPF_REG_0);
   a.Store(BPF_B, BPF_REG_7, 32, BPF_REG_8);
@@ -121,6 +141,10 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
   a.Call(BPF_FUNC_get_current_comm);
   a.Copy(120, 4, l.rcv_saddr);
   a.Copy(124, 4, l.daddr);
+  a.Copy(128, 4, l.data_segs_in);
+  // sk_flags is an unsigned long: loaded whole, its low 32 bits stored (whatever the byte order).
+  a.Load(BPF_DW, BPF_REG_1, BPF_REG_6, static_cast<int16_t>(l.flags));
+  a.Store(BPF_W, BPF_REG_7, 132, BPF_REG_1);
   a.Mov(BPF_REG_1, BPF_REG_7);
   a.MovImm(BPF_REG_2, 0);
   a.Call(BPF_FUNC_ringbuf_submit);

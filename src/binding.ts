@@ -49,12 +49,16 @@ export interface NativeStateChanges {
   /** The ring buffer's fd (-1 once closed): readable (epoll) while records wait. */
   readonly fd: number;
   /**
-   * Copies the waiting records, 128 bytes each (layout in addon/bpf_linux.cc), into `buffer`, as
+   * Copies the waiting records, 136 bytes each (layout in addon/bpf_linux.h), into `buffer`, as
    * many as fit, and frees their room in the ring; returns how many. Never blocks.
    */
   read(buffer: Uint8Array): number;
   /** Records the program dropped because the ring was full, since it was loaded. */
   lost(): number;
+  /** Adds the cookie in the 8 bytes at `offset` (host order) to the filter (a source made with `maxCookies` > 0; else EINVAL). */
+  addCookie(bytes: Uint8Array, offset: number): void;
+  /** Takes that cookie out of the filter; false if it was not in. */
+  removeCookie(bytes: Uint8Array, offset: number): boolean;
   /** Detaches the program and releases everything (idempotent). */
   close(): void;
 }
@@ -171,8 +175,9 @@ export interface Native {
    * its ring buffer of `ringBytes` (a power of 2, at least a page) and attaches it. Throws `bpf
    * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `ENOTSUP` without BTF (`open`) or
    * a field it reads (`read`), and a refused load with the verifier's last words in the message.
+   * `maxCookies` > 0 gives it a cookie filter of that size (only the sockets added are written).
    */
-  BpfStateChanges?: new (ringBytes: number, closeOnly: boolean) => NativeStateChanges;
+  BpfStateChanges?: new (ringBytes: number, closeOnly: boolean, maxCookies?: number) => NativeStateChanges;
   /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
   FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
   constants: NativeConstants;

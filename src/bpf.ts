@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { native, nativeUnavailable, type NativeFdPoll, type NativeStateChanges } from './binding';
 import { formatAddress } from './diag';
-import { codedError, errnoError, invalidArgType, type CodedError } from './errors';
+import { codedError, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { stateName, type TcpState } from './states';
 
 /** One change of state of one TCP socket, as the kernel made it. */
@@ -53,6 +53,8 @@ export interface StateChange {
   bytesReceived: bigint;
   /** `bytes_acked`: bytes of sequence space acknowledged by the peer (`tcpi_bytes_acked`). */
   bytesAcked: bigint;
+  /** `data_segs_in`: segments received that carried data, counted before they are processed (`tcpi_data_segs_in`). */
+  dataSegsIn: number;
 }
 
 /** Which changes `openStateChanges()` reports. */
@@ -63,6 +65,15 @@ export interface StateChangeOptions {
    * the rest in the kernel, so a connection costs one record per end instead of about five.
    */
   closeOnly?: boolean;
+  /**
+   * Only changes of the sockets whose cookie was added with `stream.addCookie()`: the program
+   * looks each change's cookie up in a BPF hash map and drops the rest in the kernel, so the other
+   * sockets of the host cost no record. A socket's change into CLOSE (its end, or the hand-over to
+   * a TIME_WAIT) is its last: the program takes its cookie out of the map then.
+   */
+  byCookie?: boolean;
+  /** With `byCookie`: how many cookies the filter holds at once (default 65,536; 1 to 2^24). */
+  maxCookies?: number;
 }
 
 /** An open source of state changes; the BPF program runs until `close()`. */
@@ -75,12 +86,21 @@ export interface StateChangeStream {
   unref(): this;
   /** Keeps the process alive while the stream is open (the default); returns the stream. */
   ref(): this;
+  /**
+   * With `byCookie`: changes of the socket with this cookie (`SocketEntry.cookie` as a number,
+   * `StateChange.cookie`) are reported from now on, until its change into CLOSE or
+   * `removeCookie()`. Throws `ERR_FINWAIT_NO_COOKIE_FILTER` on a stream opened without
+   * `byCookie`, `ERR_FINWAIT_STREAM_CLOSED` once closed, `E2BIG` when `maxCookies` are in.
+   */
+  addCookie(cookie: bigint): void;
+  /** With `byCookie`: stops reporting the socket's changes; false if its cookie was not in the filter. */
+  removeCookie(cookie: bigint): boolean;
 }
 
 /** Ring buffer size: ~7,700 records before the kernel drops any. */
 const RING_BYTES = 1 << 20;
-/** The record (addon/bpf_linux.cc) and how many one native call copies. */
-const RECORD = 128;
+/** The record (layout in addon/bpf_linux.h) and how many one native call copies. */
+export const RECORD = 136;
 const BATCH = 256;
 const AF_INET6 = 10;
 const LE = os.endianness() === 'LE';
@@ -99,7 +119,11 @@ function explain(error: CodedError & { command?: string }): CodedError {
   return error;
 }
 
-function open(closeOnly = false): NativeStateChanges {
+/** The cookie filter's default size, and the largest taken. */
+const MAX_COOKIES = 65_536;
+const MAX_COOKIES_LIMIT = 2 ** 24;
+
+function open(closeOnly = false, maxCookies = 0): NativeStateChanges {
   const addon = native();
   if (!addon.BpfStateChanges) {
     throw codedError(
@@ -108,7 +132,7 @@ function open(closeOnly = false): NativeStateChanges {
     );
   }
   try {
-    return new addon.BpfStateChanges(RING_BYTES, closeOnly);
+    return new addon.BpfStateChanges(RING_BYTES, closeOnly, maxCookies);
   } catch (error) {
     throw explain(error as CodedError);
   }
@@ -166,22 +190,51 @@ function decode(buffer: Uint8Array, count: number, out: StateChange[]): void {
       unackedBytes: (view.getUint32(at + 52, LE) - view.getUint32(at + 48, LE)) >>> 0,
       bytesReceived: view.getBigUint64(at + 56, LE),
       bytesAcked: view.getBigUint64(at + 64, LE),
+      dataSegsIn: view.getUint32(at + 128, LE),
     });
   }
 }
 
-class Stream implements StateChangeStream {
+/** The records of one native read: `count` records of `RECORD` bytes in `bytes` (layout in addon/bpf_linux.h). */
+export type RecordSink = (bytes: Uint8Array, view: DataView, count: number) => void;
+
+/** @internal The stream with the cookie filter's calls on a cookie's 8 bytes in place (a `sockDiagId` record's, at 44). */
+export interface StateRecordStream extends StateChangeStream {
+  addCookieAt(bytes: Uint8Array, offset: number): void;
+  removeCookieAt(bytes: Uint8Array, offset: number): boolean;
+}
+
+function cookieArg(cookie: unknown): bigint {
+  if (typeof cookie !== 'bigint') throw invalidArgType('cookie', 'of type bigint', cookie);
+  if (cookie <= 0n || cookie >= 1n << 64n) throw outOfRange('cookie', '>= 1n and < 2n ** 64n', cookie);
+  return cookie;
+}
+
+class Stream implements StateRecordStream {
   #source: NativeStateChanges | undefined;
   #poll: NativeFdPoll | undefined;
   #lost = 0;
+  readonly #filtered: boolean;
   readonly #buffer = new Uint8Array(RECORD * BATCH);
-  readonly #onChanges: (changes: StateChange[]) => void;
+  readonly #view = new DataView(this.#buffer.buffer);
+  readonly #cookie = new BigUint64Array(1);
+  readonly #cookieBytes = new Uint8Array(this.#cookie.buffer);
+  readonly #sink: RecordSink;
+  /** Called after a drain when `lost` rose (the watch back-end's; none for `openStateChanges()`). */
+  readonly #onLost: (() => void) | undefined;
+  /** Called after each drain (`openStateChanges()`: its changes, decoded from every read, in one call). */
+  readonly #drained: (() => void) | undefined;
+  #lostSeen = 0;
   // The uv_poll_t never keeps the loop alive; this timer does, while the stream is ref'd.
   readonly #keepAlive = setInterval(() => {}, 2 ** 31 - 1);
 
-  constructor(source: NativeStateChanges, onChanges: (changes: StateChange[]) => void) {
+  constructor(source: NativeStateChanges, sink: RecordSink, filtered: boolean, onLost?: () => void, drained?: () => void) {
     this.#source = source;
-    this.#onChanges = onChanges;
+    this.#sink = sink;
+    this.#filtered = filtered;
+    this.#onLost = onLost;
+    this.#drained = drained;
+    if (onLost) this.#lostSeen = source.lost();
     try {
       this.#poll = new (native().FdPoll)(source.fd, (status) => this.#drain(status));
     } catch (error) {
@@ -213,22 +266,93 @@ class Stream implements StateChangeStream {
     this.#source = undefined;
   }
 
+  #filter(): NativeStateChanges {
+    if (!this.#filtered) throw codedError('ERR_FINWAIT_NO_COOKIE_FILTER', 'This stream has no cookie filter: open it with { byCookie: true }');
+    if (!this.#source) throw codedError('ERR_FINWAIT_STREAM_CLOSED', 'The stream of state changes is closed');
+    return this.#source;
+  }
+
+  addCookie(cookie: bigint): void {
+    this.#cookie[0] = cookieArg(cookie);
+    this.addCookieAt(this.#cookieBytes, 0);
+  }
+
+  removeCookie(cookie: bigint): boolean {
+    this.#cookie[0] = cookieArg(cookie);
+    return this.removeCookieAt(this.#cookieBytes, 0);
+  }
+
+  addCookieAt(bytes: Uint8Array, offset: number): void {
+    const source = this.#filter();
+    try {
+      source.addCookie(bytes, offset);
+    } catch (error) {
+      const e = error as CodedError;
+      if (e.code === 'E2BIG') e.message = `The cookie filter is full (maxCookies): ${e.message}`;
+      throw e;
+    }
+  }
+
+  removeCookieAt(bytes: Uint8Array, offset: number): boolean {
+    return this.#filter().removeCookie(bytes, offset);
+  }
+
   #drain(status: number): void {
-    const source = this.#source;
-    if (!source) return;
+    if (!this.#source) return;
     if (status < 0) {
       // The poll itself failed (never seen): nothing more will come, so say so, uncaught.
       this.close();
       throw errnoError(status, 'uv_poll');
     }
-    const changes: StateChange[] = [];
-    for (;;) {
+    // The sink can close the stream: read no further then.
+    for (let source = this.#source; source !== undefined; source = this.#source) {
       const count = source.read(this.#buffer);
-      decode(this.#buffer, count, changes);
+      if (count > 0) this.#sink(this.#buffer, this.#view, count);
       if (count < BATCH) break;
     }
-    if (changes.length > 0) this.#onChanges(changes);
+    this.#drained?.();
+    // A loss is seen after the drain that follows it (the ring was full, so there was one), also
+    // when every record read was filtered out or none of the sink's.
+    const source = this.#source;
+    if (this.#onLost && source) {
+      const lost = source.lost();
+      if (lost > this.#lostSeen) {
+        this.#lostSeen = lost;
+        this.#onLost();
+      }
+    }
   }
+}
+
+interface Opened {
+  closeOnly: boolean;
+  maxCookies: number;
+}
+
+function options(value: unknown): Opened {
+  if (typeof value !== 'object' || value === null) throw invalidArgType('options', 'an object', value);
+  const { closeOnly = false, byCookie = false, maxCookies } = value as StateChangeOptions;
+  if (typeof closeOnly !== 'boolean') throw invalidArgType('options.closeOnly', 'a boolean', closeOnly);
+  if (typeof byCookie !== 'boolean') throw invalidArgType('options.byCookie', 'a boolean', byCookie);
+  if (maxCookies !== undefined) {
+    if (!byCookie) throw codedError('ERR_INVALID_ARG_VALUE', 'options.maxCookies is the size of the cookie filter: it needs options.byCookie');
+    if (typeof maxCookies !== 'number') throw invalidArgType('options.maxCookies', 'a number', maxCookies);
+    if (!Number.isInteger(maxCookies) || maxCookies < 1 || maxCookies > MAX_COOKIES_LIMIT) {
+      throw outOfRange('options.maxCookies', `an integer >= 1 and <= ${MAX_COOKIES_LIMIT}`, maxCookies);
+    }
+  }
+  return { closeOnly, maxCookies: byCookie ? (maxCookies ?? MAX_COOKIES) : 0 };
+}
+
+/**
+ * @internal `openStateChanges()` without the decoding: `onRecords` gets each native read's records
+ * as they are (layout in addon/bpf_linux.h), same-state ones included, and `onLost` is called
+ * after a drain when records were dropped. For the watch back-end, which needs four fields of a
+ * few records.
+ */
+export function openStateRecords(onRecords: RecordSink, onLost: () => void, opts: StateChangeOptions = {}): StateRecordStream {
+  const { closeOnly, maxCookies } = options(opts);
+  return new Stream(open(closeOnly, maxCookies), onRecords, maxCookies > 0, onLost);
 }
 
 /**
@@ -240,10 +364,16 @@ class Stream implements StateChangeStream {
  * machine runs the program while the stream is open (about 0.6 µs each in the kernel here). The
  * stream keeps the process alive until `close()` (or `unref()`), and closes with its Worker.
  */
-export function openStateChanges(onChanges: (changes: StateChange[]) => void, options: StateChangeOptions = {}): StateChangeStream {
+export function openStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions = {}): StateChangeStream {
   if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
-  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
-  const { closeOnly = false } = options;
-  if (typeof closeOnly !== 'boolean') throw invalidArgType('options.closeOnly', 'a boolean', closeOnly);
-  return new Stream(open(closeOnly), onChanges);
+  const { closeOnly, maxCookies } = options(opts);
+  let changes: StateChange[] = [];
+  const sink: RecordSink = (bytes, _view, count) => decode(bytes, count, changes);
+  const drained = (): void => {
+    if (changes.length === 0) return;
+    const batch = changes;
+    changes = [];
+    onChanges(batch);
+  };
+  return new Stream(open(closeOnly, maxCookies), sink, maxCookies > 0, undefined, drained);
 }

@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { native } from '../src/binding';
-import { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../src/bpf';
+import { openStateChanges, RECORD, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../src/bpf';
 import { findSocket, socketTuple } from '../src/diag';
 import { queues, shutdown, tcpInfo, tcpState } from '../src/ops';
 import { canBecome, itNeeds, nextError, pair, waitFor, type Availability } from './helpers';
@@ -199,12 +199,12 @@ describe('openStateChanges()', () => {
       await waitFor('the client CLOSE', () => (of(client).at(-1)?.to === 'CLOSE' ? true : undefined));
       expect(path_(of(client)).slice(2)).toEqual(['ESTABLISHED>FIN_WAIT1', 'FIN_WAIT1>CLOSE']);
       expect(of(client).at(-1)!.error).toBe(104);
-      const buffer = new Uint8Array(128 * 256);
+      const buffer = new Uint8Array(RECORD * 256);
       const view = new DataView(buffer.buffer);
       const seen: string[] = [];
       for (let n = raw.read(buffer); n > 0; n = raw.read(buffer)) {
         for (let i = 0; i < n; i++) {
-          if (view.getBigUint64(i * 128 + 8, true) === client) seen.push(`${buffer[i * 128 + 32]}>${buffer[i * 128 + 33]}`);
+          if (view.getBigUint64(i * RECORD + 8, true) === client) seen.push(`${buffer[i * RECORD + 32]}>${buffer[i * RECORD + 33]}`);
         }
       }
       expect(seen.slice(2)).toEqual(['1>4', '4>4', '4>7']); // ESTABLISHED → FIN_WAIT1 → FIN_WAIT1 → CLOSE
@@ -344,6 +344,108 @@ describe('openStateChanges({ closeOnly: true })', () => {
       expect(changes.every((x) => x.to === 'CLOSE')).toBe(true);
     } finally {
       stream.close();
+    }
+  });
+});
+
+describe('openStateChanges({ byCookie: true }): the cookie filter', () => {
+  it('rejects a byCookie that is not a boolean, a maxCookies without byCookie, and a maxCookies out of 1 to 2^24', () => {
+    const open = (options: object) => () => openStateChanges(() => {}, options);
+    expect(open({ byCookie: 'yes' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(open({ maxCookies: 10 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(open({ byCookie: true, maxCookies: '10' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    for (const maxCookies of [0, -1, 1.5, 2 ** 24 + 1, NaN]) {
+      expect(open({ byCookie: true, maxCookies })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    }
+  });
+
+  itBpf('addCookie() and removeCookie(): a bigint from 1n to 2n ** 64n - 1n, only on a filtered stream, only while it is open', async () => {
+    const plain = openStateChanges(() => {});
+    const filtered = openStateChanges(() => {}, { byCookie: true });
+    try {
+      expect(() => plain.addCookie(5n)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_NO_COOKIE_FILTER' }));
+      expect(() => plain.removeCookie(5n)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_NO_COOKIE_FILTER' }));
+      expect(() => filtered.addCookie(5 as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+      for (const cookie of [0n, -1n, 2n ** 64n]) {
+        expect(() => filtered.addCookie(cookie)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+      }
+      expect(filtered.removeCookie(2n ** 64n - 1n)).toBe(false); // never added
+      filtered.addCookie(2n ** 64n - 1n);
+      filtered.addCookie(2n ** 64n - 1n); // adding again changes nothing
+      expect(filtered.removeCookie(2n ** 64n - 1n)).toBe(true);
+      expect(filtered.removeCookie(2n ** 64n - 1n)).toBe(false);
+    } finally {
+      plain.close();
+      filtered.close();
+    }
+    expect(() => filtered.addCookie(5n)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_STREAM_CLOSED' }));
+  });
+
+  itBpf('maxCookies: the filter holds that many cookies; one more is E2BIG, and room comes back with a removal', async () => {
+    const stream = openStateChanges(() => {}, { byCookie: true, maxCookies: 2 });
+    try {
+      stream.addCookie(1n);
+      stream.addCookie(2n);
+      expect(() => stream.addCookie(3n)).toThrow(expect.objectContaining({ code: 'E2BIG', syscall: 'bpf', message: expect.stringMatching(/^The cookie filter is full/) }));
+      expect(stream.removeCookie(1n)).toBe(true);
+      stream.addCookie(3n);
+    } finally {
+      stream.close();
+    }
+  });
+
+  itBpf("reports only the sockets added (an unfiltered stream sees the other's changes), and a socket's CLOSE takes its cookie out", async () => {
+    const all = recorder();
+    const filteredChanges: StateChange[] = [];
+    const filtered = openStateChanges((batch) => filteredChanges.push(...batch), { byCookie: true });
+    const watched = await pair();
+    const other = await pair();
+    try {
+      const cookie = cookieOf(watched.client);
+      const otherCookie = cookieOf(other.client);
+      filtered.addCookie(cookie);
+      for (const p of [watched, other]) {
+        p.server.resume();
+        p.server.on('end', () => p.server.end());
+        p.client.resume();
+        p.client.end();
+      }
+      const closed = (changes: StateChange[], c: bigint) => changes.some((x) => x.cookie === c && x.to === 'CLOSE');
+      await waitFor('both clients closed, as the unfiltered stream saw', () => (closed(all.changes, cookie) && closed(all.changes, otherCookie) ? true : undefined));
+      await waitFor('the watched client closed, as the filtered stream saw', () => (closed(filteredChanges, cookie) ? true : undefined));
+      // The changes after the cookie went in; none of the other connection, nor of the server ends.
+      expect(path_(filteredChanges)).toEqual(['ESTABLISHED>FIN_WAIT1', 'FIN_WAIT1>FIN_WAIT2', 'FIN_WAIT2>CLOSE']);
+      expect(filteredChanges.every((x) => x.cookie === cookie)).toBe(true);
+      expect(path_(all.of(otherCookie)).slice(2)).toEqual(['ESTABLISHED>FIN_WAIT1', 'FIN_WAIT1>FIN_WAIT2', 'FIN_WAIT2>CLOSE']);
+      // Its end took the cookie out of the filter.
+      expect(filtered.removeCookie(cookie)).toBe(false);
+    } finally {
+      filtered.close();
+      all.stream.close();
+      await watched.close();
+      await other.close();
+    }
+  });
+
+  itBpf('dataSegsIn: the data segments the socket received, as tcp_info counts them', async () => {
+    const { stream, of } = recorder();
+    const p = await pair({ server: { allowHalfOpen: true } });
+    try {
+      const server = cookieOf(p.server);
+      p.server.resume();
+      for (let i = 0; i < 3; i++) {
+        p.client.write(Buffer.alloc(100, i));
+        await waitFor(`${100 * (i + 1)} bytes read`, () => (p.server.bytesRead === 100 * (i + 1) ? true : undefined));
+      }
+      shutdown(p.server, 'write');
+      const fin = await waitFor('the server in FIN_WAIT2', () => of(server).find((x) => x.to === 'FIN_WAIT2'));
+      // Three writes, each read before the next: three data segments; the peer's FIN carried none.
+      const info = tcpInfo(p.server);
+      expect(info.dataSegsIn).toBe(3);
+      expect(fin.dataSegsIn).toBe(3);
+    } finally {
+      stream.close();
+      await p.close();
     }
   });
 });

@@ -523,8 +523,7 @@ function observeEvent(model: CloseModel, event: CloseEvent, when: When): Observe
   }
   if (happened(history, event)) return unchanged(model);
   const pending = state === 'CLOSE';
-  const fits = (t: Transition) => matches(event, t.event) && (!pending || mayReadClose(t.to));
-  const p = pathEndingIn(settled, fits);
+  const p = eventPath(settled, event, pending);
   if (p === undefined) return forbidden(model, when, { event }, 'no legal path ends with it');
   if (!pending) return appended(model, pathEntries(p, when.at, when));
   const to = p.path[p.path.length - 1]!;
@@ -537,6 +536,27 @@ function observeEvent(model: CloseModel, event: CloseEvent, when: When): Observe
   all.push(close);
   return changed(model, all, before, to, 'CLOSE');
 }
+
+/**
+ * The path an observed `event` takes the model along from `settled`: the shortest made of graceful
+ * steps and then a step the event satisfies, which, while an fd's CLOSE is `pending`, must reach a
+ * state that CLOSE can follow. Memoized, as `completePath()` is: asked for every event of every
+ * watched socket.
+ */
+function eventPath(settled: LifecycleState, event: CloseEvent, pending: boolean): Path | undefined {
+  const known = KNOWN.has(settled) && CLOSE_EVENTS.includes(event);
+  const key = `${settled} ${event} ${pending}`;
+  const memo = known ? EVENT_PATHS.get(key) : undefined;
+  if (memo !== undefined) return memo ?? undefined;
+  const fits = (t: Transition) => matches(event, t.event) && (!pending || mayReadClose(t.to));
+  const p = pathEndingIn(settled, fits);
+  const path = p && Object.freeze({ path: Object.freeze([...p.path]), events: Object.freeze([...p.events]) });
+  if (known) EVENT_PATHS.set(key, path ?? null);
+  return path;
+}
+
+/** {@link eventPath}'s answers, by settled state, event and whether an fd's CLOSE is pending. */
+const EVENT_PATHS = new Map<string, Path | null>();
 
 /** True if an fd's CLOSE can follow `state`: TIME_WAIT or CLOSED is, or can be, reached. */
 function mayReadClose(state: LifecycleState): boolean {

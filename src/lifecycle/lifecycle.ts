@@ -93,9 +93,9 @@ export class Lifecycle extends EventEmitter {
   #backend: WatchBackend = { name: 'poll' };
   /**
    * The pending `until()` calls, told of every new history entry: the first one (where watching
-   * began) is no `'transition'`, and can be the state waited for.
+   * began) is no `'transition'`, and can be the state waited for. Made by the first `until()`.
    */
-  #waiters = new Set<() => void>();
+  #waiters: Set<() => void> | undefined;
   /** Called once with the watcher when the lifecycle ends: it stops following the socket. */
   #forget: ((watcher: unknown) => void) | undefined;
 
@@ -178,7 +178,7 @@ export class Lifecycle extends EventEmitter {
       let deadline: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
         clearTimeout(deadline);
-        this.#waiters.delete(onEntries);
+        this.#waiters?.delete(onEntries);
         this.off('end', onEnd);
       };
       const onEntries = (): void => {
@@ -192,7 +192,7 @@ export class Lifecycle extends EventEmitter {
         cleanup();
         reject(notReached(state));
       };
-      this.#waiters.add(onEntries);
+      (this.#waiters ??= new Set()).add(onEntries);
       this.on('end', onEnd);
       if (timeout !== undefined) {
         deadline = setTimeout(() => {
@@ -224,7 +224,7 @@ export class Lifecycle extends EventEmitter {
         if (stateChannel.hasSubscribers) stateChannel.publish({ lifecycle: this, ...transition });
       }
     }
-    if (entries.length > 0) for (const waiter of this.#waiters) waiter();
+    if (entries.length > 0 && this.#waiters !== undefined) for (const waiter of this.#waiters) waiter();
     if (model.state === 'CLOSED') this.end();
     return entries.length > 0 || anomaly !== undefined;
   }

@@ -4,7 +4,9 @@
  * sources decide with, and the one way an fd's state enters the model.
  */
 import type net from 'node:net';
+import os from 'node:os';
 import { native } from '../binding';
+import { cookieKey } from '../diag';
 import type { TcpState } from '../states';
 import { stateOrThrow } from '../tcp-info';
 import type { LifecycleState } from './fsm';
@@ -83,7 +85,10 @@ export interface Watched {
    * that answers data with an RST; `NaN` when the count could not be read.
    */
   rstsBefore?: number;
-  /** `tcpi_data_segs_in` when Node closed the fd, in a state whose orphan answers new data with an RST. */
+  /**
+   * `tcpi_data_segs_in` when Node closed the fd, in a state whose orphan answers new data with an
+   * RST, read for an event back-end whose report of the socket's end carries the count then.
+   */
   segsInAtClose?: number;
 }
 
@@ -105,6 +110,8 @@ export interface WatchBackend {
 /** An event back-end, as the watcher uses it (`sources/bpf.ts`, `sources/destroy-multicast.ts`). */
 export interface EventBackend {
   readonly name: WatchBackendName;
+  /** Its report of a socket's end carries the final tcp_info (so `segsInAtClose` is read at the close). */
+  readonly finalTcpInfo: boolean;
   /**
    * Follows `w`, named (its cookie known), whose `fd` Node is about to close in a state that leaves
    * a full socket behind (an orphan): from now on that socket's end is reported. Where it cannot
@@ -113,6 +120,26 @@ export interface EventBackend {
   follow(w: Watched, fd: number): void;
   /** Stops following `w` (its lifecycle ended). */
   release(w: Watched): void;
+}
+
+const LE = os.endianness() === 'LE';
+
+/**
+ * The key `cookieKey()` gives the cookie in the `sockDiagId` record `id` (a number below 2^53,
+ * else its hex digits), read from the bytes: the key the event back-ends follow a socket by.
+ */
+export function idCookieKey(id: Uint8Array): number | string {
+  if (LE) {
+    const high = (id[48]! | (id[49]! << 8) | (id[50]! << 16) | (id[51]! << 24)) >>> 0;
+    if (high < 0x200000) return high * 0x100000000 + ((id[44]! | (id[45]! << 8) | (id[46]! << 16) | (id[47]! << 24)) >>> 0);
+  }
+  return cookieKey(new DataView(id.buffer, id.byteOffset, id.byteLength), 44);
+}
+
+/** True if the `sockDiagId` record `id` holds a cookie (not all ones: none could be read). */
+export function hasCookie(id: Uint8Array): boolean {
+  for (let i = 44; i < 52; i++) if (id[i] !== 0xff) return true;
+  return false;
 }
 
 /** States in which the connection is not closing (yet). */

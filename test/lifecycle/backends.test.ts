@@ -10,10 +10,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { reset, tcpState, watch } from '../../src/index';
+import { closeWrite, reset, setLinger2, tcpState, watch } from '../../src/index';
 import { native } from '../../src/binding';
-import { socketTuple, findSocket } from '../../src/diag';
-import { pollerStatus, type Lifecycle } from '../../src/lifecycle/watch';
+import { socketTuple, findSocket, sockets } from '../../src/diag';
+import { pollerStatus, watcherOf, type Lifecycle } from '../../src/lifecycle/watch';
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
 import { bpfStatus } from '../../src/lifecycle/sources/bpf';
 import { stateChangesUnavailable } from '../../src/bpf';
@@ -336,6 +336,53 @@ describe('the BPF stream', () => {
     await p.close();
     p = undefined;
     await idle(); // nothing watched: the stream is closed
+  });
+
+  itNeeds(BPF, bpfAvailable, "filtered in the kernel: the stream reads the records of the sockets it follows and no other's", async () => {
+    p = await pair({ server: { pauseOnConnect: true } });
+    const lc = watch(p.client);
+    await orphanInFinWait1(p);
+    const before = bpfStatus();
+    // Connections nobody watches open and close meanwhile (and other processes' on this host): no record reaches the stream.
+    for (let i = 0; i < 5; i++) {
+      const other = await pair();
+      other.server.on('end', () => other.server.end());
+      other.server.resume();
+      other.client.resume();
+      other.client.end();
+      await waitFor('the other connection closed', () => (other.client.destroyed && other.server.destroyed ? true : undefined));
+    }
+    p.server.destroy();
+    expect(await lc.done).toMatchObject({ outcome: 'reset-received', anomalies: [] });
+    const after = bpfStatus();
+    expect({ records: after.records - before.records, matched: after.matched - before.matched }).toEqual({ records: 1, matched: 1 });
+  });
+
+  itNeeds(BPF, bpfAvailable, "an orphan's hand-over to TIME_WAIT after the peer's FIN (its record's SOCK_DONE): TIME_WAIT from the record, next looked up when its 60 s run out", async () => {
+    const q = (p = await pair({ server: { allowHalfOpen: true } }));
+    const lc = watch(q.client);
+    const { localPort } = q.client;
+    q.server.resume();
+    await closeWrite(q.client);
+    await lc.until('FIN_WAIT2', { timeout: 5000 });
+    // A FIN_WAIT2 timer above TIME_WAIT's 60 s keeps the orphan a full socket, so the peer's FIN
+    // reaches it (not a FIN_WAIT2 timewait socket) and its hand-over to TIME_WAIT makes a record.
+    expect(setLinger2(q.client, 120)).toBe(120);
+    q.client.destroy();
+    await waitFor('the orphan', () => (sockets({ states: ['FIN_WAIT2'] }).some((e) => e.local.port === localPort) ? true : undefined));
+    const cookie = watcherOf(lc)!.cookie!;
+    q.server.end();
+    const entry = await lc.until('TIME_WAIT', { timeout: 5000 });
+    expect(entry).toMatchObject({ source: 'event' });
+    expect(lc.history.map((h) => h.state)).toEqual(['ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT']);
+    // The kernel has it in TIME_WAIT indeed; no lookup is due before its timer runs out.
+    expect(sockets({ states: ['TIME_WAIT'] }).some((e) => e.cookie === cookie)).toBe(true);
+    expect(watcherOf(lc)!.due - entry.at).toBeGreaterThanOrEqual(60_000);
+    expect(lc.state).toBe('TIME_WAIT');
+    // Ended here, so that nothing stays watched: the TIME_WAIT killed, and looked at now.
+    execFileSync('ss', ['-K', '-t', 'state', 'time-wait', `( sport = :${localPort} )`], { stdio: 'ignore' });
+    watcherOf(lc)!.lookNow();
+    expect(await lc.done).toMatchObject({ outcome: 'graceful', anomalies: [] });
   });
 
   itNeeds(BPF, bpfAvailable, 'an orphan killed with ss -K (sk_err ECONNABORTED) sent an RST from this end: reset-sent, at once', async () => {

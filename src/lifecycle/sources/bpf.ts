@@ -11,24 +11,33 @@
  *
  * One stream serves every network namespace (cookies are unique host-wide); it is opened when the
  * first socket is followed and closed when nothing is watched (`closeIdle()`), and never keeps the
- * process alive. A socket is followed from just before Node closes its fd, so its CLOSE record
- * always comes after: nothing needs to be buffered, and every other record is dropped by cookie.
+ * process alive. It is filtered in the kernel by cookie (`byCookie`): a socket's cookie goes into
+ * the program's map just before Node closes its fd, so its CLOSE record always comes after and
+ * nothing needs to be buffered; the program takes the cookie out with that record, and no other
+ * socket of the host costs a record. The records are read raw (`openStateRecords()`): four fields
+ * of each, no object per record.
  *
- * What the record does not settle is looked up, as the destroy multicast's message is: a CLOSE
- * from FIN_WAIT1, FIN_WAIT2 or CLOSING with no error can be the hand-over to a TIME_WAIT (or to a
- * FIN_WAIT2 timewait socket), which sends no record of its own; and an orphan with our FIN sent
- * that receives new data answers it with an RST through the same kernel call that takes a
- * received one (`tcp_reset()`, sk_err ECONNRESET), so for such an orphan the namespace's count of
- * RSTs sent decides, as the poller's lookups do (src/tcp-counters.ts).
+ * A CLOSE from FIN_WAIT2 or CLOSING with no error after the peer's FIN (the record's SOCK_DONE) is
+ * the hand-over to a TIME_WAIT, which sends no record of its own: it is looked up only when its
+ * 60 s run out. What the record does not settle is looked up, as the destroy multicast's message
+ * is: a CLOSE from FIN_WAIT1 or FIN_WAIT2 with no error and no FIN from the peer can be the
+ * hand-over to a FIN_WAIT2 timewait socket, or the end of the orphan's FIN_WAIT2 timer. An orphan
+ * with our FIN sent that receives new data answers it with an RST through the same kernel call
+ * that takes a received one (`tcp_reset()`, sk_err ECONNRESET): for such an orphan the
+ * namespace's count of RSTs sent decides, as the poller's lookups do (src/tcp-counters.ts), since
+ * the orphan is often a FIN_WAIT2 timewait socket by then, which answers data with an RST that no
+ * record shows.
  */
 import { debuglog } from 'node:util';
-import { openStateChanges, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../../bpf';
-import { cookieHex, cookieKey, recordCookie } from '../../diag';
+import os from 'node:os';
+import { openStateRecords, RECORD, stateChangesUnavailable, type StateRecordStream } from '../../bpf';
+import { cookieKey } from '../../diag';
+import { stateName } from '../../states';
 import type { CloseEvent } from '../fsm';
 import { arm, now } from '../schedule';
-import { BEFORE_TIME_WAIT, RESET_FROM, type EventBackend, type Watched } from '../watched';
+import { BEFORE_TIME_WAIT, RESET_FROM, hasCookie, idCookieKey, type EventBackend, type Watched } from '../watched';
 import { destroyMulticast, unavailable as destroyMulticastUnavailable } from './destroy-multicast';
-import { socketEnded } from './diag-follow';
+import { socketEnded, timeWaitBegan } from './diag-follow';
 import { toGone } from './node-hooks';
 
 const debug = debuglog('finwait');
@@ -37,12 +46,14 @@ const EPIPE = 32;
 const ECONNABORTED = 103;
 const ECONNRESET = 104;
 const ECONNREFUSED = 111;
-/** Cookies below 2^53 are keyed as numbers, as `cookieKey()` keys them. */
-const SAFE_COOKIE = 1n << 53n;
+const TCP_CLOSE = 7;
+/** `sk_flags` bit SOCK_DONE (enum sock_flags: SOCK_DEAD, SOCK_DONE, ...): set by tcp_fin(). */
+const SOCK_DONE = 1 << 1;
+/** The cookie's place in a `sockDiagId` record. */
+const ID_COOKIE = 44;
+const LE = os.endianness() === 'LE';
 
-let stream: StateChangeStream | undefined;
-/** `stream.lost` when it was last read: a rise means records were dropped. */
-let lostSeen = 0;
+let stream: StateRecordStream | undefined;
 /** Followed sockets whose CLOSE has not come yet, by cookie (`cookieKey()`). */
 const following = new Map<number | string, Watched>();
 /** @internal For tests: records read, those that ended a followed socket, and losses. */
@@ -53,19 +64,13 @@ export function unavailable(): string | undefined {
   return stateChangesUnavailable();
 }
 
-/** The key `cookieKey()` gives the cookie `cookie`. */
-function keyOf(cookie: bigint): number | string {
-  return cookie < SAFE_COOKIE ? Number(cookie) : cookieHex(cookie);
-}
-
 function idKey(w: Watched): number | string {
-  return cookieKey(new DataView(w.id!.buffer, w.id!.byteOffset), 44);
+  return idCookieKey(w.id!);
 }
 
-function opened(): StateChangeStream {
+function opened(): StateRecordStream {
   if (stream === undefined) {
-    stream = openStateChanges(onChanges, { closeOnly: true }).unref();
-    lostSeen = stream.lost;
+    stream = openStateRecords(onRecords, lost, { closeOnly: true, byCookie: true }).unref();
   }
   return stream;
 }
@@ -76,20 +81,35 @@ function close(): void {
   s?.close();
 }
 
-/** Stops following `w`. */
-function unfollow(w: Watched): void {
+/** Stops following `w`: its CLOSE record came (and took its cookie out of the filter), or, with `filtered`, not yet. */
+function unfollow(w: Watched, filtered = true): void {
   if (!w.awaiting) return;
   w.awaiting = false;
   following.delete(idKey(w));
+  if (!filtered || stream === undefined) return;
+  try {
+    stream.removeCookieAt(w.id!, ID_COOKIE);
+  } catch (error) {
+    debug('bpf: %s', (error as Error).message);
+  }
 }
 
-function onChanges(changes: StateChange[]): void {
-  counts.records += changes.length;
+/** What a CLOSE record says of its socket (decoded from the raw record). */
+interface Ended {
+  from: string | undefined;
+  error: number;
+  /** SOCK_DONE was set: the peer's FIN had been received. */
+  peerFin: boolean;
+}
+
+function onRecords(bytes: Uint8Array, view: DataView, count: number): void {
+  counts.records += count;
   const at = now();
-  for (const change of changes) {
-    if (change.to !== 'CLOSE' || following.size === 0) continue;
-    const w = following.get(keyOf(change.cookie));
+  for (let i = 0, off = 0; i < count; i++, off += RECORD) {
+    if (bytes[off + 33] !== TCP_CLOSE || following.size === 0) continue;
+    const w = following.get(cookieKey(view, off + 8));
     if (w === undefined) continue;
+    const change: Ended = { from: stateName(bytes[off + 32]!), error: view.getInt32(off + 36, LE), peerFin: (view.getUint32(off + 132, LE) & SOCK_DONE) !== 0 };
     try {
       ended(w, change, at);
     } catch (error) {
@@ -97,11 +117,6 @@ function onChanges(changes: StateChange[]): void {
       debug('bpf: %s', (error as Error).message);
       if (!w.ended) socketEnded(w, at, false, true);
     }
-  }
-  const s = stream;
-  if (s !== undefined && s.lost > lostSeen) {
-    lostSeen = s.lost;
-    lost();
   }
   arm();
 }
@@ -115,19 +130,20 @@ function lost(): void {
   debug('bpf: state changes lost');
   const at = now();
   for (const w of [...following.values()]) {
-    unfollow(w);
+    unfollow(w, true);
     w.events = undefined;
     w.lifecycle.setBackend({ name: 'poll', reason: 'bpf: state changes were lost (the ring buffer was full), so it is polled' });
     socketEnded(w, at, false, true);
   }
+  arm();
 }
 
 /**
- * The event `sk_err` `error` says ended a socket that left state `from`: `undefined` for none
- * (its state explains the end), `null` where the record cannot say and a lookup must (an orphan
- * with our FIN sent that may have answered data with an RST: `tcp_reset()` gives ECONNRESET then).
+ * The event `sk_err` says ended a socket that left state `from`: `undefined` for none (its state
+ * explains the end), `null` where the record cannot say and a lookup must (an orphan with our FIN
+ * sent that may have answered data with an RST: `tcp_reset()` gives ECONNRESET then).
  */
-function eventOf(w: Watched, from: string, error: number): CloseEvent | undefined | null {
+function eventOf(w: Watched, { from, error }: Ended): CloseEvent | undefined | null {
   if (error === 0) return undefined;
   if (error === ECONNRESET || error === EPIPE || error === ECONNREFUSED) {
     return BEFORE_TIME_WAIT.has(from as never) && w.rstsBefore !== undefined ? null : 'rst-received';
@@ -141,19 +157,23 @@ function eventOf(w: Watched, from: string, error: number): CloseEvent | undefine
 }
 
 /** The CLOSE record `change` of the followed socket `w`. */
-function ended(w: Watched, change: StateChange, at: number): void {
+function ended(w: Watched, change: Ended, at: number): void {
   counts.matched++;
-  unfollow(w);
+  unfollow(w, false);
   if (w.ended) return;
   // Its full socket is gone, so its fd is closed, even if Node's 'close' has not come yet.
   if (w.phase !== 'gone') toGone(w);
-  const event = eventOf(w, change.from, change.error);
+  const event = eventOf(w, change);
   if (event === null) {
     socketEnded(w, at, false, true);
     return;
   }
   if (event === undefined) {
-    socketEnded(w, at, false, false);
+    // From FIN_WAIT2 or CLOSING with the peer's FIN received, the end is the hand-over to a
+    // TIME_WAIT (tcp_time_wait()): nothing to look up before its timer runs out. Without it, a
+    // FIN_WAIT2 timewait socket may have taken over, or the orphan's timer dropped it: looked up.
+    if (change.peerFin && (change.from === 'FIN_WAIT2' || change.from === 'CLOSING')) timeWaitBegan(w, at);
+    else socketEnded(w, at, false, false);
     return;
   }
   const { lifecycle } = w;
@@ -164,13 +184,14 @@ function ended(w: Watched, change: StateChange, at: number): void {
 /** The BPF stream, as the watcher uses it. */
 export const bpf: EventBackend = {
   name: 'bpf',
+  finalTcpInfo: false,
   follow(w: Watched, fd: number): void {
-    if (w.awaiting || w.ended || w.id === undefined || recordCookie(w.id) === undefined) return;
+    if (w.awaiting || w.ended || w.id === undefined || !hasCookie(w.id)) return;
     try {
-      opened();
+      opened().addCookieAt(w.id, ID_COOKIE);
     } catch (error) {
-      // The program could be loaded when the back-end was chosen, not now: the destroy multicast
-      // (or the poller) takes the socket, with the reason.
+      // The program could be loaded when the back-end was chosen, not now, or its cookie filter is
+      // full: the destroy multicast (or the poller) takes the socket, with the reason.
       const reason = `bpf: ${(error as Error).message}`;
       const why = destroyMulticastUnavailable();
       if (why === undefined) {
@@ -186,7 +207,7 @@ export const bpf: EventBackend = {
     w.awaiting = true;
     following.set(idKey(w), w);
   },
-  release: unfollow,
+  release: (w) => unfollow(w),
 };
 
 /** Nothing is watched any more: the stream is closed (its program detached). */

@@ -24,7 +24,6 @@
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../../binding';
 import {
-  cookieKey,
   DESTROY_GROUP_V4,
   DESTROY_GROUP_V6,
   DESTROY_LOST,
@@ -34,10 +33,9 @@ import {
   INET_DIAG_INFO,
   messageAttribute,
   messageCookie,
-  recordCookie,
 } from '../../diag';
 import { arm, now } from '../schedule';
-import type { EventBackend, Watched } from '../watched';
+import { hasCookie, idCookieKey, type EventBackend, type Watched } from '../watched';
 import { socketEnded } from './diag-follow';
 import { toGone } from './node-hooks';
 import { TCPI_DATA_SEGS_IN } from '../../tcp-info';
@@ -148,7 +146,7 @@ function leave(l: Listener, group: number): void {
 function unfollow(w: Watched): void {
   if (!w.awaiting) return;
   w.awaiting = false;
-  following.delete(cookieKey(new DataView(w.id!.buffer, w.id!.byteOffset), 44));
+  following.delete(idCookieKey(w.id!));
   const l = listeners.get(keyOf(w));
   if (l !== undefined) leave(l, groupOf(w));
 }
@@ -225,8 +223,9 @@ function ended(w: Watched, off: number, length: number, at: number): void {
 /** The destroy multicast, as the watcher uses it. */
 export const destroyMulticast: EventBackend = {
   name: 'destroy-multicast',
+  finalTcpInfo: true,
   follow(w: Watched, fd: number): void {
-    if (w.awaiting || w.ended || w.id === undefined || recordCookie(w.id) === undefined) return;
+    if (w.awaiting || w.ended || w.id === undefined || !hasCookie(w.id)) return;
     try {
       join(listener(keyOf(w), fd), groupOf(w));
     } catch (error) {
@@ -235,7 +234,7 @@ export const destroyMulticast: EventBackend = {
       return;
     }
     w.awaiting = true;
-    following.set(cookieKey(new DataView(w.id.buffer, w.id.byteOffset), 44), w);
+    following.set(idCookieKey(w.id), w);
   },
   release: unfollow,
 };

@@ -40,11 +40,28 @@ let homeNetns: Uint8Array | undefined;
 let homeCounters: number | undefined | null = null;
 
 /**
+ * The count of RSTs sent read at a close in this turn of the event loop, by namespace (`undefined`:
+ * this thread's); emptied when the turn ends (setImmediate).
+ */
+const turnRsts = new Map<Netns | undefined, number>();
+const endTurn = (): void => turnRsts.clear();
+
+/**
  * Notes the count of RSTs sent in `w`'s namespace as its fd closes in a state whose orphan
- * answers data with an RST: data can come before the orphan is first looked up.
+ * answers data with an RST: data can come before the orphan is first looked up. The count read
+ * at the first such close of the namespace in a turn of the event loop serves the others of that
+ * turn (a read of /proc/net/snmp per close was the largest part of a close's cost): it can only
+ * be lower, which widens the window in which another socket's RST is taken for the orphan's by
+ * the rest of that turn.
  */
 export function noteRstsAtClose(w: Watched): void {
-  w.rstsBefore = rstsSent(countersOf(w.ns)) ?? NaN;
+  let count = turnRsts.get(w.ns);
+  if (count === undefined) {
+    count = rstsSent(countersOf(w.ns)) ?? NaN;
+    if (turnRsts.size === 0) setImmediate(endTurn).unref();
+    turnRsts.set(w.ns, count);
+  }
+  w.rstsBefore = count;
 }
 
 /** The /proc/net/snmp of the namespace `ns` (`undefined`: this thread's), `undefined` if unreadable. */
@@ -129,6 +146,7 @@ export function releaseNetns(w: Watched): void {
   const ns = w.ns;
   w.ns = undefined;
   if (ns === undefined || --ns.users > 0) return;
+  turnRsts.delete(ns);
   namespaces.delete(ns.key);
   // Both made by the addon inside the namespace: closed by it (see Native.closeFd).
   native().closeFd(ns.nl);
@@ -166,13 +184,11 @@ export function lookUp(gone: Watched[], at: number): void {
       end++;
     }
     const count = end - first;
-    // RSTs sent in the namespace before the lookups, read only if an orphan that can be reset is
-    // among them (see tcp-counters.ts): a baseline for those seen, and the count after, for those gone.
+    // RSTs sent in the namespace (see tcp-counters.ts), read only if the lookups show an orphan
+    // that can be reset (a baseline for those: read just after the lookup, which found them still
+    // there, so before any RST of theirs), or one gone that had a baseline (the count after).
     let before: number | undefined;
     let after: number | undefined | null = null;
-    for (let i = first; i < end && before === undefined; i++) {
-      if (mayBeResetOrphan(gone[i]!)) before = rstsSent(countersOf(ns)) ?? NaN;
-    }
     try {
       if (ns === undefined && homeNl < 0) homeNl = native().sockDiagSocket();
       native().sockDiagFind(ns?.nl ?? homeNl, requests, replies, statuses.subarray(0, count));
@@ -191,7 +207,7 @@ export function lookUp(gone: Watched[], at: number): void {
       try {
         if (status === 1 && sameTuple(requests, i, replies, i)) {
           const seen = replyAt(view, i);
-          if (before !== undefined && BEFORE_TIME_WAIT.has(seen.state)) w.rstsBefore = before;
+          if (BEFORE_TIME_WAIT.has(seen.state)) w.rstsBefore = before ??= rstsSent(countersOf(ns)) ?? NaN;
           followGone(w, seen, at);
         } else if (status === 1 || isMiss(status)) {
           if (w.rstsBefore !== undefined) after ??= rstsSent(countersOf(ns));
@@ -213,14 +229,6 @@ export function lookUp(gone: Watched[], at: number): void {
 /** The state `w` was last known in: as sock_diag last showed it, else the model's. */
 function lastState(w: Watched): LifecycleState {
   return w.lastDiag?.state ?? (w.lifecycle.model().settled as LifecycleState);
-}
-
-/**
- * True if `w` can be an orphan with our FIN sent (last shown so by sock_diag, or its fd closed in
- * such a state): one that answers data with an RST. An fd that read CLOSE left no orphan.
- */
-function mayBeResetOrphan(w: Watched): boolean {
-  return w.lastDiag !== undefined ? BEFORE_TIME_WAIT.has(w.lastDiag.state) : !w.fdClose && BEFORE_TIME_WAIT.has(lastState(w));
 }
 
 /**
@@ -282,6 +290,22 @@ export function socketEnded(w: Watched, at: number, answeredData: boolean, resyn
   } else {
     followGone(w, undefined, at);
   }
+}
+
+/** TIME_WAIT's length on Linux (TCP_TIMEWAIT_LEN), ms. */
+const TIME_WAIT_MS = 60_000;
+
+/**
+ * An event back-end saw `w`'s full socket handed over to a TIME_WAIT (its CLOSE came after the
+ * peer's FIN, with no error): TIME_WAIT is recorded now, and the timewait socket is looked up
+ * when its 60 s have run out (found still there, it is followed by its timer as any other).
+ */
+export function timeWaitBegan(w: Watched, at: number): void {
+  if (w.ended) return;
+  w.lifecycle.observe({ state: 'TIME_WAIT', source: 'event', at });
+  if (w.ended) return;
+  w.step = FAST_MS;
+  scheduleAt(w, at + TIME_WAIT_MS + TIMER_MARGIN_MS);
 }
 
 /** @internal What sock_diag showed of a connection after its fd closed, and when (ms). */

@@ -14,7 +14,7 @@ import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../
 import type { TcpState } from '../../states';
 import { TCP_INFO_BUFFER_SIZE, TCPI_DATA_SEGS_IN } from '../../tcp-info';
 import type { CloseEvent, LifecycleState } from '../fsm';
-import { FAST_MS, arm, now, scheduleOpen, wake } from '../schedule';
+import { AWAIT_MS, FAST_MS, arm, now, scheduleAt, scheduleOpen, wake } from '../schedule';
 import {
   BEFORE_TIME_WAIT,
   byFd,
@@ -95,10 +95,14 @@ function hookHandle(w: Watched): boolean {
       const fd = handleFd(socket);
       if (fd >= 0 && !w.ended) {
         let state: TcpState = 'CLOSE';
-        // One read (none once the fd read CLOSE); a socket not named yet is named by the same call
-        // if it still has a peer: closing the fd sends its FIN or RST. A CLOSE after LAST_ACK ends it here.
-        if (w.id === undefined && !w.fdClose) state = identify(w, fd, now());
-        else if (!w.fdClose) observeFd(w, (state = readState(fd)), now());
+        // One read (none once the fd read CLOSE). A socket not named yet is named if closing the
+        // fd leaves a connection to follow: an orphan (its FIN or RST goes out now), or an fd's
+        // CLOSE the model cannot resolve alone. A CLOSE after LAST_ACK ends it here.
+        if (!w.fdClose) {
+          const at = now();
+          observeFd(w, (state = readState(fd)), at);
+          if (w.id === undefined && !w.ended && (state === 'CLOSE' || !UNSYNCHRONIZED.has(state))) state = identify(w, fd, at);
+        }
         if (w.ended) return close.apply(this, args);
         let unread = 0;
         let linger0 = false;
@@ -115,10 +119,11 @@ function hookHandle(w: Watched): boolean {
             linger2 = native().getIntOption(fd, constants().IPPROTO_TCP, constants().TCP_LINGER2);
           }
           // An orphan with our FIN sent answers new data with an RST: what it had received by now
-          // tells, at its end, whether data came after (the event back-end gives its final tcp_info).
+          // tells, at its end, whether data came after (the destroy multicast gives its final
+          // tcp_info; for a timewait socket that takes over, the namespace's count of RSTs sent).
           if (BEFORE_TIME_WAIT.has(state) && !linger0 && unread === 0 && linger2 >= 0) {
             noteRstsAtClose(w);
-            if (w.awaiting) w.segsInAtClose = dataSegsIn(fd);
+            if (w.awaiting && w.events?.finalTcpInfo) w.segsInAtClose = dataSegsIn(fd);
           }
         }
         w.closedWith = { state, unread, linger0, linger2 };
@@ -132,7 +137,11 @@ function hookHandle(w: Watched): boolean {
     if (!w.ended) {
       closed(w);
       toGone(w);
-      wake(w);
+      // An orphan an event back-end follows is looked at only by the safety net until its report.
+      if (w.awaiting && !w.ended) {
+        scheduleAt(w, now() + AWAIT_MS);
+        arm();
+      } else wake(w);
     }
     return result;
   };
