@@ -15,7 +15,7 @@ import { native } from './binding';
 import { invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { cookieKeyOf, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
-import { checkOptions, startTrace, type InternalTrace, type TraceOptions } from './trace/trace';
+import { checkOptions, LOOK_UP, startTrace, type InternalTrace, type TraceOptions } from './trace/trace';
 
 /** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */
 export const END_CHANNEL = 'finwait:connection:end';
@@ -188,7 +188,7 @@ function onPending(end: ConnectionEnd): void {
 function settlePending(t: Tracked, end: ConnectionEnd): void {
   if (!gracefulByNode(end, t)) {
     // Looked up; the settled end comes back through onEnd().
-    shared?.lookUp(end);
+    shared?.[LOOK_UP](end);
     return;
   }
   tracked.delete(t.key);

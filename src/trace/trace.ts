@@ -81,15 +81,18 @@ export interface TraceInternals {
   /**
    * Takes the ends whose outcome hangs on a TIME_WAIT after them (`PendingEnd`), instead of their
    * being looked up at once: the caller settles them from what else it knows, or hands them back
-   * with `InternalTrace.lookUp()`.
+   * with the trace's `[LOOK_UP]()`.
    */
   onPending?: (end: ConnectionEnd) => void;
 }
 
+/** @internal The key of `InternalTrace`'s look-up: a symbol, so a trace handed to users shows no such method. */
+export const LOOK_UP: unique symbol = Symbol('finwait.traceLookUp');
+
 /** @internal A trace started with `startTrace()`. */
 export interface InternalTrace extends ConnectionTrace {
   /** Looks up what took over a pending end's 4-tuple (batched), then calls `onEnd` with it settled. */
-  lookUp(end: ConnectionEnd): void;
+  [LOOK_UP](end: ConnectionEnd): void;
 }
 
 /** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
@@ -158,7 +161,7 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
       successors.close();
       tracker.clear();
     },
-    lookUp(end) {
+    [LOOK_UP](end) {
       successors.add(end);
     },
     unref() {

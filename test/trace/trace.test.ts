@@ -144,6 +144,8 @@ describe('traceConnections(): the destroy multicast source (no privilege)', () =
     expect(() => traceConnections(() => {}, { interval: Number.NaN })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => traceConnections(() => {}, { owners: 1 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     const t = traceConnections(() => {}, { source: 'destroy-multicast' });
+    // The documented members and nothing of the package's own (metrics' look-up is under a symbol).
+    expect(Object.keys(t).sort()).toEqual(['close', 'following', 'lost', 'ref', 'samples', 'source', 'unref']);
     expect(t.unref()).toBe(t);
     t.close();
     t.close();
