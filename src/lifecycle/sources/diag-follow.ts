@@ -81,13 +81,33 @@ export function start(w: Watched, fd: number, at: number): void {
   if (state === 'CLOSE' || BEFORE_TIME_WAIT.has(state)) identify(w, fd, at);
 }
 
+/** Records handed out per slab: a slab's memory is freed once none of its records is in use. */
+const SLAB_RECORDS = 256;
+let slab = new Uint8Array(0);
+let slabNext = 0;
+
+/**
+ * A fresh (zeroed) `sockDiagId` record: a view of a shared slab. A small typed array of its own
+ * lives in the V8 heap until the addon asks for its memory, which then gets a buffer of its own
+ * (an allocation and a finalizer per watched socket): views of one buffer skip both.
+ */
+function idRecord(): Uint8Array {
+  if (slabNext === slab.length) {
+    slab = new Uint8Array(SLAB_RECORDS * ID_RECORD);
+    slabNext = 0;
+  }
+  const id = slab.subarray(slabNext, slabNext + ID_RECORD);
+  slabNext += ID_RECORD;
+  return id;
+}
+
 /**
  * Names the connection behind `fd` for sock_diag (its 4-tuple and the cookie a TIME_WAIT of it
  * will have) and reads its state, in one native call; returns the state. An fd that already
  * reads CLOSE has no peer to name: Node's cached 4-tuple then, if it has one, without a cookie.
  */
 export function identify(w: Watched, fd: number, at: number): TcpState {
-  const id = new Uint8Array(ID_RECORD);
+  const id = idRecord();
   const connected = native().sockDiagId(fd, id);
   const state = stateOrThrow(id[1]!);
   if (connected) {
