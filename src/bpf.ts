@@ -97,7 +97,7 @@ export interface StateChangeStream {
   removeCookie(cookie: bigint): boolean;
 }
 
-/** Ring buffer size: ~7,700 records before the kernel drops any. */
+/** Ring buffer size: ~7,280 records (136 bytes and an 8-byte header each) before the kernel drops any. */
 const RING_BYTES = 1 << 20;
 /** The record (layout in addon/bpf_linux.h) and how many one native call copies. */
 export const RECORD = 136;
