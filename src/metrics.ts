@@ -14,8 +14,8 @@ import type net from 'node:net';
 import { native } from './binding';
 import { invalidArgType } from './errors';
 import { handleFd } from './fd';
-import { cookieKeyOf, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
-import { checkOptions, LOOK_UP, startTrace, type InternalTrace, type TraceOptions } from './trace/trace';
+import { cookieKeyOf, cookieOfKey, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
+import { checkOptions, FOLLOW, LOOK_UP, startTrace, UNFOLLOW, type InternalTrace, type TraceOptions } from './trace/trace';
 
 /** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */
 export const END_CHANNEL = 'finwait:connection:end';
@@ -165,6 +165,8 @@ export function sweepMetrics(now = performance.now()): void {
   for (const [key, t] of tracked) {
     if (t.closedAt === undefined || t.closedAt > before) continue;
     tracked.delete(key);
+    // It may have ended before it was followed: its cookie would stay in the BPF filter.
+    shared?.[UNFOLLOW](cookieOfKey(key));
     t.metrics.unseen(t);
   }
 }
@@ -242,14 +244,18 @@ class Metrics implements ServerMetrics {
     const listener = this.#listener();
     // A Unix socket's connections are no TCP connections: the trace never names them.
     if (this.#pipe) return;
-    let key: CookieKey;
+    let cookie: bigint;
     try {
       // The socket's cookie, as the kernel's events name it (one getsockopt).
-      key = cookieKeyOf(native().socketCookie(handleFd(socket)));
+      cookie = native().socketCookie(handleFd(socket));
     } catch {
       // Closed before it could be read: nothing of it can be matched.
       return;
     }
+    const key = cookieKeyOf(cookie);
+    // On BPF, the program writes this socket's end from now on (its cookie filter); if the filter
+    // is full, no end comes and the sweep counts it unknown.
+    shared?.[FOLLOW](cookie);
     const t = new Tracked(this, key, socket, listener);
     tracked.set(key, t);
     this.#pending++;
@@ -316,7 +322,11 @@ class Metrics implements ServerMetrics {
     this.#closed = true;
     this.#server.off('connection', this.#onConnection);
     this.#server.off('listening', this.#onListening);
-    for (const [key, t] of tracked) if (t.metrics === this) tracked.delete(key);
+    for (const [key, t] of tracked) {
+      if (t.metrics !== this) continue;
+      tracked.delete(key);
+      shared?.[UNFOLLOW](cookieOfKey(key));
+    }
     this.#pending = 0;
     if (--users === 0) {
       shared?.close();
@@ -347,7 +357,8 @@ export function serverMetrics(server: net.Server, options: ServerMetricsOptions 
     // Only the servers' connections are followed; every other socket's events are dropped at once.
     // Counting needs each end's last state and error, not the path: the BPF program writes only the ends.
     // An end on its way to TIME_WAIT is looked up only where what Node saw does not tell it.
-    shared = startTrace(onEnd, checkOptions(traceOptions), { only: (key) => tracked.has(key), endsOnly: true, onPending }).unref();
+    // On BPF the program's cookie filter drops the other sockets' records in the kernel.
+    shared = startTrace(onEnd, checkOptions(traceOptions), { only: (key) => tracked.has(key), endsOnly: true, onPending, byCookie: true }).unref();
     sweeper = setInterval(sweepMetrics, SWEEP_MS).unref();
   }
   users++;

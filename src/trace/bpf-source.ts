@@ -46,13 +46,15 @@ function observationOf(c: StateChange): Observation {
 /**
  * Opens the BPF stream (coded errors: `EPERM` without the privilege, `ENOTSUP` where it cannot
  * load). `only(key)` drops other sockets' records before any work; `closeOnly` has the program
- * write only the ends.
+ * write only the ends; `byCookie` has it write only those of the sockets given to `follow()`
+ * (a kernel-side filter: the host's other sockets cost no record).
  */
 export function openBpf(
   observe: (o: Observation) => void,
   only?: (key: CookieKey) => boolean,
   closeOnly = false,
-): { readonly lost: number; readonly samples: number; close(): void } {
+  byCookie = false,
+): { readonly lost: number; readonly samples: number; close(): void; follow(cookie: bigint): boolean; unfollow(cookie: bigint): void } {
   const stream = openStateChanges(
     (changes) => {
       for (const c of changes) {
@@ -60,15 +62,34 @@ export function openBpf(
         if (only === undefined || only(cookieKeyOf(c.cookie))) observe(observationOf(c));
       }
     },
-    { closeOnly },
+    { closeOnly, byCookie },
   );
   // Whether the process stays alive is the trace's to say (ConnectionTrace.ref()/unref()).
   stream.unref();
+  let closed = false;
   return {
     get lost() {
       return stream.lost;
     },
     samples: 0,
-    close: () => stream.close(),
+    close: () => {
+      closed = true;
+      stream.close();
+    },
+    follow(cookie) {
+      if (!byCookie) return true;
+      if (closed) return false;
+      try {
+        stream.addCookie(cookie);
+        return true;
+      } catch (error) {
+        // The filter is full (E2BIG): this socket's end will not be seen.
+        if ((error as { code?: unknown }).code === 'E2BIG') return false;
+        throw error;
+      }
+    },
+    unfollow(cookie) {
+      if (byCookie && !closed) stream.removeCookie(cookie);
+    },
   };
 }

@@ -42,6 +42,11 @@ export function cookieKeyOf(cookie: bigint): CookieKey {
   return cookie < SAFE_COOKIE ? Number(cookie) : cookie.toString(16).padStart(16, '0');
 }
 
+/** @internal The cookie a `CookieKey` stands for, as a u64. */
+export function cookieOfKey(key: CookieKey): bigint {
+  return typeof key === 'number' ? BigInt(key) : BigInt(`0x${key}`);
+}
+
 /** @internal The key of a cookie written as hex (`ConnectionEnd.cookie`, `SocketEntry.cookie`). */
 export function hexCookieKey(hex: string): CookieKey {
   const n = parseInt(hex, 16);

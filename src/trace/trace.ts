@@ -84,20 +84,36 @@ export interface TraceInternals {
    * with the trace's `[LOOK_UP]()`.
    */
   onPending?: (end: ConnectionEnd) => void;
+  /**
+   * The BPF program writes records only of the sockets given to the trace's `[FOLLOW]()` (its
+   * cookie filter); the destroy multicast has no such filter and relies on `only`.
+   */
+  byCookie?: boolean;
 }
 
 /** @internal The key of `InternalTrace`'s look-up: a symbol, so a trace handed to users shows no such method. */
 export const LOOK_UP: unique symbol = Symbol('finwait.traceLookUp');
 
+/** @internal The keys of `InternalTrace`'s cookie filter (`TraceInternals.byCookie`). */
+export const FOLLOW: unique symbol = Symbol('finwait.traceFollow');
+export const UNFOLLOW: unique symbol = Symbol('finwait.traceUnfollow');
+
 /** @internal A trace started with `startTrace()`. */
 export interface InternalTrace extends ConnectionTrace {
   /** Looks up what took over a pending end's 4-tuple (batched), then calls `onEnd` with it settled. */
   [LOOK_UP](end: ConnectionEnd): void;
+  /**
+   * With `byCookie`, on BPF: the socket with this cookie is reported from now on, until its end.
+   * False when the filter is full (its end will not be seen) or the trace is closed.
+   */
+  [FOLLOW](cookie: bigint): boolean;
+  /** Forgets a followed socket whose end will not come through the trace (it ended before it was followed). */
+  [UNFOLLOW](cookie: bigint): void;
 }
 
 /** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
 export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOptions, internals: TraceInternals = {}): InternalTrace {
-  const { only, endsOnly = false, onPending } = internals;
+  const { only, endsOnly = false, onPending, byCookie = false } = internals;
   let source: TraceSourceName = o.source;
   let reason: string | undefined;
   if (source === 'bpf' && !o.sourceGiven) {
@@ -138,7 +154,8 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   const now = (): number => performance.now();
   // Ends only: nothing to sample either.
   const interval = endsOnly ? undefined : o.interval;
-  const running = source === 'bpf' ? openBpf(observe, only, endsOnly) : openSampled(observe, { interval, owners: o.owners, now, only });
+  const bpf = source === 'bpf' ? openBpf(observe, only, endsOnly, byCookie) : undefined;
+  const running = bpf ?? openSampled(observe, { interval, owners: o.owners, now, only });
   // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
   const trace: InternalTrace = {
@@ -163,6 +180,12 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     },
     [LOOK_UP](end) {
       successors.add(end);
+    },
+    [FOLLOW](cookie) {
+      return bpf === undefined ? !closed : bpf.follow(cookie);
+    },
+    [UNFOLLOW](cookie) {
+      bpf?.unfollow(cookie);
     },
     unref() {
       keepAlive.unref();

@@ -12,7 +12,9 @@ import { afterEach, describe, expect } from 'vitest';
 import { closeWrite, queues, setLinger2 } from '../../src/index';
 import { bpfUnavailable } from '../../src/trace/bpf-source';
 import type { ConnectionEnd } from '../../src/trace/ends';
-import { traceConnections, type ConnectionTrace } from '../../src/trace/trace';
+import { checkOptions, FOLLOW, startTrace, traceConnections, type ConnectionTrace } from '../../src/trace/trace';
+import { native } from '../../src/binding';
+import { fdOf } from '../../src/fd';
 import { createLab, labAvailable, type Lab } from '../../src/testing/index';
 import { itNeeds, pair, waitFor, type Availability } from '../helpers';
 import { BIN } from '../cli/run';
@@ -93,6 +95,24 @@ describe('traceConnections() on BPF, loopback', () => {
     expect(server).toMatchObject({ path: ['SYN_RECV', 'ESTABLISHED', 'CLOSE'], outcome: 'reset-sent', closedFirst: 'local', pid: process.pid });
     expect(client).toMatchObject({ path: ['SYN_SENT', 'ESTABLISHED', 'CLOSE'], outcome: 'reset-received', error: 'ECONNRESET', closedFirst: 'remote' });
     await p.close();
+  });
+
+  itNeeds(BPF, bpf, "byCookie (serverMetrics' kernel-side filter): only the followed sockets' ends come, each once", async () => {
+    const ends: ConnectionEnd[] = [];
+    const t = startTrace((end) => ends.push(end), checkOptions({ source: 'bpf' }), { byCookie: true, endsOnly: true });
+    trace = t;
+    const followed = await pair();
+    const other = await pair();
+    const marker = await pair();
+    for (const s of [followed.server, marker.server]) expect(t[FOLLOW](native().socketCookie(fdOf(s)))).toBe(true);
+    const [f, m] = [followed, marker].map((p) => `${p.server.localPort}->${p.client.localPort}`);
+    for (const p of [followed, other, marker]) p.client.on('error', () => {});
+    // Reset in this order: the ring keeps the kernel's order, so once the marker's end came the
+    // other pair's ends would have come before it had the filter let them through.
+    for (const p of [followed, other, marker]) p.server.resetAndDestroy();
+    await waitFor("the marker's end", () => ends.find((e) => `${e.local.port}->${e.remote.port}` === m));
+    expect(ends.map((e) => `${e.local.port}->${e.remote.port} ${e.outcome}`)).toEqual([`${f} reset-sent`, `${m} reset-sent`]);
+    for (const p of [followed, other, marker]) await p.close();
   });
 
   itNeeds(BPF, bpf, 'a refused connect: refused, ECONNREFUSED, the process that connected', async () => {
