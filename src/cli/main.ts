@@ -378,6 +378,14 @@ async function trace(args: string[]): Promise<number> {
         },
         { ...(source !== undefined ? { source: source as 'bpf' | 'destroy-multicast' } : {}), ...(interval !== undefined ? { interval } : {}) },
       );
+      if (t.source !== 'bpf' && filter.netns !== undefined && filter.netns !== home) {
+        // The destroy multicast is this namespace's: it would print nothing, as if nothing ended there.
+        t.close();
+        const e = new Error(
+          `--netns ${visible(values.netns as string)}: the sock_diag destroy multicast shows only this network namespace${t.reason !== undefined ? ` (BPF is not available: ${visible(t.reason)})` : ''}; trace with BPF (CAP_BPF and CAP_PERFMON, or root), or run finwait trace inside that namespace (ip netns exec NAME finwait trace)`,
+        );
+        throw Object.assign(e, { code: 'ENOTSUP' });
+      }
     } catch (error) {
       reject(error);
       return;

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { hasCapability, waitFor } from '../helpers';
 import { BIN, finwait } from './run';
+import { homeNetns } from '../../src/trace/netns';
 
 interface Traced {
   code: number;
@@ -107,6 +108,19 @@ describe('finwait trace', () => {
     const refused = await finwait(['trace', '--source', 'bpf', '--count', '0'], {}, file ? { prefix: [file, ...rest] } : {});
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/CAP_BPF/);
+  });
+
+  it("--netns of another namespace with the destroy multicast: exit 1 and why (it sees only its own), not a trace that prints nothing", async () => {
+    const other = await finwait(['trace', '--source', 'destroy-multicast', '--netns', '0123456789abcdef', '--count', '0']);
+    expect(other.code).toBe(1);
+    expect(other.stdout).toBe('');
+    expect(other.stderr).toContain('--netns 0123456789abcdef: the sock_diag destroy multicast shows only this network namespace');
+    expect(other.stderr).toContain('ip netns exec NAME finwait trace');
+    // This process's own namespace, by its cookie, is what the destroy multicast shows.
+    const home = homeNetns();
+    const own = await finwait(['trace', '--source', 'destroy-multicast', '--netns', home, '--count', '0']);
+    expect(own.code).toBe(0);
+    expect(own.stdout).toMatch(/^0 connections ended in/m);
   });
 
   it.each([
