@@ -225,35 +225,46 @@ function onClose(this: net.Socket): void {
   (running.get(this) as LingeringClose).nodeClosed();
 }
 /**
- * The closes due for a look, by due time rounded up to LOOK_GRANULARITY_MS: one timer per due
- * time, not one per close (10,000 closes begun in the same instant look in the same few timers).
+ * Closes due for a look, by due time rounded up to LOOK_GRANULARITY_MS: one timer per due time,
+ * not one per close (10,000 closes begun in the same instant look in the same few timers). Each
+ * close keeps its due time (`lookAt`) while a look is scheduled.
  */
-const looks = new Map<number, Set<LingeringClose>>();
+class DueLooks<T extends { lookAt: number | undefined }> {
+  readonly #due = new Map<number, Set<T>>();
+  readonly #fire: (key: number) => void;
+
+  constructor(run: (due: Set<T>) => void) {
+    this.#fire = (key) => {
+      const due = this.#due.get(key);
+      this.#due.delete(key);
+      if (due !== undefined && due.size > 0) run(due);
+    };
+  }
+
+  schedule(close: T, at: number): void {
+    const key = Math.ceil(at / LOOK_GRANULARITY_MS) * LOOK_GRANULARITY_MS;
+    let due = this.#due.get(key);
+    if (!due) {
+      due = new Set();
+      this.#due.set(key, due);
+      setTimeout(this.#fire, Math.max(0, key - performance.now()), key);
+    }
+    due.add(close);
+    close.lookAt = key;
+  }
+
+  cancel(close: T): void {
+    if (close.lookAt === undefined) return;
+    this.#due.get(close.lookAt)?.delete(close);
+    close.lookAt = undefined;
+  }
+}
 const LOOK_GRANULARITY_MS = 2;
 
-function scheduleLook(close: LingeringClose, at: number): void {
-  const key = Math.ceil(at / LOOK_GRANULARITY_MS) * LOOK_GRANULARITY_MS;
-  let due = looks.get(key);
-  if (!due) {
-    due = new Set();
-    looks.set(key, due);
-    setTimeout(lookAt, Math.max(0, key - performance.now()), key);
-  }
-  due.add(close);
-  close.pollAt = key;
-}
-
-function cancelLook(close: LingeringClose): void {
-  if (close.pollAt === undefined) return;
-  looks.get(close.pollAt)?.delete(close);
-  close.pollAt = undefined;
-}
-
-function lookAt(key: number): void {
-  const due = looks.get(key);
-  looks.delete(key);
-  for (const close of due ?? []) close.look();
-}
+/** The lingering closes' looks: each looks at its own socket. */
+const looks = new DueLooks<LingeringClose>((due) => {
+  for (const close of due) close.look();
+});
 
 /** A close that shut its fd on 'all-acknowledged' and waits for the kernel's word that no RST went. */
 interface Verifying {
@@ -322,8 +333,8 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   /** ms since the start when data last arrived; the quiet period also counts from the start. */
   private lastDataAt = 0;
   private settled = false;
-  /** The due time of the next look (a key of `looks`), if one is scheduled. */
-  pollAt: number | undefined;
+  /** The due time of the next look (see DueLooks), if one is scheduled. */
+  lookAt: number | undefined;
   private pollDelay = QUIET_MS;
   private deadlineAt = Infinity;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -425,7 +436,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     this.unsentInNode = 0;
     // Nothing can be decided before the peer was quiet QUIET_MS (or its FIN, an event): the first
     // look comes then, not now.
-    if (this.pollAt === undefined) this.lookLater();
+    if (this.lookAt === undefined) this.lookLater();
   }
 
   // 2. Linger: read and discard; the kernel is looked at on every event and on a backoff timer.
@@ -437,7 +448,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
 
   /** Looks at the kernel now, then again later unless decided. */
   look(): void {
-    this.pollAt = undefined;
+    this.lookAt = undefined;
     if (this.settled) return;
     try {
       this.check();
@@ -451,9 +462,9 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   /** The next look: once the peer may have been quiet QUIET_MS, then backing off to MAX_POLL_MS. */
   private lookLater(): void {
     if (this.settled) return;
-    cancelLook(this);
+    looks.cancel(this);
     const wait = Math.max(this.pollDelay, QUIET_MS - (this.since() - this.lastDataAt));
-    scheduleLook(this, performance.now() + Math.min(wait, MAX_POLL_MS));
+    looks.schedule(this, performance.now() + Math.min(wait, MAX_POLL_MS));
     this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
   }
 
@@ -600,7 +611,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   private finish(outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void {
     if (this.settled) return;
     this.settled = true;
-    cancelLook(this);
+    looks.cancel(this);
     clearTimeout(this.deadlineTimer);
     for (const signal of this.signals ?? []) signal.removeEventListener('abort', this.onAbort!);
     // A destroyed socket's listeners go with it (and find this close settled meanwhile).
@@ -627,28 +638,13 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
 // closeServer()'s close of idle connections -------------------------------------------------------
 
 /**
- * The idle closes under way, by the due time of their next look (rounded up to
- * LOOK_GRANULARITY_MS): one timer per due time, and one look reads the states of all the closes
- * due then in one native call (tcpStates), instead of a timer, listeners and a look per connection.
+ * The idle closes under way, by the due time of their next look: one look reads the states of all
+ * the closes due then in one native call (tcpStates), instead of a timer, listeners and a look per
+ * connection.
  */
-const idleLooks = new Map<number, Set<IdleClose>>();
+const idleLooks = new DueLooks<IdleClose>(lookAtIdle);
 
-function scheduleIdleLook(close: IdleClose, at: number): void {
-  const key = Math.ceil(at / LOOK_GRANULARITY_MS) * LOOK_GRANULARITY_MS;
-  let due = idleLooks.get(key);
-  if (!due) {
-    due = new Set();
-    idleLooks.set(key, due);
-    setTimeout(lookAtIdle, Math.max(0, key - performance.now()), key);
-  }
-  due.add(close);
-  close.lookAt = key;
-}
-
-function lookAtIdle(key: number): void {
-  const set = idleLooks.get(key);
-  idleLooks.delete(key);
-  if (!set || set.size === 0) return;
+function lookAtIdle(set: Set<IdleClose>): void {
   const due = [...set];
   const fds = new Int32Array(due.length);
   for (let i = 0; i < due.length; i++) fds[i] = due[i]!.openFd();
@@ -694,7 +690,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   /** 0 once shutdown(2) sent the FIN; undefined if it failed (the peer's RST had come). */
   private finSentAt: number | undefined;
   private pollDelay = QUIET_MS;
-  /** The due time of its next look (a key of `idleLooks`). */
+  /** The due time of its next look (see DueLooks). */
   lookAt: number | undefined;
   private readonly states: CloseReport['states'] = [];
   private settled = false;
@@ -732,7 +728,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
     } catch {
       // ENOTCONN: the peer's RST came just now. The look (or Node's read of the error) says so.
     }
-    scheduleIdleLook(this, this.started + QUIET_MS);
+    idleLooks.schedule(this, this.started + QUIET_MS);
   }
 
   /**
@@ -823,7 +819,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
       this.lastDataAt = since;
     }
     const wait = Math.max(this.pollDelay, QUIET_MS - (since - this.lastDataAt));
-    scheduleIdleLook(this, now + Math.min(wait, MAX_POLL_MS));
+    idleLooks.schedule(this, now + Math.min(wait, MAX_POLL_MS));
     this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
   }
 
@@ -903,7 +899,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   private finish(outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void {
     if (this.settled) return;
     this.settled = true;
-    if (this.lookAt !== undefined) idleLooks.get(this.lookAt)?.delete(this);
+    idleLooks.cancel(this);
     if (this.joined) {
       clearTimeout(this.joined.timer);
       for (const signal of this.joined.signals) signal.removeEventListener('abort', this.joined.onAbort);
