@@ -528,7 +528,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   verified(clean: boolean, unackedAtClose: number): void {
     this.verifying = false;
     if (!clean) {
-      const orphan = this.lookUp();
+      const orphan = orphanOf(this.tuple);
       if (orphan !== null) this.see(orphan?.state ?? 'CLOSED');
       if (orphan === undefined) return this.finish('reset-sent', 'data-at-close', { unackedAtClose });
     }
@@ -575,7 +575,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     if (error && isPeerReset(error as NodeJS.ErrnoException)) return this.failed(error as NodeJS.ErrnoException);
     const extra: Partial<CloseReport> = error ? { error } : {};
     const lost = this.finSentAt === undefined ? Math.max(this.unsentInNode, this.socket.writableLength) : 0;
-    const orphan = this.tuple ? this.lookUp() : undefined; // no 4-tuple: it never connected
+    const orphan = this.tuple ? orphanOf(this.tuple) : undefined; // no 4-tuple: it never connected
     if (orphan === null) return this.finish('reset-sent', 'closed-elsewhere', extra); // the lookup failed: assume the worst
     this.see(orphan?.state ?? 'CLOSED');
     const peerFin = this.socket.readableEnded || this.states.some((s) => PEER_FIN_SEEN.has(s.state));
@@ -583,19 +583,6 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     if (!noRst) return this.finish('reset-sent', 'closed-elsewhere', extra);
     if (lost > 0) return this.finish('destroyed', 'closed-elsewhere', { ...extra, unsentInNode: lost });
     this.finish('graceful', peerFin && !error ? 'peer-fin' : 'closed-elsewhere', extra);
-  }
-
-  /**
-   * The connection in sock_diag after Node closed its fd: its orphan, `undefined` once gone, or
-   * `null` when the lookup failed (it runs in event handlers, where a throw would crash).
-   */
-  private lookUp(): ReturnType<typeof findSocket> | null {
-    if (!this.tuple) return null;
-    try {
-      return findSocket(this.tuple);
-    } catch {
-      return null;
-    }
   }
 
   /** Bytes the kernel holds unacknowledged, sent or not (SIOCOUTQ); -1 if unreadable. */
@@ -632,6 +619,20 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     this.report = report;
     this.onDone(report);
     for (const resolve of this.waiting ?? []) resolve(report);
+  }
+}
+
+/**
+ * A connection in sock_diag after Node closed its fd: its orphan, `undefined` once gone, or `null`
+ * without a 4-tuple or when the lookup failed (closes run it in event handlers, where a throw
+ * would crash).
+ */
+function orphanOf(tuple: SocketTuple | undefined): ReturnType<typeof findSocket> | null {
+  if (!tuple) return null;
+  try {
+    return findSocket(tuple);
+  } catch {
+    return null;
   }
 }
 
@@ -834,7 +835,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   verified(clean: boolean, unackedAtClose: number): void {
     this.verifying = false;
     if (!clean) {
-      const orphan = this.lookUp();
+      const orphan = orphanOf(this.tuple);
       if (orphan !== null) this.see(orphan?.state ?? 'CLOSED', performance.now() - this.started);
       if (orphan === undefined) return this.finish('reset-sent', 'data-at-close', { unackedAtClose });
     }
@@ -858,22 +859,13 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
     }
     if (socket.readableEnded && !error) return this.finish('graceful', 'peer-fin');
     const extra: Partial<CloseReport> = error ? { error } : {};
-    const orphan = this.lookUp();
+    const orphan = orphanOf(this.tuple);
     if (orphan === null) return this.finish('reset-sent', 'closed-elsewhere', extra);
     this.see(orphan?.state ?? 'CLOSED', since);
     const peerFin = socket.readableEnded || this.states.some((s) => PEER_FIN_SEEN.has(s.state));
     const noRst = orphan ? FIN_ORPHANS.has(orphan.state) : peerFin;
     if (!noRst) return this.finish('reset-sent', 'closed-elsewhere', extra);
     this.finish('graceful', peerFin && !error ? 'peer-fin' : 'closed-elsewhere', extra);
-  }
-
-  private lookUp(): ReturnType<typeof findSocket> | null {
-    if (!this.tuple) return null;
-    try {
-      return findSocket(this.tuple);
-    } catch {
-      return null;
-    }
   }
 
   private abortive(reason: CloseReason): void {
