@@ -603,23 +603,38 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     for (const signal of this.signals ?? []) signal.removeEventListener('abort', this.onAbort!);
     // A destroyed socket's listeners go with it (and find this close settled meanwhile).
     if (!this.socket.destroyed) this.socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
-    const total = this.since();
-    const flushEnd = this.finSentAt ?? total;
-    const report: CloseReport = {
-      outcome,
-      reason,
-      bytesDiscarded: this.bytesDiscarded,
-      unackedAtClose: extra.unackedAtClose ?? -1,
-      unsentInNode: extra.unsentInNode ?? 0,
-      durations: { flush: flushEnd, linger: total - flushEnd, total },
-      states: this.states,
-      kernelView: true,
-    };
-    if (extra.error) report.error = extra.error;
-    this.report = report;
-    this.onDone(report);
-    for (const resolve of this.waiting ?? []) resolve(report);
+    this.report = kernelReport(outcome, reason, this.bytesDiscarded, this.since(), this.finSentAt, this.states, extra);
+    this.onDone(this.report);
+    for (const resolve of this.waiting ?? []) resolve(this.report);
   }
+}
+
+/**
+ * The report of a close made with the kernel's view (a lingering or an idle close): `total` ms
+ * since it began, the FIN asked for at `finSentAt` (the flush until then, the linger after).
+ */
+function kernelReport(
+  outcome: CloseReport['outcome'],
+  reason: CloseReason,
+  bytesDiscarded: number,
+  total: number,
+  finSentAt: number | undefined,
+  states: CloseReport['states'],
+  extra: Partial<CloseReport>,
+): CloseReport {
+  const flushEnd = finSentAt ?? total;
+  const report: CloseReport = {
+    outcome,
+    reason,
+    bytesDiscarded,
+    unackedAtClose: extra.unackedAtClose ?? -1,
+    unsentInNode: extra.unsentInNode ?? 0,
+    durations: { flush: flushEnd, linger: total - flushEnd, total },
+    states,
+    kernelView: true,
+  };
+  if (extra.error) report.error = extra.error;
+  return report;
 }
 
 /**
@@ -897,20 +912,8 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
       for (const signal of this.joined.signals) signal.removeEventListener('abort', this.joined.onAbort);
     }
     const total = performance.now() - this.started;
-    const flushEnd = this.finSentAt ?? total;
-    const report: CloseReport = {
-      outcome,
-      reason,
-      bytesDiscarded: this.socket.bytesRead - this.readAtFin,
-      unackedAtClose: extra.unackedAtClose ?? -1,
-      unsentInNode: extra.unsentInNode ?? 0,
-      durations: { flush: flushEnd, linger: total - flushEnd, total },
-      states: this.states,
-      kernelView: true,
-    };
-    if (extra.error) report.error = extra.error;
-    this.report = report;
-    this.onDone(report);
-    for (const resolve of this.waiting ?? []) resolve(report);
+    this.report = kernelReport(outcome, reason, this.socket.bytesRead - this.readAtFin, total, this.finSentAt, this.states, extra);
+    this.onDone(this.report);
+    for (const resolve of this.waiting ?? []) resolve(this.report);
   }
 }
