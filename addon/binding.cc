@@ -30,6 +30,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifdef FINWAIT_LINUX_BACKEND
   exports.Set("reusePortSocket", Napi::Function::New(env, ReusePortSocket, "reusePortSocket"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
+  exports.Set("seqpacketSocket", Napi::Function::New(env, SeqpacketSocket, "seqpacketSocket"));
+  exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
+  exports.Set("acceptUnix", Napi::Function::New(env, AcceptUnix, "acceptUnix"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
+  exports.Set("sendFds", Napi::Function::New(env, SendFds, "sendFds"));
+  exports.Set("recvFds", Napi::Function::New(env, RecvFds, "recvFds"));
 #endif
   exports.Set("tunSetIff", Napi::Function::New(env, TunSetIff, "tunSetIff"));
   exports.Set("tunRead", Napi::Function::New(env, TunRead, "tunRead"));

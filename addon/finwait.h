@@ -100,6 +100,21 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info);
 // set (setsockopt(2)) before anything binds it; listen(fd, backlog): listen(2).
 Napi::Value ReusePortSocket(const Napi::CallbackInfo& info);
 Napi::Value Listen(const Napi::CallbackInfo& info);
+// Passing fds between processes (Linux only; registered only there). seqpacketSocket() -> fd:
+// socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (bound with bind(), listened
+// with listen()); connectUnix(fd, sockaddr_un bytes): connect(2); acceptUnix(fd) -> fd, or -1
+// when none waits: accept4(2), non-blocking and close-on-exec; peerCredentials(fd) -> { pid, uid,
+// gid }: SO_PEERCRED; sendFds(fd, fds, count, payload) -> bytes: one sendmsg(2) of payload (at
+// least a byte) with the first count fds (at most 253) as SCM_RIGHTS, MSG_DONTWAIT;
+// recvFds(fd, payload, fds) -> bytes (0: the peer closed; -1: nothing waits): one recvmsg(2),
+// close-on-exec, the fds received into fds (the rest set to -1; fds beyond its length closed);
+// a message cut short throws EMSGSIZE with every fd it carried closed.
+Napi::Value SeqpacketSocket(const Napi::CallbackInfo& info);
+Napi::Value ConnectUnix(const Napi::CallbackInfo& info);
+Napi::Value AcceptUnix(const Napi::CallbackInfo& info);
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info);
+Napi::Value SendFds(const Napi::CallbackInfo& info);
+Napi::Value RecvFds(const Napi::CallbackInfo& info);
 // tunSetIff(fd, name, flags) -> name: ioctl(TUNSETIFF); tunRead(fd, buffer) -> packet length,
 // 0 when none is waiting (EAGAIN); tunWrite(fd, buffer, length) -> bytes written. The fd must
 // be non-blocking (netnsOpen makes it so), or a read with nothing waiting would block.

@@ -54,7 +54,8 @@ process.once('message', async (config) => {
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   strategies[config.strategy](server, config.deadline, finwait);
   try {
-    if (config.mode === 'handoff') await finwait.listenReusePort(server, { port: config.port, host: config.host });
+    // finwait's own shutdown also hands its idle keep-alive connections to the next instance.
+    if (config.mode === 'handoff') await finwait.listenReusePort(server, { port: config.port, host: config.host, adoptConnections: config.strategy === 'finwait' });
     else await new Promise((resolve, reject) => server.once('error', reject).listen(config.port, config.host, resolve));
   } catch (error) {
     process.send({ type: 'ready', error: `${error.code ?? ''} ${error.message}` }, () => process.exit(2));

@@ -30,6 +30,10 @@ export interface NativeConstants {
   AF_INET: number;
   AF_INET6: number;
   SOCK_STREAM: number;
+  AF_UNIX: number;
+  SO_TYPE: number;
+  SO_PROTOCOL: number;
+  SO_DOMAIN: number;
   IFF_TUN: number;
   IFF_NO_PI: number;
 }
@@ -147,6 +151,22 @@ export interface Native {
   reusePortSocket(family: number, nsFd?: number | null): number;
   /** listen(2) (Linux). */
   listen(fd: number, backlog: number): void;
+  /** socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (Linux only). */
+  seqpacketSocket?(): number;
+  /** connect(2) to a `sockaddr_un` (bytes); never waits (EAGAIN when the listener's backlog is full). */
+  connectUnix?(fd: number, sockaddr: Uint8Array): void;
+  /** accept4(2), non-blocking and close-on-exec: the new fd, or -1 when none waits. */
+  acceptUnix?(fd: number): number;
+  /** SO_PEERCRED: the peer process's credentials as they were when it connected. */
+  peerCredentials?(fd: number): { pid: number; uid: number; gid: number };
+  /** One sendmsg(2) of `payload` (at least a byte) carrying the first `count` of `fds` (at most 253) as SCM_RIGHTS; never waits (EAGAIN). */
+  sendFds?(fd: number, fds: Int32Array, count: number, payload: Uint8Array): number;
+  /**
+   * One recvmsg(2): the message's bytes into `payload`, its fds (close-on-exec) into `fds`, the
+   * rest of `fds` set to -1. Returns the bytes, 0 when the peer closed, -1 when nothing waits;
+   * throws EMSGSIZE, with the message's fds closed, when it did not fit.
+   */
+  recvFds?(fd: number, payload: Uint8Array, fds: Int32Array): number;
   /** ioctl(TUNSETIFF) on an open `/dev/net/tun`; returns the device's name. */
   tunSetIff(fd: number, name: string, flags: number): string;
   /** read(2) of one packet into `buffer`: its length, or 0 when none is waiting (EAGAIN). */

@@ -52,7 +52,13 @@ export type CloseReason =
    * after an error of its own (a write after the close began: `error` is
    * `ERR_STREAM_WRITE_AFTER_END`). `outcome` says what the kernel showed afterwards.
    */
-  | 'closed-elsewhere';
+  | 'closed-elsewhere'
+  /**
+   * `closeServer()` only: an idle HTTP/1.1 keep-alive connection given to the next instance of the
+   * server on the same port, which adopted it (see `listenReusePort()`'s `adoptConnections`); this
+   * process closed its fd, the connection itself stays open there.
+   */
+  | 'handed-off';
 
 /** What `gracefulClose()` did, and why. */
 export interface CloseReport {

@@ -8,11 +8,15 @@
  */
 import { promises as dns } from 'node:dns';
 import fs from 'node:fs';
+import type http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import { native, nativeUnavailable } from './binding';
 import { sockets } from './diag';
 import { codedError, invalidArgType, notSupported, outOfRange } from './errors';
 import { handleFd } from './fd';
+import { offerToAdopt } from './handoff-connections';
+import { isHttp2Server } from './server-connections';
 import { sockaddr } from './sockaddr';
 
 /** Options of `listenReusePort()`. */
@@ -27,6 +31,17 @@ export interface ListenReusePortOptions {
   host?: string;
   /** listen(2) backlog; default 511, as Node. */
   backlog?: number;
+  /**
+   * Adopt the idle keep-alive connections of an older instance on the same address and port:
+   * when its `closeServer()` runs, each of its HTTP/1.1 connections that is idle (or becomes idle
+   * after the response it was sending) is given to this server instead of closed, so that a
+   * request the client sends on it as the shutdown runs is never lost; the connection becomes
+   * one of this server's (its `'connection'` event). Only between processes of the same user in
+   * the same network namespace (a Unix domain socket in the abstract namespace, checked with
+   * SO_PEERCRED), Linux only, and for a plain `http.Server` (TLS and HTTP/2 connections carry
+   * state no other process can take over: they are closed as before). Default false.
+   */
+  adoptConnections?: boolean;
 }
 
 /** How `listenReusePort()` made the socket: Node's own `reusePort` option, or finwait's addon. */
@@ -75,22 +90,39 @@ export const NODE_HAS_REUSE_PORT = ((): boolean => {
  * @see socket(7) SO_REUSEPORT
  */
 export async function listenReusePort(server: net.Server, options: ListenReusePortOptions): Promise<net.AddressInfo> {
-  const { port, host, backlog } = validate(server, options);
-  if (NODE_HAS_REUSE_PORT) return listenThrough(server, 'node', port, host, backlog);
-  return listenThrough(server, 'addon', port, host, backlog);
+  const { port, host, backlog, adoptConnections } = validate(server, options);
+  if (adoptConnections) {
+    if (process.platform !== 'linux') throw notSupported('Adopting connections from another process (adoptConnections) off Linux');
+    const unavailable = nativeUnavailable();
+    if (unavailable) throw unavailable;
+  }
+  const address = await listenThrough(server, NODE_HAS_REUSE_PORT ? 'node' : 'addon', port, host, backlog);
+  if (adoptConnections) {
+    try {
+      offerToAdopt(server as http.Server);
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+  }
+  return address;
 }
 
-function validate(server: unknown, options: unknown): { port: number; host: string | undefined; backlog: number } {
+function validate(server: unknown, options: unknown): { port: number; host: string | undefined; backlog: number; adoptConnections: boolean } {
   if (!(server instanceof net.Server)) throw invalidArgType('server', 'an instance of net.Server', server);
   if (server.listening) throw codedError('ERR_SERVER_ALREADY_LISTEN', 'Listen method has been called more than once without closing.');
   if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
-  const { port, host, backlog = DEFAULT_BACKLOG } = options as ListenReusePortOptions;
+  const { port, host, backlog = DEFAULT_BACKLOG, adoptConnections = false } = options as ListenReusePortOptions;
   if (typeof port !== 'number') throw invalidArgType('options.port', 'of type number', port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw outOfRange('options.port', 'an integer >= 0 and <= 65535', port);
   if (host !== undefined && (typeof host !== 'string' || host === '')) throw invalidArgType('options.host', 'a non-empty string', host);
   if (typeof backlog !== 'number') throw invalidArgType('options.backlog', 'of type number', backlog);
   if (!Number.isInteger(backlog) || backlog < 0 || backlog > 2 ** 31 - 1) throw outOfRange('options.backlog', `an integer >= 0 and <= ${2 ** 31 - 1}`, backlog);
-  return { port, host, backlog };
+  if (typeof adoptConnections !== 'boolean') throw invalidArgType('options.adoptConnections', 'of type boolean', adoptConnections);
+  if (adoptConnections && (typeof (server as http.Server).closeIdleConnections !== 'function' || server instanceof tls.Server || isHttp2Server(server as net.Server))) {
+    throw codedError('ERR_INVALID_ARG_VALUE', "The option 'adoptConnections' needs a plain http.Server (not https, http2 or net): other connections cannot move between processes");
+  }
+  return { port, host, backlog, adoptConnections };
 }
 
 /**

@@ -32,6 +32,7 @@ import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { handoffState } from './handoff';
+import { findAdopter, MAX_FDS_PER_MESSAGE, stopAdopting, type Successor } from './handoff-connections';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
 import { tcpInfo, tcpState } from './ops';
@@ -68,9 +69,12 @@ export interface ConnectionReport extends Omit<CloseReport, 'outcome'> {
   /**
    * `'graceful'` only when the close sent and met no RST and the application's work on the
    * connection completed (`applicationDone`). `'interrupted'`: no RST, but the application's work
-   * did not complete (see `applicationDone`). The others as in `CloseReport`.
+   * did not complete (see `applicationDone`). `'handed-off'`: an idle HTTP/1.1 keep-alive
+   * connection given to the next instance of the server on the same port (see `listenReusePort()`'s
+   * `adoptConnections`), which serves its next request: it did not close. The others as in
+   * `CloseReport`.
    */
-  outcome: CloseReport['outcome'] | 'interrupted';
+  outcome: CloseReport['outcome'] | 'interrupted' | 'handed-off';
   /** The peer's address and port. */
   peer: { address: string; port: number };
   /** HTTP requests (HTTP/2 streams) the application received on this connection after the shutdown started. */
@@ -114,9 +118,10 @@ export interface ConnectionReport extends Omit<CloseReport, 'outcome'> {
 export interface ServerCloseReport {
   /**
    * Connections per outcome, and in all (`destroyed` only where Node destroyed a socket with data
-   * still queued; `interrupted`: closed without RST, the application's work not complete).
+   * still queued; `interrupted`: closed without RST, the application's work not complete;
+   * `handedOff`: idle connections given to the next instance of the server, see `ConnectionReport`).
    */
-  totals: { graceful: number; interrupted: number; resetSent: number; resetReceived: number; destroyed: number; total: number };
+  totals: { graceful: number; interrupted: number; handedOff: number; resetSent: number; resetReceived: number; destroyed: number; total: number };
   /** ms from the call until the last connection was closed. */
   duration: number;
   /** Connections accepted from the kernel's accept queue while the listener was being closed, then closed gracefully. */
@@ -186,6 +191,10 @@ interface Connection {
   /** `'open'` until its close begins (`'closing'`) or it ended; `'done'` once reported. */
   phase: 'open' | 'closing' | 'done';
   result?: ConnectionReport;
+  /** Sent to the adopting process, its acknowledgement awaited (reading stopped meanwhile). */
+  handingOff?: boolean;
+  /** The adopting process took it: this process only closed its fd. */
+  handedOff?: boolean;
   /** Its lingering close, while one runs (with the kernel's view). */
   close?: ServerClose;
   /** Its close as an idle connection (the same close, made with the others): told when the socket closes. */
@@ -302,6 +311,10 @@ class ServerShutdown {
   private queuedAtClose = 0;
   /** The windows of idle HTTP/1.1 connections: those idle since the call share one timer. */
   private readonly idleTimers = new IdleTimers((c) => this.idleOver(c, 1));
+  /** Another process of this server on the same port that adopts idle connections (see handoff-connections). */
+  private successor: Successor | undefined;
+  /** Idle connections to hand to it at the end of this turn. */
+  private toHandOff: Connection[] = [];
 
   constructor(
     private readonly server: net.Server,
@@ -326,6 +339,11 @@ class ServerShutdown {
     const server = this.server;
     // 1. Find every connection known now.
     const found = this.find();
+    // This server adopts no more from its predecessor; a successor may adopt its idle connections.
+    stopAdopting(server);
+    if (this.kernelView && this.tcp && this.http && !(server instanceof tls.Server) && !isHttp2Server(server)) {
+      this.successor = await findAdopter(server).catch(() => undefined);
+    }
     const untracked = this.kernelView ? await this.countUntracked(found) : -1;
     // What was streaming, seen before the application is told (it may end its streams at once).
     for (const [socket, protocol] of found) if (this.isStreaming(socket, protocol)) this.streamingAtStart.add(socket);
@@ -361,6 +379,7 @@ class ServerShutdown {
       if (this.pending > 0) await new Promise<void>((resolve) => (this.allSettled = resolve));
     } finally {
       this.idleTimers.clear();
+      this.successor?.close();
       clearTimeout(deadline);
       this.signal?.removeEventListener('abort', onAbort);
       server.off('connection', onConnection);
@@ -671,11 +690,85 @@ class ServerShutdown {
     this.follow(c, res);
   }
 
-  /** An idle HTTP/1.1 connection: a window for one last request, then close. */
+  /**
+   * An idle HTTP/1.1 connection: handed to the successor if there is one (at the end of this
+   * turn, with the others), else a window for one last request, then close.
+   */
   private idle(c: Connection, until: number): void {
     c.readAtIdle = c.socket.bytesRead;
     clearTimeout(c.timer);
+    if (this.successor?.open && !this.pastDeadline) {
+      if (this.toHandOff.push(c) === 1) setImmediate(() => this.handOff());
+      return;
+    }
     this.idleTimers.add(c, Math.min(until, this.deadlineAt));
+  }
+
+  /**
+   * Hands the idle connections gathered this turn to the successor: each one still idle (no
+   * request begun, per Node's own list of idle connections; nothing buffered either way) stops
+   * being read, and its fd goes to the successor, 253 per message. Adopted (acknowledged), it is
+   * reported handed off and its fd here closed; refused, or the channel lost, it is read again and
+   * closed as without a successor.
+   */
+  private handOff(): void {
+    const batch = this.toHandOff;
+    this.toHandOff = [];
+    const idleParsers = idleParsersOf(this.server);
+    const ready: Connection[] = [];
+    for (const c of batch) {
+      const socket = c.socket;
+      if (c.phase !== 'open' || socket.destroyed) continue;
+      const handle = (socket as unknown as { _handle?: { readStop?: () => number; readStart?: () => number } | null })._handle;
+      const idle =
+        idleParsers?.has(socket.parser) === true &&
+        !socket._httpMessage &&
+        !(socket as { _paused?: boolean })._paused &&
+        socket.readableLength === 0 &&
+        socket.writableLength === 0 &&
+        !socket.writableEnded &&
+        typeof handle?.readStop === 'function' &&
+        handleFd(socket) >= 0;
+      if (!idle || !this.successor?.open || this.pastDeadline || handle!.readStop!() !== 0) {
+        this.notHandedOff(c);
+        continue;
+      }
+      c.handingOff = true;
+      c.phase = 'closing';
+      ready.push(c);
+    }
+    for (let i = 0; i < ready.length; i += MAX_FDS_PER_MESSAGE) {
+      const part = ready.slice(i, i + MAX_FDS_PER_MESSAGE);
+      const sent = this.successor?.send(
+        part.map((c) => c.socket),
+        (adopted) => part.forEach((c, j) => this.handedOff(c, adopted?.[j] === true)),
+      );
+      if (!sent) for (const c of part) this.handedOff(c, false);
+    }
+  }
+
+  /** The successor's answer for one connection sent to it. */
+  private handedOff(c: Connection, adopted: boolean): void {
+    if (!c.handingOff) return;
+    c.handingOff = false;
+    const socket = c.socket;
+    if (adopted) {
+      c.handedOff = true;
+      this.closed(c, closedWithout('graceful', 'handed-off', performance.now() - this.started, true));
+      // Closes this process's fd only: the kernel's socket stays open in the successor.
+      socket.destroy();
+      return;
+    }
+    c.phase = 'open';
+    (socket as unknown as { _handle?: { readStart?: () => number } | null })._handle?.readStart?.();
+    this.notHandedOff(c);
+  }
+
+  /** An idle connection kept here: its window, as without a successor (or reset at once past the deadline). */
+  private notHandedOff(c: Connection): void {
+    if (c.phase !== 'open' || c.socket.destroyed) return;
+    if (this.pastDeadline) return this.closeOne(c);
+    this.idleTimers.add(c, Math.min(performance.now() + this.drainWindow - idleFor(c.socket, this.now().loop), this.deadlineAt));
   }
 
   private idleOver(c: Connection, retry: number): void {
@@ -925,6 +1018,8 @@ class ServerShutdown {
       if (c.phase === 'open') this.closeOne(c);
       else c.close?.resetNow(reason);
     }
+    // Sent and never acknowledged: kept, and reset with the rest.
+    this.successor?.close();
   }
 
   // 6. Report -----------------------------------------------------------------------------------
@@ -940,7 +1035,7 @@ class ServerShutdown {
     const closedByApplication = c.appCloses ? !c.peerEndedFirst && result.outcome !== 'reset-sent' : undefined;
     const applicationDone = requestsUnanswered === 0 && !requestAfterFin && !writeRefused && closedByApplication !== false;
     const report: ConnectionReport = {
-      outcome: result.outcome === 'graceful' && !applicationDone ? 'interrupted' : result.outcome,
+      outcome: c.handedOff ? 'handed-off' : result.outcome === 'graceful' && !applicationDone ? 'interrupted' : result.outcome,
       reason: result.reason,
       bytesDiscarded: result.bytesDiscarded,
       unackedAtClose: result.unackedAtClose,
@@ -965,9 +1060,10 @@ class ServerShutdown {
   }
 
   private report(connections: ConnectionReport[], untracked: number): ServerCloseReport {
-    const totals = { graceful: 0, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: connections.length };
+    const totals = { graceful: 0, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: connections.length };
     for (const c of connections) {
       if (c.outcome === 'graceful') totals.graceful++;
+      else if (c.outcome === 'handed-off') totals.handedOff++;
       else if (c.outcome === 'interrupted') totals.interrupted++;
       else if (c.outcome === 'reset-sent') totals.resetSent++;
       else if (c.outcome === 'reset-received') totals.resetReceived++;
@@ -1107,6 +1203,19 @@ async function socketInodes(): Promise<Set<number>> {
     }),
   );
   return held;
+}
+
+let kConnections: symbol | undefined;
+/**
+ * The parsers of the server's HTTP/1.1 connections with no request begun (Node's own list, which
+ * `closeIdleConnections()` uses: a request whose first bytes came is not in it), or undefined
+ * where this Node has no such list.
+ */
+function idleParsersOf(server: net.Server): Set<unknown> | undefined {
+  kConnections ??= Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
+  const list = kConnections ? (server as unknown as Record<symbol, { idle?: () => unknown[] } | undefined>)[kConnections] : undefined;
+  if (typeof list?.idle !== 'function') return undefined;
+  return new Set(list.idle());
 }
 
 /** The connection in sock_diag after its fd closed, `undefined` once gone, `null` if the lookup failed. */

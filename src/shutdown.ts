@@ -367,6 +367,7 @@ export function summaryLine(report: ShutdownReport): string {
   if (server) {
     const t = server.totals;
     const ends = [`${t.graceful} graceful`, `${t.resetSent} reset sent`, `${t.resetReceived} reset by the peer`];
+    if (t.handedOff) ends.push(`${t.handedOff} handed off idle to the next instance`);
     if (t.interrupted) ends.push(`${t.interrupted} interrupted (no RST, but the application's work did not complete)`);
     if (t.destroyed) ends.push(`${t.destroyed} destroyed (not reset, not graceful)`);
     line += `, then closed ${t.total} connection${t.total === 1 ? '' : 's'} in ${Math.round(server.duration)} ms (${ends.join(', ')})`;

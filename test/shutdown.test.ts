@@ -394,7 +394,7 @@ describe('gracefulShutdown() and the same-port handoff', () => {
 describe('gracefulShutdown(): the summary line and the accept queue', () => {
   /** A report of a shutdown that closed no connection, with the accept queue as given. */
   function withQueue(acceptQueue: 'drained' | 'migrated', queuedAtClose: number): ShutdownReport {
-    const totals = { graceful: 0, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 0 };
+    const totals = { graceful: 0, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 0 };
     const server = { totals, duration: 3, acceptedFromQueue: 0, acceptQueue, queuedAtClose, untracked: 0, kernelView: true, connections: [] };
     return { trigger: 'SIGTERM', preStop: 0, handoff: { otherListeners: 1, migrateReq: acceptQueue === 'migrated', migrated: 0, migrationFailed: 0 }, server, duration: 3, clean: true, exitCode: 0 };
   }

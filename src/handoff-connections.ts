@@ -1,0 +1,356 @@
+/**
+ * Idle HTTP/1.1 keep-alive connections handed from a server shutting down to the next instance of
+ * it on the same port (see `listenReusePort()`), instead of closed.
+ *
+ * Closing an idle keep-alive connection races the client's next request on it: a request sent as
+ * our FIN travels is lost (RFC 9112 §9.6), and a proxy does not retry a POST. Handed over, the
+ * connection never closes: the next instance serves its next request, whenever it comes.
+ *
+ * The next instance offers to adopt connections on a Unix domain socket in the abstract
+ * namespace of its network namespace, named after its user id, address, port and pid; the one
+ * shutting down finds it in /proc/net/unix, checks that the peer runs as the same user (the rule
+ * SO_REUSEPORT itself applies to a port's group), stops reading each idle connection, and sends
+ * its fd (SCM_RIGHTS). The adopter checks every fd (a TCP socket on its own address and port),
+ * gives it to its server as a new connection (the `'connection'` event, as Node's own accept), and
+ * acknowledges the batch; only then does the sender close its own fd, which ends nothing (the
+ * kernel's socket now belongs to the adopter too). Without the acknowledgement (the adopter died,
+ * or stopped adopting) the sender still holds every socket it sent, reads from it again and closes
+ * it as it would have without a successor.
+ * @see unix(7) SCM_RIGHTS, SO_PEERCRED, abstract sockets
+ */
+import fs from 'node:fs';
+import type http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import { native, type NativeFdPoll } from './binding';
+import { handleFd } from './fd';
+
+/** The abstract names' common start; the version changes with the messages' format. */
+const PREFIX = 'finwait-handoff/1';
+/** SCM_MAX_FD: the most fds one message carries. */
+export const MAX_FDS_PER_MESSAGE = 253;
+/** `__SO_ACCEPTCON` in /proc/net/unix's flags: a listening socket. */
+const ACCEPTCON = 0x10000;
+/** The type of a SOCK_SEQPACKET socket in /proc/net/unix. */
+const SEQPACKET = 5;
+const TCP_ESTABLISHED = 1;
+const TCP_CLOSE_WAIT = 8;
+
+function euid(): number {
+  return typeof process.geteuid === 'function' ? process.geteuid() : -1;
+}
+
+/** The abstract name's start for a server's address and port, this user (the pid follows). */
+function namePrefix(address: string, port: number): string {
+  return `${PREFIX}/${euid()}/${address}/${port}/`;
+}
+
+/** A `struct sockaddr_un` in the abstract namespace (a leading NUL, not a path). */
+function abstractAddress(name: string): Uint8Array {
+  const bytes = Buffer.from(name, 'utf8');
+  const address = new Uint8Array(3 + bytes.length);
+  new DataView(address.buffer).setUint16(0, native().constants.AF_UNIX, os.endianness() === 'LE');
+  address.set(bytes, 3);
+  return address;
+}
+
+// The adopting side ------------------------------------------------------------------------------
+
+const offers = new WeakMap<net.Server, Adopter>();
+
+/**
+ * Starts adopting the idle connections another process hands over for `server`'s address and
+ * port (the server listens already). Stops with the server's 'close', or when `closeServer()`
+ * begins for it (`stopAdopting()`).
+ */
+export function offerToAdopt(server: http.Server): void {
+  if (offers.has(server)) return;
+  const address = server.address();
+  if (!address || typeof address === 'string') return;
+  const adopter = new Adopter(server, address);
+  offers.set(server, adopter);
+  server.once('close', () => stopAdopting(server));
+}
+
+/** Stops adopting for `server`: what already came is adopted first. */
+export function stopAdopting(server: net.Server): void {
+  const adopter = offers.get(server);
+  if (!adopter) return;
+  offers.delete(server);
+  adopter.close();
+}
+
+/** How many connections `server` adopted so far; undefined when it never offered. @internal */
+export function adoptedBy(server: net.Server): number | undefined {
+  return offers.get(server)?.adopted;
+}
+
+class Adopter {
+  adopted = 0;
+  readonly #server: http.Server;
+  readonly #port: number;
+  readonly #address: string;
+  #fd: number;
+  #poll: NativeFdPoll | undefined;
+  readonly #channels = new Map<number, NativeFdPoll>();
+  readonly #payload = new Uint8Array(8);
+  readonly #fds = new Int32Array(MAX_FDS_PER_MESSAGE);
+
+  constructor(server: http.Server, address: net.AddressInfo) {
+    this.#server = server;
+    this.#port = address.port;
+    this.#address = address.address;
+    const n = native();
+    const fd = n.seqpacketSocket!();
+    try {
+      n.bind(fd, abstractAddress(namePrefix(address.address, address.port) + process.pid));
+      n.listen(fd, 64);
+      this.#poll = new n.FdPoll(fd, () => this.#accept());
+    } catch (error) {
+      n.closeFd(fd);
+      throw error;
+    }
+    this.#fd = fd;
+  }
+
+  #accept(): void {
+    const n = native();
+    for (;;) {
+      let fd: number;
+      try {
+        fd = n.acceptUnix!(this.#fd);
+      } catch {
+        return; // ECONNABORTED and the like: the next readiness tries again
+      }
+      if (fd < 0) return;
+      let sameUser = false;
+      try {
+        sameUser = n.peerCredentials!(fd).uid === euid();
+      } catch {
+        // no credentials: refused below
+      }
+      if (!sameUser) {
+        n.closeFd(fd);
+        continue;
+      }
+      try {
+        this.#channels.set(fd, new n.FdPoll(fd, () => this.#receive(fd)));
+      } catch {
+        n.closeFd(fd);
+      }
+    }
+  }
+
+  /** Adopts every message waiting on a channel, acknowledging each; closes it at its end. */
+  #receive(fd: number): void {
+    const n = native();
+    for (;;) {
+      let bytes: number;
+      try {
+        bytes = n.recvFds!(fd, this.#payload, this.#fds);
+      } catch {
+        this.#closeChannel(fd);
+        return;
+      }
+      if (bytes < 0) return;
+      if (bytes === 0) {
+        this.#closeChannel(fd);
+        return;
+      }
+      // The acknowledgement: one byte per fd, 1 adopted, 0 refused (and closed here).
+      let count = 0;
+      while (count < this.#fds.length && this.#fds[count]! >= 0) count++;
+      const ack = new Uint8Array(1 + count);
+      ack[0] = 1;
+      for (let i = 0; i < count; i++) ack[1 + i] = this.#adopt(this.#fds[i]!) ? 1 : 0;
+      try {
+        n.sendFds!(fd, this.#fds, 0, ack);
+      } catch {
+        this.#closeChannel(fd);
+        return;
+      }
+    }
+  }
+
+  /** Gives one received fd to the server, if it is a connection to its address and port; else closes it. */
+  #adopt(fd: number): boolean {
+    const n = native();
+    const c = n.constants;
+    try {
+      const state = n.tcpState(fd);
+      const ok =
+        n.getIntOption(fd, c.SOL_SOCKET, c.SO_TYPE) === c.SOCK_STREAM &&
+        n.getIntOption(fd, c.SOL_SOCKET, c.SO_PROTOCOL) === c.IPPROTO_TCP &&
+        (state === TCP_ESTABLISHED || state === TCP_CLOSE_WAIT);
+      if (!ok) throw new Error('not a connection');
+      const socket = new net.Socket({ fd, readable: true, writable: true });
+      const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || sameAddress(socket.localAddress, this.#address));
+      if (!local) {
+        socket.destroy();
+        return false;
+      }
+      // As net.Server's own accept does: the server counts it, and its close waits for it.
+      const server = this.#server as http.Server & { _connections: number };
+      server._connections++;
+      Object.assign(socket, { server, _server: server });
+      this.adopted++;
+      server.emit('connection', socket);
+      return true;
+    } catch {
+      n.closeFd(fd);
+      return false;
+    }
+  }
+
+  #closeChannel(fd: number): void {
+    const poll = this.#channels.get(fd);
+    if (!poll) return;
+    this.#channels.delete(fd);
+    poll.close();
+    native().closeFd(fd);
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    this.#poll?.close();
+    this.#poll = undefined;
+    native().closeFd(this.#fd);
+    this.#fd = -1;
+    // What was sent before is adopted (and acknowledged), then each channel closes: a sender
+    // still waiting for an acknowledgement gets the end of its channel and keeps its connections.
+    for (const fd of [...this.#channels.keys()]) {
+      this.#receive(fd);
+      this.#closeChannel(fd);
+    }
+  }
+}
+
+function sameAddress(a: string | undefined, b: string): boolean {
+  if (a === undefined) return false;
+  const strip = (s: string): string => (s.startsWith('::ffff:') ? s.slice(7) : s);
+  return strip(a) === strip(b);
+}
+
+// The handing side -------------------------------------------------------------------------------
+
+/**
+ * One batch sent and not yet acknowledged: told which of its sockets the adopter took (by
+ * position), or `undefined` if it never will (the channel closed first).
+ */
+type BatchDone = (adopted: boolean[] | undefined) => void;
+
+/**
+ * A channel to another process offering to adopt the connections of `server`'s address and port,
+ * or undefined when none offers (or none is reachable, or runs as another user).
+ */
+export async function findAdopter(server: net.Server): Promise<Successor | undefined> {
+  const n = native();
+  const address = server.address();
+  if (!address || typeof address === 'string' || !n.seqpacketSocket) return undefined;
+  let table: string;
+  try {
+    table = await fs.promises.readFile('/proc/net/unix', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const prefix = '@' + namePrefix(address.address, address.port);
+  const pids: number[] = [];
+  for (const line of table.split('\n')) {
+    const at = line.indexOf(prefix);
+    if (at < 0) continue;
+    const fields = line.slice(0, at).trim().split(/\s+/);
+    // Num RefCount Protocol Flags Type St Inode Path: the listening SOCK_SEQPACKET ones.
+    if ((parseInt(fields[3] ?? '', 16) & ACCEPTCON) === 0 || parseInt(fields[4] ?? '', 16) !== SEQPACKET) continue;
+    const pid = Number(line.slice(at + prefix.length).trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) pids.push(pid);
+  }
+  // The newest process first (pids grow, wrapping aside): the most likely to stay.
+  pids.sort((a, b) => b - a);
+  for (const pid of pids) {
+    const fd = n.seqpacketSocket();
+    try {
+      n.connectUnix!(fd, abstractAddress(prefix.slice(1) + pid));
+      const cred = n.peerCredentials!(fd);
+      if (cred.uid === euid() && cred.pid === pid) return new Successor(fd, pid);
+    } catch {
+      // gone, or its backlog full: the next one
+    }
+    n.closeFd(fd);
+  }
+  return undefined;
+}
+
+/** The channel to the adopting process. */
+export class Successor {
+  readonly pid: number;
+  #fd: number;
+  #poll: NativeFdPoll | undefined;
+  readonly #waiting: BatchDone[] = [];
+  readonly #ack = new Uint8Array(1 + MAX_FDS_PER_MESSAGE);
+  readonly #noFds = new Int32Array(MAX_FDS_PER_MESSAGE);
+  readonly #batch = new Int32Array(MAX_FDS_PER_MESSAGE);
+  /** The message's one byte (a message carries at least one). */
+  readonly #header = new Uint8Array([1]);
+
+  constructor(fd: number, pid: number) {
+    this.#fd = fd;
+    this.pid = pid;
+    this.#poll = new (native().FdPoll)(fd, () => this.#acknowledged());
+  }
+
+  /** Whether the channel is still open. */
+  get open(): boolean {
+    return this.#fd >= 0;
+  }
+
+  /**
+   * Sends the fds of `sockets` (at most 253, each one's reading stopped by the caller) as one
+   * message; `done` is told which were adopted. Returns false, with nothing sent, when the channel
+   * is closed or the send failed (then it closes: `done` of earlier batches is told `undefined`).
+   */
+  send(sockets: net.Socket[], done: BatchDone): boolean {
+    if (this.#fd < 0 || sockets.length === 0 || sockets.length > MAX_FDS_PER_MESSAGE) return false;
+    for (let i = 0; i < sockets.length; i++) this.#batch[i] = handleFd(sockets[i]!);
+    try {
+      native().sendFds!(this.#fd, this.#batch, sockets.length, this.#header);
+    } catch {
+      this.close();
+      return false;
+    }
+    this.#waiting.push(done);
+    return true;
+  }
+
+  #acknowledged(): void {
+    for (;;) {
+      let bytes: number;
+      try {
+        bytes = native().recvFds!(this.#fd, this.#ack, this.#noFds);
+      } catch {
+        this.close();
+        return;
+      }
+      if (bytes < 0) return;
+      for (const fd of this.#noFds) if (fd >= 0) native().closeFd(fd);
+      if (bytes < 1 || this.#ack[0] !== 1) {
+        this.close();
+        return;
+      }
+      // Each message acknowledges the oldest batch, a byte per socket: those the adopter refused
+      // it closed, which closes nothing while this process holds them too.
+      const adopted: boolean[] = [];
+      for (let i = 1; i < bytes; i++) adopted.push(this.#ack[i] === 1);
+      this.#waiting.shift()?.(adopted);
+    }
+  }
+
+  /** Closes the channel: batches not acknowledged are told they were not adopted. */
+  close(): void {
+    if (this.#fd < 0) return;
+    this.#poll?.close();
+    this.#poll = undefined;
+    native().closeFd(this.#fd);
+    this.#fd = -1;
+    for (const done of this.#waiting.splice(0)) done(undefined);
+  }
+}
