@@ -7,7 +7,9 @@
  * connection never closes: the next instance serves its next request, whenever it comes.
  *
  * The next instance offers to adopt connections on a Unix domain socket in the abstract
- * namespace of its network namespace, named after its user id, address, port and pid; the one
+ * namespace of its network namespace, named after its user id, address, port and pid (and a
+ * number, for two servers of one process: the old and the new version of an app that reloads
+ * itself in place, or a test); the one
  * shutting down finds it in /proc/net/unix, checks that the peer runs as the same user (the rule
  * SO_REUSEPORT itself applies to a port's group), stops reading each idle connection, and sends
  * its fd (SCM_RIGHTS). The adopter checks every fd (a TCP socket on its own address and port),
@@ -57,6 +59,8 @@ function abstractAddress(name: string): Uint8Array {
 // The adopting side ------------------------------------------------------------------------------
 
 const offers = new WeakMap<net.Server, Adopter>();
+/** Numbers the adopters of this process, which may have several servers on one port in turn. */
+let adopters = 0;
 
 /**
  * Starts adopting the idle connections another process hands over for `server`'s address and
@@ -103,7 +107,7 @@ class Adopter {
     const n = native();
     const fd = n.seqpacketSocket!();
     try {
-      n.bind(fd, abstractAddress(namePrefix(address.address, address.port) + process.pid));
+      n.bind(fd, abstractAddress(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
       n.listen(fd, 64);
       this.#poll = new n.FdPoll(fd, () => this.#accept());
     } catch (error) {
@@ -254,22 +258,22 @@ export async function findAdopter(server: net.Server): Promise<Successor | undef
     return undefined;
   }
   const prefix = '@' + namePrefix(address.address, address.port);
-  const pids: number[] = [];
+  const offered: { pid: number; n: number }[] = [];
   for (const line of table.split('\n')) {
     const at = line.indexOf(prefix);
     if (at < 0) continue;
     const fields = line.slice(0, at).trim().split(/\s+/);
     // Num RefCount Protocol Flags Type St Inode Path: the listening SOCK_SEQPACKET ones.
     if ((parseInt(fields[3] ?? '', 16) & ACCEPTCON) === 0 || parseInt(fields[4] ?? '', 16) !== SEQPACKET) continue;
-    const pid = Number(line.slice(at + prefix.length).trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) pids.push(pid);
+    const match = /^(\d+)\.(\d+)$/.exec(line.slice(at + prefix.length).trim());
+    if (match) offered.push({ pid: Number(match[1]), n: Number(match[2]) });
   }
-  // The newest process first (pids grow, wrapping aside): the most likely to stay.
-  pids.sort((a, b) => b - a);
-  for (const pid of pids) {
+  // The newest first (pids grow, wrapping aside): the most likely to stay.
+  offered.sort((a, b) => b.pid - a.pid || b.n - a.n);
+  for (const { pid, n: number } of offered) {
     const fd = n.seqpacketSocket();
     try {
-      n.connectUnix!(fd, abstractAddress(prefix.slice(1) + pid));
+      n.connectUnix!(fd, abstractAddress(`${prefix.slice(1)}${pid}.${number}`));
       const cred = n.peerCredentials!(fd);
       if (cred.uid === euid() && cred.pid === pid) return new Successor(fd, pid);
     } catch {

@@ -311,8 +311,12 @@ class ServerShutdown {
   private queuedAtClose = 0;
   /** The windows of idle HTTP/1.1 connections: those idle since the call share one timer. */
   private readonly idleTimers = new IdleTimers((c) => this.idleOver(c, 1));
-  /** Another process of this server on the same port that adopts idle connections (see handoff-connections). */
+  /** Another instance of this server on the same port that adopts idle connections (see handoff-connections). */
   private successor: Successor | undefined;
+  /** Its lookup, in the background (the accept queue is not left waiting for it); done when settled. */
+  private successorLookup: Promise<void> | undefined;
+  private lookupDone = false;
+  private finished = false;
   /** Idle connections to hand to it at the end of this turn. */
   private toHandOff: Connection[] = [];
 
@@ -337,12 +341,19 @@ class ServerShutdown {
 
   async run(): Promise<ServerCloseReport> {
     const server = this.server;
-    // 1. Find every connection known now.
-    const found = this.find();
-    // This server adopts no more from its predecessor; a successor may adopt its idle connections.
+    // 1. Find every connection known now. This server adopts no more from an older instance (what
+    //    was on its way is adopted first, and found); a newer one may adopt its idle connections.
     stopAdopting(server);
+    const found = this.find();
     if (this.kernelView && this.tcp && this.http && !(server instanceof tls.Server) && !isHttp2Server(server)) {
-      this.successor = await findAdopter(server).catch(() => undefined);
+      this.successorLookup = findAdopter(server).then(
+        (successor) => {
+          this.lookupDone = true;
+          if (this.finished || this.pastDeadline) successor?.close();
+          else this.successor = successor;
+        },
+        () => void (this.lookupDone = true),
+      );
     }
     const untracked = this.kernelView ? await this.countUntracked(found) : -1;
     // What was streaming, seen before the application is told (it may end its streams at once).
@@ -378,6 +389,7 @@ class ServerShutdown {
       if (this.signal?.aborted) onAbort(); // aborted during the drain
       if (this.pending > 0) await new Promise<void>((resolve) => (this.allSettled = resolve));
     } finally {
+      this.finished = true;
       this.idleTimers.clear();
       this.successor?.close();
       clearTimeout(deadline);
@@ -697,8 +709,9 @@ class ServerShutdown {
   private idle(c: Connection, until: number): void {
     c.readAtIdle = c.socket.bytesRead;
     clearTimeout(c.timer);
-    if (this.successor?.open && !this.pastDeadline) {
-      if (this.toHandOff.push(c) === 1) setImmediate(() => this.handOff());
+    const lookup = this.successorLookup;
+    if (lookup && !this.pastDeadline && (this.lookupDone ? this.successor?.open : true)) {
+      if (this.toHandOff.push(c) === 1) void lookup.then(() => setImmediate(() => this.handOff()));
       return;
     }
     this.idleTimers.add(c, Math.min(until, this.deadlineAt));

@@ -1,0 +1,174 @@
+/**
+ * Idle keep-alive connections handed to the next instance on the same port, on real kernel
+ * sockets: the next instance is a child process listening with `listenReusePort(..., {
+ * adoptConnections: true })`; this process's server shuts down with closeServer(). The clients'
+ * connections never close: their next requests are served by the child on the same sockets.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import path from 'node:path';
+import { closeServer, listenReusePort, sockets } from '../src/index';
+import { waitFor } from './helpers';
+
+const dist = path.join(__dirname, '..', 'dist', 'index.js');
+
+/** Answers `<name> <pid> <bytes of the body>`. */
+function app(name: string): http.Server {
+  return http.createServer((req, res) => {
+    let bytes = 0;
+    req.on('data', (d: Buffer) => (bytes += d.length));
+    req.on('end', () => res.end(`${name} ${process.pid} ${bytes}`));
+  });
+}
+
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+/** The next instance: a child process serving app('new') on the port, adopting connections. */
+async function nextInstance(port: number): Promise<{ child: ChildProcess; stop(): Promise<{ handedOff: number; total: number }> }> {
+  const script = `
+    const http = require('node:http');
+    const finwait = require(${JSON.stringify(dist)});
+    const server = http.createServer((req, res) => {
+      let bytes = 0;
+      req.on('data', (d) => (bytes += d.length));
+      req.on('end', () => res.end('new ' + process.pid + ' ' + bytes));
+    });
+    finwait.listenReusePort(server, { port: ${port}, host: '127.0.0.1', adoptConnections: true })
+      .then(() => process.send({ ready: true }), (e) => process.send({ error: e.message }));
+    process.on('message', async () => {
+      const report = await finwait.closeServer(server, { timeout: 2000 });
+      process.send({ totals: report.totals }, () => process.exit(0));
+    });
+    process.on('disconnect', () => process.exit(3));`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.push(child);
+  const [message] = (await once(child, 'message')) as [{ ready?: boolean; error?: string }];
+  if (!message.ready) throw new Error(`the next instance did not start: ${message.error}`);
+  return {
+    child,
+    async stop() {
+      child.send('stop');
+      const [reply] = (await once(child, 'message')) as [{ totals: { handedOff: number; total: number } }];
+      return reply.totals;
+    },
+  };
+}
+
+/** One request on a keep-alive agent: the body and the client's local port (which connection). */
+function request(port: number, agent: http.Agent, method = 'GET', body = ''): Promise<{ body: string; localPort: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ port, host: '127.0.0.1', method, agent, path: '/' }, (res) => {
+      const localPort = res.socket.localPort ?? 0;
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ body: text, localPort }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('closeServer() hands idle keep-alive connections to the next instance (adoptConnections)', () => {
+  it('the connections stay open and the next instance serves their next requests on the same sockets', async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 3 });
+    const first = await Promise.all([request(port, agent), request(port, agent), request(port, agent)]);
+    expect(first.every((r) => r.body.startsWith(`old ${process.pid}`))).toBe(true);
+    const clientPorts = new Set(first.map((r) => r.localPort));
+    expect(clientPorts.size).toBe(3);
+    const ended: number[] = [];
+    for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.on('end', () => ended.push(s.localPort ?? 0));
+
+    const next = await nextInstance(port);
+    const report = await closeServer(old);
+    expect(report.totals).toMatchObject({ handedOff: 3, graceful: 0, resetSent: 0, total: 3 });
+    expect(report.connections.map((c) => [c.outcome, c.reason])).toEqual(Array(3).fill(['handed-off', 'handed-off']));
+    // Nothing went on the wire: the client's connections are still established, none saw a FIN.
+    const established = sockets({ states: ['ESTABLISHED'], localPort: port });
+    for (const p of clientPorts) expect(established.some((s) => s.remote.port === p)).toBe(true);
+
+    const after = await Promise.all([request(port, agent, 'POST', 'x'.repeat(1000)), request(port, agent), request(port, agent)]);
+    expect(after.map((r) => r.body.split(' ')[0])).toEqual(['new', 'new', 'new']);
+    expect(after.every((r) => r.body.split(' ')[1] === String(next.child.pid))).toBe(true);
+    expect(after[0]!.body.endsWith(' 1000')).toBe(true);
+    expect(new Set(after.map((r) => r.localPort))).toEqual(clientPorts);
+    expect(ended).toEqual([]);
+    // The next instance's own shutdown finds the connections it adopted, and closes them.
+    const totals = await next.stop();
+    expect(totals.total).toBe(3);
+    agent.destroy();
+  });
+
+  it('requests sent as the shutdown begins are never lost: 20 shutdowns, each with a POST on every idle connection at once', async () => {
+    for (let round = 0; round < 20; round++) {
+      const old = app('old');
+      const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+      await Promise.all(Array.from({ length: 4 }, () => request(port, agent)));
+      const next = await nextInstance(port);
+      // The requests leave in the same turn as the call: each crosses the handoff somewhere.
+      const racing = Array.from({ length: 4 }, () => request(port, agent, 'POST', 'y'.repeat(4096)));
+      const report = await closeServer(old);
+      const answers = await Promise.all(racing);
+      for (const a of answers) expect(a.body).toMatch(/^(old|new) \d+ 4096$/);
+      expect(report.totals.resetSent + report.totals.interrupted).toBe(0);
+      agent.destroy();
+      await next.stop();
+    }
+  });
+
+  it('a request begun (headers half sent) is not handed over: the old instance serves it with Connection: close', async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const client = net.connect(port, '127.0.0.1');
+    await once(client, 'connect');
+    let reply = '';
+    client.setEncoding('utf8').on('data', (d: string) => (reply += d));
+    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor('the first answer', () => (reply.includes(`old ${process.pid} 0`) ? true : undefined));
+    const next = await nextInstance(port);
+    reply = '';
+    client.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Le');
+    // The half request is read by the old instance (Node's parser has begun a message).
+    await waitFor('the half request read', () => (sockets({ states: ['ESTABLISHED'], localPort: port }).some((s) => s.remote.port === client.localPort && s.recvQ === 0) ? true : undefined));
+    const closing = closeServer(old);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    client.write('ngth: 3\r\n\r\nabc');
+    const report = await closing;
+    expect(reply).toMatch(/^HTTP\/1\.1 200/);
+    expect(reply.toLowerCase()).toContain('connection: close');
+    expect(reply).toContain(`old ${process.pid} 3`);
+    expect(report.totals).toMatchObject({ graceful: 1, handedOff: 0, total: 1 });
+    client.destroy();
+    await next.stop();
+  });
+
+  it('an instance whose own closeServer() began adopts nothing more: the old one closes its connections itself', async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    await Promise.all([request(port, agent), request(port, agent)]);
+    const next = await nextInstance(port);
+    await next.stop();
+    const report = await closeServer(old, { drainWindow: 50 });
+    expect(report.totals).toMatchObject({ handedOff: 0, graceful: 2, total: 2 });
+    agent.destroy();
+  });
+
+  it('bad options get coded errors, and only a plain http.Server adopts', async () => {
+    const server = http.createServer();
+    await expect(listenReusePort(server, { port: 0, adoptConnections: 'yes' as unknown as boolean })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    await expect(listenReusePort(https.createServer(), { port: 0, adoptConnections: true })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(listenReusePort(net.createServer(), { port: 0, adoptConnections: true })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(server.listening).toBe(false);
+  });
+});
