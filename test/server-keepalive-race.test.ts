@@ -57,7 +57,7 @@ for (const scheme of ['http', 'https'] as const) {
           expect(await first).toEqual({ status: 200, body: 'ab', connection: 'keep-alive' });
           expect(await second).toEqual({ status: 200, body: 'second', connection: 'close' });
           const report: ServerCloseReport = await closing;
-          expect(report.totals).toEqual({ graceful: 1, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
+          expect(report.totals).toEqual({ graceful: 1, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
           expect(report.connections[0]).toMatchObject({
             outcome: 'graceful',
             protocol: 'http/1.1',

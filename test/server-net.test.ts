@@ -154,7 +154,7 @@ describe('closeServer (net), an application that does not listen for the shutdow
     expect(await seen.ended).toBe('end'); // our FIN, and nothing before it
     expect(seen.text()).toBe('');
     expect(report.connections[0]).toMatchObject({ protocol: 'net', outcome: 'interrupted', told: false, requestsUnanswered: 1, applicationDone: false });
-    expect(report.totals).toMatchObject({ graceful: 0, interrupted: 1, resetSent: 0 });
+    expect(report.totals).toMatchObject({ graceful: 0, interrupted: 1, handedOff: 0, resetSent: 0 });
     // The application's reply, when it comes, finds the connection gone.
     await waitFor("the application's late write", () => (writes.length === 1 ? true : undefined), 3000);
     expect(writes[0]).not.toBe('written');

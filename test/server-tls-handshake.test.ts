@@ -35,7 +35,7 @@ describe('closeServer, TLS connections in their handshake', () => {
     const report = await closeServer(server, { timeout: 5000, drainWindow: 100 });
     expect(await Promise.all(seen)).toEqual(['end', 'end']);
     expect(report.untracked).toBe(0);
-    expect(report.totals).toEqual({ graceful: 2, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 2 });
+    expect(report.totals).toEqual({ graceful: 2, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 2 });
     const byPort = new Map(report.connections.map((c) => [c.peer.port, c]));
     expect(byPort.get(ports.silent)).toMatchObject({ protocol: 'tls-handshake', outcome: 'graceful', reason: 'peer-fin', applicationDone: true });
     expect(byPort.get(ports.stubborn)).toMatchObject({ protocol: 'tls-handshake', outcome: 'graceful', reason: 'all-acknowledged' });

@@ -67,7 +67,7 @@ describe('closeServer (http)', () => {
     expect(head).toMatch(/^HTTP\/1\.1 200/);
     expect(head.toLowerCase()).toContain('connection: close');
     expect(await Promise.all(endings)).toEqual(['end', 'end', 'end']);
-    expect(report.totals).toEqual({ graceful: 3, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 3 });
+    expect(report.totals).toEqual({ graceful: 3, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 3 });
     expect(report.untracked).toBe(0);
     expect(report.connections.map((c) => c.peer.port).sort()).toEqual(ports);
     expect(server.listening).toBe(false);
@@ -116,7 +116,7 @@ describe('closeServer (http)', () => {
     expect(text.endsWith('two-done')).toBe(true);
     expect(text.toLowerCase()).toMatch(/connection: close[\s\S]*two-done$/); // the last one says so
     expect(text.match(/HTTP\/1\.1 200/g)).toHaveLength(2);
-    expect(report.totals).toEqual({ graceful: 1, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
+    expect(report.totals).toEqual({ graceful: 1, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 1 });
     client.destroy();
   });
 
@@ -134,7 +134,7 @@ describe('closeServer (http)', () => {
     const shutdown = closeServer(server, { timeout: 10_000, drainWindow: 5000, signal: controller.signal });
     controller.abort();
     const report = await shutdown;
-    expect(report.totals).toEqual({ graceful: 0, interrupted: 0, resetSent: 1, resetReceived: 0, destroyed: 0, total: 1 });
+    expect(report.totals).toEqual({ graceful: 0, interrupted: 0, handedOff: 0, resetSent: 1, resetReceived: 0, destroyed: 0, total: 1 });
     expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'aborted' });
     expect(await ended).toBe('ECONNRESET');
     await closed; // nothing left open: the server could close
@@ -222,7 +222,7 @@ describe('closeServer (net)', () => {
     );
     await waitFor('20 connections', () => ((server as unknown as { _connections: number })._connections === 20 ? true : undefined));
     const report = await closeServer(server);
-    expect(report.totals).toEqual({ graceful: 20, interrupted: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 20 });
+    expect(report.totals).toEqual({ graceful: 20, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 20 });
     expect(await Promise.all(clients.map((x) => x.ended))).toEqual(Array(20).fill('end'));
     expect(clients.map((x) => x.bytes())).toEqual(Array(20).fill(100_000));
     for (const x of clients) x.c.destroy();

@@ -85,7 +85,7 @@ for (const secure of [false, true]) {
         for (const p of openAtTrigger) expect(reported).toContain(p);
         expect(reported.every((p) => seen.has(p))).toBe(true);
         expect(report.untracked).toBe(0);
-        expect(report.totals).toMatchObject({ interrupted: 0, resetSent: 0, resetReceived: 0, graceful: reported.length });
+        expect(report.totals).toMatchObject({ interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, graceful: reported.length });
         expect(server.listening).toBe(false);
       } finally {
         client.proc.kill();

@@ -8,7 +8,7 @@ it('names interrupted and destroyed connections in the summary line', () => {
     preStop: 0,
     handoff: { otherListeners: 0, migrateReq: true, migrated: 0, migrationFailed: 0 },
     server: {
-      totals: { graceful: 3, interrupted: 1, resetSent: 0, resetReceived: 0, destroyed: 1, total: 5 },
+      totals: { graceful: 3, interrupted: 1, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 1, total: 5 },
       duration: 12,
     },
     duration: 13,
