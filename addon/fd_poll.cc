@@ -1,7 +1,10 @@
 // Readiness of an fd that no Node handle watches (a TUN device): a uv_poll_t on the calling
 // environment's loop calls a JavaScript function when the fd becomes readable; the reads
 // themselves are separate calls. Nothing blocks a thread, and the handle is unref'd: it never
-// keeps the process alive by itself (the sockets whose packets it carries do).
+// keeps the process alive by itself (the sockets whose packets it carries do). Made with
+// ownsFd, it also closes the fd once the handle is closed, whichever way (close(), the object
+// collected, the environment ending): a socket that must not outlive its Worker.
+#include <unistd.h>
 #include <uv.h>
 
 #include <memory>
@@ -29,6 +32,7 @@ struct PollState {
   FdPoll* owner = nullptr;
   bool in_callback = false;
   bool closing = false;
+  int owned_fd = -1;
 
   void ReleaseReferences() {
     callback.Reset();
@@ -76,6 +80,7 @@ class FdPoll : public Napi::ObjectWrap<FdPoll> {
 
 void OnClosed(uv_handle_t* handle) {
   PollState* state = static_cast<PollState*>(handle->data);
+  if (state->owned_fd >= 0) close(state->owned_fd);
   if (state->owner != nullptr) state->owner->Forget();
   napi_remove_async_cleanup_hook(state->hook);
   delete state;
@@ -85,6 +90,7 @@ FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) 
   Napi::Env env = info.Env();
   int fd = IntArg(info, 0);
   if (!info[1].IsFunction()) throw Napi::TypeError::New(env, "argument 1 must be a function");
+  bool owns_fd = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");
   std::unique_ptr<PollState> state(new PollState());
@@ -112,6 +118,8 @@ FdPoll::FdPoll(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoll>(info) 
     throw ErrnoError(env, -r, "uv_poll_start");
   }
   uv_unref(reinterpret_cast<uv_handle_t*>(&state->handle));
+  // Owned from here on: closed with the handle.
+  if (owns_fd) state->owned_fd = fd;
   state->owner = this;
   state_ = state.release();
 }

@@ -144,8 +144,9 @@ Napi::Value SockDiagReadEvents(const Napi::CallbackInfo& info);
 // returns how many; lost() is the number of records the program dropped because the ring was
 // full. Needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) and the kernel's BTF.
 Napi::Function BpfStateChangesClass(Napi::Env env);
-// new FdPoll(fd, onReadable(status)): a uv_poll_t for readability on this environment's loop,
-// unref'd; .close() stops it. Closed with the environment if still open.
+// new FdPoll(fd, onReadable(status), ownsFd?): a uv_poll_t for readability on this environment's
+// loop, unref'd; .close() stops it. Closed with the environment if still open; with ownsFd the fd
+// is closed when the handle is.
 Napi::Function FdPollClass(Napi::Env env);
 // The platform's numbers for the constants above (empty where unsupported).
 Napi::Object Constants(Napi::Env env);

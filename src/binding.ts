@@ -69,7 +69,7 @@ export interface NativeStateChanges {
 
 /** A uv_poll_t on the calling environment's loop; unref'd, so it never keeps the process alive. */
 export interface NativeFdPoll {
-  /** Stops watching and closes the handle (idempotent); the fd stays open. */
+  /** Stops watching and closes the handle (idempotent); the fd stays open unless the poll owns it. */
   close(): void;
 }
 
@@ -198,8 +198,12 @@ export interface Native {
    * `maxCookies` > 0 gives it a cookie filter of that size (only the sockets added are written).
    */
   BpfStateChanges?: new (ringBytes: number, closeOnly: boolean, maxCookies?: number) => NativeStateChanges;
-  /** Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. */
-  FdPoll: new (fd: number, onReadable: (status: number) => void) => NativeFdPoll;
+  /**
+   * Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. With
+   * `ownsFd`, the fd is closed with the handle (by `close()`, or when the object is collected or
+   * its environment ends); else it stays open. If the constructor throws, the fd is not closed.
+   */
+  FdPoll: new (fd: number, onReadable: (status: number) => void, ownsFd?: boolean) => NativeFdPoll;
   constants: NativeConstants;
 }
 

@@ -109,7 +109,8 @@ class Adopter {
     try {
       n.bind(fd, abstractAddress(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
       n.listen(fd, 64);
-      this.#poll = new n.FdPoll(fd, () => this.#accept());
+      // The poll owns the fd: it closes with it, also when a Worker ends without close().
+      this.#poll = new n.FdPoll(fd, () => this.#accept(), true);
     } catch (error) {
       n.closeFd(fd);
       throw error;
@@ -138,7 +139,7 @@ class Adopter {
         continue;
       }
       try {
-        this.#channels.set(fd, new n.FdPoll(fd, () => this.#receive(fd)));
+        this.#channels.set(fd, new n.FdPoll(fd, () => this.#receive(fd), true));
       } catch {
         n.closeFd(fd);
       }
@@ -161,64 +162,79 @@ class Adopter {
         this.#closeChannel(fd);
         return;
       }
-      // The acknowledgement: one byte per fd, 1 adopted, 0 refused (and closed here).
+      // Each fd is checked and made a socket first, the batch acknowledged (a byte per fd: 1
+      // taken, 0 refused and closed here), and only then are the sockets given to the server:
+      // if the acknowledgement cannot go, the sender keeps every one (it reads them again), and
+      // these copies are closed unread.
       let count = 0;
       while (count < this.#fds.length && this.#fds[count]! >= 0) count++;
       const ack = new Uint8Array(1 + count);
       ack[0] = 1;
-      for (let i = 0; i < count; i++) ack[1 + i] = this.#adopt(this.#fds[i]!) ? 1 : 0;
+      const taken: net.Socket[] = [];
+      for (let i = 0; i < count; i++) {
+        const socket = this.#take(this.#fds[i]!);
+        if (socket) taken.push(socket);
+        ack[1 + i] = socket ? 1 : 0;
+      }
       try {
         n.sendFds!(fd, this.#fds, 0, ack);
       } catch {
+        for (const socket of taken) socket.destroy();
         this.#closeChannel(fd);
         return;
       }
+      for (const socket of taken) this.#welcome(socket);
     }
   }
 
-  /** Gives one received fd to the server, if it is a connection to its address and port; else closes it. */
-  #adopt(fd: number): boolean {
+  /** A received fd as a socket, if it is a TCP connection to the server's address and port; else closed. */
+  #take(fd: number): net.Socket | undefined {
     const n = native();
     const c = n.constants;
+    let ok = false;
     try {
       const state = n.tcpState(fd);
-      const ok =
+      ok =
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_TYPE) === c.SOCK_STREAM &&
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_PROTOCOL) === c.IPPROTO_TCP &&
         (state === TCP_ESTABLISHED || state === TCP_CLOSE_WAIT);
+    } catch {
+      // not a TCP socket
+    }
+    let socket: net.Socket;
+    try {
       if (!ok) throw new Error('not a connection');
-      const socket = new net.Socket({ fd, readable: true, writable: true });
-      const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || sameAddress(socket.localAddress, this.#address));
-      if (!local) {
-        socket.destroy();
-        return false;
-      }
-      // As net.Server's own accept does: the server counts it, and its close waits for it.
-      const server = this.#server as http.Server & { _connections: number };
-      server._connections++;
-      Object.assign(socket, { server, _server: server });
-      this.adopted++;
-      server.emit('connection', socket);
-      return true;
+      socket = new net.Socket({ fd, readable: true, writable: true });
     } catch {
       n.closeFd(fd);
-      return false;
+      return undefined;
     }
+    const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || sameAddress(socket.localAddress, this.#address));
+    if (local) return socket;
+    socket.destroy();
+    return undefined;
+  }
+
+  /** Makes a taken socket one of the server's connections, as net.Server's own accept does. */
+  #welcome(socket: net.Socket): void {
+    const server = this.#server as http.Server & { _connections: number };
+    server._connections++; // the server counts it, and its close waits for it
+    Object.assign(socket, { server, _server: server });
+    this.adopted++;
+    server.emit('connection', socket);
   }
 
   #closeChannel(fd: number): void {
     const poll = this.#channels.get(fd);
     if (!poll) return;
     this.#channels.delete(fd);
-    poll.close();
-    native().closeFd(fd);
+    poll.close(); // and the fd
   }
 
   close(): void {
     if (this.#fd < 0) return;
-    this.#poll?.close();
+    this.#poll?.close(); // and the fd
     this.#poll = undefined;
-    native().closeFd(this.#fd);
     this.#fd = -1;
     // What was sent before is adopted (and acknowledged), then each channel closes: a sender
     // still waiting for an acknowledgement gets the end of its channel and keeps its connections.
@@ -247,7 +263,7 @@ type BatchDone = (adopted: boolean[] | undefined) => void;
  * A channel to another process offering to adopt the connections of `server`'s address and port,
  * or undefined when none offers (or none is reachable, or runs as another user).
  */
-export async function findAdopter(server: net.Server): Promise<Successor | undefined> {
+export async function findAdopter(server: net.Server, ackTimeout: number): Promise<Successor | undefined> {
   const n = native();
   const address = server.address();
   if (!address || typeof address === 'string' || !n.seqpacketSocket) return undefined;
@@ -275,7 +291,7 @@ export async function findAdopter(server: net.Server): Promise<Successor | undef
     try {
       n.connectUnix!(fd, abstractAddress(`${prefix.slice(1)}${pid}.${number}`));
       const cred = n.peerCredentials!(fd);
-      if (cred.uid === euid() && cred.pid === pid) return new Successor(fd, pid);
+      if (cred.uid === euid() && cred.pid === pid) return new Successor(fd, pid, ackTimeout);
     } catch {
       // gone, or its backlog full: the next one
     }
@@ -295,11 +311,15 @@ export class Successor {
   readonly #batch = new Int32Array(MAX_FDS_PER_MESSAGE);
   /** The message's one byte (a message carries at least one). */
   readonly #header = new Uint8Array([1]);
+  /** ms the oldest batch may wait for its acknowledgement before the channel is given up. */
+  readonly #ackTimeout: number;
+  #timer: NodeJS.Timeout | undefined;
 
-  constructor(fd: number, pid: number) {
+  constructor(fd: number, pid: number, ackTimeout: number) {
     this.#fd = fd;
     this.pid = pid;
-    this.#poll = new (native().FdPoll)(fd, () => this.#acknowledged());
+    this.#ackTimeout = ackTimeout;
+    this.#poll = new (native().FdPoll)(fd, () => this.#acknowledged(), true);
   }
 
   /** Whether the channel is still open. */
@@ -322,7 +342,19 @@ export class Successor {
       return false;
     }
     this.#waiting.push(done);
+    this.#timer ??= setTimeout(() => this.#overdue(), this.#ackTimeout).unref();
     return true;
+  }
+
+  /**
+   * No acknowledgement in time: the adopter is stuck or gone. What came meanwhile is read, then
+   * the channel closes and the rest is kept here. An adopter that wakes up later finds the
+   * channel closed before it acknowledges, and closes its copies unread.
+   */
+  #overdue(): void {
+    this.#timer = undefined;
+    this.#acknowledged();
+    if (this.#waiting.length > 0) this.close();
   }
 
   #acknowledged(): void {
@@ -344,6 +376,8 @@ export class Successor {
       // it closed, which closes nothing while this process holds them too.
       const adopted: boolean[] = [];
       for (let i = 1; i < bytes; i++) adopted.push(this.#ack[i] === 1);
+      clearTimeout(this.#timer);
+      this.#timer = this.#waiting.length > 1 ? setTimeout(() => this.#overdue(), this.#ackTimeout).unref() : undefined;
       this.#waiting.shift()?.(adopted);
     }
   }
@@ -351,9 +385,9 @@ export class Successor {
   /** Closes the channel: batches not acknowledged are told they were not adopted. */
   close(): void {
     if (this.#fd < 0) return;
-    this.#poll?.close();
+    clearTimeout(this.#timer);
+    this.#poll?.close(); // and the fd
     this.#poll = undefined;
-    native().closeFd(this.#fd);
     this.#fd = -1;
     for (const done of this.#waiting.splice(0)) done(undefined);
   }

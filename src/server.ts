@@ -346,7 +346,7 @@ class ServerShutdown {
     stopAdopting(server);
     const found = this.find();
     if (this.kernelView && this.tcp && this.http && !(server instanceof tls.Server) && !isHttp2Server(server)) {
-      this.successorLookup = findAdopter(server).then(
+      this.successorLookup = findAdopter(server, Math.max(this.drainWindow, 50)).then(
         (successor) => {
           this.lookupDone = true;
           if (this.finished || this.pastDeadline) successor?.close();

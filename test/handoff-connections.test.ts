@@ -6,7 +6,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -42,7 +44,13 @@ async function nextInstance(port: number): Promise<{ child: ChildProcess; stop()
     });
     finwait.listenReusePort(server, { port: ${port}, host: '127.0.0.1', adoptConnections: true })
       .then(() => process.send({ ready: true }), (e) => process.send({ error: e.message }));
-    process.on('message', async () => {
+    process.on('message', async (m) => {
+      if (m === 'block') {
+        // Stuck: the loop does not turn for a second.
+        const until = Date.now() + 1000;
+        while (Date.now() < until);
+        return;
+      }
       const report = await finwait.closeServer(server, { timeout: 2000 });
       process.send({ totals: report.totals }, () => process.exit(0));
     });
@@ -53,6 +61,9 @@ async function nextInstance(port: number): Promise<{ child: ChildProcess; stop()
   if (!message.ready) throw new Error(`the next instance did not start: ${message.error}`);
   return {
     child,
+    block() {
+      child.send('block');
+    },
     async stop() {
       child.send('stop');
       const [reply] = (await once(child, 'message')) as [{ totals: { handedOff: number; total: number } }];
@@ -159,6 +170,50 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     await Promise.all([request(port, agent), request(port, agent)]);
     const next = await nextInstance(port);
     await next.stop();
+    const report = await closeServer(old, { drainWindow: 50 });
+    expect(report.totals).toMatchObject({ handedOff: 0, graceful: 2, total: 2 });
+    agent.destroy();
+  });
+
+  it('an adopter that does not acknowledge in time (its loop stuck) gets nothing: the old one keeps and closes its connections, the adopter closes its copies unread', async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    await Promise.all([request(port, agent), request(port, agent)]);
+    const ends: Promise<unknown>[] = [];
+    for (const list of Object.values(agent.freeSockets)) for (const socket of list ?? []) ends.push(once(socket, 'close'));
+    const next = await nextInstance(port);
+    next.block();
+    await new Promise((resolve) => setTimeout(resolve, 100)); // the block began
+    const report = await closeServer(old, { drainWindow: 100 });
+    expect(report.totals).toMatchObject({ handedOff: 0, graceful: 2, resetSent: 0, total: 2 });
+    // The clients' connections end (no process keeps them half open), and the adopter, awake
+    // again, owns none of them.
+    await Promise.all(ends);
+    const totals = await next.stop();
+    expect(totals.total).toBe(0);
+    agent.destroy();
+  });
+
+  it('an adopter in a Worker that ended is gone with it: nothing is sent to it', async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+    await Promise.all([request(port, agent), request(port, agent)]);
+    const worker = new Worker(
+      `const http = require('node:http');
+       const { parentPort } = require('node:worker_threads');
+       const finwait = require(${JSON.stringify(dist)});
+       const server = http.createServer((req, res) => res.end('worker'));
+       finwait.listenReusePort(server, { port: ${port}, host: '127.0.0.1', adoptConnections: true }).then(() => parentPort.postMessage('ready'));`,
+      { eval: true },
+    );
+    await once(worker, 'message');
+    // It offers (its name is in the table of Unix sockets), then is gone with the Worker.
+    const offered = (): boolean => fs.readFileSync('/proc/net/unix', 'utf8').includes(`/127.0.0.1/${port}/${process.pid}.`);
+    expect(offered()).toBe(true);
+    await worker.terminate();
+    await waitFor('the offer gone', () => (offered() ? undefined : true));
     const report = await closeServer(old, { drainWindow: 50 });
     expect(report.totals).toMatchObject({ handedOff: 0, graceful: 2, total: 2 });
     agent.destroy();
