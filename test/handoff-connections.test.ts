@@ -33,7 +33,7 @@ afterEach(() => {
 });
 
 /** The next instance: a child process serving app('new') on the port, adopting connections. */
-async function nextInstance(port: number): Promise<{ child: ChildProcess; stop(): Promise<{ handedOff: number; total: number }> }> {
+async function nextInstance(port: number): Promise<{ child: ChildProcess; block(): void; stop(): Promise<{ handedOff: number; total: number }> }> {
   const script = `
     const http = require('node:http');
     const finwait = require(${JSON.stringify(dist)});
