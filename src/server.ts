@@ -727,6 +727,10 @@ class ServerShutdown {
   private handOff(): void {
     const batch = this.toHandOff;
     this.toHandOff = [];
+    if (!this.successor?.open || this.pastDeadline) {
+      for (const c of batch) this.notHandedOff(c);
+      return;
+    }
     const idleParsers = idleParsersOf(this.server);
     const ready: Connection[] = [];
     for (const c of batch) {

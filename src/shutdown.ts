@@ -367,10 +367,10 @@ export function summaryLine(report: ShutdownReport): string {
   if (server) {
     const t = server.totals;
     const ends = [`${t.graceful} graceful`, `${t.resetSent} reset sent`, `${t.resetReceived} reset by the peer`];
-    if (t.handedOff) ends.push(`${t.handedOff} handed off idle to the next instance`);
+    if (t.handedOff) ends.push(`${t.handedOff} handed off open to the next instance`);
     if (t.interrupted) ends.push(`${t.interrupted} interrupted (no RST, but the application's work did not complete)`);
     if (t.destroyed) ends.push(`${t.destroyed} destroyed (not reset, not graceful)`);
-    line += `, then closed ${t.total} connection${t.total === 1 ? '' : 's'} in ${Math.round(server.duration)} ms (${ends.join(', ')})`;
+    line += `, then ${t.handedOff ? 'closed or handed off' : 'closed'} ${t.total} connection${t.total === 1 ? '' : 's'} in ${Math.round(server.duration)} ms (${ends.join(', ')})`;
     const waiting = `${server.queuedAtClose} connection${server.queuedAtClose === 1 ? '' : 's'}`;
     if (server.acceptQueue === 'migrated') line += `; accept queue left to the kernel to migrate (${server.queuedAtClose < 0 ? 'length unknown' : `${waiting} in it`} at the close)`;
     else if (server.acceptQueue === 'drained' && server.queuedAtClose > 0) line += `; ${waiting} still in the accept queue at the close (reset by the kernel)`;

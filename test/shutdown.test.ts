@@ -399,6 +399,13 @@ describe('gracefulShutdown(): the summary line and the accept queue', () => {
     return { trigger: 'SIGTERM', preStop: 0, handoff: { otherListeners: 1, migrateReq: acceptQueue === 'migrated', migrated: 0, migrationFailed: 0 }, server, duration: 3, clean: true, exitCode: 0 };
   }
 
+  it('counts the idle connections handed open to the next instance', () => {
+    const report = withQueue('migrated', 0);
+    Object.assign(report.server!.totals, { graceful: 1, handedOff: 2, total: 3 });
+    expect(summaryLine(report)).toContain(', then closed or handed off 3 connections in 3 ms (1 graceful, 0 reset sent, 0 reset by the peer, 2 handed off open to the next instance);');
+    expect(summaryLine(withQueue('migrated', 0))).toContain(', then closed 0 connections in 3 ms (0 graceful, 0 reset sent, 0 reset by the peer);');
+  });
+
   it('says when the queue was left to the kernel, and how many connections a drain could not save', () => {
     expect(summaryLine(withQueue('migrated', 2))).toContain('; accept queue left to the kernel to migrate (2 connections in it at the close); 1 other listener');
     expect(summaryLine(withQueue('migrated', -1))).toContain('(length unknown at the close)');
