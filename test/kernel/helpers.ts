@@ -24,6 +24,8 @@
  *  20  close() in SYN_SENT sends nothing; late SYN-ACK: RST   syn-sent.test.ts
  *  21  behind a zero window the FIN waits for the window      zero-window.test.ts
  *  22  after an RST: queued data readable, writes fail        after-reset.test.ts
+ *  23  an fd passed (SCM_RIGHTS), closed: nothing on the     fd-passing.test.ts
+ *      wire; the copy serves; the last close sends the FIN
  *
  * Here: a connection across the lab's wire, and segment matching in the notation of RFC 793's
  * figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
