@@ -99,6 +99,8 @@ class Adopter {
   readonly #channels = new Map<number, NativeFdPoll>();
   readonly #payload = new Uint8Array(8);
   readonly #fds = new Int32Array(MAX_FDS_PER_MESSAGE);
+  /** Sockets of the message being read, taken and not yet counted by the server. */
+  #taking = 0;
 
   constructor(server: http.Server, address: net.AddressInfo) {
     this.#server = server;
@@ -107,7 +109,16 @@ class Adopter {
     const n = native();
     const fd = n.seqpacketSocket!();
     try {
-      n.bind(fd, abstractAddress(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
+      // Abstract names belong to nobody: a name taken (by another user, who cannot pass the
+      // credentials check anyway) is skipped for the next number.
+      for (let tries = 1; ; tries++) {
+        try {
+          n.bind(fd, abstractAddress(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
+          break;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || tries === 16) throw error;
+        }
+      }
       n.listen(fd, 64);
       // The poll owns the fd: it closes with it, also when a Worker ends without close().
       this.#poll = new n.FdPoll(fd, () => this.#accept(), true);
@@ -176,6 +187,7 @@ class Adopter {
         if (socket) taken.push(socket);
         ack[1 + i] = socket ? 1 : 0;
       }
+      this.#taking = 0;
       try {
         n.sendFds!(fd, this.#fds, 0, ack);
       } catch {
@@ -187,19 +199,23 @@ class Adopter {
     }
   }
 
-  /** A received fd as a socket, if it is a TCP connection to the server's address and port; else closed. */
+  /**
+   * A received fd as a socket, if it is a TCP connection to the server's address and port and the
+   * server takes connections (listening, under its `maxConnections`); else closed.
+   */
   #take(fd: number): net.Socket | undefined {
     const n = native();
     const c = n.constants;
-    let ok = false;
+    const server = this.#server as http.Server & { _connections: number };
+    let ok = server.listening && !(server.maxConnections > 0 && server._connections + this.#taking >= server.maxConnections);
     try {
       const state = n.tcpState(fd);
-      ok =
+      ok &&=
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_TYPE) === c.SOCK_STREAM &&
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_PROTOCOL) === c.IPPROTO_TCP &&
         (state === TCP_ESTABLISHED || state === TCP_CLOSE_WAIT);
     } catch {
-      // not a TCP socket
+      ok = false; // not a TCP socket
     }
     let socket: net.Socket;
     try {
@@ -210,7 +226,10 @@ class Adopter {
       return undefined;
     }
     const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || sameAddress(socket.localAddress, this.#address));
-    if (local) return socket;
+    if (local) {
+      this.#taking++;
+      return socket;
+    }
     socket.destroy();
     return undefined;
   }

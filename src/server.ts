@@ -719,7 +719,7 @@ class ServerShutdown {
 
   /**
    * Hands the idle connections gathered this turn to the successor: each one still idle (no
-   * request begun, per Node's own list of idle connections; nothing buffered either way) stops
+   * request begun, per Node's own list of active connections; nothing buffered either way) stops
    * being read, and its fd goes to the successor, 253 per message. Adopted (acknowledged), it is
    * reported handed off and its fd here closed; refused, or the channel lost, it is read again and
    * closed as without a successor.
@@ -731,14 +731,14 @@ class ServerShutdown {
       for (const c of batch) this.notHandedOff(c);
       return;
     }
-    const idleParsers = idleParsersOf(this.server);
+    const busyParsers = busyParsersOf(this.server);
     const ready: Connection[] = [];
     for (const c of batch) {
       const socket = c.socket;
       if (c.phase !== 'open' || socket.destroyed) continue;
       const handle = (socket as unknown as { _handle?: { readStop?: () => number; readStart?: () => number } | null })._handle;
       const idle =
-        idleParsers?.has(socket.parser) === true &&
+        busyParsers?.has(socket.parser) === false &&
         !socket._httpMessage &&
         !(socket as { _paused?: boolean })._paused &&
         socket.readableLength === 0 &&
@@ -1224,15 +1224,16 @@ async function socketInodes(): Promise<Set<number>> {
 
 let kConnections: symbol | undefined;
 /**
- * The parsers of the server's HTTP/1.1 connections with no request begun (Node's own list, which
- * `closeIdleConnections()` uses: a request whose first bytes came is not in it), or undefined
- * where this Node has no such list.
+ * The parsers of the server's HTTP/1.1 connections with a request begun (Node's own list of active
+ * connections, the complement of the idle ones `closeIdleConnections()` closes: a request whose
+ * first bytes came is in it), or undefined where this Node has no such list. Node keeps the active
+ * ones apart: reading them costs what is in flight, not what is open.
  */
-function idleParsersOf(server: net.Server): Set<unknown> | undefined {
+function busyParsersOf(server: net.Server): Set<unknown> | undefined {
   kConnections ??= Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
-  const list = kConnections ? (server as unknown as Record<symbol, { idle?: () => unknown[] } | undefined>)[kConnections] : undefined;
-  if (typeof list?.idle !== 'function') return undefined;
-  return new Set(list.idle());
+  const list = kConnections ? (server as unknown as Record<symbol, { active?: () => unknown[] } | undefined>)[kConnections] : undefined;
+  if (typeof list?.active !== 'function') return undefined;
+  return new Set(list.active());
 }
 
 /** The connection in sock_diag after its fd closed, `undefined` once gone, `null` if the lookup failed. */

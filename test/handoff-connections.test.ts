@@ -33,7 +33,7 @@ afterEach(() => {
 });
 
 /** The next instance: a child process serving app('new') on the port, adopting connections. */
-async function nextInstance(port: number): Promise<{ child: ChildProcess; block(): void; stop(): Promise<{ handedOff: number; total: number }> }> {
+async function nextInstance(port: number, maxConnections = 0): Promise<{ child: ChildProcess; block(): void; stop(): Promise<{ handedOff: number; total: number }> }> {
   const script = `
     const http = require('node:http');
     const finwait = require(${JSON.stringify(dist)});
@@ -42,6 +42,7 @@ async function nextInstance(port: number): Promise<{ child: ChildProcess; block(
       req.on('data', (d) => (bytes += d.length));
       req.on('end', () => res.end('new ' + process.pid + ' ' + bytes));
     });
+    if (${maxConnections} > 0) server.maxConnections = ${maxConnections};
     finwait.listenReusePort(server, { port: ${port}, host: '127.0.0.1', adoptConnections: true })
       .then(() => process.send({ ready: true }), (e) => process.send({ error: e.message }));
     process.on('message', async (m) => {
@@ -160,6 +161,18 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     expect(reply).toContain(`old ${process.pid} 3`);
     expect(report.totals).toMatchObject({ graceful: 1, handedOff: 0, total: 1 });
     client.destroy();
+    await next.stop();
+  });
+
+  it("an adopter takes no more than its server's maxConnections: the rest stay with the old instance, which closes them itself", async () => {
+    const old = app('old');
+    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 3 });
+    await Promise.all([request(port, agent), request(port, agent), request(port, agent)]);
+    const next = await nextInstance(port, 1);
+    const report = await closeServer(old, { drainWindow: 50 });
+    expect(report.totals).toMatchObject({ handedOff: 1, graceful: 2, resetSent: 0, total: 3 });
+    agent.destroy();
     await next.stop();
   });
 
