@@ -1,7 +1,8 @@
 /**
  * The examples in examples/ as real processes getting real signals: the pre-stop delay with
  * readiness 503 and liveness 200, the summary line, the exit code of a clean shutdown and of a
- * forced one (a second SIGTERM), close-with-grace owning the signals, Express and Fastify.
+ * forced one (a second SIGTERM), close-with-grace owning the signals, Express and Fastify, and a
+ * rolling restart on one port (the idle connection handed to the new version).
  * Every process started here is killed in `finally` if it is still running.
  */
 import { describe, expect, it } from 'vitest';
@@ -71,6 +72,42 @@ async function until503(port: number): Promise<void> {
     if (!Array.isArray(reply) || reply[0] !== 200) throw new Error(`/readyz answered ${JSON.stringify(reply)}`);
   }
 }
+
+describe('examples/rolling-restart.mjs as two processes on one port', () => {
+  it('the new version starts, the old one gets SIGTERM: its idle keep-alive connection goes over open, and the next request on it is served by the new one', async () => {
+    let old: Example | undefined;
+    let next: Example | undefined;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    /** One GET on the agent's one connection: the body and the client's local port. */
+    const request = (port: number): Promise<{ body: string; localPort: number }> =>
+      new Promise((resolve, reject) => {
+        http
+          .get({ port, host: '127.0.0.1', agent }, (res) => {
+            const localPort = res.socket.localPort ?? 0;
+            let body = '';
+            res.setEncoding('utf8').on('data', (d: string) => (body += d));
+            res.on('end', () => resolve({ body, localPort }));
+          })
+          .on('error', reject);
+      });
+    try {
+      old = await start('rolling-restart.mjs', {});
+      const first = await request(old.port);
+      expect(first.body).toBe(`served by ${old.proc.pid}\n`);
+      next = await start('rolling-restart.mjs', { PORT: String(old.port) });
+      expect(next.port).toBe(old.port);
+      old.proc.kill('SIGTERM');
+      expect(await old.exited).toBe(0);
+      expect(old.stderr()).toMatch(/closed or handed off 1 connection in \d+ ms \(0 graceful, 0 reset sent, 0 reset by the peer, 1 handed off open to the next instance\).*; clean, exit code 0/);
+      const second = await request(old.port);
+      expect(second).toEqual({ body: `served by ${next.proc.pid}\n`, localPort: first.localPort });
+    } finally {
+      agent.destroy();
+      stop(old);
+      stop(next);
+    }
+  });
+});
 
 describe('examples/graceful-shutdown.mjs as a process', () => {
   it('SIGTERM: /readyz 503 and /livez 200 while it keeps serving, then exit code 0 and one summary line', async () => {
