@@ -738,6 +738,7 @@ class ServerShutdown {
       if (c.phase !== 'open' || socket.destroyed) continue;
       const handle = (socket as unknown as { _handle?: { readStop?: () => number; readStart?: () => number } | null })._handle;
       const idle =
+        Boolean(socket.parser) && // still HTTP/1.1 (not taken over by an Upgrade or CONNECT)
         busyParsers?.has(socket.parser) === false &&
         !socket._httpMessage &&
         !(socket as { _paused?: boolean })._paused &&
