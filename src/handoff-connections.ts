@@ -84,13 +84,7 @@ export function stopAdopting(server: net.Server): void {
   adopter.close();
 }
 
-/** How many connections `server` adopted so far; undefined when it never offered. @internal */
-export function adoptedBy(server: net.Server): number | undefined {
-  return offers.get(server)?.adopted;
-}
-
 class Adopter {
-  adopted = 0;
   readonly #server: http.Server;
   readonly #port: number;
   readonly #address: string;
@@ -239,7 +233,6 @@ class Adopter {
     const server = this.#server as http.Server & { _connections: number };
     server._connections++; // the server counts it, and its close waits for it
     Object.assign(socket, { server, _server: server });
-    this.adopted++;
     server.emit('connection', socket);
   }
 
