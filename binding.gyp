@@ -31,6 +31,7 @@
             "addon/tun_linux.cc",
             "addon/fd_poll.cc",
             "addon/sock_diag_events_linux.cc",
+            "addon/close_look_linux.cc",
             "addon/bpf_btf_linux.cc",
             "addon/bpf_program_linux.cc",
             "addon/bpf_linux.cc",

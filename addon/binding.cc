@@ -47,6 +47,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sockDiagJoin", Napi::Function::New(env, SockDiagJoin, "sockDiagJoin"));
   exports.Set("sockDiagLeave", Napi::Function::New(env, SockDiagLeave, "sockDiagLeave"));
   exports.Set("sockDiagReadEvents", Napi::Function::New(env, SockDiagReadEvents, "sockDiagReadEvents"));
+  exports.Set("closeLook", Napi::Function::New(env, CloseLook, "closeLook"));
   exports.Set("BpfStateChanges", BpfStateChangesClass(env));
 #endif
   exports.Set("constants", Constants(env));

@@ -21,7 +21,8 @@
 // connect, the client writes 5 bytes, the server answers 5 bytes, the client ends, the server ends
 // in turn (allowHalfOpen off); the client's end goes to TIME_WAIT. At most <concurrency>
 // connections are open at once. Prints one JSON line: ms from the first connect() to the last of
-// the 2 × <count> 'close' events.
+// the 2 × <count> 'close' events, and cpu: the process's CPU time (user + system, every thread)
+// over the same span, ms.
 import { createRequire } from 'node:module';
 import net from 'node:net';
 
@@ -139,8 +140,11 @@ if (variant === 'multicast') {
 await run(warmup);
 lifecycles.client.length = lifecycles.server.length = 0;
 const start = process.hrtime.bigint();
+const cpuStart = process.cpuUsage();
 await run(count);
 const ms = Number(process.hrtime.bigint() - start) / 1e6;
+const { user, system } = process.cpuUsage(cpuStart);
+const cpu = (user + system) / 1000;
 
 // What the watchers knew when the last 'close' came (they go on following TIME_WAIT afterwards).
 const states = {};
@@ -164,5 +168,5 @@ if (variant === 'bpf') {
   events = { read: messages, matched };
 }
 listener?.close();
-console.log(JSON.stringify({ variant, ms, states, anomalies, backends, events }));
+console.log(JSON.stringify({ variant, ms, cpu, states, anomalies, backends, events }));
 process.exit(0);

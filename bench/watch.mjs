@@ -37,6 +37,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   const options = { count, concurrency, warmup, orphans };
   const variants = ['plain', 'bpf', 'destroy-multicast', 'poll', 'multicast', 'kernel'];
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
+  const cpu = Object.fromEntries(variants.map((v) => [v, []]));
   const states = {};
   const anomalies = {};
   const backends = {};
@@ -49,6 +50,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
       const variant = variants[(i + j) % variants.length];
       const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${100 + variants.length * i + j}`, options);
       ms[variant].push(result.ms);
+      cpu[variant].push(result.cpu);
       if (WATCHED.includes(variant)) {
         states[variant] ??= result.states;
         (anomalies[variant] ??= []).push(result.anomalies);
@@ -78,6 +80,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that each is measured compiled); medians of ${rounds} runs each, in rotating order, each run a fresh process. "Per watched end": the time over the run without watch(), divided by the ${2 * count} ends.`,
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). The BPF row needs root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
     `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
+    `Process CPU (user + system, every thread, over the same span), medians: ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
     `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${variants.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];

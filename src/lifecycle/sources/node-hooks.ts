@@ -12,7 +12,7 @@ import { constants, native } from '../../binding';
 import { handleFd } from '../../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../../ops';
 import type { TcpState } from '../../states';
-import { TCP_INFO_BUFFER_SIZE, TCPI_DATA_SEGS_IN } from '../../tcp-info';
+import { stateOrThrow, TCP_INFO_BUFFER_SIZE, TCPI_DATA_SEGS_IN } from '../../tcp-info';
 import type { CloseEvent, LifecycleState } from '../fsm';
 import { AWAIT_MS, FAST_MS, arm, now, scheduleAt, scheduleOpen, wake } from '../schedule';
 import {
@@ -67,9 +67,9 @@ export function toGone(w: Watched): void {
  * Hooks the socket's handle (false where it cannot: no handle yet, or hooked by someone else).
  * Its `shutdown` (Node's end()) names the connection before the FIN goes out and starts the fast
  * cadence. Its `close` takes a last look just before Node closes the fd: the kernel decides
- * between FIN and RST at that moment, on unread bytes and SO_LINGER {1, 0}. One state read (none
- * once the fd read CLOSE, which it reads for good), and SO_LINGER and SIOCINQ only in a state
- * where they decide.
+ * between FIN and RST at that moment, on unread bytes and SO_LINGER {1, 0}. One native call
+ * (none once the fd read CLOSE, which it reads for good): the state, and SO_LINGER, SIOCINQ and
+ * TCP_LINGER2 only in a state where they decide.
  */
 function hookHandle(w: Watched): boolean {
   if (w.hooked) return true;
@@ -95,35 +95,36 @@ function hookHandle(w: Watched): boolean {
       const fd = handleFd(socket);
       if (fd >= 0 && !w.ended) {
         let state: TcpState = 'CLOSE';
-        // One read (none once the fd read CLOSE). A socket not named yet is named if closing the
-        // fd leaves a connection to follow: an orphan (its FIN or RST goes out now), or an fd's
-        // CLOSE the model cannot resolve alone. A CLOSE after LAST_ACK ends it here.
+        // One call (none once the fd read CLOSE, which it reads for good): the state, and in a
+        // synchronized state what decides the close with it (closeLook). A socket not named yet is
+        // named if closing the fd leaves a connection to follow: an orphan (its FIN or RST goes
+        // out now), or an fd's CLOSE the model cannot resolve alone. A CLOSE after LAST_ACK ends it here.
         if (!w.fdClose) {
           const at = now();
-          observeFd(w, (state = readState(fd)), at);
+          (native().closeLook ?? closeLookByCalls)(fd, look);
+          observeFd(w, (state = stateOrThrow(look[0]!)), at);
           if (w.id === undefined && !w.ended && (state === 'CLOSE' || !UNSYNCHRONIZED.has(state))) state = identify(w, fd, at);
         }
         if (w.ended) return close.apply(this, args);
         let unread = 0;
         let linger0 = false;
         let linger2 = 0;
+        // Synchronized only if closeLook found it so (a later read by identify() can only be
+        // CLOSE), so the rest of `look` was read.
         if (!UNSYNCHRONIZED.has(state)) {
           // The connection outlives the fd (an orphan; or it is reset now): the event back-end,
           // if any, reports its end. An fd that reads CLOSE has no full socket left behind.
           if (w.id !== undefined) w.events?.follow(w, fd);
-          const { onoff, linger } = native().getLinger(fd);
-          linger0 = onoff !== 0 && linger === 0;
-          if (!linger0) unread = native().ioctlInt(fd, constants().SIOCINQ);
+          linger0 = look[LOOK_ONOFF] !== 0 && look[LOOK_LINGER] === 0;
+          if (!linger0) unread = look[LOOK_UNREAD]!;
           // In FIN_WAIT2, tcp_close() sends an RST instead of waiting when TCP_LINGER2 is negative.
-          if (state === 'FIN_WAIT2' && !linger0 && unread === 0) {
-            linger2 = native().getIntOption(fd, constants().IPPROTO_TCP, constants().TCP_LINGER2);
-          }
+          if (state === 'FIN_WAIT2' && !linger0 && unread === 0) linger2 = look[LOOK_LINGER2]!;
           // An orphan with our FIN sent answers new data with an RST: what it had received by now
           // tells, at its end, whether data came after (the destroy multicast gives its final
           // tcp_info; for a timewait socket that takes over, the namespace's count of RSTs sent).
           if (BEFORE_TIME_WAIT.has(state) && !linger0 && unread === 0 && linger2 >= 0) {
             noteRstsAtClose(w);
-            if (w.awaiting && w.events?.finalTcpInfo) w.segsInAtClose = dataSegsIn(fd);
+            if (w.awaiting && w.events?.finalTcpInfo) w.segsInAtClose = look[LOOK_SEGS_IN] === -1 ? undefined : look[LOOK_SEGS_IN]! >>> 0;
           }
         }
         w.closedWith = { state, unread, linger0, linger2 };
@@ -148,12 +149,38 @@ function hookHandle(w: Watched): boolean {
   return true;
 }
 
+/**
+ * What the close hook reads with `closeLook()`: tcpi_state, SO_LINGER's l_onoff and l_linger,
+ * SIOCINQ, TCP_LINGER2, tcpi_data_segs_in (-1 where the kernel has none). One array for every socket:
+ * the hook uses it before it returns.
+ */
+const look = new Int32Array(6);
+const LOOK_ONOFF = 1;
+const LOOK_LINGER = 2;
+const LOOK_UNREAD = 3;
+const LOOK_LINGER2 = 4;
+const LOOK_SEGS_IN = 5;
+
 const info = new Uint8Array(TCP_INFO_BUFFER_SIZE);
 
-/** `tcpi_data_segs_in` of the socket `fd`: data segments received; `undefined` before Linux 4.6. */
-function dataSegsIn(fd: number): number | undefined {
-  const length = native().tcpInfo(fd, info);
-  return length >= TCPI_DATA_SEGS_IN + 4 ? new DataView(info.buffer).getUint32(TCPI_DATA_SEGS_IN, true) : undefined;
+/**
+ * @internal closeLook() one call at a time, for an addon built before it had closeLook (a build/
+ * left from an older checkout).
+ */
+export function closeLookByCalls(fd: number, out: Int32Array): boolean {
+  const n = native();
+  const { IPPROTO_TCP, TCP_LINGER2, SIOCINQ } = constants();
+  const length = n.tcpInfo(fd, info);
+  out[0] = info[0]!;
+  out[LOOK_SEGS_IN] = length >= TCPI_DATA_SEGS_IN + 4 ? new DataView(info.buffer).getInt32(TCPI_DATA_SEGS_IN, true) : -1;
+  out.fill(0, 1, 5);
+  if (UNSYNCHRONIZED.has(stateOrThrow(out[0]!))) return false;
+  const { onoff, linger } = n.getLinger(fd);
+  out[LOOK_ONOFF] = onoff;
+  out[LOOK_LINGER] = linger;
+  out[LOOK_UNREAD] = n.ioctlInt(fd, SIOCINQ);
+  out[LOOK_LINGER2] = n.getIntOption(fd, IPPROTO_TCP, TCP_LINGER2);
+  return true;
 }
 
 /** What closing the fd in `state` did, given what the close hook saw. */
