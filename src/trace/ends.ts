@@ -206,6 +206,20 @@ export class EndTracker {
     this.#connections.clear();
   }
 
+  /**
+   * Forgets the connections `alive` says are gone: those whose end was among the events the kernel
+   * dropped, which would otherwise be followed for ever. Returns how many.
+   */
+  prune(alive: (cookie: string, netns: string | undefined) => boolean): number {
+    let gone = 0;
+    for (const [cookie, c] of this.#connections) {
+      if (alive(cookie, c.netns)) continue;
+      this.#connections.delete(cookie);
+      gone++;
+    }
+    return gone;
+  }
+
   /** Takes one observation; returns the connection's end when this was its last state. */
   observe(o: Observation): ConnectionEnd | PendingEnd | undefined {
     let c = this.#connections.get(o.cookie);

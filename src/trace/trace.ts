@@ -5,7 +5,10 @@
  * network namespace, with `sk_err`; without, the sock_diag destroy multicast of this network
  * namespace, with states sampled in between.
  */
+import fs from 'node:fs';
+import { sockets, socketsIn } from '../diag';
 import { invalidArgType, outOfRange } from '../errors';
+import { TCP_STATES } from '../states';
 import { EndTracker, settle, type ConnectionEnd, type CookieKey, type Observation, type TraceSourceName } from './ends';
 import { SuccessorLookup } from './successors';
 import { NamespaceIndex, homeNetns } from './netns';
@@ -33,7 +36,10 @@ export interface ConnectionTrace {
   readonly reason?: string;
   /** Events the kernel dropped because the reader fell behind: connections whose end is not reported. */
   readonly lost: number;
-  /** Connections followed now (seen changing state, not ended yet). */
+  /**
+   * Connections followed now (seen changing state, not ended yet). After events were lost, those
+   * no longer in the kernel (their end was among the lost) are forgotten within a few seconds.
+   */
   readonly following: number;
   /** sock_diag samples of the states taken so far (`'destroy-multicast'`; 0 for `'bpf'`, which samples nothing). */
   readonly samples: number;
@@ -46,6 +52,9 @@ export interface ConnectionTrace {
 }
 
 const SOURCES: readonly TraceSourceName[] = ['bpf', 'destroy-multicast'];
+/** How often a trace checks whether events were lost (a comparison), and the least time between two reconciliations. */
+const LOSS_CHECK_MS = 1000;
+const RECONCILE_MIN_MS = 5000;
 
 type CheckedOptions = Required<TraceOptions> & { sourceGiven: boolean };
 
@@ -89,6 +98,8 @@ export interface TraceInternals {
    * cookie filter); the destroy multicast has no such filter and relies on `only`.
    */
   byCookie?: boolean;
+  /** Told how many connections were forgotten after a loss (their ends lost, the kernel has them no more). */
+  onForgotten?: (count: number) => void;
 }
 
 /** @internal The key of `InternalTrace`'s look-up: a symbol, so a trace handed to users shows no such method. */
@@ -113,7 +124,7 @@ export interface InternalTrace extends ConnectionTrace {
 
 /** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
 export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOptions, internals: TraceInternals = {}): InternalTrace {
-  const { only, endsOnly = false, onPending, byCookie = false } = internals;
+  const { only, endsOnly = false, onPending, byCookie = false, onForgotten } = internals;
   let source: TraceSourceName = o.source;
   let reason: string | undefined;
   if (source === 'bpf' && !o.sourceGiven) {
@@ -158,6 +169,22 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   const running = bpf ?? openSampled(observe, { interval, owners: o.owners, now, only });
   // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+  // After a loss, the connections whose end was lost are found by what the kernel still has: one
+  // dump of each namespace they live in (at most every few seconds), and forgotten.
+  let lostSeen = 0;
+  let reconciledAt = -Infinity;
+  const lossCheck = setInterval(() => {
+    if (closed || running.lost === lostSeen || performance.now() - reconciledAt < RECONCILE_MIN_MS) return;
+    lostSeen = running.lost;
+    reconciledAt = performance.now();
+    const byNetns = new Map<string, Set<string> | null>();
+    const gone = tracker.prune((cookie, netns = home) => {
+      let alive = byNetns.get(netns);
+      if (alive === undefined) byNetns.set(netns, (alive = cookiesIn(netns, home, namespaces)));
+      return alive === null || alive.has(cookie);
+    });
+    if (gone > 0) onForgotten?.(gone);
+  }, LOSS_CHECK_MS).unref();
   const trace: InternalTrace = {
     source,
     ...(reason !== undefined ? { reason } : {}),
@@ -174,6 +201,7 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
       if (closed) return;
       closed = true;
       clearInterval(keepAlive);
+      clearInterval(lossCheck);
       running.close();
       successors.close();
       tracker.clear();
@@ -197,4 +225,28 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     },
   };
   return trace;
+}
+
+/** Every state but TIME_WAIT: a connection whose full socket is gone has ended, though its TIME_WAIT keeps the cookie. */
+const FULL_SOCKET_STATES = TCP_STATES.filter((s) => s !== 'TIME_WAIT');
+
+/**
+ * The cookies of the full TCP sockets in the network namespace with this cookie, or null when it
+ * cannot be looked at (not found, or not entered): then nothing of it is forgotten.
+ */
+function cookiesIn(netns: string, home: string, namespaces: NamespaceIndex): Set<string> | null {
+  const filter = { states: FULL_SOCKET_STATES };
+  try {
+    if (netns === home) return new Set(sockets(filter).map((s) => s.cookie));
+    const ref = namespaces.find(netns);
+    if (ref === undefined) return null;
+    const fd = fs.openSync(ref.path, 'r');
+    try {
+      return new Set(socketsIn(fd, filter).map((s) => s.cookie));
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
 }

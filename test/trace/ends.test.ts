@@ -118,3 +118,28 @@ describe('EndTracker on sampled states (destroy multicast)', () => {
     expect(closedFirst(['ESTABLISHED', 'CLOSE'], undefined)).toBeUndefined();
   });
 });
+
+describe('EndTracker.prune(): connections whose end was lost', () => {
+  it('forgets those the predicate says are gone, with their namespace, and keeps the rest', () => {
+    const tracker = new EndTracker('bpf');
+    run(tracker, [['CLOSE', 'SYN_SENT'], ['SYN_SENT', 'ESTABLISHED']], '00000000000000a1');
+    run(tracker, [['CLOSE', 'SYN_SENT'], ['SYN_SENT', 'ESTABLISHED']], '00000000000000a2');
+    run(tracker, [['LISTEN', 'SYN_RECV'], ['SYN_RECV', 'ESTABLISHED']], '00000000000000a3');
+    expect(tracker.size).toBe(3);
+    const asked: [string, string | undefined][] = [];
+    const gone = tracker.prune((cookie, netns) => {
+      asked.push([cookie, netns]);
+      return cookie !== '00000000000000a2';
+    });
+    expect(gone).toBe(1);
+    expect(tracker.size).toBe(2);
+    expect(asked.sort()).toEqual([
+      ['00000000000000a1', '0000000000000001'],
+      ['00000000000000a2', '0000000000000001'],
+      ['00000000000000a3', '0000000000000001'],
+    ]);
+    // A socket forgotten and then seen again is followed anew.
+    expect(run(tracker, [['ESTABLISHED', 'FIN_WAIT1']], '00000000000000a2')).toBeUndefined();
+    expect(tracker.size).toBe(3);
+  });
+});
