@@ -46,6 +46,8 @@ class StateChanges : public Napi::ObjectWrap<StateChanges> {
   Napi::Value Lost(const Napi::CallbackInfo& info);
   Napi::Value AddCookie(const Napi::CallbackInfo& info);
   Napi::Value RemoveCookie(const Napi::CallbackInfo& info);
+  Napi::Value AddPort(const Napi::CallbackInfo& info);
+  Napi::Value RemovePort(const Napi::CallbackInfo& info);
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
     Release();
     return info.Env().Undefined();
@@ -55,21 +57,27 @@ class StateChanges : public Napi::ObjectWrap<StateChanges> {
   void Release();
   void Load(Napi::Env env, const SockLayout& layout);
   void Map(Napi::Env env);
-  // The 8 bytes of a cookie (host order) at info[0] + info[1], for the cookie map's calls.
-  const uint8_t* CookieArg(const Napi::CallbackInfo& info);
+  // The `size` bytes of a key at info[0] + info[1], for the calls on the map `fd` (made when
+  // `made` > 0: else EINVAL, EBADF once closed).
+  const uint8_t* KeyArg(const Napi::CallbackInfo& info, size_t size, int fd, uint32_t made);
+  // One element of a filter map: in (BPF_ANY) or out; the outcome of the bpf(2) call.
+  static Napi::Value Update(const Napi::CallbackInfo& info, int fd, const uint8_t* key);
+  static Napi::Value Delete(const Napi::CallbackInfo& info, int fd, const uint8_t* key);
 
-  int ring_fd_ = -1, lost_fd_ = -1, cookies_fd_ = -1, prog_fd_ = -1, link_fd_ = -1;
+  int ring_fd_ = -1, lost_fd_ = -1, cookies_fd_ = -1, ports_fd_ = -1, prog_fd_ = -1, link_fd_ = -1;
   size_t ring_size_ = 0, page_ = 0;
   void* consumer_ = MAP_FAILED;  // one page, read-write: consumer_pos
   void* producer_ = MAP_FAILED;  // producer_pos page, then the data twice (records may wrap)
   void* lost_ = MAP_FAILED;      // the lost-records counter's page (the array map, mmapable)
   bool close_only_ = false;      // the program writes only changes into CLOSE
   uint32_t max_cookies_ = 0;     // > 0: the cookie map's size, and only its sockets are written
+  uint32_t wake_bytes_ = 0;      // > 0: a record wakes the reader only once this many bytes wait
+  uint32_t max_ports_ = 0;       // > 0: the port map's size, and the sockets on its ports are written
 };
 
 void StateChanges::Release() {
   // The link first: no record is written once it is closed.
-  for (int* fd : {&link_fd_, &prog_fd_, &cookies_fd_, &lost_fd_, &ring_fd_}) {
+  for (int* fd : {&link_fd_, &prog_fd_, &cookies_fd_, &ports_fd_, &lost_fd_, &ring_fd_}) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
@@ -86,6 +94,12 @@ StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<St
   int max_cookies = info.Length() > 2 ? IntArg(info, 2) : 0;
   if (max_cookies < 0) throw OutOfRange(env, "argument 2 must be >= 0");
   max_cookies_ = static_cast<uint32_t>(max_cookies);
+  int wake_bytes = info.Length() > 3 ? IntArg(info, 3) : 0;
+  if (wake_bytes < 0) throw OutOfRange(env, "argument 3 must be >= 0");
+  wake_bytes_ = static_cast<uint32_t>(wake_bytes);
+  int max_ports = info.Length() > 4 ? IntArg(info, 4) : 0;
+  if (max_ports < 0) throw OutOfRange(env, "argument 4 must be >= 0");
+  max_ports_ = static_cast<uint32_t>(max_ports);
   page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   // The kernel wants a power of 2 that is a multiple of the page size.
   if (ring < static_cast<int>(page_) || (ring & (ring - 1)) != 0) {
@@ -146,7 +160,20 @@ void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
       throw BpfError(env, err, "BPF_MAP_CREATE");
     }
   }
-  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_, cookies_fd_);
+  if (max_ports_ > 0) {
+    memset(&attr, 0, sizeof(attr));
+    attr.map_type = BPF_MAP_TYPE_HASH;
+    attr.key_size = 16;
+    attr.value_size = 1;
+    attr.max_entries = max_ports_;
+    memcpy(attr.map_name, "finwait_ports", 14);
+    ports_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
+    if (ports_fd_ < 0) {
+      int err = errno;
+      throw BpfError(env, err, "BPF_MAP_CREATE");
+    }
+  }
+  std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_, cookies_fd_, ports_fd_, wake_bytes_);
   static const char kLicense[] = "Dual MIT/GPL";  // GPL-compatible: GPL-only helpers allowed
   std::vector<char> log;
   for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {
@@ -243,24 +270,22 @@ Napi::Value StateChanges::Lost(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(value));
 }
 
-const uint8_t* StateChanges::CookieArg(const Napi::CallbackInfo& info) {
+const uint8_t* StateChanges::KeyArg(const Napi::CallbackInfo& info, size_t size, int fd, uint32_t made) {
   Napi::Env env = info.Env();
   Napi::TypedArrayOf<uint8_t> bytes = Uint8ArrayArg(info, 0);
   int offset = IntArg(info, 1);
-  if (offset < 0 || static_cast<size_t>(offset) + 8 > bytes.ByteLength()) {
-    throw OutOfRange(env, "argument 1 must leave 8 bytes of argument 0 from it");
+  if (offset < 0 || static_cast<size_t>(offset) + size > bytes.ByteLength()) {
+    throw OutOfRange(env, "argument 1 must leave " + std::to_string(size) + " bytes of argument 0 from it");
   }
-  if (cookies_fd_ < 0) throw ErrnoError(env, max_cookies_ > 0 ? EBADF : EINVAL, "bpf");
+  if (fd < 0) throw ErrnoError(env, made > 0 ? EBADF : EINVAL, "bpf");
   return bytes.Data() + offset;
 }
 
-// addCookie(bytes, offset): the cookie (8 bytes, host order) joins the filter. E2BIG when full.
-Napi::Value StateChanges::AddCookie(const Napi::CallbackInfo& info) {
-  const uint8_t* key = CookieArg(info);
+Napi::Value StateChanges::Update(const Napi::CallbackInfo& info, int fd, const uint8_t* key) {
   uint8_t value = 1;
   bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
-  attr.map_fd = static_cast<uint32_t>(cookies_fd_);
+  attr.map_fd = static_cast<uint32_t>(fd);
   attr.key = reinterpret_cast<uint64_t>(key);
   attr.value = reinterpret_cast<uint64_t>(&value);
   attr.flags = BPF_ANY;
@@ -271,12 +296,10 @@ Napi::Value StateChanges::AddCookie(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// removeCookie(bytes, offset) -> whether the cookie was in the filter.
-Napi::Value StateChanges::RemoveCookie(const Napi::CallbackInfo& info) {
-  const uint8_t* key = CookieArg(info);
+Napi::Value StateChanges::Delete(const Napi::CallbackInfo& info, int fd, const uint8_t* key) {
   bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
-  attr.map_fd = static_cast<uint32_t>(cookies_fd_);
+  attr.map_fd = static_cast<uint32_t>(fd);
   attr.key = reinterpret_cast<uint64_t>(key);
   if (Bpf(BPF_MAP_DELETE_ELEM, &attr) != 0) {
     int err = errno;
@@ -284,6 +307,27 @@ Napi::Value StateChanges::RemoveCookie(const Napi::CallbackInfo& info) {
     throw BpfError(info.Env(), err, "BPF_MAP_DELETE_ELEM");
   }
   return Napi::Boolean::New(info.Env(), true);
+}
+
+// addCookie(bytes, offset): the cookie (8 bytes, host order) joins the filter. E2BIG when full.
+Napi::Value StateChanges::AddCookie(const Napi::CallbackInfo& info) {
+  return Update(info, cookies_fd_, KeyArg(info, 8, cookies_fd_, max_cookies_));
+}
+
+// removeCookie(bytes, offset) -> whether the cookie was in the filter.
+Napi::Value StateChanges::RemoveCookie(const Napi::CallbackInfo& info) {
+  return Delete(info, cookies_fd_, KeyArg(info, 8, cookies_fd_, max_cookies_));
+}
+
+// addPort(bytes, offset): the 16-byte key (namespace cookie, port; bpf_linux.h) joins the port
+// filter. E2BIG when full.
+Napi::Value StateChanges::AddPort(const Napi::CallbackInfo& info) {
+  return Update(info, ports_fd_, KeyArg(info, 16, ports_fd_, max_ports_));
+}
+
+// removePort(bytes, offset) -> whether the key was in the port filter.
+Napi::Value StateChanges::RemovePort(const Napi::CallbackInfo& info) {
+  return Delete(info, ports_fd_, KeyArg(info, 16, ports_fd_, max_ports_));
 }
 
 }  // namespace
@@ -295,6 +339,8 @@ Napi::Function BpfStateChangesClass(Napi::Env env) {
                                     StateChanges::InstanceMethod<&StateChanges::Lost>("lost"),
                                     StateChanges::InstanceMethod<&StateChanges::AddCookie>("addCookie"),
                                     StateChanges::InstanceMethod<&StateChanges::RemoveCookie>("removeCookie"),
+                                    StateChanges::InstanceMethod<&StateChanges::AddPort>("addPort"),
+                                    StateChanges::InstanceMethod<&StateChanges::RemovePort>("removePort"),
                                     StateChanges::InstanceMethod<&StateChanges::CloseMethod>("close")});
 }
 

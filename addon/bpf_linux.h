@@ -45,8 +45,15 @@ constexpr int kRecord = 136;
 // instead of one per change.
 // `cookies_fd` (-1: none) is a hash map keyed by socket cookie (u64): only changes of sockets
 // whose cookie is in it are written, and a change into CLOSE (the socket's end) takes it out.
+// With neither map, every change is written.
+// `ports_fd` (-1: none) is a hash map keyed by 16 bytes, the namespace cookie (u64) then the local
+// port as in the record (2 bytes, network order) and 6 zero bytes: the changes of the sockets on
+// those ports are written too (with `cookies_fd`, a change is written if either map has it).
+// `wake_bytes` (0: every record wakes the reader): a record wakes the reader only when that many
+// bytes (or more) wait in the ring, so a reader that also reads on a timer takes no interrupt per
+// record.
 std::vector<bpf_insn> StateChangeProgram(const SockLayout& layout, int ring_fd, int lost_fd, bool close_only,
-                                         int cookies_fd);
+                                         int cookies_fd, int ports_fd, uint32_t wake_bytes);
 
 }  // namespace finwait
 

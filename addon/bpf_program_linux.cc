@@ -70,7 +70,7 @@ class Assembler {
 }  // namespace
 
 std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int lost_fd, bool close_only,
-                                         int cookies_fd) {
+                                         int cookies_fd, int ports_fd, uint32_t wake_bytes) {
   Assembler a;
   // ctx is the tracepoint's arguments as u64: sk, oldstate, newstate.
   a.Load(BPF_DW, BPF_REG_8, BPF_REG_1, 8);
@@ -88,6 +88,8 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
   a.Mov(BPF_REG_1, BPF_REG_6);
   a.Call(BPF_FUNC_get_socket_cookie);
   a.Store(BPF_DW, BPF_REG_10, -16, BPF_REG_0);
+  // Jumps to the record's writing, from a filter that kept the change (patched below).
+  std::vector<size_t> to_write;
   if (cookies_fd >= 0) {
     // Only the sockets whose cookie is in the map; their end (a change into CLOSE) takes it out,
     // so a socket costs one update from user space, not two.
@@ -95,7 +97,10 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
     a.Mov(BPF_REG_2, BPF_REG_10);
     a.AddImm(BPF_REG_2, -16);
     a.Call(BPF_FUNC_map_lookup_elem);
-    a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
+    size_t absent = a.code.size();
+    // Not in the map: the port filter may still keep it, or nothing does.
+    if (ports_fd < 0) a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
+    else a.Emit(Insn(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, 0, 0));
     size_t open = a.code.size();
     a.Emit(Insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_9, 0, 0, 7));  // not an end: keep it
     a.LoadMap(BPF_REG_1, cookies_fd);
@@ -103,7 +108,29 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
     a.AddImm(BPF_REG_2, -16);
     a.Call(BPF_FUNC_map_delete_elem);
     a.code[open].off = static_cast<int16_t>(a.code.size() - open - 1);
+    if (ports_fd >= 0) {
+      to_write.push_back(a.code.size());
+      a.Emit(Insn(BPF_JMP | BPF_JA, 0, 0, 0, 0));
+      a.code[absent].off = static_cast<int16_t>(a.code.size() - absent - 1);
+    }
   }
+  if (ports_fd >= 0) {
+    // Only the sockets whose (namespace cookie, local port) is in the map: a server's listening
+    // port, so its connections cost nothing in user space when they are accepted. The key, at
+    // fp - 32: u64 net_cookie, then the port's 2 bytes as in inet_sport (network order), then 0s.
+    a.Load(BPF_DW, BPF_REG_1, BPF_REG_6, static_cast<int16_t>(l.net));
+    a.Load(BPF_DW, BPF_REG_1, BPF_REG_1, static_cast<int16_t>(l.net_cookie));
+    a.Store(BPF_DW, BPF_REG_10, -32, BPF_REG_1);
+    a.StoreImm(BPF_DW, BPF_REG_10, -24, 0);
+    a.Load(BPF_H, BPF_REG_1, BPF_REG_6, static_cast<int16_t>(l.sport));
+    a.Store(BPF_H, BPF_REG_10, -24, BPF_REG_1);
+    a.LoadMap(BPF_REG_1, ports_fd);
+    a.Mov(BPF_REG_2, BPF_REG_10);
+    a.AddImm(BPF_REG_2, -32);
+    a.Call(BPF_FUNC_map_lookup_elem);
+    a.JumpOut(BPF_JEQ, BPF_REG_0, 0);
+  }
+  for (size_t at : to_write) a.code[at].off = static_cast<int16_t>(a.code.size() - at - 1);
   a.LoadMap(BPF_REG_1, ring_fd);
   a.MovImm(BPF_REG_2, kRecord);
   a.MovImm(BPF_REG_3, 0);
@@ -145,8 +172,19 @@ std::vector<bpf_insn> StateChangeProgram(const SockLayout& l, int ring_fd, int l
   // sk_flags is an unsigned long: loaded whole, its low 32 bits stored (whatever the byte order).
   a.Load(BPF_DW, BPF_REG_1, BPF_REG_6, static_cast<int16_t>(l.flags));
   a.Store(BPF_W, BPF_REG_7, 132, BPF_REG_1);
+  if (wake_bytes > 0) {
+    // The reader is woken (an IRQ-work interrupt each time) only once wake_bytes wait in the
+    // ring; it reads the rest on its own timer.
+    a.LoadMap(BPF_REG_1, ring_fd);
+    a.MovImm(BPF_REG_2, BPF_RB_AVAIL_DATA);
+    a.Call(BPF_FUNC_ringbuf_query);
+    a.MovImm(BPF_REG_2, BPF_RB_FORCE_WAKEUP);
+    a.Emit(Insn(BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, 0, 1, static_cast<int32_t>(wake_bytes)));
+    a.MovImm(BPF_REG_2, BPF_RB_NO_WAKEUP);
+  } else {
+    a.MovImm(BPF_REG_2, 0);
+  }
   a.Mov(BPF_REG_1, BPF_REG_7);
-  a.MovImm(BPF_REG_2, 0);
   a.Call(BPF_FUNC_ringbuf_submit);
   a.JumpOut(BPF_JA, 0, 0);
   // The ring was full: the record is lost; add one to the counter (array map, key 0).

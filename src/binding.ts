@@ -63,6 +63,13 @@ export interface NativeStateChanges {
   addCookie(bytes: Uint8Array, offset: number): void;
   /** Takes that cookie out of the filter; false if it was not in. */
   removeCookie(bytes: Uint8Array, offset: number): boolean;
+  /**
+   * Adds the 16-byte key at `offset` (namespace cookie, u64 host order; local port, 2 bytes in
+   * network order; 6 zero bytes) to the port filter (a source made with `maxPorts` > 0; else EINVAL).
+   */
+  addPort(bytes: Uint8Array, offset: number): void;
+  /** Takes that key out of the port filter; false if it was not in. */
+  removePort(bytes: Uint8Array, offset: number): boolean;
   /** Detaches the program and releases everything (idempotent). */
   close(): void;
 }
@@ -202,8 +209,12 @@ export interface Native {
    * EPERM` without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), `ENOTSUP` without BTF (`open`) or
    * a field it reads (`read`), and a refused load with the verifier's last words in the message.
    * `maxCookies` > 0 gives it a cookie filter of that size (only the sockets added are written).
+   * `wakeBytes` > 0: a record makes `fd` readable only once that many bytes wait in the ring (the
+   * caller reads the rest on a timer); 0 (the default): every record does. `maxPorts` > 0 gives it
+   * a port filter of that size (the sockets on the ports added are written; with a cookie filter
+   * too, a change either keeps is written).
    */
-  BpfStateChanges?: new (ringBytes: number, closeOnly: boolean, maxCookies?: number) => NativeStateChanges;
+  BpfStateChanges?: new (ringBytes: number, closeOnly: boolean, maxCookies?: number, wakeBytes?: number, maxPorts?: number) => NativeStateChanges;
   /**
    * Calls `onReadable(status)` (0, or a negative libuv errno) each time `fd` is readable. With
    * `ownsFd`, the fd is closed with the handle (by `close()`, or when the object is collected or

@@ -74,6 +74,21 @@ export interface StateChangeOptions {
   byCookie?: boolean;
   /** With `byCookie`: how many cookies the filter holds at once (default 65,536; 1 to 2^24). */
   maxCookies?: number;
+  /**
+   * Only changes of the sockets on the local ports given to `stream.addPort()` (each in one
+   * network namespace): a server's listening port, whose connections then need no call each
+   * (every socket on that port is reported, whatever process holds it). With `byCookie` too, a
+   * change is reported if either filter keeps it. The filter holds up to 1,024 ports.
+   */
+  byPort?: boolean;
+  /**
+   * Milliseconds a change may wait in the ring before it is read (0 to 60,000; default 0: each
+   * change wakes the process). The kernel wakes a reader with an interrupt (IRQ work) per record;
+   * with a delay, changes are read on a timer of that period, or as soon as an eighth of the ring
+   * is full, so a busy host costs no interrupt per change. For consumers that count rather than
+   * wait on a change.
+   */
+  maxDelay?: number;
 }
 
 /** An open source of state changes; the BPF program runs until `close()`. */
@@ -95,6 +110,15 @@ export interface StateChangeStream {
   addCookie(cookie: bigint): void;
   /** With `byCookie`: stops reporting the socket's changes; false if its cookie was not in the filter. */
   removeCookie(cookie: bigint): boolean;
+  /**
+   * With `byPort`: changes of the sockets whose local port is `port` in the network namespace
+   * whose cookie is `netnsCookie` (`SO_NETNS_COOKIE`) are reported from now on, until
+   * `removePort()`. Throws `ERR_FINWAIT_NO_PORT_FILTER` on a stream opened without `byPort`,
+   * `ERR_FINWAIT_STREAM_CLOSED` once closed, `E2BIG` when 1,024 ports are in.
+   */
+  addPort(netnsCookie: bigint, port: number): void;
+  /** With `byPort`: stops reporting that port's changes; false if it was not in the filter. */
+  removePort(netnsCookie: bigint, port: number): boolean;
 }
 
 /** Ring buffer size: ~7,280 records (136 bytes and an 8-byte header each) before the kernel drops any. */
@@ -123,7 +147,13 @@ function explain(error: CodedError & { command?: string }): CodedError {
 const MAX_COOKIES = 65_536;
 const MAX_COOKIES_LIMIT = 2 ** 24;
 
-function open(closeOnly = false, maxCookies = 0): NativeStateChanges {
+/** The port filter's size. */
+const MAX_PORTS = 1024;
+/** With `maxDelay`: the bytes waiting in the ring that wake the reader before its timer (an eighth of it, ~910 records). */
+const WAKE_BYTES = RING_BYTES / 8;
+const MAX_DELAY_LIMIT = 60_000;
+
+function open(closeOnly = false, maxCookies = 0, maxDelay = 0, byPort = false): NativeStateChanges {
   const addon = native();
   if (!addon.BpfStateChanges) {
     throw codedError(
@@ -132,7 +162,7 @@ function open(closeOnly = false, maxCookies = 0): NativeStateChanges {
     );
   }
   try {
-    return new addon.BpfStateChanges(RING_BYTES, closeOnly, maxCookies);
+    return new addon.BpfStateChanges(RING_BYTES, closeOnly, maxCookies, maxDelay > 0 ? WAKE_BYTES : 0, byPort ? MAX_PORTS : 0);
   } catch (error) {
     throw explain(error as CodedError);
   }
@@ -158,6 +188,39 @@ export function stateChangesUnavailable(): string | undefined {
   return why ?? undefined;
 }
 
+/** IPv4 addresses as text, by their 4 bytes read as a u32: a host's records name few addresses. */
+const v4Text = new Map<number, string>();
+
+function v4Address(view: DataView, at: number): string {
+  const key = view.getUint32(at);
+  let text = v4Text.get(key);
+  if (text === undefined) {
+    if (v4Text.size >= 4096) v4Text.clear();
+    v4Text.set(key, (text = formatAddress(view, at, false)));
+  }
+  return text;
+}
+
+/** The last `comm` decoded, and its 16 bytes: most records of a batch name the same process. */
+const lastComm = new Uint8Array(16);
+let lastCommText = '';
+
+function commAt(buffer: Uint8Array, at: number): string {
+  let same = true;
+  for (let i = 0; i < 16; i++) {
+    if (buffer[at + i] !== lastComm[i]) {
+      same = false;
+      break;
+    }
+  }
+  if (same) return lastCommText;
+  let end = at;
+  while (end < at + 16 && buffer[end] !== 0) end++;
+  lastComm.set(buffer.subarray(at, at + 16));
+  lastCommText = Buffer.from(buffer.buffer, buffer.byteOffset + at, end - at).toString('utf8');
+  return lastCommText;
+}
+
 /**
  * Decodes the `count` records in `buffer` into `out`, leaving out same-state records (a close()
  * after shutdown() stores FIN_WAIT1 again) and states this table does not know.
@@ -170,22 +233,20 @@ function decode(buffer: Uint8Array, count: number, out: StateChange[]): void {
     const to = stateName(buffer[at + 33]);
     if (from === undefined || to === undefined || from === to) continue;
     const v6 = view.getUint16(at + 34, LE) === AF_INET6;
-    let end = at + 104;
-    while (end < at + 120 && buffer[end] !== 0) end++;
     out.push({
       time: view.getBigUint64(at, LE),
       cookie: view.getBigUint64(at + 8, LE),
       netnsCookie: view.getBigUint64(at + 16, LE),
       family: v6 ? 6 : 4,
-      localAddress: formatAddress(view, v6 ? at + 72 : at + 120, v6),
+      localAddress: v6 ? formatAddress(view, at + 72, true) : v4Address(view, at + 120),
       localPort: view.getUint16(at + 40),
-      remoteAddress: formatAddress(view, v6 ? at + 88 : at + 124, v6),
+      remoteAddress: v6 ? formatAddress(view, at + 88, true) : v4Address(view, at + 124),
       remotePort: view.getUint16(at + 42),
       from,
       to,
       error: view.getInt32(at + 36, LE),
       pid: LE ? view.getUint32(at + 28, true) : view.getUint32(at + 24, false),
-      comm: Buffer.from(buffer.buffer, buffer.byteOffset + at + 104, end - at - 104).toString('utf8'),
+      comm: commAt(buffer, at + 104),
       retransmits: view.getUint32(at + 44, LE),
       unackedBytes: (view.getUint32(at + 52, LE) - view.getUint32(at + 48, LE)) >>> 0,
       bytesReceived: view.getBigUint64(at + 56, LE),
@@ -204,6 +265,16 @@ export interface StateRecordStream extends StateChangeStream {
   removeCookieAt(bytes: Uint8Array, offset: number): boolean;
 }
 
+function portArgs(netnsCookie: unknown, port: unknown, key: DataView): void {
+  if (typeof netnsCookie !== 'bigint') throw invalidArgType('netnsCookie', 'of type bigint', netnsCookie);
+  if (netnsCookie <= 0n || netnsCookie >= 1n << 64n) throw outOfRange('netnsCookie', '>= 1n and < 2n ** 64n', netnsCookie);
+  if (typeof port !== 'number') throw invalidArgType('port', 'of type number', port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw outOfRange('port', 'an integer >= 1 and <= 65535', port);
+  key.setBigUint64(0, netnsCookie, LE);
+  // The port as the program reads it from the socket (inet_sport): network order.
+  key.setUint16(8, port, false);
+}
+
 function cookieArg(cookie: unknown): bigint {
   if (typeof cookie !== 'bigint') throw invalidArgType('cookie', 'of type bigint', cookie);
   if (cookie <= 0n || cookie >= 1n << 64n) throw outOfRange('cookie', '>= 1n and < 2n ** 64n', cookie);
@@ -215,6 +286,9 @@ class Stream implements StateRecordStream {
   #poll: NativeFdPoll | undefined;
   #lost = 0;
   readonly #filtered: boolean;
+  readonly #byPort: boolean;
+  /** A port filter's key (bpf_linux.h): the namespace cookie, the port, zeros. */
+  readonly #portKey = new Uint8Array(16);
   readonly #buffer = new Uint8Array(RECORD * BATCH);
   readonly #view = new DataView(this.#buffer.buffer);
   readonly #cookie = new BigUint64Array(1);
@@ -227,13 +301,18 @@ class Stream implements StateRecordStream {
   #lostSeen = 0;
   // The uv_poll_t never keeps the loop alive; this timer does, while the stream is ref'd.
   readonly #keepAlive = setInterval(() => {}, 2 ** 31 - 1);
+  /** With `maxDelay`: reads what waits in the ring (the kernel wakes the poll only for a full eighth of it). */
+  readonly #reader: NodeJS.Timeout | undefined;
 
-  constructor(source: NativeStateChanges, sink: RecordSink, filtered: boolean, onLost?: () => void, drained?: () => void) {
+  constructor(source: NativeStateChanges, sink: RecordSink, o: Opened, onLost?: () => void, drained?: () => void) {
+    const { maxDelay } = o;
     this.#source = source;
     this.#sink = sink;
-    this.#filtered = filtered;
+    this.#filtered = o.maxCookies > 0;
+    this.#byPort = o.byPort;
     this.#onLost = onLost;
     this.#drained = drained;
+    if (maxDelay > 0) this.#reader = setInterval(() => this.#drain(0), maxDelay).unref();
     if (onLost) this.#lostSeen = source.lost();
     try {
       this.#poll = new (native().FdPoll)(source.fd, (status) => this.#drain(status));
@@ -259,6 +338,7 @@ class Stream implements StateRecordStream {
 
   close(): void {
     clearInterval(this.#keepAlive);
+    clearInterval(this.#reader);
     this.#poll?.close();
     this.#poll = undefined;
     if (this.#source) this.#lost = this.#source.lost();
@@ -270,6 +350,29 @@ class Stream implements StateRecordStream {
     if (!this.#filtered) throw codedError('ERR_FINWAIT_NO_COOKIE_FILTER', 'This stream has no cookie filter: open it with { byCookie: true }');
     if (!this.#source) throw codedError('ERR_FINWAIT_STREAM_CLOSED', 'The stream of state changes is closed');
     return this.#source;
+  }
+
+  #portFilter(): NativeStateChanges {
+    if (!this.#byPort) throw codedError('ERR_FINWAIT_NO_PORT_FILTER', 'This stream has no port filter: open it with { byPort: true }');
+    if (!this.#source) throw codedError('ERR_FINWAIT_STREAM_CLOSED', 'The stream of state changes is closed');
+    return this.#source;
+  }
+
+  addPort(netnsCookie: bigint, port: number): void {
+    portArgs(netnsCookie, port, new DataView(this.#portKey.buffer));
+    const source = this.#portFilter();
+    try {
+      source.addPort(this.#portKey, 0);
+    } catch (error) {
+      const e = error as CodedError;
+      if (e.code === 'E2BIG') e.message = `The port filter is full (${MAX_PORTS} ports): ${e.message}`;
+      throw e;
+    }
+  }
+
+  removePort(netnsCookie: bigint, port: number): boolean {
+    portArgs(netnsCookie, port, new DataView(this.#portKey.buffer));
+    return this.#portFilter().removePort(this.#portKey, 0);
   }
 
   addCookie(cookie: bigint): void {
@@ -327,13 +430,16 @@ class Stream implements StateRecordStream {
 interface Opened {
   closeOnly: boolean;
   maxCookies: number;
+  maxDelay: number;
+  byPort: boolean;
 }
 
 function options(value: unknown): Opened {
   if (typeof value !== 'object' || value === null) throw invalidArgType('options', 'an object', value);
-  const { closeOnly = false, byCookie = false, maxCookies } = value as StateChangeOptions;
+  const { closeOnly = false, byCookie = false, maxCookies, maxDelay = 0, byPort = false } = value as StateChangeOptions;
   if (typeof closeOnly !== 'boolean') throw invalidArgType('options.closeOnly', 'a boolean', closeOnly);
   if (typeof byCookie !== 'boolean') throw invalidArgType('options.byCookie', 'a boolean', byCookie);
+  if (typeof byPort !== 'boolean') throw invalidArgType('options.byPort', 'a boolean', byPort);
   if (maxCookies !== undefined) {
     if (!byCookie) throw codedError('ERR_INVALID_ARG_VALUE', 'options.maxCookies is the size of the cookie filter: it needs options.byCookie');
     if (typeof maxCookies !== 'number') throw invalidArgType('options.maxCookies', 'a number', maxCookies);
@@ -341,7 +447,11 @@ function options(value: unknown): Opened {
       throw outOfRange('options.maxCookies', `an integer >= 1 and <= ${MAX_COOKIES_LIMIT}`, maxCookies);
     }
   }
-  return { closeOnly, maxCookies: byCookie ? (maxCookies ?? MAX_COOKIES) : 0 };
+  if (typeof maxDelay !== 'number') throw invalidArgType('options.maxDelay', 'a number of milliseconds', maxDelay);
+  if (!Number.isInteger(maxDelay) || maxDelay < 0 || maxDelay > MAX_DELAY_LIMIT) {
+    throw outOfRange('options.maxDelay', `an integer >= 0 and <= ${MAX_DELAY_LIMIT}`, maxDelay);
+  }
+  return { closeOnly, maxCookies: byCookie ? (maxCookies ?? MAX_COOKIES) : 0, maxDelay, byPort };
 }
 
 /**
@@ -351,8 +461,8 @@ function options(value: unknown): Opened {
  * few records.
  */
 export function openStateRecords(onRecords: RecordSink, onLost: () => void, opts: StateChangeOptions = {}): StateRecordStream {
-  const { closeOnly, maxCookies } = options(opts);
-  return new Stream(open(closeOnly, maxCookies), onRecords, maxCookies > 0, onLost);
+  const o = options(opts);
+  return new Stream(open(o.closeOnly, o.maxCookies, o.maxDelay, o.byPort), onRecords, o, onLost);
 }
 
 /**
@@ -366,7 +476,7 @@ export function openStateRecords(onRecords: RecordSink, onLost: () => void, opts
  */
 export function openStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions = {}): StateChangeStream {
   if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
-  const { closeOnly, maxCookies } = options(opts);
+  const o = options(opts);
   let changes: StateChange[] = [];
   const sink: RecordSink = (bytes, _view, count) => decode(bytes, count, changes);
   const drained = (): void => {
@@ -375,5 +485,5 @@ export function openStateChanges(onChanges: (changes: StateChange[]) => void, op
     changes = [];
     onChanges(batch);
   };
-  return new Stream(open(closeOnly, maxCookies), sink, maxCookies > 0, undefined, drained);
+  return new Stream(open(o.closeOnly, o.maxCookies, o.maxDelay, o.byPort), sink, o, undefined, drained);
 }

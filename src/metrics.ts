@@ -6,8 +6,10 @@
  *
  * Per connection it costs one getsockopt when the connection is accepted (its cookie) and a Map
  * lookup when it ends; an end freed on its way to TIME_WAIT is told from what Node saw where that
- * suffices, and looked up (a batched sock_diag request) only where it does not. One trace serves
- * every server of the process.
+ * suffices, and looked up (a batched sock_diag request) only where it does not. On BPF the program
+ * writes the ends of the sockets on each counted server's listening port (its port filter: no
+ * call per connection), read every `METRICS_DELAY_MS` or when the ring fills (no wake-up per end).
+ * One trace serves every server of the process.
  */
 import dc from 'node:diagnostics_channel';
 import type net from 'node:net';
@@ -15,7 +17,7 @@ import { native } from './binding';
 import { invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { cookieKeyOf, cookieOfKey, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
-import { checkOptions, FOLLOW, LOOK_UP, startTrace, UNFOLLOW, type InternalTrace, type TraceOptions } from './trace/trace';
+import { checkOptions, FOLLOW, FOLLOW_PORT, LOOK_UP, startTrace, UNFOLLOW, UNFOLLOW_PORT, type InternalTrace, type TraceOptions } from './trace/trace';
 
 /** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */
 export const END_CHANNEL = 'finwait:connection:end';
@@ -79,6 +81,8 @@ class Tracked implements NodeFacts {
   errorCode: string | undefined = undefined;
   /** When Node's 'close' came (ms, performance.now()). */
   closedAt: number | undefined = undefined;
+  /** Its cookie is in the BPF program's cookie filter (its server's port is not in the port filter). */
+  byCookie = false;
   /** The kernel's account, when it came before Node's 'close' and left the outcome unknown. */
   early: ConnectionEnd | undefined = undefined;
   /** The kernel's account when it hangs on a TIME_WAIT after it, until Node's 'close' says whether that needs a look. */
@@ -105,6 +109,8 @@ class Tracked implements NodeFacts {
  */
 export const END_WAIT_MS = 10 * 60_000;
 const SWEEP_MS = 60_000;
+/** On BPF, how long an end may wait in the kernel's ring before it is counted (ms). */
+const METRICS_DELAY_MS = 100;
 
 /** What Node's socket saw of the end. */
 export interface NodeFacts {
@@ -158,6 +164,53 @@ const tracked = new Map<CookieKey, Tracked>();
 let shared: InternalTrace | undefined;
 let sweeper: NodeJS.Timeout | undefined;
 let users = 0;
+/** The listening ports in the trace's port filter ("netns cookie:port"), with how many servers follow each. */
+const followedPorts = new Map<string, number>();
+
+/** A listening port in the port filter: the namespace cookie of the listener and its port. */
+interface FollowedPort {
+  netns: bigint;
+  port: number;
+}
+
+/** The network namespace cookie of the socket `fd` (SO_NETNS_COOKIE of a socket made there), 0n if unknown. */
+function netnsCookieOf(fd: number): bigint {
+  if (fd < 0) return 0n;
+  let ns = -1;
+  try {
+    ns = native().socketNetns(fd);
+    return native().netnsCookie(ns);
+  } catch {
+    return 0n;
+  } finally {
+    if (ns >= 0) native().closeFd(ns);
+  }
+}
+
+/** Adds the listener's port to the trace's port filter (one more server following it); false when it cannot. */
+function followPort(trace: InternalTrace, at: FollowedPort): boolean {
+  const key = `${at.netns}:${at.port}`;
+  const n = followedPorts.get(key);
+  if (n !== undefined) {
+    followedPorts.set(key, n + 1);
+    return true;
+  }
+  if (!trace[FOLLOW_PORT](at.netns, at.port)) return false;
+  followedPorts.set(key, 1);
+  return true;
+}
+
+/** One server fewer follows the port: out of the filter with the last. */
+function unfollowPort(at: FollowedPort): void {
+  const key = `${at.netns}:${at.port}`;
+  const n = followedPorts.get(key) ?? 0;
+  if (n > 1) {
+    followedPorts.set(key, n - 1);
+    return;
+  }
+  followedPorts.delete(key);
+  shared?.[UNFOLLOW_PORT](at.netns, at.port);
+}
 
 /** @internal Counts unknown, and forgets, the connections Node closed more than END_WAIT_MS before `now` with no end seen. */
 export function sweepMetrics(now = performance.now()): void {
@@ -166,7 +219,7 @@ export function sweepMetrics(now = performance.now()): void {
     if (t.closedAt === undefined || t.closedAt > before) continue;
     tracked.delete(key);
     // It may have ended before it was followed: its cookie would stay in the BPF filter.
-    shared?.[UNFOLLOW](cookieOfKey(key));
+    if (t.byCookie) shared?.[UNFOLLOW](cookieOfKey(key));
     t.metrics.unseen(t);
   }
 }
@@ -212,13 +265,19 @@ class Metrics implements ServerMetrics {
   #listenerKey: string | undefined;
   /** The server listens on a Unix socket (its address is a path). */
   #pipe = false;
+  /** Its listening port in the trace's port filter (BPF): its connections' ends come without a call each. */
+  #port: FollowedPort | undefined;
   readonly #onListening = (): void => {
     this.#listenerKey = undefined;
+    if (this.#port !== undefined) unfollowPort(this.#port);
+    this.#port = undefined;
   };
+  readonly #trace: InternalTrace;
 
   constructor(server: net.Server, trace: InternalTrace, label: ((socket: net.Socket) => string) | undefined) {
     this.#server = server;
     this.#label = label;
+    this.#trace = trace;
     this.source = trace.source;
     if (trace.reason !== undefined) this.reason = trace.reason;
     this.#onConnection = (socket) => this.#accept(socket);
@@ -231,12 +290,22 @@ class Metrics implements ServerMetrics {
     return this.#pending;
   }
 
-  /** The listener's `address:port`: getsockname(2) once per listen, not per connection. */
+  /**
+   * The listener's `address:port`: getsockname(2) once per listen, not per connection. Then, on
+   * BPF, its port joins the trace's port filter (the program writes the ends of every socket on
+   * it, whatever process holds it; they are matched to this server's connections by cookie).
+   */
   #listener(): string {
     if (this.#listenerKey !== undefined) return this.#listenerKey;
     const address = this.#server.address();
     this.#pipe = typeof address === 'string';
     this.#listenerKey = typeof address === 'string' ? address : address === null ? '?' : `${address.address}:${address.port}`;
+    if (typeof address === 'object' && address !== null && this.#trace.source === 'bpf') {
+      const netns = netnsCookieOf(handleFd(this.#server));
+      // 0n: a kernel before 5.14 (no SO_NETNS_COOKIE): each connection is followed by its cookie.
+      const at = { netns, port: address.port };
+      if (netns !== 0n && followPort(this.#trace, at)) this.#port = at;
+    }
     return this.#listenerKey;
   }
 
@@ -253,10 +322,13 @@ class Metrics implements ServerMetrics {
       return;
     }
     const key = cookieKeyOf(cookie);
-    // On BPF, the program writes this socket's end from now on (its cookie filter); if the filter
-    // is full, no end comes and the sweep counts it unknown.
-    shared?.[FOLLOW](cookie);
+    // On BPF, the program writes this socket's end from now on: it is on the followed port, or
+    // it joins the cookie filter; if that is full, no end comes and the sweep counts it unknown.
     const t = new Tracked(this, key, socket, listener);
+    if (this.#port === undefined && shared !== undefined) {
+      shared[FOLLOW](cookie);
+      t.byCookie = true;
+    }
     tracked.set(key, t);
     this.#pending++;
     // 'close' comes once: no once() wrapper.
@@ -322,15 +394,18 @@ class Metrics implements ServerMetrics {
     this.#closed = true;
     this.#server.off('connection', this.#onConnection);
     this.#server.off('listening', this.#onListening);
+    if (this.#port !== undefined) unfollowPort(this.#port);
+    this.#port = undefined;
     for (const [key, t] of tracked) {
       if (t.metrics !== this) continue;
       tracked.delete(key);
-      shared?.[UNFOLLOW](cookieOfKey(key));
+      if (t.byCookie) shared?.[UNFOLLOW](cookieOfKey(key));
     }
     this.#pending = 0;
     if (--users === 0) {
       shared?.close();
       shared = undefined;
+      followedPorts.clear();
       clearInterval(sweeper);
       sweeper = undefined;
     }
@@ -358,7 +433,16 @@ export function serverMetrics(server: net.Server, options: ServerMetricsOptions 
     // Counting needs each end's last state and error, not the path: the BPF program writes only the ends.
     // An end on its way to TIME_WAIT is looked up only where what Node saw does not tell it.
     // On BPF the program's cookie filter drops the other sockets' records in the kernel.
-    shared = startTrace(onEnd, checkOptions(traceOptions), { only: (key) => tracked.has(key), endsOnly: true, onPending, byCookie: true }).unref();
+    // It also writes those on the servers' listening ports (no call per connection), and lets ends
+    // wait in its ring up to METRICS_DELAY_MS (no wake-up per end).
+    shared = startTrace(onEnd, checkOptions(traceOptions), {
+      only: (key) => tracked.has(key),
+      endsOnly: true,
+      onPending,
+      byCookie: true,
+      byPort: true,
+      maxDelay: METRICS_DELAY_MS,
+    }).unref();
     sweeper = setInterval(sweepMetrics, SWEEP_MS).unref();
   }
   users++;

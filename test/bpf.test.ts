@@ -449,3 +449,173 @@ describe('openStateChanges({ byCookie: true }): the cookie filter', () => {
     }
   });
 });
+
+/** A server on 127.0.0.1 whose sockets end their reads and close when the client does, and its port. */
+async function echoServer(): Promise<{ server: net.Server; port: number; accepted: net.Socket[] }> {
+  const accepted: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    accepted.push(socket);
+    socket.resume();
+    socket.on('end', () => socket.end());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as net.AddressInfo).port, accepted };
+}
+
+/** A client that connects to `port`, ends at once and is closed when this resolves. */
+async function shortConnection(port: number): Promise<number> {
+  const client = net.connect(port, '127.0.0.1');
+  client.resume();
+  await once(client, 'connect');
+  const local = client.localPort!;
+  client.end();
+  await once(client, 'close');
+  return local;
+}
+
+describe('openStateChanges({ byPort: true }): the port filter', () => {
+  it('rejects a byPort that is not a boolean (ERR_INVALID_ARG_TYPE)', () => {
+    expect(() => openStateChanges(() => {}, { byPort: 'yes' as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+  });
+
+  itBpf('addPort() and removePort(): a namespace cookie from 1n and a port from 1 to 65535, only on a stream with the filter, only while it is open', async () => {
+    const plain = openStateChanges(() => {});
+    const filtered = openStateChanges(() => {}, { byPort: true });
+    try {
+      expect(() => plain.addPort(1n, 80)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_NO_PORT_FILTER' }));
+      expect(() => plain.removePort(1n, 80)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_NO_PORT_FILTER' }));
+      expect(() => filtered.addPort(1 as never, 80)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+      expect(() => filtered.addPort(1n, '80' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+      for (const netns of [0n, -1n, 2n ** 64n]) expect(() => filtered.addPort(netns, 80)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+      for (const port of [0, -1, 1.5, 65536, NaN]) expect(() => filtered.addPort(1n, port)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+      expect(filtered.removePort(2n ** 64n - 1n, 65535)).toBe(false); // never added
+      filtered.addPort(2n ** 64n - 1n, 65535);
+      filtered.addPort(2n ** 64n - 1n, 65535); // adding again changes nothing
+      expect(filtered.removePort(2n ** 64n - 1n, 65534)).toBe(false);
+      expect(filtered.removePort(2n ** 64n - 1n, 65535)).toBe(true);
+      expect(filtered.removePort(2n ** 64n - 1n, 65535)).toBe(false);
+    } finally {
+      plain.close();
+      filtered.close();
+    }
+    expect(() => filtered.addPort(1n, 80)).toThrow(expect.objectContaining({ code: 'ERR_FINWAIT_STREAM_CLOSED' }));
+  });
+
+  itBpf("reports only the sockets on the ports added, in that namespace (not their clients, not another port's), until removePort()", async () => {
+    const changes: StateChange[] = [];
+    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true });
+    const a = await echoServer();
+    const b = await echoServer();
+    try {
+      const netns = native().netnsCookie();
+      stream.addPort(netns, a.port);
+      // Another namespace's cookie with b's port: b's sockets are not on it.
+      stream.addPort(netns + 1n, b.port);
+      const aClient = await shortConnection(a.port);
+      const bClient = await shortConnection(b.port);
+      const ended = (port: number) => changes.filter((c) => c.localPort === port);
+      // The server end of a's connection (LAST_ACK -> CLOSE) comes; a marker connection to a
+      // again, after b's, says b's end would have come by then (the ring keeps the kernel's order).
+      const marker = await shortConnection(a.port);
+      await waitFor("a's two server ends", () => (ended(a.port).length === 2 ? true : undefined));
+      expect(ended(a.port).map((c) => [c.remotePort, c.from, c.to])).toEqual([
+        [aClient, 'LAST_ACK', 'CLOSE'],
+        [marker, 'LAST_ACK', 'CLOSE'],
+      ]);
+      expect(ended(a.port).every((c) => c.netnsCookie === netns)).toBe(true);
+      // Nothing of b's port, nor of any client (their local ports are not followed).
+      expect(changes.length).toBe(2);
+      expect(bClient).toBeGreaterThan(0);
+      expect(stream.removePort(netns, a.port)).toBe(true);
+      stream.addPort(netns, b.port);
+      await shortConnection(a.port);
+      const bLast = await shortConnection(b.port);
+      await waitFor("b's server end", () => (ended(b.port).length === 1 ? true : undefined));
+      expect(ended(b.port)[0]).toMatchObject({ remotePort: bLast, from: 'LAST_ACK', to: 'CLOSE' });
+      expect(ended(a.port).length).toBe(2);
+    } finally {
+      stream.close();
+      a.server.close();
+      b.server.close();
+    }
+  });
+
+  itBpf('with byCookie too: a change is reported if either filter keeps it', async () => {
+    const changes: StateChange[] = [];
+    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, byCookie: true, closeOnly: true });
+    const a = await echoServer();
+    const b = await echoServer();
+    try {
+      stream.addPort(native().netnsCookie(), a.port);
+      const client = net.connect(b.port, '127.0.0.1');
+      client.resume();
+      await once(client, 'connect');
+      const cookie = native().socketCookie((client as unknown as { _handle: { fd: number } })._handle.fd);
+      stream.addCookie(cookie);
+      const local = client.localPort!;
+      client.end();
+      await once(client, 'close');
+      await shortConnection(a.port);
+      await waitFor("the followed client's end and a's server end", () => (changes.length === 2 ? true : undefined));
+      expect(changes.map((c) => [c.localPort, c.to])).toEqual(expect.arrayContaining([[local, 'CLOSE'], [a.port, 'CLOSE']]));
+      expect(changes.find((c) => c.localPort === local)!.cookie).toBe(cookie);
+    } finally {
+      stream.close();
+      a.server.close();
+      b.server.close();
+    }
+  });
+});
+
+describe('openStateChanges({ maxDelay }): changes read on a timer', () => {
+  it('rejects a maxDelay that is not a number (ERR_INVALID_ARG_TYPE) or not an integer from 0 to 60,000 (ERR_OUT_OF_RANGE)', () => {
+    const open = (options: object) => () => openStateChanges(() => {}, options);
+    expect(open({ maxDelay: '10' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    for (const maxDelay of [-1, 1.5, 60_001, NaN, Infinity]) expect(open({ maxDelay })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+  });
+
+  /** The server end of a connection to `a` (LAST_ACK -> CLOSE, with the client's last ACK), once sock_diag shows it gone. */
+  async function serverEnd(a: { port: number; accepted: net.Socket[] }): Promise<number> {
+    const local = await shortConnection(a.port);
+    const tuple = { local: { address: '127.0.0.1', port: a.port }, remote: { address: '127.0.0.1', port: local } };
+    await waitFor('the server end freed', () => (findSocket(tuple) === undefined ? true : undefined));
+    return local;
+  }
+
+  itBpf('a change waits in the ring: nothing wakes the process for it', async () => {
+    const changes: StateChange[] = [];
+    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay: 60_000 });
+    const a = await echoServer();
+    try {
+      stream.addPort(native().netnsCookie(), a.port);
+      await serverEnd(a);
+      // Its record is in the ring; the loop has polled its fds since (a whole connection of another
+      // server, several turns): no call came. (The timer, 60 s away, would read it.)
+      const other = await echoServer();
+      await shortConnection(other.port);
+      other.server.close();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(changes).toEqual([]);
+      expect(stream.lost).toBe(0);
+    } finally {
+      stream.close();
+      a.server.close();
+    }
+  });
+
+  itBpf('a change is read by the timer, within maxDelay', async () => {
+    const changes: StateChange[] = [];
+    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay: 20 });
+    const a = await echoServer();
+    try {
+      stream.addPort(native().netnsCookie(), a.port);
+      const local = await serverEnd(a);
+      await waitFor('the server end read', () => (changes.length === 1 ? true : undefined));
+      expect(changes[0]).toMatchObject({ localPort: a.port, remotePort: local, from: 'LAST_ACK', to: 'CLOSE' });
+    } finally {
+      stream.close();
+      a.server.close();
+    }
+  });
+});

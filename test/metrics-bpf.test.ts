@@ -3,11 +3,14 @@
  * chooses the trace's source): each outcome as the kernel saw it, with the program writing only
  * the ends.
  */
+import { spawn } from 'node:child_process';
 import dc from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import net from 'node:net';
+import path from 'node:path';
+import readline from 'node:readline';
 import { describe, expect } from 'vitest';
-import { END_CHANNEL, queues, serverMetrics, tcpState, type ConnectionEndMessage } from '../src/index';
+import { END_CHANNEL, listenReusePort, queues, serverMetrics, tcpState, type ConnectionEndMessage } from '../src/index';
 import { bpfUnavailable } from '../src/trace/bpf-source';
 import { itNeeds, waitFor, type Availability } from './helpers';
 
@@ -80,4 +83,70 @@ describe('serverMetrics() on BPF', () => {
       server.close();
     }
   });
+
+  itNeeds(
+    'BPF (CAP_BPF and CAP_PERFMON, or root)',
+    bpf,
+    'another process accepting on the same port (SO_REUSEPORT): its connections, whose ends the port filter lets through, are never counted',
+    async () => {
+      let ours = 0;
+      const server = net.createServer((socket) => {
+        ours++;
+        socket.resume();
+        socket.on('end', () => socket.end());
+      });
+      const { port } = await listenReusePort(server, { port: 0, host: '127.0.0.1' });
+      const metrics = serverMetrics(server, { source: 'bpf' });
+      // The other process: the same port, its own connections (one line each it accepts).
+      const script = `
+        const net = require('node:net');
+        const { listenReusePort } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+        const server = net.createServer((socket) => {
+          console.log('accepted');
+          socket.resume();
+          socket.on('end', () => socket.end());
+        });
+        listenReusePort(server, { port: ${port}, host: '127.0.0.1' }).then(() => console.log('listening'));`;
+      const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let theirs = 0;
+      const lines = readline.createInterface({ input: child.stdout! });
+      const listening = new Promise<void>((resolve) => {
+        lines.on('line', (line) => {
+          if (line === 'listening') resolve();
+          else if (line === 'accepted') theirs++;
+        });
+      });
+      try {
+        await Promise.race([listening, once(child, 'exit').then(() => Promise.reject(new Error('the other process exited')))]);
+        // One connection at a time, each closed by the client first (the server's end is LAST_ACK
+        // -> CLOSE), until each process took at least three and the last was ours: its end comes
+        // after every other in the ring.
+        let made = 0;
+        let lastOurs = false;
+        while ((theirs < 3 || ours < 3 || !lastOurs) && made < 400) {
+          const before = ours;
+          const client = net.connect(port, '127.0.0.1');
+          client.resume();
+          await once(client, 'connect');
+          client.end();
+          await once(client, 'close');
+          made++;
+          // The accept reached one of the two processes by now, or soon after (the other's line).
+          await waitFor('the connection accepted', () => (ours + theirs === made ? true : undefined));
+          lastOurs = ours > before;
+        }
+        expect(theirs).toBeGreaterThanOrEqual(3);
+        expect(ours).toBeGreaterThanOrEqual(3);
+        await waitFor('our connections counted', () => (metrics.pending === 0 ? true : undefined));
+        expect(metrics.counts).toMatchObject({ graceful: ours, 'reset-sent': 0, 'reset-received': 0, unknown: 0 });
+        expect(Object.values(metrics.counts).reduce((a, b) => a + b, 0)).toBe(ours);
+      } finally {
+        metrics.close();
+        server.close();
+        child.kill();
+        lines.close();
+      }
+    },
+    20_000,
+  );
 });

@@ -47,14 +47,26 @@ function observationOf(c: StateChange): Observation {
  * Opens the BPF stream (coded errors: `EPERM` without the privilege, `ENOTSUP` where it cannot
  * load). `only(key)` drops other sockets' records before any work; `closeOnly` has the program
  * write only the ends; `byCookie` has it write only those of the sockets given to `follow()`
- * (a kernel-side filter: the host's other sockets cost no record).
+ * (a kernel-side filter: the host's other sockets cost no record); `byPort` has it write those
+ * of the sockets on the ports given to `followPort()` too; `maxDelay` lets records wait in the
+ * ring up to that many ms (no wake-up per record).
  */
 export function openBpf(
   observe: (o: Observation) => void,
   only?: (key: CookieKey) => boolean,
   closeOnly = false,
   byCookie = false,
-): { readonly lost: number; readonly samples: number; close(): void; follow(cookie: bigint): boolean; unfollow(cookie: bigint): void } {
+  byPort = false,
+  maxDelay = 0,
+): {
+  readonly lost: number;
+  readonly samples: number;
+  close(): void;
+  follow(cookie: bigint): boolean;
+  unfollow(cookie: bigint): void;
+  followPort(netnsCookie: bigint, port: number): boolean;
+  unfollowPort(netnsCookie: bigint, port: number): void;
+} {
   const stream = openStateChanges(
     (changes) => {
       for (const c of changes) {
@@ -62,7 +74,7 @@ export function openBpf(
         if (only === undefined || only(cookieKeyOf(c.cookie))) observe(observationOf(c));
       }
     },
-    { closeOnly, byCookie },
+    { closeOnly, byCookie, byPort, maxDelay },
   );
   // Whether the process stays alive is the trace's to say (ConnectionTrace.ref()/unref()).
   stream.unref();
@@ -90,6 +102,20 @@ export function openBpf(
     },
     unfollow(cookie) {
       if (byCookie && !closed) stream.removeCookie(cookie);
+    },
+    followPort(netnsCookie, port) {
+      if (!byPort || closed) return false;
+      try {
+        stream.addPort(netnsCookie, port);
+        return true;
+      } catch (error) {
+        // The filter is full (E2BIG): the caller follows that port's sockets one by one.
+        if ((error as { code?: unknown }).code === 'E2BIG') return false;
+        throw error;
+      }
+    },
+    unfollowPort(netnsCookie, port) {
+      if (byPort && !closed) stream.removePort(netnsCookie, port);
     },
   };
 }

@@ -100,6 +100,10 @@ export interface TraceInternals {
   byCookie?: boolean;
   /** Told how many connections were forgotten after a loss (their ends lost, the kernel has them no more). */
   onForgotten?: (count: number) => void;
+  /** On BPF, records are also written of the sockets on the ports given to `[FOLLOW_PORT]()` (its port filter). */
+  byPort?: boolean;
+  /** On BPF, records may wait in the ring up to this many ms (`StateChangeOptions.maxDelay`). */
+  maxDelay?: number;
 }
 
 /** @internal The key of `InternalTrace`'s look-up: a symbol, so a trace handed to users shows no such method. */
@@ -108,6 +112,9 @@ export const LOOK_UP: unique symbol = Symbol('finwait.traceLookUp');
 /** @internal The keys of `InternalTrace`'s cookie filter (`TraceInternals.byCookie`). */
 export const FOLLOW: unique symbol = Symbol('finwait.traceFollow');
 export const UNFOLLOW: unique symbol = Symbol('finwait.traceUnfollow');
+/** @internal The keys of `InternalTrace`'s port filter (`TraceInternals.byPort`). */
+export const FOLLOW_PORT: unique symbol = Symbol('finwait.traceFollowPort');
+export const UNFOLLOW_PORT: unique symbol = Symbol('finwait.traceUnfollowPort');
 
 /** @internal A trace started with `startTrace()`. */
 export interface InternalTrace extends ConnectionTrace {
@@ -120,11 +127,18 @@ export interface InternalTrace extends ConnectionTrace {
   [FOLLOW](cookie: bigint): boolean;
   /** Forgets a followed socket whose end will not come through the trace (it ended before it was followed). */
   [UNFOLLOW](cookie: bigint): void;
+  /**
+   * With `byPort`, on BPF: the sockets on this local port of this network namespace are reported
+   * from now on. False when there is no port filter (not BPF, or not asked for), it is full, or
+   * the trace is closed: then follow the sockets by cookie.
+   */
+  [FOLLOW_PORT](netnsCookie: bigint, port: number): boolean;
+  [UNFOLLOW_PORT](netnsCookie: bigint, port: number): void;
 }
 
 /** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
 export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOptions, internals: TraceInternals = {}): InternalTrace {
-  const { only, endsOnly = false, onPending, byCookie = false, onForgotten } = internals;
+  const { only, endsOnly = false, onPending, byCookie = false, onForgotten, byPort = false, maxDelay = 0 } = internals;
   let source: TraceSourceName = o.source;
   let reason: string | undefined;
   if (source === 'bpf' && !o.sourceGiven) {
@@ -165,7 +179,7 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   const now = (): number => performance.now();
   // Ends only: nothing to sample either.
   const interval = endsOnly ? undefined : o.interval;
-  const bpf = source === 'bpf' ? openBpf(observe, only, endsOnly, byCookie) : undefined;
+  const bpf = source === 'bpf' ? openBpf(observe, only, endsOnly, byCookie, byPort, maxDelay) : undefined;
   const running = bpf ?? openSampled(observe, { interval, owners: o.owners, now, only });
   // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
@@ -214,6 +228,12 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     },
     [UNFOLLOW](cookie) {
       bpf?.unfollow(cookie);
+    },
+    [FOLLOW_PORT](netnsCookie, port) {
+      return bpf !== undefined && bpf.followPort(netnsCookie, port);
+    },
+    [UNFOLLOW_PORT](netnsCookie, port) {
+      bpf?.unfollowPort(netnsCookie, port);
     },
     unref() {
       keepAlive.unref();
