@@ -11,6 +11,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/binding';
 import { recordCookie, sockets } from '../src/diag';
+import { RECORD } from '../src/bpf';
+import { recordCookieKey } from '../src/trace/bpf-source';
 import { cookieKeyOf, hexCookieKey } from '../src/trace/ends';
 import { tcpState } from '../src/index';
 import { pair, waitFor, type Pair } from './helpers';
@@ -62,6 +64,15 @@ describe('socketCookie()', () => {
     expect(cookieKeyOf(2n ** 53n)).toBe('0020000000000000');
     expect(cookieKeyOf(2n ** 64n - 1n)).toBe('ffffffffffffffff');
     for (const c of [1n, 0x1234n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n]) expect(hexCookieKey(hex(c))).toBe(cookieKeyOf(c));
+  });
+
+  it("the same read from a BPF record's bytes (host order, at 8), as the trace asks before decoding one", () => {
+    const view = new DataView(new ArrayBuffer(2 * RECORD));
+    const cookies = [1n, 0x1234_5678_9abcn, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 0xdead_beef_0000_0001n, 2n ** 64n - 1n];
+    for (const c of cookies) {
+      view.setBigUint64(RECORD + 8, c, os.endianness() === 'LE');
+      expect(recordCookieKey(view, RECORD)).toBe(cookieKeyOf(c));
+    }
   });
 
   it('coded errors: EBADF for an fd not open, ENOTSOCK for a file; a UDP socket has a cookie of its own', async () => {

@@ -4,7 +4,8 @@
  * socket on the host, with its namespace, `sk_err`, the process current at the transition, and
  * the socket's counters.
  */
-import { openStateChanges, stateChangesUnavailable, type StateChange } from '../bpf';
+import os from 'node:os';
+import { openKeptStateChanges, stateChangesUnavailable, type RecordFilter, type StateChange } from '../bpf';
 import { cookieHex } from '../diag';
 import { cookieKeyOf, type CookieKey, type Observation } from './ends';
 
@@ -16,6 +17,16 @@ export function bpfUnavailable(): string | undefined {
 /** The last namespace cookie written as hex: a host's changes come from a few namespaces, mostly one. */
 let lastNetns = -1n;
 let lastNetnsHex = '';
+
+const LE = os.endianness() === 'LE';
+const TWO_32 = 2 ** 32;
+
+/** @internal The `CookieKey` of a record's socket cookie (a u64 in host order at 8; layout in addon/bpf_linux.h), read without a bigint while it is under 2^53. */
+export function recordCookieKey(view: DataView, at: number): CookieKey {
+  const high = view.getUint32(at + (LE ? 12 : 8), LE);
+  if (high < 0x200000) return high * TWO_32 + view.getUint32(at + (LE ? 8 : 12), LE);
+  return cookieKeyOf(view.getBigUint64(at + 8, LE));
+}
 
 function observationOf(c: StateChange): Observation {
   if (c.netnsCookie !== lastNetns) {
@@ -67,14 +78,15 @@ export function openBpf(
   followPort(netnsCookie: bigint, port: number): boolean;
   unfollowPort(netnsCookie: bigint, port: number): void;
 } {
-  const stream = openStateChanges(
+  // Asked of each record before anything is made of it: most are other sockets' (with a port
+  // filter, the other processes' on the same port).
+  const keep: RecordFilter | undefined = only === undefined ? undefined : (view, at) => only(recordCookieKey(view, at));
+  const stream = openKeptStateChanges(
     (changes) => {
-      for (const c of changes) {
-        // Asked before anything is made of the record: most are other sockets'.
-        if (only === undefined || only(cookieKeyOf(c.cookie))) observe(observationOf(c));
-      }
+      for (const c of changes) observe(observationOf(c));
     },
     { closeOnly, byCookie, byPort, maxDelay },
+    keep,
   );
   // Whether the process stays alive is the trace's to say (ConnectionTrace.ref()/unref()).
   stream.unref();
