@@ -495,9 +495,7 @@ function observeState(model: CloseModel, seen: LifecycleState, when: When): Obse
       // From here (CLOSE_WAIT, LAST_ACK) no TIME_WAIT can follow: the fd's CLOSE is CLOSED.
       const done = resolved(close.model, completePath(state, 'CLOSED')!, { at, source: 'inferred' });
       // The fd's CLOSE goes before the inferred CLOSED among the entries, as in the history.
-      const entries = done.entries.slice(0, -1);
-      entries.push(close.entries[0]!, done.entries[done.entries.length - 1]!);
-      return { model: done.model, entries, anomaly: undefined };
+      return { model: done.model, entries: beforeClose(done.entries, close.entries), anomaly: undefined };
     }
     const p = completePath(state, seen);
     if (p === undefined) return forbidden(model, when, { state: seen }, 'no legal path');
@@ -531,10 +529,7 @@ function observeEvent(model: CloseModel, event: CloseEvent, when: When): Observe
   // Not yet the end: the whole path came before the fd read CLOSE, which stays unresolved.
   const close = history[history.length - 1]!;
   const before = pathEntries(p, close.at);
-  const all = history.slice(0, -1);
-  pushAll(all, before);
-  all.push(close);
-  return changed(model, all, before, to, 'CLOSE');
+  return changed(model, beforeClose(history, before), before, to, 'CLOSE');
 }
 
 /**
@@ -598,11 +593,14 @@ function entry(state: LifecycleState, when: When, event?: CloseEvent, anomaly = 
  * which is the observation `last` when given.
  */
 function pathEntries(p: Path, inferredAt: number, last?: When, length = p.path.length): HistoryEntry[] {
-  const inferred: When = { at: inferredAt, source: 'inferred' };
   const { path, events } = p;
+  // The usual one step: an array of exactly one entry (a growing one reserves 17 slots).
+  if (length === 2 && last !== undefined && events.length === 1) return [entry(path[1]!, last, events[0])];
+  let inferred: When | undefined;
   const out: HistoryEntry[] = [];
   for (let i = 1; i < length; i++) {
-    out.push(entry(path[i]!, i === events.length && last ? last : inferred, events[i - 1]));
+    const when = i === events.length && last ? last : (inferred ??= { at: inferredAt, source: 'inferred' });
+    out.push(entry(path[i]!, when, events[i - 1]));
   }
   return out;
 }
@@ -614,10 +612,8 @@ function resolved(model: CloseModel, p: Path, when: When): Observed {
   const to = p.path[p.path.length - 1]!;
   // Every step but the last, inferred at the CLOSE; the last one is this observation.
   const added = pathEntries(p, close.at, undefined, p.path.length - 1);
-  const all = history.slice(0, -1);
-  pushAll(all, added);
   const last = entry(to, when, p.events[p.events.length - 1]);
-  all.push(close, last);
+  const all = beforeClose(history, added, last);
   added.push(last);
   return changed(model, all, added, to, to);
 }
@@ -626,17 +622,33 @@ function resolved(model: CloseModel, p: Path, when: When): Observed {
 function appended(model: CloseModel, entries: readonly HistoryEntry[]): Observed {
   const state = entries[entries.length - 1]!.state;
   const settled = state !== 'CLOSE' ? state : model.state === undefined ? undefined : model.settled;
-  const history = model.history.slice();
-  pushAll(history, entries);
-  return changed(model, history, entries, settled, state);
+  return changed(model, joined(model.history, entries), entries, settled, state);
 }
 
 /**
- * Appends `items` to `to`. The model makes its arrays with this and `slice()`, not with spreads or
- * `concat()`, which cost several times as much per observation of every watched socket.
+ * A new array: `history` with `added` inserted before its last entry (an fd's unresolved CLOSE),
+ * and then `last` if given; made at its final size, as {@link joined}.
  */
-function pushAll<T>(to: T[], items: readonly T[]): void {
-  for (let i = 0; i < items.length; i++) to.push(items[i]!);
+function beforeClose(history: readonly HistoryEntry[], added: readonly HistoryEntry[], last?: HistoryEntry): HistoryEntry[] {
+  const n = history.length - 1;
+  const out = new Array<HistoryEntry>(n + added.length + (last === undefined ? 1 : 2));
+  for (let i = 0; i < n; i++) out[i] = history[i]!;
+  for (let i = 0; i < added.length; i++) out[n + i] = added[i]!;
+  out[n + added.length] = history[n]!;
+  if (last !== undefined) out[n + added.length + 1] = last;
+  return out;
+}
+
+/**
+ * A new array of `a`'s items and then `b`'s. The model makes its arrays at their final size, with
+ * loops: spreads and `concat()` cost several times as much per observation of every watched
+ * socket, and an array grown by `push()` reserves room it never uses (a copy per observation).
+ */
+function joined<T>(a: readonly T[], b: readonly T[]): T[] {
+  const out = new Array<T>(a.length + b.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]!;
+  for (let i = 0; i < b.length; i++) out[a.length + i] = b[i]!;
+  return out;
 }
 
 function changed(

@@ -29,6 +29,9 @@ import type { WatchBackend } from './watched';
 
 const debug = debuglog('finwait');
 
+/** The back-end of a lifecycle until `watch()` sets its own. */
+const POLL: WatchBackend = Object.freeze({ name: 'poll' });
+
 /** diagnostics_channel on which every transition of every watched socket is published. */
 export const STATE_CHANNEL = 'finwait:socket:state';
 const stateChannel = diagnosticsChannel.channel(STATE_CHANNEL);
@@ -90,7 +93,7 @@ export class Lifecycle extends EventEmitter {
   #ended = false;
   /** The watcher's record of the socket (`Watched`), forgotten when the lifecycle ends. */
   #watcher: unknown;
-  #backend: WatchBackend = { name: 'poll' };
+  #backend: WatchBackend = POLL;
   /**
    * The pending `until()` calls, told of every new history entry: the first one (where watching
    * began) is no `'transition'`, and can be the state waited for. Made by the first `until()`.

@@ -73,21 +73,34 @@ function askedFor(): WatchBackendName | undefined {
   return value as WatchBackendName;
 }
 
+interface Chosen {
+  readonly events: EventBackend | undefined;
+  readonly backend: WatchBackend;
+}
+
+// The choices without a reason of their own, made once (one is made per watched socket).
+const BPF: Chosen = Object.freeze({ events: bpf, backend: Object.freeze({ name: 'bpf' }) });
+const DESTROY_MULTICAST: Chosen = Object.freeze({ events: destroyMulticast, backend: Object.freeze({ name: 'destroy-multicast' }) });
+const POLL_ASKED: Chosen = Object.freeze({
+  events: undefined,
+  backend: Object.freeze({ name: 'poll', reason: `${BACKEND_VARIABLE} or setWatchBackend() asked for it` }),
+});
+
 /**
  * The back-end for a socket watched now: the one asked for, else the first that works here; one
  * that does not work falls back to the next, with the reason.
  */
-function chooseBackend(): { events: EventBackend | undefined; backend: WatchBackend } {
+function chooseBackend(): Chosen {
   const asked = askedFor();
-  if (asked === 'poll') return { events: undefined, backend: { name: 'poll', reason: `${BACKEND_VARIABLE} or setWatchBackend() asked for it` } };
+  if (asked === 'poll') return POLL_ASKED;
   let bpfWhy: string | undefined;
   if (asked !== 'destroy-multicast') {
     bpfWhy = bpfUnavailable();
-    if (bpfWhy === undefined) return { events: bpf, backend: { name: 'bpf' } };
+    if (bpfWhy === undefined) return BPF;
     bpfWhy = `bpf: ${bpfWhy}`;
   }
   const why = destroyMulticastUnavailable();
-  if (why === undefined) return { events: destroyMulticast, backend: bpfWhy === undefined ? { name: 'destroy-multicast' } : { name: 'destroy-multicast', reason: bpfWhy } };
+  if (why === undefined) return bpfWhy === undefined ? DESTROY_MULTICAST : { events: destroyMulticast, backend: { name: 'destroy-multicast', reason: bpfWhy } };
   const reason = `destroy-multicast: ${why}`;
   return { events: undefined, backend: { name: 'poll', reason: bpfWhy === undefined ? reason : `${bpfWhy}; ${reason}` } };
 }
