@@ -95,6 +95,8 @@ export async function listenReusePort(server: net.Server, options: ListenReusePo
     if (process.platform !== 'linux') throw notSupported('Adopting connections from another process (adoptConnections) off Linux');
     const unavailable = nativeUnavailable();
     if (unavailable) throw unavailable;
+    // An addon built from an older checkout (a stale build/) lacks the fd-passing calls.
+    if (typeof native().seqpacketSocket !== 'function') throw notSupported('Adopting connections (adoptConnections) with this build of the native part, which predates it: rebuild it (npm run build:addon)');
   }
   const address = await listenThrough(server, NODE_HAS_REUSE_PORT ? 'node' : 'addon', port, host, backlog);
   if (adoptConnections) {
