@@ -14,7 +14,7 @@
  * One bound netlink socket per network namespace a followed socket lives in, joined to the
  * destroy group of each address family only while an orphan of that family there is followed;
  * libuv says when it is readable (FdPoll), and each turn reads what is queued in batches into one
- * reused buffer, until a batch comes back short. While joined, every TCP socket freed in the
+ * reused buffer, until a read finds nothing. While joined, every TCP socket freed in the
  * namespace costs a message, built by a kernel worker that wakes when the socket is freed (on a
  * busy machine, often in the middle of the close(2) that frees it: ~2 context switches per
  * socket), read here and dropped unless it is one of ours. So a socket is followed only when
@@ -170,9 +170,9 @@ function onReadable(l: Listener): void {
         const w = key === undefined ? undefined : following.get(key);
         if (w !== undefined) ended(w, i * DESTROY_SLOT, length, at);
       }
-      // Fewer than the slots: the queue was empty then. What came since makes the socket
-      // readable again (libuv polls level-triggered), so no read that would find nothing.
-      if (count < DESTROY_SLOTS) return;
+      // A short batch is no sign that the queue is empty: messages lost during it (ENOBUFS) are
+      // reported by the next read, which must come now (left pending, the error would reach
+      // libuv's poll as POLLERR, which stops the poll).
     }
   } catch (error) {
     // A callback must not throw into the process, nor be called again and again for a socket that
