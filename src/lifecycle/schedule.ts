@@ -131,6 +131,8 @@ export function arm(): void {
     timerAt = Infinity;
     return;
   }
+  // A timer that fires by the head's due time stays (asked after every event: no clock read then).
+  if (timer !== undefined && timerAt <= first.due) return;
   const at = now();
   // A head already due (the loop was busy, so the timer is late) is served by the pending timer.
   const want = Math.max(first.due, at + 1);

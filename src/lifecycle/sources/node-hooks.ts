@@ -283,10 +283,18 @@ function onConnect(this: net.Socket): void {
   arm();
 }
 
+/** The constructor of the last TCP handle seen: its name is not asked again (a getter call per socket). */
+let tcpHandle: unknown;
+
 /** The class of the socket's libuv handle (`'TCP'`, `'Pipe'`), `undefined` without one. */
 export function socketHandleKind(socket: net.Socket): string | undefined {
   const handle = (socket as unknown as { _handle?: object | null })._handle;
-  return handle ? handle.constructor.name : undefined;
+  if (!handle) return undefined;
+  const constructor = handle.constructor;
+  if (constructor === tcpHandle) return 'TCP';
+  const name = constructor.name;
+  if (name === 'TCP') tcpHandle = constructor;
+  return name;
 }
 
 /**
