@@ -359,6 +359,8 @@ class Stream implements StateRecordStream {
   #portFilter(): NativeStateChanges {
     if (!this.#byPort) throw codedError('ERR_FINWAIT_NO_PORT_FILTER', 'This stream has no port filter: open it with { byPort: true }');
     if (!this.#source) throw codedError('ERR_FINWAIT_STREAM_CLOSED', 'The stream of state changes is closed');
+    // An addon built before the port filter (a stale build/ in a checkout) loads the program without it.
+    if (typeof this.#source.addPort !== 'function') throw codedError('ENOTSUP', 'this build of the addon has no port filter (npm rebuild finwait)');
     return this.#source;
   }
 

@@ -121,8 +121,10 @@ export function openBpf(
         stream.addPort(netnsCookie, port);
         return true;
       } catch (error) {
-        // The filter is full (E2BIG): the caller follows that port's sockets one by one.
-        if ((error as { code?: unknown }).code === 'E2BIG') return false;
+        // The filter is full (E2BIG), or the addon predates it (ENOTSUP): the caller follows that
+        // port's sockets one by one.
+        const code = (error as { code?: unknown }).code;
+        if (code === 'E2BIG' || code === 'ENOTSUP') return false;
         throw error;
       }
     },
