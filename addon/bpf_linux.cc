@@ -121,61 +121,41 @@ StateChanges::StateChanges(const Napi::CallbackInfo& info) : Napi::ObjectWrap<St
   }
 }
 
-void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
+namespace {
+
+// One BPF map (BPF_MAP_CREATE), its fd; throws the kernel's errno.
+int CreateMap(Napi::Env env, uint32_t type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
+              uint32_t flags, const char* name) {
   bpf_attr attr;
   memset(&attr, 0, sizeof(attr));
-  attr.map_type = BPF_MAP_TYPE_RINGBUF;
-  attr.max_entries = static_cast<uint32_t>(ring_size_);
-  memcpy(attr.map_name, "finwait_ring", 13);
-  ring_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
-  if (ring_fd_ < 0) {
+  attr.map_type = type;
+  attr.key_size = key_size;
+  attr.value_size = value_size;
+  attr.max_entries = max_entries;
+  attr.map_flags = flags;
+  strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
+  int fd = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
+  if (fd < 0) {
     int err = errno;
     throw BpfError(env, err, "BPF_MAP_CREATE");
   }
-  memset(&attr, 0, sizeof(attr));
-  attr.map_type = BPF_MAP_TYPE_ARRAY;
-  attr.key_size = 4;
-  attr.value_size = 8;
-  attr.max_entries = 1;
-  attr.map_flags = BPF_F_MMAPABLE;  // read by a load from its mapping, not a bpf(2) call per drain
-  memcpy(attr.map_name, "finwait_lost", 13);
-  lost_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
-  if (lost_fd_ < 0) {
-    int err = errno;
-    throw BpfError(env, err, "BPF_MAP_CREATE");
-  }
-  if (max_cookies_ > 0) {
-    memset(&attr, 0, sizeof(attr));
-    attr.map_type = BPF_MAP_TYPE_HASH;
-    attr.key_size = 8;
-    attr.value_size = 1;
-    attr.max_entries = max_cookies_;
-    // Preallocated: with BPF_F_NO_PREALLOC the deletes the program makes at each end stalled the
-    // sockets of a busy process (its event loop idle 60% of a benchmark run, waiting).
-    attr.map_flags = 0;
-    memcpy(attr.map_name, "finwait_cookies", 16);
-    cookies_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
-    if (cookies_fd_ < 0) {
-      int err = errno;
-      throw BpfError(env, err, "BPF_MAP_CREATE");
-    }
-  }
-  if (max_ports_ > 0) {
-    memset(&attr, 0, sizeof(attr));
-    attr.map_type = BPF_MAP_TYPE_HASH;
-    attr.key_size = 16;
-    attr.value_size = 1;
-    attr.max_entries = max_ports_;
-    memcpy(attr.map_name, "finwait_ports", 14);
-    ports_fd_ = static_cast<int>(Bpf(BPF_MAP_CREATE, &attr));
-    if (ports_fd_ < 0) {
-      int err = errno;
-      throw BpfError(env, err, "BPF_MAP_CREATE");
-    }
-  }
+  return fd;
+}
+
+}  // namespace
+
+void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
+  ring_fd_ = CreateMap(env, BPF_MAP_TYPE_RINGBUF, 0, 0, static_cast<uint32_t>(ring_size_), 0, "finwait_ring");
+  // Read by a load from its mapping, not a bpf(2) call per drain.
+  lost_fd_ = CreateMap(env, BPF_MAP_TYPE_ARRAY, 4, 8, 1, BPF_F_MMAPABLE, "finwait_lost");
+  // Preallocated: with BPF_F_NO_PREALLOC the deletes the program makes at each end stalled the
+  // sockets of a busy process (its event loop idle 60% of a benchmark run, waiting).
+  if (max_cookies_ > 0) cookies_fd_ = CreateMap(env, BPF_MAP_TYPE_HASH, 8, 1, max_cookies_, 0, "finwait_cookies");
+  if (max_ports_ > 0) ports_fd_ = CreateMap(env, BPF_MAP_TYPE_HASH, 16, 1, max_ports_, 0, "finwait_ports");
   std::vector<bpf_insn> code = StateChangeProgram(layout, ring_fd_, lost_fd_, close_only_, cookies_fd_, ports_fd_, wake_bytes_);
   static const char kLicense[] = "Dual MIT/GPL";  // GPL-compatible: GPL-only helpers allowed
   std::vector<char> log;
+  bpf_attr attr;
   for (int attempt = 0; attempt < 2 && prog_fd_ < 0; attempt++) {
     memset(&attr, 0, sizeof(attr));
     attr.prog_type = BPF_PROG_TYPE_TRACING;
