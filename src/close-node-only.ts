@@ -10,6 +10,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { CloseReason, CloseReport, RunningClose } from './close';
+import { CloseDeadline } from './close-deadline';
 import { abortError, socketClosed, type CodedError } from './errors';
 
 interface Options {
@@ -35,8 +36,6 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
     throw socketClosed(socket.destroyed ? 'it was destroyed' : 'it is not connected');
   }
   if (signal?.aborted) throw abortError(signal);
-  let deadlineAt = performance.now() + timeout;
-  const signals: AbortSignal[] = [];
   let join: RunningClose['join'] = () => {};
   const done = new Promise<CloseReport>((resolve) => {
     const started = performance.now();
@@ -48,8 +47,7 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
     const finish = (outcome: CloseReport['outcome'], reason: CloseReason, extra: Partial<CloseReport> = {}): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(deadline);
-      for (const s of signals) s.removeEventListener('abort', onAbort);
+      deadline.clear();
       socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
       const total = since();
       const flushEnd = finSentAt ?? total;
@@ -126,30 +124,14 @@ export function closeWithoutKernel(socket: net.Socket, options: Options, why: Co
       finish('destroyed', 'closed-elsewhere');
     }
 
-    function onAbort(): void {
-      abortive('aborted');
-    }
-
-    let deadline = setTimeout(() => abortive('deadline'), timeout);
-    const listenTo = (s: AbortSignal | undefined): void => {
-      if (!s) return;
-      signals.push(s);
-      s.addEventListener('abort', onAbort, { once: true });
-    };
+    const deadline = new CloseDeadline(abortive);
     join = (later, laterSignal) => {
-      if (settled) return;
-      if (performance.now() + later < deadlineAt) {
-        deadlineAt = performance.now() + later;
-        clearTimeout(deadline);
-        if (later === 0) return abortive('deadline');
-        deadline = setTimeout(() => abortive('deadline'), later);
-      }
-      listenTo(laterSignal);
+      if (!settled) deadline.join(later, laterSignal);
     };
     // Listening first: a reset at once (timeout 0) settles through 'close' or 'error'.
     socket.on('data', onData).on('end', onEnd).on('finish', onFinish).on('close', onClose).on('error', onError);
-    if (timeout === 0) return abortive('deadline');
-    listenTo(signal);
+    deadline.join(timeout, signal);
+    if (settled || resetting) return;
     if (socket.writableFinished) finSentAt = 0;
     socket.resume();
     if (!socket.writableEnded) socket.end();

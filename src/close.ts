@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
+import { CloseDeadline } from './close-deadline';
 import { closeWithoutKernel } from './close-node-only';
 import { abortError, checkTimerMs, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { assertSocket, fdOf, handleFd } from './fd';
@@ -342,12 +343,9 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   /** The due time of the next look (see DueLooks), if one is scheduled. */
   lookAt: number | undefined;
   private pollDelay = QUIET_MS;
-  private deadlineAt = Infinity;
-  private deadlineTimer: NodeJS.Timeout | undefined;
-  private signals: AbortSignal[] | undefined;
+  private readonly deadline = new CloseDeadline((reason) => this.abortive(reason));
   /** What Node still queued at the last event: what a destroy under us drops. */
   private unsentInNode = 0;
-  private onAbort: (() => void) | undefined;
   private fd = -1;
   /** Closed on 'all-acknowledged', waiting for the verdict of the batch. */
   private verifying = false;
@@ -391,11 +389,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
   begin(timeout: number, signal?: AbortSignal): void {
     // No time at all (closeServer past its deadline): reset now, without a FIN first.
     if (timeout === 0) return this.abortive('deadline');
-    if (timeout !== Infinity) {
-      this.deadlineAt = this.started + timeout;
-      this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
-    }
-    this.listenTo(signal);
+    this.deadline.join(timeout, signal);
     this.flush();
   }
 
@@ -406,21 +400,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
 
   join(timeout: number, signal?: AbortSignal): void {
     if (this.settled) return;
-    const at = performance.now() + timeout;
-    if (at < this.deadlineAt) {
-      this.deadlineAt = at;
-      clearTimeout(this.deadlineTimer);
-      if (timeout === 0) return this.abortive('deadline');
-      this.deadlineTimer = setTimeout(() => this.abortive('deadline'), timeout);
-    }
-    this.listenTo(signal);
-  }
-
-  private listenTo(signal: AbortSignal | undefined): void {
-    if (!signal) return;
-    this.onAbort ??= () => this.abortive('aborted');
-    (this.signals ??= []).push(signal);
-    signal.addEventListener('abort', this.onAbort, { once: true });
+    this.deadline.join(timeout, signal);
   }
 
   // 1. Flush: Node's queue, then our FIN, handed to the kernel ('finish'). Reading starts at once.
@@ -605,8 +585,7 @@ class LingeringClose implements RunningClose, ServerClose, Verifying {
     if (this.settled) return;
     this.settled = true;
     looks.cancel(this);
-    clearTimeout(this.deadlineTimer);
-    for (const signal of this.signals ?? []) signal.removeEventListener('abort', this.onAbort!);
+    this.deadline.clear();
     // A destroyed socket's listeners go with it (and find this close settled meanwhile).
     if (!this.socket.destroyed) this.socket.off('data', onData).off('end', onEnd).off('finish', onFinish).off('close', onClose).off('error', onError);
     this.report = kernelReport(outcome, reason, this.bytesDiscarded, this.since(), this.finSentAt, this.states, extra);
@@ -721,8 +700,8 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
   private reading = false;
   private report: CloseReport | undefined;
   private waiting: ((report: CloseReport) => void)[] | undefined;
-  /** A later gracefulClose() on the same socket: its deadline and signals. */
-  private joined: { timer?: NodeJS.Timeout; at: number; signals: AbortSignal[]; onAbort: () => void } | undefined;
+  /** A later gracefulClose() on the same socket: its deadline and signals (made only then). */
+  private deadline: CloseDeadline | undefined;
 
   constructor(
     private readonly socket: net.Socket,
@@ -773,18 +752,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
 
   join(timeout: number, signal?: AbortSignal): void {
     if (this.settled) return;
-    const joined = (this.joined ??= { at: Infinity, signals: [], onAbort: () => this.abortive('aborted') });
-    const at = performance.now() + timeout;
-    if (at < joined.at) {
-      joined.at = at;
-      clearTimeout(joined.timer);
-      if (timeout === 0) return this.abortive('deadline');
-      joined.timer = setTimeout(() => this.abortive('deadline'), timeout);
-    }
-    if (signal) {
-      joined.signals.push(signal);
-      signal.addEventListener('abort', joined.onAbort, { once: true });
-    }
+    (this.deadline ??= new CloseDeadline((reason) => this.abortive(reason))).join(timeout, signal);
   }
 
   resetNow(reason: 'deadline' | 'aborted'): void {
@@ -913,10 +881,7 @@ export class IdleClose implements RunningClose, ServerClose, Verifying {
     if (this.settled) return;
     this.settled = true;
     idleLooks.cancel(this);
-    if (this.joined) {
-      clearTimeout(this.joined.timer);
-      for (const signal of this.joined.signals) signal.removeEventListener('abort', this.joined.onAbort);
-    }
+    this.deadline?.clear();
     const total = performance.now() - this.started;
     this.report = kernelReport(outcome, reason, this.socket.bytesRead - this.readAtFin, total, this.finSentAt, this.states, extra);
     this.onDone(this.report);
