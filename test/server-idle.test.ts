@@ -30,6 +30,24 @@ function afterFin(socket: net.Socket, then: () => void): void {
   dc.subscribe(FIN_CHANNEL, onFin);
 }
 
+/**
+ * A client that never stops talking after the server's FIN: a byte every 3 ms (no Nagle: its small
+ * writes would wait for the server's delayed ACK, quiet for 40 ms), so the close is never quiet for
+ * 20 ms and keeps reading (and discarding) until its deadline. `also` runs with the first byte.
+ * Returns what stops it.
+ */
+function talkAfterFin(accepted: net.Socket, client: net.Socket, also?: () => void): () => void {
+  client.on('error', () => {});
+  client.setNoDelay(true);
+  let talk: NodeJS.Timeout | undefined;
+  afterFin(accepted, () => {
+    client.write('x');
+    talk = setInterval(() => client.writable && client.write('x'), 3);
+    also?.();
+  });
+  return () => clearInterval(talk);
+}
+
 interface Client {
   socket: net.Socket;
   /** How the connection ended at the client: 'fin' (EOF), or the error's code. */
@@ -132,17 +150,9 @@ describe('closeServer, idle keep-alive connections closed together', () => {
   it('a peer that keeps sending after the FIN is reset at the deadline, and the report says so', async () => {
     const { server, port, accepted } = await idleServer();
     const client = await idleClient(port, true);
-    client.socket.on('error', () => {});
-    // Never quiet for 20 ms: the close keeps reading (and discarding) until the deadline. (No
-    // Nagle: its small writes would wait for the server's delayed ACK, quiet for 40 ms.)
-    client.socket.setNoDelay(true);
-    let talk: NodeJS.Timeout | undefined;
-    afterFin(accepted[0]!, () => {
-      client.socket.write('x');
-      talk = setInterval(() => client.socket.writable && client.socket.write('x'), 3);
-    });
+    const stop = talkAfterFin(accepted[0]!, client.socket);
     const report = await closeServer(server, { drainWindow: 20, timeout: 400 });
-    clearInterval(talk);
+    stop();
     client.socket.destroy();
     expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
     expect(report.connections[0]!.bytesDiscarded).toBeGreaterThan(0);
@@ -163,18 +173,11 @@ describe('closeServer, idle keep-alive connections closed together', () => {
   it('gracefulClose() joining with an earlier deadline resets at that deadline', async () => {
     const { server, port, accepted } = await idleServer();
     const client = await idleClient(port, true);
-    client.socket.on('error', () => {});
-    client.socket.setNoDelay(true);
-    let talk: NodeJS.Timeout | undefined;
     let joined: Promise<CloseReport> | undefined;
-    afterFin(accepted[0]!, () => {
-      client.socket.write('x');
-      talk = setInterval(() => client.socket.writable && client.socket.write('x'), 3);
-      joined = gracefulClose(accepted[0]!, { timeout: 100 });
-    });
+    const stop = talkAfterFin(accepted[0]!, client.socket, () => (joined = gracefulClose(accepted[0]!, { timeout: 100 })));
     const report = await closeServer(server, { drainWindow: 20, timeout: 5000 });
     const own = await joined!;
-    clearInterval(talk);
+    stop();
     client.socket.destroy();
     expect(own).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
     expect(report.connections[0]).toMatchObject({ outcome: 'reset-sent', reason: 'deadline' });
