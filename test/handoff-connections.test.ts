@@ -88,12 +88,21 @@ function request(port: number, agent: http.Agent, method = 'GET', body = ''): Pr
   });
 }
 
+/**
+ * The old instance: app('old') listening with SO_REUSEPORT, and a keep-alive agent holding `count`
+ * idle connections to it, each after one request; the answers.
+ */
+async function oldWithIdle(count: number): Promise<{ old: http.Server; port: number; agent: http.Agent; first: { body: string; localPort: number }[] }> {
+  const old = app('old');
+  const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: count });
+  const first = await Promise.all(Array.from({ length: count }, () => request(port, agent)));
+  return { old, port, agent, first };
+}
+
 describe('closeServer() hands idle keep-alive connections to the next instance (adoptConnections)', () => {
   it('the connections stay open and the next instance serves their next requests on the same sockets', async () => {
-    const old = app('old');
-    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 3 });
-    const first = await Promise.all([request(port, agent), request(port, agent), request(port, agent)]);
+    const { old, port, agent, first } = await oldWithIdle(3);
     expect(first.every((r) => r.body.startsWith(`old ${process.pid}`))).toBe(true);
     const clientPorts = new Set(first.map((r) => r.localPort));
     expect(clientPorts.size).toBe(3);
@@ -122,10 +131,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
 
   it('requests sent as the shutdown begins are never lost: 20 shutdowns, each with a POST on every idle connection at once', async () => {
     for (let round = 0; round < 20; round++) {
-      const old = app('old');
-      const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-      const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-      await Promise.all(Array.from({ length: 4 }, () => request(port, agent)));
+      const { old, port, agent } = await oldWithIdle(4);
       const next = await nextInstance(port);
       // The requests leave in the same turn as the call: each crosses the handoff somewhere.
       const racing = Array.from({ length: 4 }, () => request(port, agent, 'POST', 'y'.repeat(4096)));
@@ -165,10 +171,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
   });
 
   it("an adopter takes no more than its server's maxConnections: the rest stay with the old instance, which closes them itself", async () => {
-    const old = app('old');
-    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 3 });
-    await Promise.all([request(port, agent), request(port, agent), request(port, agent)]);
+    const { old, port, agent } = await oldWithIdle(3);
     const next = await nextInstance(port, 1);
     const report = await closeServer(old, { drainWindow: 50 });
     expect(report.totals).toMatchObject({ handedOff: 1, graceful: 2, resetSent: 0, total: 3 });
@@ -177,10 +180,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
   });
 
   it('an instance whose own closeServer() began adopts nothing more: the old one closes its connections itself', async () => {
-    const old = app('old');
-    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
-    await Promise.all([request(port, agent), request(port, agent)]);
+    const { old, port, agent } = await oldWithIdle(2);
     const next = await nextInstance(port);
     await next.stop();
     const report = await closeServer(old, { drainWindow: 50 });
@@ -189,10 +189,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
   });
 
   it('an adopter that does not acknowledge in time (its loop stuck) gets nothing: the old one keeps and closes its connections, the adopter closes its copies unread', async () => {
-    const old = app('old');
-    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
-    await Promise.all([request(port, agent), request(port, agent)]);
+    const { old, port, agent } = await oldWithIdle(2);
     const ends: Promise<unknown>[] = [];
     for (const list of Object.values(agent.freeSockets)) for (const socket of list ?? []) ends.push(once(socket, 'close'));
     const next = await nextInstance(port);
@@ -209,10 +206,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
   });
 
   it('an adopter in a Worker that ended is gone with it: nothing is sent to it', async () => {
-    const old = app('old');
-    const { port } = await listenReusePort(old, { port: 0, host: '127.0.0.1' });
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
-    await Promise.all([request(port, agent), request(port, agent)]);
+    const { old, port, agent } = await oldWithIdle(2);
     const worker = new Worker(
       `const http = require('node:http');
        const { parentPort } = require('node:worker_threads');
