@@ -270,18 +270,18 @@ export interface StateRecordStream extends StateChangeStream {
 }
 
 function portArgs(netnsCookie: unknown, port: unknown, key: DataView): void {
-  if (typeof netnsCookie !== 'bigint') throw invalidArgType('netnsCookie', 'of type bigint', netnsCookie);
-  if (netnsCookie <= 0n || netnsCookie >= 1n << 64n) throw outOfRange('netnsCookie', '>= 1n and < 2n ** 64n', netnsCookie);
+  const netns = cookieArg(netnsCookie, 'netnsCookie');
   if (typeof port !== 'number') throw invalidArgType('port', 'of type number', port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw outOfRange('port', 'an integer >= 1 and <= 65535', port);
-  key.setBigUint64(0, netnsCookie, LE);
+  key.setBigUint64(0, netns, LE);
   // The port as the program reads it from the socket (inet_sport): network order.
   key.setUint16(8, port, false);
 }
 
-function cookieArg(cookie: unknown): bigint {
-  if (typeof cookie !== 'bigint') throw invalidArgType('cookie', 'of type bigint', cookie);
-  if (cookie <= 0n || cookie >= 1n << 64n) throw outOfRange('cookie', '>= 1n and < 2n ** 64n', cookie);
+/** A socket's or a namespace's cookie: a bigint from 1n to 2n ** 64n - 1n. */
+function cookieArg(cookie: unknown, name = 'cookie'): bigint {
+  if (typeof cookie !== 'bigint') throw invalidArgType(name, 'of type bigint', cookie);
+  if (cookie <= 0n || cookie >= 1n << 64n) throw outOfRange(name, '>= 1n and < 2n ** 64n', cookie);
   return cookie;
 }
 
@@ -293,6 +293,7 @@ class Stream implements StateRecordStream {
   readonly #byPort: boolean;
   /** A port filter's key (bpf_linux.h): the namespace cookie, the port, zeros. */
   readonly #portKey = new Uint8Array(16);
+  readonly #portView = new DataView(this.#portKey.buffer);
   readonly #buffer = new Uint8Array(RECORD * BATCH);
   readonly #view = new DataView(this.#buffer.buffer);
   readonly #cookie = new BigUint64Array(1);
@@ -365,7 +366,7 @@ class Stream implements StateRecordStream {
   }
 
   addPort(netnsCookie: bigint, port: number): void {
-    portArgs(netnsCookie, port, new DataView(this.#portKey.buffer));
+    portArgs(netnsCookie, port, this.#portView);
     const source = this.#portFilter();
     try {
       source.addPort(this.#portKey, 0);
@@ -377,7 +378,7 @@ class Stream implements StateRecordStream {
   }
 
   removePort(netnsCookie: bigint, port: number): boolean {
-    portArgs(netnsCookie, port, new DataView(this.#portKey.buffer));
+    portArgs(netnsCookie, port, this.#portView);
     return this.#portFilter().removePort(this.#portKey, 0);
   }
 
