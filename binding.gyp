@@ -27,6 +27,7 @@
             "addon/bind.cc",
             "addon/close_fd.cc",
             "addon/reuseport.cc",
+            "addon/syn_filter_linux.cc",
             "addon/fd_passing_linux.cc",
             "addon/tun_linux.cc",
             "addon/fd_poll.cc",

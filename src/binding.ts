@@ -158,6 +158,14 @@ export interface Native {
   reusePortSocket(family: number, nsFd?: number | null): number;
   /** listen(2) (Linux). */
   listen(fd: number, backlog: number): void;
+  /**
+   * On (`true`): attaches to the listener `fd` a socket filter that drops every segment with SYN
+   * set and ACK clear, so no new handshake starts while those under way complete into the accept
+   * queue (a dropped client sends its SYN again after a second). Off: detaches a socket's filter
+   * (a connection accepted from the filtered listener inherits it); none attached is no error.
+   * Linux only; absent from an addon built before it.
+   */
+  dropSyns?(fd: number, on: boolean): void;
   /** socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (Linux only). */
   seqpacketSocket?(): number;
   /** connect(2) to a `sockaddr_un` (bytes); never waits (EAGAIN when the listener's backlog is full). */

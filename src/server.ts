@@ -28,7 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
 import { closeForServer, closeIdleForServer, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
-import { findSocket, socketTuple, sockets, type SocketTuple } from './diag';
+import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { handoffState } from './handoff';
@@ -174,6 +174,17 @@ const IDLE_CHUNK = 256;
 /** Turns of the event loop the accept queue is given where the kernel cannot show it. */
 const BLIND_DRAIN_TURNS = 3;
 
+/** Detaches the SYN filter a connection accepted from a sealed listener inherited (see stopAccepting). */
+function dropSynsOff(socket: net.Socket): void {
+  const fd = handleFd(socket);
+  if (fd < 0) return;
+  try {
+    native().dropSyns?.(fd, false);
+  } catch {
+    // Closed meanwhile: nothing to give back.
+  }
+}
+
 type HttpSocket = net.Socket & {
   _httpMessage?: http.ServerResponse | null;
   parser?: unknown;
@@ -309,6 +320,10 @@ class ServerShutdown {
   private listenFd = -1;
   private acceptQueue: ServerCloseReport['acceptQueue'] = 'not-listening';
   private queuedAtClose = 0;
+  /** Once the listener drops SYNs (see stopAccepting): the cookies of the handshakes still under way. */
+  private handshakes: Set<string> | undefined;
+  /** An fd of the sealed listener's network namespace (null: this process's), closed with the listener. */
+  private listenNetns: number | null = null;
   /** The windows of idle HTTP/1.1 connections: those idle since the call share one timer. */
   private readonly idleTimers = new IdleTimers((c) => this.idleOver(c, 1));
   /** Another instance of this server on the same port that adopts idle connections (see handoff-connections). */
@@ -370,7 +385,11 @@ class ServerShutdown {
       if (this.draining) this.acceptedFromQueue++;
       this.adopt(socket, this.protocolOf(socket));
       // Accepted while draining: the listener closes as soon as the queue is empty.
-      if (this.draining && this.listenFd >= 0 && this.queued(this.listenFd) === 0) this.closeListener();
+      if (this.draining && this.listenFd >= 0) {
+        // A connection accepted from the sealed listener inherited its filter: give it back as the kernel made it.
+        if (this.handshakes !== undefined) dropSynsOff(socket);
+        if (this.drained(this.listenFd)) this.closeListener();
+      }
     };
     const onSecure = (socket: tls.TLSSocket): void => this.handshakeDone(socket);
     server.on('connection', onConnection);
@@ -526,15 +545,20 @@ class ServerShutdown {
   // 3. Stop accepting ---------------------------------------------------------------------------
 
   /**
-   * Takes in what already waits in the kernel's accept queue, then closes the listener the moment
-   * the queue is empty (closing it with connections queued would reset them). libuv accepts
-   * everything queued in one go when the listener is readable, calling back once per connection;
-   * the queue's length is read on the listening socket (`tcpi_unacked` of a listener) in that
-   * callback, so the listener closes in the same instant the queue is seen empty, and a steady
-   * stream of new connections cannot keep the drain going. Under a flood that never lets the queue
-   * empty, the drain ends with the drain window (what still waits is then reset by the kernel).
-   * Where the kernel migrates the queue to another listener of the port, there is no drain: the
-   * listener closes at once and the other listener gets what waited.
+   * Stops taking new connections without resetting one that connected: the listener first stops
+   * answering SYNs (a socket filter, `dropSyns`; a client whose SYN it drops sends it again after
+   * a second, to the next listener on the port or to a closed port that refuses it), then takes in
+   * what waits in the kernel's accept queue and what completes the handshakes under way (request
+   * sockets in SYN_RECV, seen by sock_diag), and closes the moment neither is left. Nothing else
+   * can then reach the queue, so the close resets no one even if this process is descheduled
+   * between the last look and close(2). libuv accepts everything queued in one go when the
+   * listener is readable, calling back once per connection; the queue's length is read on the
+   * listening socket (`tcpi_unacked` of a listener) in that callback. A handshake whose client
+   * went silent keeps the drain going until the drain window ends; one answered with a SYN cookie
+   * (under a SYN flood) leaves no request socket to wait for. Without the filter (an addon
+   * predating it) the listener closes at the first empty queue, and a handshake completing in that
+   * instant is reset. Where the kernel migrates the queue to another listener of the port, there
+   * is no drain: the listener closes at once and the other listener gets what waited.
    */
   private async stopAccepting(): Promise<void> {
     const server = this.server;
@@ -553,8 +577,9 @@ class ServerShutdown {
       if (fd < 0) {
         for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
       } else {
+        this.seal(fd);
         const until = Math.max(this.windowEndsAt, performance.now());
-        while (server.listening && fd >= 0 && !this.pastDeadline && performance.now() < until && this.queued(fd) > 0) {
+        while (server.listening && !this.pastDeadline && performance.now() < until && !this.drained(fd)) {
           await new Promise((resolve) => setImmediate(resolve));
         }
       }
@@ -580,6 +605,10 @@ class ServerShutdown {
   /** Closes the listening socket: net.Server's close, not http's (Node >= 19's destroys idle keep-alive sockets). */
   private closeListener(): void {
     this.draining = false;
+    if (this.listenNetns !== null) {
+      fs.closeSync(this.listenNetns);
+      this.listenNetns = null;
+    }
     if (!this.server.listening) return;
     // Read in the same synchronous run as close(2): what waits now is what the close hands over or loses.
     if (this.listenFd >= 0) {
@@ -591,6 +620,50 @@ class ServerShutdown {
     }
     // The listening fd closes at once; close()'s callback would also wait for untracked connections.
     net.Server.prototype.close.call(this.server);
+  }
+
+  /** Makes the listener answer no new SYN; remembers the handshakes under way, which may still complete. */
+  private seal(fd: number): void {
+    const dropSyns = native().dropSyns;
+    if (typeof dropSyns !== 'function') return; // an addon predating it: close at the first empty queue
+    try {
+      dropSyns(fd, true);
+    } catch {
+      return;
+    }
+    try {
+      this.listenNetns = native().socketNetns(fd); // sock_diag answers for the listener's namespace
+    } catch {
+      this.listenNetns = null;
+    }
+    this.handshakes = new Set(this.handshakesUnderWay().map((e) => e.cookie));
+  }
+
+  /**
+   * Whether nothing is left to take in: the accept queue is empty and, on a sealed listener, none
+   * of the handshakes under way at the seal is still under way (they leave SYN_RECV into the queue,
+   * so the queue is read after them). Those begun since are another listener's on the port.
+   */
+  private drained(fd: number): boolean {
+    if (this.handshakes !== undefined && this.handshakes.size > 0) {
+      const now = new Set(this.handshakesUnderWay().map((e) => e.cookie));
+      for (const cookie of this.handshakes) if (!now.has(cookie)) this.handshakes.delete(cookie);
+    }
+    return (this.handshakes === undefined || this.handshakes.size === 0) && this.queued(fd) === 0;
+  }
+
+  /** Request sockets (SYN_RECV) on the listener's address and port; none where sock_diag cannot answer. */
+  private handshakesUnderWay(): SocketEntry[] {
+    const address = this.server.address();
+    if (address === null || typeof address === 'string') return [];
+    const local = this.listenAddress?.address; // undefined: every address
+    try {
+      const filter = { states: ['SYN_RECV'] as const, localPort: address.port, family: net.isIPv4(address.address) ? (4 as const) : undefined };
+      const entries = socketsIn(this.listenNetns, filter);
+      return local === undefined ? entries : entries.filter((e) => e.local.address === local);
+    } catch {
+      return [];
+    }
   }
 
   private queued(fd: number): number {

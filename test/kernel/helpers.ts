@@ -26,6 +26,8 @@
  *  22  after an RST: queued data readable, writes fail        after-reset.test.ts
  *  23  an fd passed (SCM_RIGHTS), closed: nothing on the     fd-passing.test.ts
  *      wire; the copy serves; the last close sends the FIN
+ *  24  a listener dropping SYNs (socket filter): a new SYN   syn-filter.test.ts
+ *      unanswered, a handshake under way still accepted
  *
  * Here: a connection across the lab's wire, and segment matching in the notation of RFC 793's
  * figures, `a <SEQ=1><ACK=1><CTL=FIN,ACK>`, with each side's numbers relative to its
