@@ -1,6 +1,7 @@
 // closeLook: what watch() reads of a socket just before Node closes its fd, in one call (the
 // kernel decides at close(2) between FIN and RST on these). A call per value cost more than the
-// syscalls themselves once the socket can outlive its fd.
+// syscalls themselves once the socket can outlive its fd. Which states need only the state is
+// the caller's to say (a mask), not decided here.
 #include <errno.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
@@ -24,6 +25,7 @@ Napi::Value CloseLook(const Napi::CallbackInfo& info) {
   int fd = IntArg(info, 0);
   Napi::TypedArrayOf<int32_t> out = Int32ArrayArg(info, 1);
   if (out.ElementLength() < kCloseLookLength) throw OutOfRange(env, "out must have 6 elements");
+  uint32_t stop_states = static_cast<uint32_t>(IntArg(info, 2));
   int32_t* values = out.Data();
   // The kernel's struct tcp_info, newer than libc's: read by offset (tcpi_state at 0,
   // tcpi_data_segs_in at 152, since Linux 4.6; -1 where the kernel wrote less).
@@ -39,11 +41,7 @@ Napi::Value CloseLook(const Napi::CallbackInfo& info) {
   memcpy(&segs_in, tcp + kTcpInfoDataSegsIn, sizeof(segs_in));
   values[5] = len >= sizeof(tcp) ? static_cast<int32_t>(segs_in) : -1;
   values[1] = values[2] = values[3] = values[4] = 0;
-  // Without a synchronized connection, closing sends nothing these could change.
-  if (state == TCP_CLOSE || state == TCP_LISTEN || state == TCP_SYN_SENT ||
-      state == TCP_TIME_WAIT) {
-    return Napi::Boolean::New(env, false);
-  }
+  if (state < 32 && (stop_states & (1u << state)) != 0) return Napi::Boolean::New(env, false);
   struct linger linger = {0, 0};
   len = sizeof(linger);
   if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, &len) != 0) {

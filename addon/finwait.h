@@ -67,10 +67,11 @@ Napi::Value SockDiagFind(const Napi::CallbackInfo& info);
 // namespace's cookie (SO_NETNS_COOKIE, 0 before Linux 5.14) as a u64 at byte 56. False, with
 // nothing but the state, in CLOSE, LISTEN and SYN_SENT (one syscall).
 Napi::Value SockDiagId(const Napi::CallbackInfo& info);
-// closeLook(fd, out) -> synchronized: what decides a close, before Node closes the fd. out[0] =
-// tcpi_state and out[5] = tcpi_data_segs_in (-1 before Linux 4.6) from one TCP_INFO; false, with
-// out[1..4] = 0, in CLOSE, LISTEN, SYN_SENT and TIME_WAIT; else out[1], out[2] = SO_LINGER's
-// l_onoff, l_linger, out[3] = SIOCINQ, out[4] = TCP_LINGER2 (four syscalls in one call).
+// closeLook(fd, out, stopStates) -> read on: what decides a close, before Node closes the fd.
+// out[0] = tcpi_state and out[5] = tcpi_data_segs_in (-1 before Linux 4.6) from one TCP_INFO;
+// false, with out[1..4] = 0, when bit tcpi_state of the mask stopStates is set; else out[1],
+// out[2] = SO_LINGER's l_onoff, l_linger, out[3] = SIOCINQ, out[4] = TCP_LINGER2 (four syscalls
+// in one call).
 Napi::Value CloseLook(const Napi::CallbackInfo& info);
 // socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's 64-bit cookie (any socket;
 // ENOPROTOOPT before Linux 4.12).

@@ -208,9 +208,11 @@ export interface Native {
   /**
    * What decides a close, read just before Node closes the fd (Linux only), into `out` (6 or more
    * elements): `[tcpi_state, l_onoff, l_linger, SIOCINQ, TCP_LINGER2, tcpi_data_segs_in]` (the last
-   * -1 before Linux 4.6). False, with 0 in the middle four, in CLOSE, LISTEN, SYN_SENT and TIME_WAIT.
+   * -1 before Linux 4.6). False, with 0 in the middle four, when the bit of tcpi_state is set in
+   * `stopStates` (bit n for the kernel's state number n): only the state was read. (An addon built
+   * before `stopStates` stops in CLOSE, LISTEN, SYN_SENT and TIME_WAIT.)
    */
-  closeLook?(fd: number, out: Int32Array): boolean;
+  closeLook?(fd: number, out: Int32Array, stopStates: number): boolean;
   /**
    * TCP state changes (Linux only): loads the BPF program (field offsets from the kernel's BTF),
    * its ring buffer of `ringBytes` (a power of 2, at least a page) and attaches it. Throws `bpf

@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { native } from './binding';
 import { codedError, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
-import { stateNumber, TCP_STATES, type TcpState } from './states';
+import { stateMask, stateNumber, TCP_STATES, type TcpState } from './states';
 import { stateOrThrow } from './tcp-info';
 
 /** An address and port as Node writes them (`'127.0.0.1'`, `'::1'`, `'::ffff:127.0.0.1'`). */
@@ -102,13 +102,8 @@ const BC_D_LE = 5;
 const LE = os.endianness() === 'LE';
 const TIMERS: readonly TimerKind[] = ['off', 'retransmit', 'keepalive', 'timewait', 'probe'];
 const FILTER_KEYS = ['states', 'port', 'localPort', 'remotePort', 'family'];
-const DEFAULT_STATES = maskOf(TCP_STATES.filter((s) => s !== 'BOUND_INACTIVE'));
+const DEFAULT_STATES = stateMask(TCP_STATES.filter((s) => s !== 'BOUND_INACTIVE'));
 
-function maskOf(states: readonly TcpState[]): number {
-  let mask = 0;
-  for (const s of states) mask |= 1 << (stateNumber(s) as number);
-  return mask;
-}
 
 /** The 4-tuple of a connected socket (Node caches it, so it stays readable after close), or `undefined`. */
 export function socketTuple(socket: net.Socket): SocketTuple | undefined {
@@ -207,7 +202,7 @@ function eachDump(nsFd: number | null, filter: SocketFilter, each: (reply: Uint8
       throw invalidArgType(`filter.${key}`, `undefined (the filter keys are ${FILTER_KEYS.join(', ')})`, value);
     }
   }
-  const mask = filter.states === undefined ? DEFAULT_STATES : maskOf(checkStates(filter.states));
+  const mask = filter.states === undefined ? DEFAULT_STATES : stateMask(checkStates(filter.states));
   const bytecode = portBytecode(
     checkPort(filter.port, 'filter.port'),
     checkPort(filter.localPort, 'filter.localPort'),

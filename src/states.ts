@@ -49,6 +49,16 @@ export function stateNumber(name: string): number | undefined {
   return NUMBERS.get(name);
 }
 
+/** The kernel's bit mask of `states` (bit n for state number n, as sock_diag's `idiag_states`); names that are no kernel state add nothing. */
+export function stateMask(states: Iterable<string>): number {
+  let mask = 0;
+  for (const s of states) {
+    const n = NUMBERS.get(s);
+    if (n !== undefined) mask |= 1 << n;
+  }
+  return mask;
+}
+
 /** True if `value` is one of the kernel's TCP state names. */
 export function isTcpState(value: unknown): value is TcpState {
   return typeof value === 'string' && NUMBERS.has(value);

@@ -1,11 +1,12 @@
 /**
  * The close hook's one native call (closeLook): what it reads matches the calls it replaces, on
- * real sockets, in a synchronized state and in CLOSE.
+ * real sockets, in a synchronized state and in CLOSE; the states where it reads only the state are
+ * the caller's mask.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { constants, native } from '../../src/binding';
 import { shutdown, tcpInfo } from '../../src/index';
-import { closeLookByCalls } from '../../src/lifecycle/sources/node-hooks';
+import { closeLookByCalls, UNSYNCHRONIZED_MASK } from '../../src/lifecycle/sources/node-hooks';
 import { pair, waitFor, type Pair } from '../helpers';
 
 let p: Pair | undefined;
@@ -28,7 +29,7 @@ describe('closeLook', () => {
     p.client.write(Buffer.alloc(200));
     await waitFor('500 unread bytes', () => (native().ioctlInt(fd, SIOCINQ) === 500 ? true : undefined));
     const look = new Int32Array(6).fill(-2);
-    expect(native().closeLook!(fd, look)).toBe(true);
+    expect(native().closeLook!(fd, look, UNSYNCHRONIZED_MASK)).toBe(true);
     expect(Array.from(look)).toEqual([
       1, // TCP_ESTABLISHED
       1,
@@ -40,10 +41,16 @@ describe('closeLook', () => {
     expect(native().getIntOption(fd, IPPROTO_TCP, TCP_LINGER2)).toBe(13);
     // The same, one call at a time (an addon built before closeLook).
     const byCalls = new Int32Array(6).fill(-2);
-    expect(closeLookByCalls(fd, byCalls)).toBe(true);
+    expect(closeLookByCalls(fd, byCalls, UNSYNCHRONIZED_MASK)).toBe(true);
     expect(Array.from(byCalls)).toEqual(Array.from(look));
     expect(native().getLinger(fd)).toEqual({ onoff: 1, linger: 7 });
     expect(look[5]).toBeGreaterThanOrEqual(1);
+    // Which states need only the state is the caller's to say: with ESTABLISHED in the mask, that is all it reads.
+    const stateOnly = new Int32Array(6).fill(-2);
+    expect(native().closeLook!(fd, stateOnly, 1 << 1)).toBe(false);
+    expect(Array.from(stateOnly)).toEqual([1, 0, 0, 0, 0, look[5]]);
+    expect(closeLookByCalls(fd, byCalls, 1 << 1)).toBe(false);
+    expect(Array.from(byCalls)).toEqual(Array.from(stateOnly));
   });
 
   it('in CLOSE: false, with only the state and data segments in (closing sends nothing the rest could change)', async () => {
@@ -55,17 +62,17 @@ describe('closeLook', () => {
     p.server.end();
     await waitFor('the client in CLOSE (TIME_WAIT began)', () => (native().tcpState(fd) === 7 ? true : undefined));
     const look = new Int32Array(6).fill(-2);
-    expect(native().closeLook!(fd, look)).toBe(false);
+    expect(native().closeLook!(fd, look, UNSYNCHRONIZED_MASK)).toBe(false);
     expect(Array.from(look.subarray(0, 5))).toEqual([7, 0, 0, 0, 0]); // TCP_CLOSE
     expect(look[5]).toBe(tcpInfo(p.client).dataSegsIn);
     const byCalls = new Int32Array(6).fill(-2);
-    expect(closeLookByCalls(fd, byCalls)).toBe(false);
+    expect(closeLookByCalls(fd, byCalls, UNSYNCHRONIZED_MASK)).toBe(false);
     expect(Array.from(byCalls)).toEqual(Array.from(look));
   });
 
   it('refuses what is not a TCP socket with the kernel error, and a short array', async () => {
     p = await pair();
-    expect(() => native().closeLook!(-1, new Int32Array(6))).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
-    expect(() => native().closeLook!(fdOf(p!.client as never), new Int32Array(5))).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => native().closeLook!(-1, new Int32Array(6), UNSYNCHRONIZED_MASK)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
+    expect(() => native().closeLook!(fdOf(p!.client as never), new Int32Array(5), UNSYNCHRONIZED_MASK)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
   });
 });

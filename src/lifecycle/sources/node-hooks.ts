@@ -11,7 +11,7 @@ import { debuglog } from 'node:util';
 import { constants, native } from '../../binding';
 import { handleFd } from '../../fd';
 import { FIN_CHANNEL, OBSERVED_CHANNEL, RESET_CHANNEL, socketErrorOf } from '../../ops';
-import type { TcpState } from '../../states';
+import { stateMask, type TcpState } from '../../states';
 import { stateOrThrow, TCP_INFO_BUFFER_SIZE, TCPI_DATA_SEGS_IN } from '../../tcp-info';
 import type { CloseEvent, LifecycleState } from '../fsm';
 import { AWAIT_MS, FAST_MS, arm, now, scheduleAt, scheduleOpen, wake } from '../schedule';
@@ -101,7 +101,7 @@ function hookHandle(w: Watched): boolean {
         // out now), or an fd's CLOSE the model cannot resolve alone. A CLOSE after LAST_ACK ends it here.
         if (!w.fdClose) {
           const at = now();
-          (native().closeLook ?? closeLookByCalls)(fd, look);
+          (native().closeLook ?? closeLookByCalls)(fd, look, UNSYNCHRONIZED_MASK);
           observeFd(w, (state = stateOrThrow(look[0]!)), at);
           if (w.id === undefined && !w.ended && (state === 'CLOSE' || !UNSYNCHRONIZED.has(state))) state = identify(w, fd, at);
         }
@@ -163,18 +163,21 @@ const LOOK_SEGS_IN = 5;
 
 const info = new Uint8Array(TCP_INFO_BUFFER_SIZE);
 
+/** @internal The states where closing the fd sends nothing SO_LINGER, unread bytes or TCP_LINGER2 could change: closeLook reads only the state. */
+export const UNSYNCHRONIZED_MASK = stateMask(UNSYNCHRONIZED);
+
 /**
  * @internal closeLook() one call at a time, for an addon built before it had closeLook (a build/
  * left from an older checkout).
  */
-export function closeLookByCalls(fd: number, out: Int32Array): boolean {
+export function closeLookByCalls(fd: number, out: Int32Array, stopStates: number): boolean {
   const n = native();
   const { IPPROTO_TCP, TCP_LINGER2, SIOCINQ } = constants();
   const length = n.tcpInfo(fd, info);
   out[0] = info[0]!;
   out[LOOK_SEGS_IN] = length >= TCPI_DATA_SEGS_IN + 4 ? new DataView(info.buffer).getInt32(TCPI_DATA_SEGS_IN, true) : -1;
   out.fill(0, 1, 5);
-  if (UNSYNCHRONIZED.has(stateOrThrow(out[0]!))) return false;
+  if ((stopStates & (1 << out[0]!)) !== 0) return false;
   const { onoff, linger } = n.getLinger(fd);
   out[LOOK_ONOFF] = onoff;
   out[LOOK_LINGER] = linger;
