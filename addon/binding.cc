@@ -30,7 +30,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #ifdef FINWAIT_LINUX_BACKEND
   exports.Set("reusePortSocket", Napi::Function::New(env, ReusePortSocket, "reusePortSocket"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
-  exports.Set("dropSyns", Napi::Function::New(env, DropSyns, "dropSyns"));
+  exports.Set("SealedListener", SealedListenerClass(env));
+  exports.Set("detachFilter", Napi::Function::New(env, DetachFilter, "detachFilter"));
   exports.Set("seqpacketSocket", Napi::Function::New(env, SeqpacketSocket, "seqpacketSocket"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
   exports.Set("acceptUnix", Napi::Function::New(env, AcceptUnix, "acceptUnix"));

@@ -106,11 +106,14 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info);
 // set (setsockopt(2)) before anything binds it; listen(fd, backlog): listen(2).
 Napi::Value ReusePortSocket(const Napi::CallbackInfo& info);
 Napi::Value Listen(const Napi::CallbackInfo& info);
-// dropSyns(fd, on) (Linux only; registered only there): on, attaches to the listener fd a socket
+// new SealedListener(fd) (Linux only; registered only there): attaches to the listener fd a socket
 // filter (SO_ATTACH_FILTER) that drops every segment with SYN set and ACK clear, so no new
-// handshake starts while those under way complete; off, detaches a socket's filter
-// (SO_DETACH_FILTER; none attached is not an error).
-Napi::Value DropSyns(const Napi::CallbackInfo& info);
+// handshake starts while those under way complete, and keeps a copy of the fd (close-on-exec);
+// release() detaches the filter through the copy and closes it in one call (also when the object
+// is collected or its environment ends). detachFilter(fd): SO_DETACH_FILTER (none attached is no
+// error), for a connection accepted from a sealed listener, which inherited its filter.
+Napi::Function SealedListenerClass(Napi::Env env);
+Napi::Value DetachFilter(const Napi::CallbackInfo& info);
 // Passing fds between processes (Linux only; registered only there). seqpacketSocket() -> fd:
 // socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (bound with bind(), listened
 // with listen()); connectUnix(fd, sockaddr_un bytes): connect(2); acceptUnix(fd) -> fd, or -1

@@ -159,13 +159,17 @@ export interface Native {
   /** listen(2) (Linux). */
   listen(fd: number, backlog: number): void;
   /**
-   * On (`true`): attaches to the listener `fd` a socket filter that drops every segment with SYN
-   * set and ACK clear, so no new handshake starts while those under way complete into the accept
-   * queue (a dropped client sends its SYN again after a second). Off: detaches a socket's filter
-   * (a connection accepted from the filtered listener inherits it); none attached is no error.
+   * Seals the listener `fd`: a socket filter that drops every segment with SYN set and ACK clear,
+   * so no new handshake starts while those under way complete into the accept queue (a dropped
+   * client sends its SYN again after a second). The filter belongs to the socket, which other
+   * processes may hold too: the object keeps a copy of the fd, and `release()`, called once the
+   * caller closed its own fd, detaches the filter and closes the copy in one call (a socket held
+   * elsewhere lives on unsealed); also when the object is collected or its environment ends.
    * Linux only; absent from an addon built before it.
    */
-  dropSyns?(fd: number, on: boolean): void;
+  SealedListener?: new (fd: number) => { release(): void };
+  /** SO_DETACH_FILTER (none attached is no error): for a connection accepted from a sealed listener, which inherited its filter. */
+  detachFilter?(fd: number): void;
   /** socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (Linux only). */
   seqpacketSocket?(): number;
   /** connect(2) to a `sockaddr_un` (bytes); never waits (EAGAIN when the listener's backlog is full). */

@@ -175,11 +175,11 @@ const IDLE_CHUNK = 256;
 const BLIND_DRAIN_TURNS = 3;
 
 /** Detaches the SYN filter a connection accepted from a sealed listener inherited (see stopAccepting). */
-function dropSynsOff(socket: net.Socket): void {
+function detachInherited(socket: net.Socket): void {
   const fd = handleFd(socket);
   if (fd < 0) return;
   try {
-    native().dropSyns?.(fd, false);
+    native().detachFilter?.(fd);
   } catch {
     // Closed meanwhile: nothing to give back.
   }
@@ -320,7 +320,9 @@ class ServerShutdown {
   private listenFd = -1;
   private acceptQueue: ServerCloseReport['acceptQueue'] = 'not-listening';
   private queuedAtClose = 0;
-  /** Once the listener drops SYNs (see stopAccepting): the cookies of the handshakes still under way. */
+  /** While the listener drops SYNs (see stopAccepting): the seal, released once the listener closed. */
+  private sealed: { release(): void } | undefined;
+  /** The cookies of the handshakes under way at the seal that are still under way. */
   private handshakes: Set<string> | undefined;
   /** An fd of the sealed listener's network namespace (null: this process's), closed with the listener. */
   private listenNetns: number | null = null;
@@ -387,7 +389,7 @@ class ServerShutdown {
       // Accepted while draining: the listener closes as soon as the queue is empty.
       if (this.draining && this.listenFd >= 0) {
         // A connection accepted from the sealed listener inherited its filter: give it back as the kernel made it.
-        if (this.handshakes !== undefined) dropSynsOff(socket);
+        if (this.sealed !== undefined) detachInherited(socket);
         if (this.drained(this.listenFd)) this.closeListener();
       }
     };
@@ -546,12 +548,16 @@ class ServerShutdown {
 
   /**
    * Stops taking new connections without resetting one that connected: the listener first stops
-   * answering SYNs (a socket filter, `dropSyns`; a client whose SYN it drops sends it again after
+   * answering SYNs (a socket filter, `SealedListener`; a client whose SYN it drops sends it again after
    * a second, to the next listener on the port or to a closed port that refuses it), then takes in
    * what waits in the kernel's accept queue and what completes the handshakes under way (request
    * sockets in SYN_RECV, seen by sock_diag), and closes the moment neither is left. Nothing else
    * can then reach the queue, so the close resets no one even if this process is descheduled
-   * between the last look and close(2). libuv accepts everything queued in one go when the
+   * between the last look and close(2). The filter belongs to the socket, which another process
+   * may hold too (a cluster worker's shared handle, a server sent to a child, systemd's socket):
+   * the seal keeps a copy of the fd, and once Node closed its own, one native call detaches the
+   * filter and closes the copy, so such a socket lives on unsealed; for one nobody else holds,
+   * only a SYN arriving between those two system calls could be answered, then reset. libuv accepts everything queued in one go when the
    * listener is readable, calling back once per connection; the queue's length is read on the
    * listening socket (`tcpi_unacked` of a listener) in that callback. A handshake whose client
    * went silent keeps the drain going until the drain window ends; one answered with a SYN cookie
@@ -609,25 +615,29 @@ class ServerShutdown {
       fs.closeSync(this.listenNetns);
       this.listenNetns = null;
     }
-    if (!this.server.listening) return;
-    // Read in the same synchronous run as close(2): what waits now is what the close hands over or loses.
-    if (this.listenFd >= 0) {
-      try {
-        this.queuedAtClose = tcpInfo(this.listenFd).unacked;
-      } catch {
-        this.queuedAtClose = -1;
+    if (this.server.listening) {
+      // Read in the same synchronous run as close(2): what waits now is what the close hands over or loses.
+      if (this.listenFd >= 0) {
+        try {
+          this.queuedAtClose = tcpInfo(this.listenFd).unacked;
+        } catch {
+          this.queuedAtClose = -1;
+        }
       }
+      // The listening fd closes at once; close()'s callback would also wait for untracked connections.
+      net.Server.prototype.close.call(this.server);
     }
-    // The listening fd closes at once; close()'s callback would also wait for untracked connections.
-    net.Server.prototype.close.call(this.server);
+    // Node's fd is closed: the seal's copy goes with the filter (a socket another process holds lives on unsealed).
+    this.sealed?.release();
+    this.sealed = undefined;
   }
 
   /** Makes the listener answer no new SYN; remembers the handshakes under way, which may still complete. */
   private seal(fd: number): void {
-    const dropSyns = native().dropSyns;
-    if (typeof dropSyns !== 'function') return; // an addon predating it: close at the first empty queue
+    const Sealed = native().SealedListener;
+    if (typeof Sealed !== 'function') return; // an addon predating it: close at the first empty queue
     try {
-      dropSyns(fd, true);
+      this.sealed = new Sealed(fd);
     } catch {
       return;
     }

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { native } from '../src/binding';
-import { closeServer, shutdownSignal } from '../src/index';
+import { closeServer, shutdownSignal, tcpInfo } from '../src/index';
 import { isPureAck, waitUntil } from '../src/testing/index';
 import { waitFor } from './helpers';
 import { itLab } from './testing/helpers';
@@ -118,9 +118,9 @@ describe('closeServer, accept-queue drain', () => {
   }, { timeout: 20_000 });
 
   it('with a native part built before the SYN filter, the listener closes at the first empty accept queue', async () => {
-    const n = native() as { dropSyns?: unknown };
-    const dropSyns = n.dropSyns;
-    delete n.dropSyns;
+    const n = native() as { SealedListener?: unknown };
+    const SealedListener = n.SealedListener;
+    delete n.SealedListener;
     const server = net.createServer((socket) => socket.end('bye'));
     try {
       server.listen({ port: 0, host: '127.0.0.1' });
@@ -138,7 +138,42 @@ describe('closeServer, accept-queue drain', () => {
       expect(report).toMatchObject({ acceptQueue: 'drained', queuedAtClose: 0, totals: { total: 1, graceful: 1 } });
       await expect(new Promise((resolve, reject) => net.connect(port, '127.0.0.1').on('connect', resolve).on('error', reject))).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     } finally {
-      n.dropSyns = dropSyns;
+      n.SealedListener = SealedListener;
+      server.close();
+    }
+  });
+
+  it('a listening socket another process holds too (a server sent to a child) is left to it unsealed: its next clients connect at the first SYN', async () => {
+    const server = net.createServer((socket) => socket.end('parent'));
+    server.listen({ port: 0, host: '127.0.0.1' });
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+    const child = spawn(
+      process.execPath,
+      ['-e', `process.on('message', (m, server) => { server.on('connection', (s) => s.end('child')); process.send('ready'); });`],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    );
+    try {
+      child.send('server', server);
+      await once(child, 'message');
+      const report = await closeServer(server, { timeout: 2000, drainWindow: 200 });
+      expect(server.listening).toBe(false);
+      expect(report.acceptQueue).toBe('drained');
+      // The child's copy of the socket still listens, and answers at once: no SYN of these five
+      // went unanswered (a sealed listener drops the first; the client's kernel then counts a
+      // retransmission).
+      for (let i = 0; i < 5; i++) {
+        const client = net.connect(port, '127.0.0.1');
+        let heard = '';
+        client.setEncoding('utf8').on('data', (d: string) => (heard += d));
+        await once(client, 'connect');
+        expect(tcpInfo(client).totalRetrans).toBe(0);
+        await once(client, 'end');
+        expect(heard).toBe('child');
+        client.destroy();
+      }
+    } finally {
+      child.kill();
       server.close();
     }
   });

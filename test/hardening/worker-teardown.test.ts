@@ -112,3 +112,43 @@ it('40 Workers terminated at random moments while they open, watch and close con
   const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 60_000 });
   expect({ status: child.status, signal: child.signal, stdout: child.stdout, stderr: child.stderr.slice(0, 500) }).toEqual({ status: 0, signal: null, stdout: 'done\n', stderr: '' });
 }, 90_000);
+
+const binding = path.join(__dirname, '..', '..', 'dist', 'binding.js');
+
+/**
+ * A Worker that ends while closeServer() has its listener sealed (`SealedListener`: a SYN filter
+ * and a copy of the listening fd, released once the listener closed): the copy goes with the
+ * Worker, so no listening socket is left behind, sealed, holding the port.
+ */
+const sealedInWorker = `
+  const { Worker } = require('node:worker_threads');
+  const { sockets } = require(${JSON.stringify(index)});
+  const worker = new Worker(\`
+    const net = require('node:net');
+    const { native } = require(${JSON.stringify(binding)});
+    const { parentPort } = require('node:worker_threads');
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = server.address().port;
+      globalThis.seal = new (native().SealedListener)(server._handle.fd);
+      server.close(); // Node's fd closes; the seal's copy keeps the socket listening
+      setInterval(() => {}, 1000); // the Worker lives until it is terminated
+      parentPort.postMessage(port);
+    });
+  \`, { eval: true });
+  worker.once('message', async (port) => {
+    const before = sockets({ localPort: port, states: ['LISTEN'] }).length;
+    await worker.terminate();
+    const after = sockets({ localPort: port, states: ['LISTEN'] }).length;
+    console.log(JSON.stringify({ before, after }));
+  });
+`;
+
+it("a Worker terminated with a sealed listener takes the seal's copy of the fd with it: nothing is left listening", () => {
+  const child = spawnSync(process.execPath, ['-e', sealedInWorker], { encoding: 'utf8', timeout: 30_000 });
+  expect({ status: child.status, signal: child.signal, stdout: child.stdout, stderr: child.stderr.slice(0, 500) }).toEqual({
+    status: 0,
+    signal: null,
+    stdout: '{"before":1,"after":0}\n',
+    stderr: '',
+  });
+});

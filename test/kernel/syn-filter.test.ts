@@ -1,6 +1,6 @@
 /**
  * Kernel row 24 (numbered in ./helpers.ts): a listener with a socket filter that drops segments
- * with SYN set and ACK clear (`dropSyns`, SO_ATTACH_FILTER) starts no new handshake, while one
+ * with SYN set and ACK clear (`SealedListener`, SO_ATTACH_FILTER) starts no new handshake, while one
  * under way completes into its accept queue. What `closeServer()` stands on to close a listener
  * without resetting a client that connected: the client whose SYN was dropped sends it again
  * after a second, and by then the listener is closed and the SYN is refused.
@@ -26,7 +26,7 @@ describe('kernel row 24: a listener that drops SYNs', () => {
     const held = await waitForSegment(wire, "the first client's last ACK, held", (e) => e.verdict === 'hold');
     await waitUntil('B in SYN_RECV', () => b.sockets({ localPort: 80, states: ['SYN_RECV'] }).length === 1);
 
-    native().dropSyns!(handleFd(server), true);
+    const seal = new (native().SealedListener!)(handleFd(server));
     const second = a.connectSocket(80);
     let secondEnd = '';
     second.on('connect', () => (secondEnd = 'connected'));
@@ -54,6 +54,8 @@ describe('kernel row 24: a listener that drops SYNs', () => {
     // Closed, the listener resets no one; the SYN sent next is refused.
     server.close(); // the listening fd closes at once (the accepted connection keeps the server's 'close' waiting)
     expect(server.listening).toBe(false);
+    seal.release(); // the seal's copy of the fd: the last one, so the socket closes now
+    expect(b.sockets({ localPort: 80, states: ['LISTEN'] })).toEqual([]);
     await waitUntil('the second client refused', () => secondEnd || undefined, { timeout: 8000 });
     expect(secondEnd).toBe('ECONNREFUSED');
     const toSecond = wire.log.filter((e) => e.from === 'b' && e.dst.port === port);
