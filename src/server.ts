@@ -386,7 +386,7 @@ class ServerShutdown {
     const onConnection = (socket: net.Socket): void => {
       if (this.draining) this.acceptedFromQueue++;
       this.adopt(socket, this.protocolOf(socket));
-      // Accepted while draining: the listener closes as soon as the queue is empty.
+      // Accepted while draining: the listener closes as soon as nothing is left to take in.
       if (this.draining && this.listenFd >= 0) {
         // A connection accepted from the sealed listener inherited its filter: give it back as the kernel made it.
         if (this.sealed !== undefined) detachInherited(socket);
@@ -548,23 +548,25 @@ class ServerShutdown {
 
   /**
    * Stops taking new connections without resetting one that connected: the listener first stops
-   * answering SYNs (a socket filter, `SealedListener`; a client whose SYN it drops sends it again after
-   * a second, to the next listener on the port or to a closed port that refuses it), then takes in
-   * what waits in the kernel's accept queue and what completes the handshakes under way (request
-   * sockets in SYN_RECV, seen by sock_diag), and closes the moment neither is left. Nothing else
-   * can then reach the queue, so the close resets no one even if this process is descheduled
-   * between the last look and close(2). The filter belongs to the socket, which another process
-   * may hold too (a cluster worker's shared handle, a server sent to a child, systemd's socket):
-   * the seal keeps a copy of the fd, and once Node closed its own, one native call detaches the
-   * filter and closes the copy, so such a socket lives on unsealed; for one nobody else holds,
-   * only a SYN arriving between those two system calls could be answered, then reset. libuv accepts everything queued in one go when the
-   * listener is readable, calling back once per connection; the queue's length is read on the
-   * listening socket (`tcpi_unacked` of a listener) in that callback. A handshake whose client
-   * went silent keeps the drain going until the drain window ends; one answered with a SYN cookie
-   * (under a SYN flood) leaves no request socket to wait for. Without the filter (an addon
-   * predating it) the listener closes at the first empty queue, and a handshake completing in that
-   * instant is reset. Where the kernel migrates the queue to another listener of the port, there
-   * is no drain: the listener closes at once and the other listener gets what waited.
+   * answering SYNs (a socket filter, `SealedListener`; a client whose SYN it drops sends it again
+   * after a second, to the next listener on the port or to a closed port that refuses it), then
+   * takes in what waits in the kernel's accept queue and what completes the handshakes under way
+   * (request sockets in SYN_RECV, seen by sock_diag), and closes the moment neither is left.
+   * Nothing else can then reach the queue, so the close resets no one even if this process is
+   * descheduled between the last look and close(2). libuv accepts everything queued in one go when
+   * the listener is readable, calling back once per connection; the queue's length is read on the
+   * listening socket (`tcpi_unacked` of a listener) in that callback. A handshake whose client went
+   * silent keeps the drain going until the drain window ends; one answered with a SYN cookie (under
+   * a SYN flood) leaves no request socket to wait for.
+   *
+   * The filter belongs to the socket, which another process may hold too (a cluster worker's
+   * shared handle, a server sent to a child, systemd's socket): the seal keeps a copy of the fd,
+   * and once Node closed its own, one native call detaches the filter and closes the copy, so such
+   * a socket lives on unsealed; for one nobody else holds, only a SYN arriving between those two
+   * system calls could be answered, then reset. Without the filter (an addon predating it) the
+   * listener closes at the first empty queue, and a handshake completing in that instant is reset.
+   * Where the kernel migrates the queue to another listener of the port, there is no drain: the
+   * listener closes at once and the other listener gets what waited.
    */
   private async stopAccepting(): Promise<void> {
     const server = this.server;
