@@ -148,7 +148,7 @@ describe('what the destroy multicast cannot see', () => {
       try {
         native().sockDiagJoin!(listener, 1);
         const matched = destroyMulticastStatus().matched;
-        execFileSync('ss', ['-K', '-N', lab.a.netns, 'state', 'time-wait']);
+        execFileSync('ip', ['netns', 'exec', lab.a.netns, 'ss', '-K', 'state', 'time-wait'], { stdio: 'pipe' });
         expect(lab.a.sockets({ states: ['TIME_WAIT'] })).toEqual([]);
         // A full socket closed after the kill: its message comes, the TIME_WAIT's never came.
         const marker = await lab.a.connect(80);
@@ -208,7 +208,7 @@ describe('what only the BPF stream tells', () => {
       const matched = bpfStatus().matched;
       a.destroy();
       await waitFor('the orphan in LAST_ACK', () => (lab.a.sockets({ states: ['LAST_ACK'] }).length === 1 ? true : undefined));
-      execFileSync('ss', ['-K', '-N', lab.a.netns, 'state', 'last-ack']);
+      execFileSync('ip', ['netns', 'exec', lab.a.netns, 'ss', '-K', 'state', 'last-ack'], { stdio: 'pipe' });
       const result = await lc.done;
       expect(result).toMatchObject({ outcome: 'timed-out', role: 'passive', anomalies: [] });
       expect(result.history.at(-1)).toMatchObject({ state: 'CLOSED', event: 'timeout', source: 'event' });

@@ -179,7 +179,7 @@ describe('traceConnections() on BPF, in the lab', () => {
     const ends = start();
     const { a } = await labConnection(lab);
     const port = a.localPort!;
-    execFileSync('ss', ['-K', '-N', lab.a.netns, 'dst', `${lab.b.address}`, 'dport', '=', ':80']);
+    execFileSync('ip', ['netns', 'exec', lab.a.netns, 'ss', '-K', 'dst', `${lab.b.address}`, 'dport', '=', ':80'], { stdio: 'pipe' });
     const killed = await waitFor('a', () => ends.find((e) => e.local.port === port && e.remote.port === 80));
     expect(killed).toMatchObject({ outcome: 'killed', error: 'ECONNABORTED', path: ['SYN_SENT', 'ESTABLISHED', 'CLOSE'] });
     const other = await waitFor('b', () => ends.find((e) => e.local.port === 80 && e.remote.port === port));
