@@ -138,10 +138,19 @@ export interface ServerCloseReport {
    * Connections waiting in the accept queue in the instant the listener closed (`tcpi_unacked` of
    * the listening socket). With `acceptQueue` `'migrated'`, those the kernel moves to the other
    * listener; with `'drained'`, those the drain could not save (the kernel resets them): more than
-   * 0 only when connections kept coming faster than they could be taken in for the whole drain
-   * window. -1 when unknown (no kernel view, a Unix domain socket).
+   * 0 only when the drain window ended first (the event loop too busy to take them in; or, where the
+   * listener could not stop answering SYNs, connections coming faster than they were taken in).
+   * -1 when unknown (no kernel view, a Unix domain socket).
    */
   queuedAtClose: number;
+  /**
+   * With `acceptQueue` `'drained'`: handshakes still under way in the instant the listener closed
+   * (request sockets in SYN_RECV that were there when it stopped answering SYNs, their client's
+   * last ACK not come within the drain window). The kernel drops them; a client that is still there
+   * gets an RST when its ACK comes. -1 when unknown (no kernel view, an addon without the SYN
+   * filter, or no drain).
+   */
+  handshakesAtClose: number;
   /**
    * Connections this process holds on this server's port that finwait could not close because
    * they were accepted before it knew of them (before finwait was loaded, for a server that is not
@@ -320,6 +329,7 @@ class ServerShutdown {
   private listenFd = -1;
   private acceptQueue: ServerCloseReport['acceptQueue'] = 'not-listening';
   private queuedAtClose = 0;
+  private handshakesAtClose = -1;
   /** While the listener drops SYNs (see stopAccepting): the seal, released once the listener closed. */
   private sealed: { release(): void } | undefined;
   /** The cookies of the handshakes under way at the seal that are still under way. */
@@ -613,10 +623,6 @@ class ServerShutdown {
   /** Closes the listening socket: net.Server's close, not http's (Node >= 19's destroys idle keep-alive sockets). */
   private closeListener(): void {
     this.draining = false;
-    if (this.listenNetns !== null) {
-      fs.closeSync(this.listenNetns);
-      this.listenNetns = null;
-    }
     if (this.server.listening) {
       // Read in the same synchronous run as close(2): what waits now is what the close hands over or loses.
       if (this.listenFd >= 0) {
@@ -626,12 +632,20 @@ class ServerShutdown {
           this.queuedAtClose = -1;
         }
       }
+      if (this.handshakes !== undefined) {
+        if (this.handshakes.size > 0) this.drained(this.listenFd); // a last look at those still under way
+        this.handshakesAtClose = this.handshakes.size;
+      }
       // The listening fd closes at once; close()'s callback would also wait for untracked connections.
       net.Server.prototype.close.call(this.server);
     }
     // Node's fd is closed: the seal's copy goes with the filter (a socket another process holds lives on unsealed).
     this.sealed?.release();
     this.sealed = undefined;
+    if (this.listenNetns !== null) {
+      fs.closeSync(this.listenNetns);
+      this.listenNetns = null;
+    }
   }
 
   /** Makes the listener answer no new SYN; remembers the handshakes under way, which may still complete. */
@@ -1178,6 +1192,7 @@ class ServerShutdown {
       acceptedFromQueue: this.acceptedFromQueue,
       acceptQueue: this.acceptQueue,
       queuedAtClose: this.queuedAtClose,
+      handshakesAtClose: this.handshakesAtClose,
       untracked,
       kernelView: this.kernelView,
       connections,

@@ -85,7 +85,8 @@ export interface ShutdownReport {
    * True when nothing went wrong that finwait saw: not forced, no error, no RST sent, no
    * connection destroyed and none interrupted (the application's work cut short without an RST),
    * and no connection left in the accept queue of a listener that closed without another to
-   * migrate it to (`server.queuedAtClose`: the kernel reset those); a peer's own RST does not count.
+   * migrate it to (`server.queuedAtClose`: the kernel reset those) nor a handshake under way at
+   * that close (`server.handshakesAtClose`); a peer's own RST does not count.
    */
   clean: boolean;
   /** 0 when clean, 1 otherwise: the process's exit code with `exit: true`. */
@@ -240,8 +241,9 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     const known = before !== UNKNOWN_COUNTERS && after !== UNKNOWN_COUNTERS;
     phase = 'closed';
     const totals = serverReport?.totals;
-    // Connections left in a drained accept queue when the listener closed were reset by the kernel.
-    const queueLost = serverReport?.acceptQueue === 'drained' && serverReport.queuedAtClose > 0;
+    // Connections left in a drained accept queue when the listener closed were reset by the kernel,
+    // and so is a client whose handshake was under way then, once its last ACK comes.
+    const queueLost = serverReport?.acceptQueue === 'drained' && (serverReport.queuedAtClose > 0 || serverReport.handshakesAtClose > 0);
     const clean =
       !forcedBy && !error && totals !== undefined && totals.resetSent === 0 && totals.destroyed === 0 && totals.interrupted === 0 && !queueLost;
     const report: ShutdownReport = {
@@ -374,6 +376,10 @@ export function summaryLine(report: ShutdownReport): string {
     const waiting = `${server.queuedAtClose} connection${server.queuedAtClose === 1 ? '' : 's'}`;
     if (server.acceptQueue === 'migrated') line += `; accept queue left to the kernel to migrate (${server.queuedAtClose < 0 ? 'length unknown' : `${waiting} in it`} at the close)`;
     else if (server.acceptQueue === 'drained' && server.queuedAtClose > 0) line += `; ${waiting} still in the accept queue at the close (reset by the kernel)`;
+    const handshakes = server.handshakesAtClose;
+    if (server.acceptQueue === 'drained' && handshakes > 0) {
+      line += `; ${handshakes} handshake${handshakes === 1 ? '' : 's'} still under way at the close (the client reset when its last ACK comes)`;
+    }
   }
   if (report.error) line += `; error: ${report.error.message}`;
   const h = report.handoff;

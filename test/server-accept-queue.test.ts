@@ -67,6 +67,7 @@ describe('closeServer, accept-queue drain', () => {
       // it again, a second later, to the closed port. No client that connected was reset.
       expect(ends, JSON.stringify(ends)).toEqual({ fin: expect.any(Number), ECONNREFUSED: expect.any(Number) });
       expect(report.queuedAtClose).toBe(0);
+      expect(report.handshakesAtClose).toBe(0);
       expect(ends.ECONNREFUSED).toBeGreaterThan(0);
       expect(report.totals.resetSent + report.totals.resetReceived).toBe(0);
     } finally {
@@ -110,6 +111,7 @@ describe('closeServer, accept-queue drain', () => {
     expect(firstSaw).toBe('bye|FIN');
     expect(report.acceptedFromQueue).toBe(1);
     expect(report.queuedAtClose).toBe(0);
+    expect(report.handshakesAtClose).toBe(0);
     expect(report.totals).toMatchObject({ total: 1, graceful: 1, resetSent: 0, resetReceived: 0 });
     await waitUntil('the second client refused', () => secondEnd || undefined, { timeout: 8000 });
     expect(secondEnd).toBe('ECONNREFUSED');
@@ -176,5 +178,27 @@ describe('closeServer, accept-queue drain', () => {
       child.kill();
       server.close();
     }
+  });
+
+  itLab('a handshake whose last ACK does not come within the drain window is counted in handshakesAtClose: the kernel resets its client when the ACK comes', async (lab) => {
+    const { a, b, wire } = lab;
+    const server = await b.listen(80);
+    server.on('connection', (socket: net.Socket) => socket.end('bye'));
+    wire.hold((s) => s.from === 'a' && isPureAck(s) && s.relSeq === 1 && s.relAck === 1);
+    const client = a.connectSocket(80);
+    let end = '';
+    client.on('connect', () => (end = 'connected'));
+    client.on('error', (error: NodeJS.ErrnoException) => (end = error.code ?? String(error)));
+    client.on('end', () => (end = 'FIN'));
+    await waitUntil("the client's last ACK, held", () => wire.log.find((e) => e.verdict === 'hold'));
+    await waitUntil('B in SYN_RECV', () => b.sockets({ localPort: 80, states: ['SYN_RECV'] }).length === 1);
+    const report = await closeServer(server, { drainWindow: 300, timeout: 2000 });
+    expect(server.listening).toBe(false);
+    expect(report).toMatchObject({ acceptQueue: 'drained', acceptedFromQueue: 0, queuedAtClose: 0, handshakesAtClose: 1 });
+    expect(report.duration).toBeGreaterThanOrEqual(290); // the listener waited the window for it
+    expect(end).toBe('connected');
+    wire.pass().release();
+    await waitUntil('the client reset', () => (end === 'ECONNRESET' ? true : undefined));
+    expect(wire.log.some((e) => e.from === 'b' && e.flags.includes('RST'))).toBe(true);
   });
 });

@@ -393,9 +393,9 @@ describe('gracefulShutdown() and the same-port handoff', () => {
 
 describe('gracefulShutdown(): the summary line and the accept queue', () => {
   /** A report of a shutdown that closed no connection, with the accept queue as given. */
-  function withQueue(acceptQueue: 'drained' | 'migrated', queuedAtClose: number): ShutdownReport {
+  function withQueue(acceptQueue: 'drained' | 'migrated', queuedAtClose: number, handshakesAtClose = acceptQueue === 'drained' ? 0 : -1): ShutdownReport {
     const totals = { graceful: 0, interrupted: 0, handedOff: 0, resetSent: 0, resetReceived: 0, destroyed: 0, total: 0 };
-    const server = { totals, duration: 3, acceptedFromQueue: 0, acceptQueue, queuedAtClose, untracked: 0, kernelView: true, connections: [] };
+    const server = { totals, duration: 3, acceptedFromQueue: 0, acceptQueue, queuedAtClose, handshakesAtClose, untracked: 0, kernelView: true, connections: [] };
     return { trigger: 'SIGTERM', preStop: 0, handoff: { otherListeners: 1, migrateReq: acceptQueue === 'migrated', migrated: 0, migrationFailed: 0 }, server, duration: 3, clean: true, exitCode: 0 };
   }
 
@@ -411,6 +411,8 @@ describe('gracefulShutdown(): the summary line and the accept queue', () => {
     expect(summaryLine(withQueue('migrated', -1))).toContain('(length unknown at the close)');
     expect(summaryLine(withQueue('drained', 1))).toContain('; 1 connection still in the accept queue at the close (reset by the kernel)');
     expect(summaryLine(withQueue('drained', 0))).not.toContain('accept queue');
+    expect(summaryLine(withQueue('drained', 0, 2))).toContain('; 2 handshakes still under way at the close (the client reset when its last ACK comes)');
+    expect(summaryLine(withQueue('drained', 0, 0))).not.toContain('handshake');
   });
 
   it('connections the drain could not take in before the listener closed: reset by the kernel, counted in queuedAtClose, and the shutdown is not clean', async () => {
