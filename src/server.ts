@@ -643,7 +643,7 @@ class ServerShutdown {
     this.sealed?.release();
     this.sealed = undefined;
     if (this.listenNetns !== null) {
-      fs.closeSync(this.listenNetns);
+      native().closeFd(this.listenNetns); // the addon's fd: fs.closeSync() would warn in a Worker
       this.listenNetns = null;
     }
   }
@@ -660,7 +660,7 @@ class ServerShutdown {
     try {
       this.listenNetns = native().socketNetns(fd); // sock_diag answers for the listener's namespace
     } catch {
-      this.listenNetns = null;
+      this.listenNetns = null; // not privileged (SIOCGSKNS needs CAP_NET_ADMIN): this thread's namespace
     }
     this.handshakes = new Set(this.handshakesUnderWay().map((e) => e.cookie));
   }
