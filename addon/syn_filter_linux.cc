@@ -1,6 +1,6 @@
 // A listener that lets the handshakes under way finish but starts no new one: a classic BPF socket
-// filter (SO_ATTACH_FILTER, no privilege needed) that drops every segment with SYN set and ACK
-// clear. On a listener the kernel runs it on each segment before the segment is processed, so a
+// filter (SO_ATTACH_FILTER; on a TCP socket Linux 6.18 allows it only with CAP_NET_ADMIN, else
+// EPERM) that drops every segment with SYN set and ACK clear. On a listener the kernel runs it on each segment before the segment is processed, so a
 // new client's SYN goes unanswered (its kernel sends it again after a second), while the ACK that
 // completes a handshake passes and its connection joins the accept queue. A connection accepted
 // afterwards inherits the filter: detachFilter() gives it back as the kernel made it.

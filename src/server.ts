@@ -147,8 +147,9 @@ export interface ServerCloseReport {
    * With `acceptQueue` `'drained'`: handshakes still under way in the instant the listener closed
    * (request sockets in SYN_RECV that were there when it stopped answering SYNs, their client's
    * last ACK not come within the drain window). The kernel drops them; a client that is still there
-   * gets an RST when its ACK comes. -1 when unknown (no kernel view, an addon without the SYN
-   * filter, or no drain).
+   * gets an RST when its ACK comes. -1 when unknown: no kernel view, no drain, or a listener that
+   * could not stop answering SYNs (the socket filter needs CAP_NET_ADMIN on Linux 6.18; an addon
+   * built before it).
    */
   handshakesAtClose: number;
   /**
@@ -573,8 +574,9 @@ class ServerShutdown {
    * shared handle, a server sent to a child, systemd's socket): the seal keeps a copy of the fd,
    * and once Node closed its own, one native call detaches the filter and closes the copy, so such
    * a socket lives on unsealed; for one nobody else holds, only a SYN arriving between those two
-   * system calls could be answered, then reset. Without the filter (an addon predating it) the
-   * listener closes at the first empty queue, and a handshake completing in that instant is reset.
+   * system calls could be answered, then reset. Without the filter (Linux 6.18 attaches one to a
+   * TCP socket only with CAP_NET_ADMIN; an addon predating it) the listener closes at the first
+   * empty queue, and a handshake completing in that instant is reset.
    * Where the kernel migrates the queue to another listener of the port, there is no drain: the
    * listener closes at once and the other listener gets what waited.
    */
@@ -655,7 +657,7 @@ class ServerShutdown {
     try {
       this.sealed = new Sealed(fd);
     } catch {
-      return;
+      return; // EPERM without CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
     }
     try {
       this.listenNetns = native().socketNetns(fd); // sock_diag answers for the listener's namespace

@@ -9,6 +9,8 @@ import path from 'node:path';
 import net from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, it, vi } from 'vitest';
+import { native } from '../src/binding';
+import { sockaddr } from '../src/sockaddr';
 
 export interface Pair {
   client: net.Socket;
@@ -175,4 +177,24 @@ export function withoutNativePart(): void {
     vi.unstubAllEnvs();
     fs.rmSync(dir, { recursive: true, force: true });
   });
+}
+
+/**
+ * Whether a listener can be sealed here (`SealedListener`: a socket filter on a TCP socket, which
+ * Linux 6.18 allows only with CAP_NET_ADMIN), tried on a listener of its own.
+ */
+export function sealAvailable(): Availability {
+  const n = native();
+  if (typeof n.SealedListener !== 'function') return { ok: false, reason: 'this build of the native part has no SealedListener' };
+  const fd = n.reusePortSocket(n.constants.AF_INET);
+  try {
+    n.bind(fd, sockaddr('127.0.0.1', 0));
+    n.listen(fd, 1);
+    new n.SealedListener(fd).release();
+    return { ok: true };
+  } catch (error) {
+    return { ok: false, reason: `a socket filter on a TCP socket was refused (${(error as NodeJS.ErrnoException).code}; Linux 6.18 needs CAP_NET_ADMIN for it)` };
+  } finally {
+    n.closeFd(fd);
+  }
 }

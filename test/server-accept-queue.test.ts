@@ -8,11 +8,12 @@
 import { describe, expect, it } from 'vitest';
 import net from 'node:net';
 import { once } from 'node:events';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { native } from '../src/binding';
 import { closeServer, shutdownSignal, tcpInfo } from '../src/index';
 import { isPureAck, waitUntil } from '../src/testing/index';
-import { waitFor } from './helpers';
+import { itNeeds, sealAvailable, waitFor } from './helpers';
 import { itLab } from './testing/helpers';
 
 /** A client process opening a new connection every 5 ms (a steady stream, not a flood); counts how each ended. */
@@ -45,8 +46,11 @@ const clientScript = `
   }, 5);
 `;
 
+/** What the tests that seal a listener need. */
+const SEAL = 'a socket filter on a listening TCP socket';
+
 describe('closeServer, accept-queue drain', () => {
-  it('under a steady stream of new connections (one every 5 ms): the listener closes as soon as nothing is left to take in, no connected client is reset', async () => {
+  itNeeds(SEAL, sealAvailable, 'under a steady stream of new connections (one every 5 ms): the listener closes as soon as nothing is left to take in, no connected client is reset', async () => {
     const server = net.createServer((socket) => socket.end('bye')); // a stream of short connections
     server.listen({ port: 0, host: '127.0.0.1', backlog: 511 });
     await once(server, 'listening');
@@ -145,7 +149,7 @@ describe('closeServer, accept-queue drain', () => {
     }
   });
 
-  it('a listening socket another process holds too (a server sent to a child) is left to it unsealed: its next clients connect at the first SYN', async () => {
+  itNeeds(SEAL, sealAvailable, 'a listening socket another process holds too (a server sent to a child) is left to it unsealed: its next clients connect at the first SYN', async () => {
     const server = net.createServer((socket) => socket.end('parent'));
     server.listen({ port: 0, host: '127.0.0.1' });
     await once(server, 'listening');
@@ -200,5 +204,38 @@ describe('closeServer, accept-queue drain', () => {
     wire.pass().release();
     await waitUntil('the client reset', () => (end === 'ECONNRESET' ? true : undefined));
     expect(wire.log.some((e) => e.from === 'b' && e.flags.includes('RST'))).toBe(true);
+  });
+
+  it('where the listener cannot be sealed (a process without CAP_NET_ADMIN on Linux 6.18), closeServer closes at the first empty accept queue and says handshakesAtClose -1', async (ctx) => {
+    const index = path.join(__dirname, '..', 'dist', 'index.js');
+    const binding = path.join(__dirname, '..', 'dist', 'binding.js');
+    const script = `
+      const net = require('node:net');
+      const { closeServer } = require(${JSON.stringify(index)});
+      const { native } = require(${JSON.stringify(binding)});
+      const server = net.createServer((s) => s.end('bye')).listen(0, '127.0.0.1', async () => {
+        let seal = 'ok';
+        try { new (native().SealedListener)(server._handle.fd).release(); } catch (e) { seal = e.code; }
+        const client = net.connect(server.address().port, '127.0.0.1');
+        let heard = '';
+        client.setEncoding('utf8').on('data', (d) => (heard += d));
+        const ended = new Promise((resolve) => client.once('end', resolve));
+        await new Promise((resolve) => server.once('connection', resolve));
+        const report = await closeServer(server, { timeout: 2000, drainWindow: 200 });
+        await ended;
+        const { acceptQueue, queuedAtClose, handshakesAtClose, totals } = report;
+        console.log(JSON.stringify({ seal, heard, listening: server.listening, acceptQueue, queuedAtClose, handshakesAtClose, graceful: totals.graceful }));
+      });
+    `;
+    // As root, the child runs without CAP_NET_ADMIN (gone from its bounding set); otherwise it has none.
+    const root = process.getuid?.() === 0;
+    const [file, ...args] = root
+      ? ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, '-e', script]
+      : [process.execPath, '-e', script];
+    const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 20_000 });
+    expect(child.stderr).toBe('');
+    const result = JSON.parse(child.stdout.trim()) as { seal: string; heard: string; listening: boolean; acceptQueue: string; queuedAtClose: number; handshakesAtClose: number; graceful: number };
+    if (result.seal === 'ok') ctx.skip('this kernel lets a process without CAP_NET_ADMIN attach a socket filter to a TCP socket: the listener was sealed');
+    expect(result).toEqual({ seal: 'EPERM', heard: 'bye', listening: false, acceptQueue: 'drained', queuedAtClose: 0, handshakesAtClose: -1, graceful: 1 });
   });
 });

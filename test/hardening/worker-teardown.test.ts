@@ -7,6 +7,7 @@ import { expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { createLab } from '../../src/testing/index';
+import { itNeeds, sealAvailable } from '../helpers';
 import { itNeedsLab } from '../testing/helpers';
 
 const testing = path.join(__dirname, '..', '..', 'dist', 'testing', 'index.js');
@@ -143,7 +144,7 @@ const sealedInWorker = `
   });
 `;
 
-it("a Worker terminated with a sealed listener takes the seal's copy of the fd with it: nothing is left listening", () => {
+itNeeds('a socket filter on a listening TCP socket', sealAvailable, "a Worker terminated with a sealed listener takes the seal's copy of the fd with it: nothing is left listening", async () => {
   const child = spawnSync(process.execPath, ['-e', sealedInWorker], { encoding: 'utf8', timeout: 30_000 });
   expect({ status: child.status, signal: child.signal, stdout: child.stdout, stderr: child.stderr.slice(0, 500) }).toEqual({
     status: 0,
