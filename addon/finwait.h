@@ -110,7 +110,8 @@ Napi::Value Listen(const Napi::CallbackInfo& info);
 // filter (SO_ATTACH_FILTER) that drops every segment with SYN set and ACK clear, so no new
 // handshake starts while those under way complete, and keeps a copy of the fd (close-on-exec);
 // release() detaches the filter through the copy and closes it in one call (also when the object
-// is collected or its environment ends). detachFilter(fd): SO_DETACH_FILTER (none attached is no
+// is collected or its environment ends); EPERM without CAP_NET_ADMIN (Linux 6.18, on a TCP
+// socket). detachFilter(fd): SO_DETACH_FILTER (none attached is no
 // error), for a connection accepted from a sealed listener, which inherited its filter.
 Napi::Function SealedListenerClass(Napi::Env env);
 Napi::Value DetachFilter(const Napi::CallbackInfo& info);

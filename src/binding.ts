@@ -165,6 +165,7 @@ export interface Native {
    * processes may hold too: the object keeps a copy of the fd, and `release()`, called once the
    * caller closed its own fd, detaches the filter and closes the copy in one call (a socket held
    * elsewhere lives on unsealed); also when the object is collected or its environment ends.
+   * Throws EPERM without CAP_NET_ADMIN (Linux 6.18 allows a filter on a TCP socket only with it).
    * Linux only; absent from an addon built before it.
    */
   SealedListener?: new (fd: number) => { release(): void };
