@@ -184,6 +184,9 @@ const IDLE_CHUNK = 256;
 /** Turns of the event loop the accept queue is given where the kernel cannot show it. */
 const BLIND_DRAIN_TURNS = 3;
 
+/** Servers whose listener a shutdown has sealed (see stopAccepting): a second closeServer() on one does not seal it again. */
+const sealedServers = new WeakSet<net.Server>();
+
 /** Detaches the SYN filter a connection accepted from a sealed listener inherited (see stopAccepting). */
 function detachInherited(socket: net.Socket): void {
   const fd = handleFd(socket);
@@ -642,8 +645,11 @@ class ServerShutdown {
       net.Server.prototype.close.call(this.server);
     }
     // Node's fd is closed: the seal's copy goes with the filter (a socket another process holds lives on unsealed).
-    this.sealed?.release();
-    this.sealed = undefined;
+    if (this.sealed !== undefined) {
+      this.sealed.release();
+      this.sealed = undefined;
+      sealedServers.delete(this.server);
+    }
     if (this.listenNetns !== null) {
       native().closeFd(this.listenNetns); // the addon's fd: fs.closeSync() would warn in a Worker
       this.listenNetns = null;
@@ -654,11 +660,13 @@ class ServerShutdown {
   private seal(fd: number): void {
     const Sealed = native().SealedListener;
     if (typeof Sealed !== 'function') return; // an addon predating it: close at the first empty queue
+    if (sealedServers.has(this.server)) return; // another closeServer() on it sealed it, and releases it
     try {
       this.sealed = new Sealed(fd);
     } catch {
       return; // EPERM without CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
     }
+    sealedServers.add(this.server);
     try {
       this.listenNetns = native().socketNetns(fd); // sock_diag answers for the listener's namespace
     } catch {
@@ -670,9 +678,12 @@ class ServerShutdown {
   /**
    * Whether nothing is left to take in: the accept queue is empty and, on a sealed listener, none
    * of the handshakes under way at the seal is still under way (they leave SYN_RECV into the queue,
-   * so the queue is read after them). Those begun since are another listener's on the port.
+   * so the queue is read after them). Those begun since are another listener's on the port. Never,
+   * while another closeServer() on the same server holds the seal (until the drain window ends).
    */
   private drained(fd: number): boolean {
+    // Another closeServer() on this server sealed it: the listener is its to close.
+    if (this.sealed === undefined && sealedServers.has(this.server)) return false;
     if (this.handshakes !== undefined && this.handshakes.size > 0) {
       const now = new Set(this.handshakesUnderWay().map((e) => e.cookie));
       for (const cookie of this.handshakes) if (!now.has(cookie)) this.handshakes.delete(cookie);

@@ -242,4 +242,28 @@ describe('closeServer, accept-queue drain', () => {
     if (result.seal === 'ok') ctx.skip('this kernel lets a process without CAP_NET_ADMIN attach a socket filter to a TCP socket: the listener was sealed');
     expect(result).toEqual({ seal: 'EPERM', heard: 'bye', listening: false, acceptQueue: 'drained', queuedAtClose: 0, handshakesAtClose: -1, graceful: 1 });
   });
+
+  itLab('a second closeServer() while the first drains a sealed listener leaves the close to the first: the handshake under way is served, nothing is reset or left listening', async (lab) => {
+    const { b, wire } = lab;
+    const { server, seen } = await handshakeHeld(lab);
+    const stopping = shutdownSignal(server);
+    const first = closeServer(server, { drainWindow: 3000, timeout: 6000 });
+    await waitUntil('the first shutdown began', () => stopping.aborted || undefined);
+    const second = closeServer(server, { drainWindow: 3000, timeout: 6000 });
+    // The second waits with the first: the listener stays open for the handshake under way.
+    await waitUntil("B's SYN-ACK sent again (1 s later)", () => wire.log.filter((e) => e.from === 'b' && e.flags.includes('SYN')).length >= 2 || undefined, { timeout: 5000 });
+    expect(server.listening).toBe(true);
+    wire.pass().release();
+    const reports = await Promise.all([first, second]);
+    expect(server.listening).toBe(false);
+    await waitUntil('the client served', () => (seen.includes('FIN') ? true : undefined));
+    expect(seen).toEqual(['connect', 'bye', 'FIN']);
+    // The first closed the listener and read its queue then; the second did not see that instant.
+    expect(reports.map((r) => [r.acceptQueue, r.queuedAtClose, r.handshakesAtClose])).toEqual([
+      ['drained', 0, 0],
+      ['drained', -1, -1],
+    ]);
+    expect(wire.log.some((e) => e.flags.includes('RST'))).toBe(false);
+    expect(b.sockets({ localPort: 80, states: ['LISTEN'] })).toEqual([]);
+  });
 });
