@@ -583,12 +583,25 @@ describe('openStateChanges({ maxDelay }): changes read on a timer', () => {
     return local;
   }
 
-  itBpf('a change waits in the ring: nothing wakes the process for it', async () => {
+  /** A stream of the closes on a new echo server's port, with `maxDelay`; both closed after `run`. */
+  async function withPortStream(
+    maxDelay: number,
+    run: (a: Awaited<ReturnType<typeof echoServer>>, stream: ReturnType<typeof openStateChanges>, changes: StateChange[]) => Promise<void>,
+  ): Promise<void> {
     const changes: StateChange[] = [];
-    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay: 60_000 });
+    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay });
     const a = await echoServer();
     try {
       stream.addPort(native().netnsCookie(), a.port);
+      await run(a, stream, changes);
+    } finally {
+      stream.close();
+      a.server.close();
+    }
+  }
+
+  itBpf('a change waits in the ring: nothing wakes the process for it', () =>
+    withPortStream(60_000, async (a, stream, changes) => {
       await serverEnd(a);
       // Its record is in the ring; the loop has polled its fds since (a whole connection of another
       // server, several turns): no call came. (The timer, 60 s away, would read it.)
@@ -598,24 +611,14 @@ describe('openStateChanges({ maxDelay }): changes read on a timer', () => {
       await new Promise((resolve) => setImmediate(resolve));
       expect(changes).toEqual([]);
       expect(stream.lost).toBe(0);
-    } finally {
-      stream.close();
-      a.server.close();
-    }
-  });
+    }),
+  );
 
-  itBpf('a change is read by the timer, within maxDelay', async () => {
-    const changes: StateChange[] = [];
-    const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay: 20 });
-    const a = await echoServer();
-    try {
-      stream.addPort(native().netnsCookie(), a.port);
+  itBpf('a change is read by the timer, within maxDelay', () =>
+    withPortStream(20, async (a, _stream, changes) => {
       const local = await serverEnd(a);
       await waitFor('the server end read', () => (changes.length === 1 ? true : undefined));
       expect(changes[0]).toMatchObject({ localPort: a.port, remotePort: local, from: 'LAST_ACK', to: 'CLOSE' });
-    } finally {
-      stream.close();
-      a.server.close();
-    }
-  });
+    }),
+  );
 });
