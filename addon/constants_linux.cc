@@ -37,7 +37,6 @@ Napi::Object Constants(Napi::Env env) {
   set("AF_UNIX", AF_UNIX);
   set("SO_TYPE", SO_TYPE);
   set("SO_PROTOCOL", SO_PROTOCOL);
-  set("SO_DOMAIN", SO_DOMAIN);
   set("IFF_TUN", IFF_TUN);
   set("IFF_NO_PI", IFF_NO_PI);
   return c;

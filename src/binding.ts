@@ -33,7 +33,6 @@ export interface NativeConstants {
   AF_UNIX: number;
   SO_TYPE: number;
   SO_PROTOCOL: number;
-  SO_DOMAIN: number;
   IFF_TUN: number;
   IFF_NO_PI: number;
 }

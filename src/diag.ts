@@ -750,7 +750,7 @@ export function formatAddress(view: DataView, off: number, v6: boolean): string 
 }
 
 /** `'::ffff:127.0.0.1'` → `'127.0.0.1'`: the same peer seen by an IPv4 or a dual-stack socket. */
-function unmapped(address: string): string {
+export function unmapped(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 

@@ -23,20 +23,24 @@
 import fs from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
+import tls from 'node:tls';
 import { native, type NativeFdPoll } from './binding';
+import { unmapped } from './diag';
 import { handleFd } from './fd';
+import { isHttp2Server } from './server-connections';
+import { abstractSockaddr } from './sockaddr';
+import { stateName } from './states';
 
 /** The abstract names' common start; the version changes with the messages' format. */
 const PREFIX = 'finwait-handoff/1';
 /** SCM_MAX_FD: the most fds one message carries. */
 export const MAX_FDS_PER_MESSAGE = 253;
+/** Where an acknowledgement's fds go: none are expected, and recvFds closes those beyond the array. */
+const NO_FDS = new Int32Array(0);
 /** `__SO_ACCEPTCON` in /proc/net/unix's flags: a listening socket. */
 const ACCEPTCON = 0x10000;
 /** The type of a SOCK_SEQPACKET socket in /proc/net/unix. */
 const SEQPACKET = 5;
-const TCP_ESTABLISHED = 1;
-const TCP_CLOSE_WAIT = 8;
 
 function euid(): number {
   return typeof process.geteuid === 'function' ? process.geteuid() : -1;
@@ -47,13 +51,9 @@ function namePrefix(address: string, port: number): string {
   return `${PREFIX}/${euid()}/${address}/${port}/`;
 }
 
-/** A `struct sockaddr_un` in the abstract namespace (a leading NUL, not a path). */
-function abstractAddress(name: string): Uint8Array {
-  const bytes = Buffer.from(name, 'utf8');
-  const address = new Uint8Array(3 + bytes.length);
-  new DataView(address.buffer).setUint16(0, native().constants.AF_UNIX, os.endianness() === 'LE');
-  address.set(bytes, 3);
-  return address;
+/** Whether connections of `server` can move to another process: a plain http.Server (not https, http2 or net). */
+export function canHandOff(server: net.Server): boolean {
+  return typeof (server as http.Server).closeIdleConnections === 'function' && !(server instanceof tls.Server) && !isHttp2Server(server);
 }
 
 // The adopting side ------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class Adopter {
       // credentials check anyway) is skipped for the next number.
       for (let tries = 1; ; tries++) {
         try {
-          n.bind(fd, abstractAddress(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
+          n.bind(fd, abstractSockaddr(`${namePrefix(address.address, address.port)}${process.pid}.${++adopters}`));
           break;
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || tries === 16) throw error;
@@ -203,11 +203,11 @@ class Adopter {
     const server = this.#server as http.Server & { _connections: number };
     let ok = server.listening && !(server.maxConnections > 0 && server._connections + this.#taking >= server.maxConnections);
     try {
-      const state = n.tcpState(fd);
+      const state = stateName(n.tcpState(fd));
       ok &&=
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_TYPE) === c.SOCK_STREAM &&
         n.getIntOption(fd, c.SOL_SOCKET, c.SO_PROTOCOL) === c.IPPROTO_TCP &&
-        (state === TCP_ESTABLISHED || state === TCP_CLOSE_WAIT);
+        (state === 'ESTABLISHED' || state === 'CLOSE_WAIT');
     } catch {
       ok = false; // not a TCP socket
     }
@@ -219,7 +219,7 @@ class Adopter {
       n.closeFd(fd);
       return undefined;
     }
-    const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || sameAddress(socket.localAddress, this.#address));
+    const local = socket.localPort === this.#port && (this.#address === '::' || this.#address === '0.0.0.0' || socket.localAddress !== undefined && unmapped(socket.localAddress) === unmapped(this.#address));
     if (local) {
       this.#taking++;
       return socket;
@@ -255,12 +255,6 @@ class Adopter {
       this.#closeChannel(fd);
     }
   }
-}
-
-function sameAddress(a: string | undefined, b: string): boolean {
-  if (a === undefined) return false;
-  const strip = (s: string): string => (s.startsWith('::ffff:') ? s.slice(7) : s);
-  return strip(a) === strip(b);
 }
 
 // The handing side -------------------------------------------------------------------------------
@@ -301,7 +295,7 @@ export async function findAdopter(server: net.Server, ackTimeout: number): Promi
   for (const { pid, n: number } of offered) {
     const fd = n.seqpacketSocket();
     try {
-      n.connectUnix!(fd, abstractAddress(`${prefix.slice(1)}${pid}.${number}`));
+      n.connectUnix!(fd, abstractSockaddr(`${prefix.slice(1)}${pid}.${number}`));
       const cred = n.peerCredentials!(fd);
       if (cred.uid === euid() && cred.pid === pid) return new Successor(fd, pid, ackTimeout);
     } catch {
@@ -319,7 +313,6 @@ export class Successor {
   #poll: NativeFdPoll | undefined;
   readonly #waiting: BatchDone[] = [];
   readonly #ack = new Uint8Array(1 + MAX_FDS_PER_MESSAGE);
-  readonly #noFds = new Int32Array(MAX_FDS_PER_MESSAGE);
   readonly #batch = new Int32Array(MAX_FDS_PER_MESSAGE);
   /** The message's one byte (a message carries at least one). */
   readonly #header = new Uint8Array([1]);
@@ -373,13 +366,12 @@ export class Successor {
     for (;;) {
       let bytes: number;
       try {
-        bytes = native().recvFds!(this.#fd, this.#ack, this.#noFds);
+        bytes = native().recvFds!(this.#fd, this.#ack, NO_FDS); // an fd in an acknowledgement is closed by it
       } catch {
         this.close();
         return;
       }
       if (bytes < 0) return;
-      for (const fd of this.#noFds) if (fd >= 0) native().closeFd(fd);
       if (bytes < 1 || this.#ack[0] !== 1) {
         this.close();
         return;

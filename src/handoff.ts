@@ -10,13 +10,11 @@ import { promises as dns } from 'node:dns';
 import fs from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
-import tls from 'node:tls';
 import { native, nativeUnavailable } from './binding';
 import { sockets } from './diag';
 import { codedError, invalidArgType, notSupported, outOfRange } from './errors';
 import { handleFd } from './fd';
-import { offerToAdopt } from './handoff-connections';
-import { isHttp2Server } from './server-connections';
+import { canHandOff, offerToAdopt } from './handoff-connections';
 import { sockaddr } from './sockaddr';
 
 /** Options of `listenReusePort()`. */
@@ -121,7 +119,7 @@ function validate(server: unknown, options: unknown): { port: number; host: stri
   if (typeof backlog !== 'number') throw invalidArgType('options.backlog', 'of type number', backlog);
   if (!Number.isInteger(backlog) || backlog < 0 || backlog > 2 ** 31 - 1) throw outOfRange('options.backlog', `an integer >= 0 and <= ${2 ** 31 - 1}`, backlog);
   if (typeof adoptConnections !== 'boolean') throw invalidArgType('options.adoptConnections', 'of type boolean', adoptConnections);
-  if (adoptConnections && (typeof (server as http.Server).closeIdleConnections !== 'function' || server instanceof tls.Server || isHttp2Server(server as net.Server))) {
+  if (adoptConnections && !canHandOff(server as net.Server)) {
     throw codedError('ERR_INVALID_ARG_VALUE', "The option 'adoptConnections' needs a plain http.Server (not https, http2 or net): other connections cannot move between processes");
   }
   return { port, host, backlog, adoptConnections };

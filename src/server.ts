@@ -32,7 +32,7 @@ import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type Soc
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
 import { handoffState } from './handoff';
-import { findAdopter, MAX_FDS_PER_MESSAGE, stopAdopting, type Successor } from './handoff-connections';
+import { canHandOff, findAdopter, MAX_FDS_PER_MESSAGE, stopAdopting, type Successor } from './handoff-connections';
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
 import { tcpInfo, tcpState } from './ops';
@@ -376,7 +376,7 @@ class ServerShutdown {
     //    was on its way is adopted first, and found); a newer one may adopt its idle connections.
     stopAdopting(server);
     const found = this.find();
-    if (this.kernelView && this.tcp && this.http && !(server instanceof tls.Server) && !isHttp2Server(server)) {
+    if (this.kernelView && this.tcp && canHandOff(server)) {
       this.successorLookup = findAdopter(server, Math.max(this.drainWindow, 50)).then(
         (successor) => {
           this.lookupDone = true;

@@ -1,6 +1,6 @@
 /**
- * The bytes of a socket address for bind(2), built in TypeScript for the addon's one-syscall
- * `bind()`: used by the same-port handoff and by the lab's hosts.
+ * The bytes of a socket address for bind(2) and connect(2), built in TypeScript for the addon's
+ * one-syscall calls: used by the same-port handoff, the adoption of connections and the lab.
  */
 import net from 'node:net';
 import os from 'node:os';
@@ -43,4 +43,12 @@ export function sockaddr(address: string, port: number): Uint8Array {
     return bytes;
   }
   throw invalidArgType('host', 'an IPv4 or IPv6 address (no zone, no embedded IPv4)', address);
+}
+
+/** The bytes of a `struct sockaddr_un` for the abstract name `name` (a leading NUL, no trailing one; Linux). */
+export function abstractSockaddr(name: string): Uint8Array {
+  const bytes = new Uint8Array(3 + Buffer.byteLength(name));
+  new DataView(bytes.buffer).setUint16(0, native().constants.AF_UNIX, os.endianness() === 'LE'); // sa_family_t, host order
+  bytes.set(Buffer.from(name), 3);
+  return bytes;
 }

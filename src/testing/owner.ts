@@ -15,29 +15,18 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { debuglog } from 'node:util';
 import { native } from '../binding';
+import { abstractSockaddr } from '../sockaddr';
 import { deleteNamespaces, LAB_NETNS_NAME, NETNS_DIR } from './netns';
 
 /** The abstract socket name an owner binds in each of its namespaces (`ss -xl -N NAME` shows `@finwait-lab`). */
 export const OWNER_SOCKET = 'finwait-lab';
 const debug = debuglog('finwait');
 
-/** AF_UNIX on Linux, the only platform the lab runs on. */
-const AF_UNIX = 1;
-
 /** Names of namespaces this process is making now and has not claimed yet: its own sweeps leave them alone. */
 const making = new Set<string>();
-
-/** The bytes of a `struct sockaddr_un` for the abstract name `name` (a leading NUL, no trailing one). */
-function abstractAddress(name: string): Uint8Array {
-  const bytes = new Uint8Array(3 + Buffer.byteLength(name));
-  new DataView(bytes.buffer).setUint16(0, AF_UNIX, os.endianness() === 'LE'); // sa_family_t, host order
-  bytes.set(Buffer.from(name), 3);
-  return bytes;
-}
 
 /**
  * Closes a socket the addon made, through a Node handle: in a Worker, `fs.closeSync()` of an fd
@@ -52,9 +41,9 @@ export function closeSocket(fd: number): void {
  * name is taken (by a live owner, or by another sweeper). Other errors are thrown.
  */
 function claim(nsFd: number): number | undefined {
-  const fd = native().netnsSocket(nsFd, AF_UNIX, native().constants.SOCK_STREAM);
+  const fd = native().netnsSocket(nsFd, native().constants.AF_UNIX, native().constants.SOCK_STREAM);
   try {
-    native().bind(fd, abstractAddress(OWNER_SOCKET));
+    native().bind(fd, abstractSockaddr(OWNER_SOCKET));
     return fd;
   } catch (error) {
     closeSocket(fd);

@@ -7,18 +7,15 @@
  */
 import { describe, expect } from 'vitest';
 import net from 'node:net';
-import os from 'node:os';
 import { native } from '../../src/binding';
+import { abstractSockaddr } from '../../src/sockaddr';
 import { waitUntil } from '../../src/testing/index';
 import { connect, fdOf, itLab, segmentText, waitForSegment } from './helpers';
 
 /** A connected pair of SOCK_SEQPACKET Unix sockets (an abstract listener, closed once accepted). */
 function seqpacketPair(): [number, number] {
   const n = native();
-  const name = Buffer.from(`finwait-test/row23/${process.pid}/${Math.random()}`);
-  const address = new Uint8Array(3 + name.length);
-  new DataView(address.buffer).setUint16(0, n.constants.AF_UNIX, os.endianness() === 'LE');
-  address.set(name, 3);
+  const address = abstractSockaddr(`finwait-test/row23/${process.pid}/${Math.random()}`);
   const listener = n.seqpacketSocket!();
   try {
     n.bind(listener, address);
