@@ -140,7 +140,7 @@ function validate(options: GracefulCloseOptions): Required<Omit<GracefulCloseOpt
  * itself (Node's HTTP parser stops reading a body the app never reads) leaves `reading` false, and
  * the 'resume' that would restart it can come too late. Node's own `tryReadStart()` does this.
  */
-function ensureReading(socket: net.Socket): void {
+export function ensureReading(socket: net.Socket): void {
   const handle = (socket as unknown as { _handle?: { reading?: boolean; readStart?: () => number } | null })._handle;
   if (handle && handle.reading === false && typeof handle.readStart === 'function') {
     handle.reading = true;

@@ -26,7 +26,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
-import { closeForServer, closeIdleForServer, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
+import { closeForServer, closeIdleForServer, ensureReading, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
 import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
@@ -848,7 +848,7 @@ class ServerShutdown {
     for (const c of batch) {
       const socket = c.socket;
       if (c.phase !== 'open' || socket.destroyed) continue;
-      const handle = (socket as unknown as { _handle?: { readStop?: () => number; readStart?: () => number } | null })._handle;
+      const handle = (socket as unknown as { _handle?: { readStop?: () => number; reading?: boolean } | null })._handle;
       const idle =
         Boolean(socket.parser) && // still HTTP/1.1 (not taken over by an Upgrade or CONNECT)
         busyParsers?.has(socket.parser) === false &&
@@ -863,6 +863,7 @@ class ServerShutdown {
         this.notHandedOff(c);
         continue;
       }
+      handle!.reading = false; // as Node's own pause: ensureReading() starts it again if it comes back
       c.handingOff = true;
       c.phase = 'closing';
       ready.push(c);
@@ -890,7 +891,7 @@ class ServerShutdown {
       return;
     }
     c.phase = 'open';
-    (socket as unknown as { _handle?: { readStart?: () => number } | null })._handle?.readStart?.();
+    ensureReading(socket); // a read that cannot start again destroys the socket with its error
     this.notHandedOff(c);
   }
 
