@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { closeServer, listenReusePort, sockets } from '../src/index';
 import { waitFor } from './helpers';
@@ -33,7 +34,10 @@ afterEach(() => {
 });
 
 /** The next instance: a child process serving app('new') on the port, adopting connections. */
-async function nextInstance(port: number, maxConnections = 0): Promise<{ child: ChildProcess; block(): void; stop(): Promise<{ handedOff: number; total: number }> }> {
+async function nextInstance(
+  port: number,
+  maxConnections = 0,
+): Promise<{ child: ChildProcess; block(): Promise<() => void>; stop(): Promise<{ handedOff: number; total: number }> }> {
   const script = `
     const http = require('node:http');
     const finwait = require(${JSON.stringify(dist)});
@@ -46,10 +50,11 @@ async function nextInstance(port: number, maxConnections = 0): Promise<{ child: 
     finwait.listenReusePort(server, { port: ${port}, host: '127.0.0.1', adoptConnections: true })
       .then(() => process.send({ ready: true }), (e) => process.send({ error: e.message }));
     process.on('message', async (m) => {
-      if (m === 'block') {
-        // Stuck: the loop does not turn for a second.
-        const until = Date.now() + 1000;
-        while (Date.now() < until);
+      if (m && m.blockUntil) {
+        // Stuck: the loop does not turn until the test makes the file m.blockUntil.
+        process.send('blocked', () => {
+          while (!require('node:fs').existsSync(m.blockUntil));
+        });
         return;
       }
       const report = await finwait.closeServer(server, { timeout: 2000 });
@@ -60,14 +65,21 @@ async function nextInstance(port: number, maxConnections = 0): Promise<{ child: 
   children.push(child);
   const [message] = (await once(child, 'message')) as [{ ready?: boolean; error?: string }];
   if (!message.ready) throw new Error(`the next instance did not start: ${message.error}`);
+  let blockDir: string | undefined;
   return {
     child,
-    block() {
-      child.send('block');
+    /** Sticks the child's loop; resolves once it is stuck, with the call that unsticks it. */
+    async block() {
+      blockDir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-block-'));
+      const flag = path.join(blockDir, 'go');
+      child.send({ blockUntil: flag });
+      await once(child, 'message'); // 'blocked'
+      return () => fs.writeFileSync(flag, '');
     },
     async stop() {
       child.send('stop');
       const [reply] = (await once(child, 'message')) as [{ totals: { handedOff: number; total: number } }];
+      if (blockDir !== undefined) fs.rmSync(blockDir, { recursive: true, force: true }); // read by now
       return reply.totals;
     },
   };
@@ -142,7 +154,7 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
       agent.destroy();
       await next.stop();
     }
-  });
+  }, 60_000);
 
   it('a request begun (headers half sent) is not handed over: the old instance serves it with Connection: close', async () => {
     const old = app('old');
@@ -193,9 +205,9 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     const ends: Promise<unknown>[] = [];
     for (const list of Object.values(agent.freeSockets)) for (const socket of list ?? []) ends.push(once(socket, 'close'));
     const next = await nextInstance(port);
-    next.block();
-    await new Promise((resolve) => setTimeout(resolve, 100)); // the block began
+    const unblock = await next.block();
     const report = await closeServer(old, { drainWindow: 100 });
+    unblock();
     expect(report.totals).toMatchObject({ handedOff: 0, graceful: 2, resetSent: 0, total: 2 });
     // The clients' connections end (no process keeps them half open), and the adopter, awake
     // again, owns none of them.
