@@ -614,7 +614,7 @@ describe('openStateChanges({ maxDelay }): changes read on a timer', () => {
     }),
   );
 
-  itBpf('a change is read by the timer, within maxDelay', () =>
+  itBpf('a change waiting in the ring is read by the timer', () =>
     withPortStream(20, async (a, _stream, changes) => {
       const local = await serverEnd(a);
       await waitFor('the server end read', () => (changes.length === 1 ? true : undefined));

@@ -6,6 +6,7 @@
  * keep-alive connection to the next instance of a server (`listenReusePort()`'s `adoptConnections`).
  */
 import { describe, expect } from 'vitest';
+import { once } from 'node:events';
 import net from 'node:net';
 import { native } from '../../src/binding';
 import { abstractSockaddr } from '../../src/sockaddr';
@@ -44,7 +45,7 @@ describe('kernel row 23: a connection passed to another fd (SCM_RIGHTS)', () => 
 
       // The fd B's connection came with is closed: the kernel socket lives on in the copy.
       sb.destroy();
-      await new Promise<void>((resolve) => sb.once('close', () => resolve()));
+      await once(sb, 'close');
       expect(b.sockets({ port: 80, states: ['ESTABLISHED'] })).toHaveLength(1);
 
       // A sends; the copy reads it and answers, on the same connection.

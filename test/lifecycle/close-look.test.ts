@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { constants, native } from '../../src/binding';
 import { shutdown, tcpInfo } from '../../src/index';
 import { closeLookByCalls, UNSYNCHRONIZED_MASK } from '../../src/lifecycle/sources/node-hooks';
+import { fdOf } from '../../src/testing/index';
 import { pair, waitFor, type Pair } from '../helpers';
 
 let p: Pair | undefined;
@@ -15,12 +16,10 @@ afterEach(async () => {
   p = undefined;
 });
 
-const fdOf = (socket: { _handle?: { fd?: number } | null }): number => socket._handle!.fd!;
-
 describe('closeLook', () => {
   it('in ESTABLISHED: state, SO_LINGER, unread bytes, TCP_LINGER2 and data segments in, as the single calls read them', async () => {
     p = await pair({ server: { pauseOnConnect: true } });
-    const fd = fdOf(p.server as never);
+    const fd = fdOf(p.server);
     const { IPPROTO_TCP, TCP_LINGER2, SIOCINQ } = constants();
     // Values that differ from the defaults, so a call that read nothing could not match.
     native().setLinger(fd, 1, 7);
@@ -56,7 +55,7 @@ describe('closeLook', () => {
   it('in CLOSE: false, with only the state and data segments in (closing sends nothing the rest could change)', async () => {
     // Half-open allowed: Node keeps the client's fd open after the server's FIN.
     p = await pair({ client: { allowHalfOpen: true } });
-    const fd = fdOf(p.client as never);
+    const fd = fdOf(p.client);
     p.client.resume();
     shutdown(p.client, 'write');
     p.server.end();
@@ -73,6 +72,6 @@ describe('closeLook', () => {
   it('refuses what is not a TCP socket with the kernel error, and a short array', async () => {
     p = await pair();
     expect(() => native().closeLook!(-1, new Int32Array(6), UNSYNCHRONIZED_MASK)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
-    expect(() => native().closeLook!(fdOf(p!.client as never), new Int32Array(5), UNSYNCHRONIZED_MASK)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => native().closeLook!(fdOf(p!.client), new Int32Array(5), UNSYNCHRONIZED_MASK)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
   });
 });
