@@ -188,19 +188,6 @@ export function stateChangesUnavailable(): string | undefined {
   return why ?? undefined;
 }
 
-/** IPv4 addresses as text, by their 4 bytes read as a u32: a host's records name few addresses. */
-const v4Text = new Map<number, string>();
-
-function v4Address(view: DataView, at: number): string {
-  const key = view.getUint32(at);
-  let text = v4Text.get(key);
-  if (text === undefined) {
-    if (v4Text.size >= 4096) v4Text.clear();
-    v4Text.set(key, (text = formatAddress(view, at, false)));
-  }
-  return text;
-}
-
 /** The last `comm` decoded, and its 16 bytes: most records of a batch name the same process. */
 const lastComm = new Uint8Array(16);
 let lastCommText = '';
@@ -242,9 +229,9 @@ function decode(buffer: Uint8Array, view: DataView, count: number, out: StateCha
       cookie: view.getBigUint64(at + 8, LE),
       netnsCookie: view.getBigUint64(at + 16, LE),
       family: v6 ? 6 : 4,
-      localAddress: v6 ? formatAddress(view, at + 72, true) : v4Address(view, at + 120),
+      localAddress: v6 ? formatAddress(view, at + 72, true) : formatAddress(view, at + 120, false),
       localPort: view.getUint16(at + 40),
-      remoteAddress: v6 ? formatAddress(view, at + 88, true) : v4Address(view, at + 124),
+      remoteAddress: v6 ? formatAddress(view, at + 88, true) : formatAddress(view, at + 124, false),
       remotePort: view.getUint16(at + 42),
       from,
       to,

@@ -423,12 +423,12 @@ function portBytecode(port?: number, localPort?: number, remotePort?: number): U
   return code;
 }
 
-let v4Names = new Map<number, string>();
+/** IPv4 addresses as text by their 4 bytes (a u32): a host's sockets name few addresses; at most 4,096 kept. */
+const v4Names = new Map<number, string>();
 
 /** Appends the entries of a sockDiag reply (netlink messages of `struct inet_diag_msg`) to `out`. */
 function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
   const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
-  if (v4Names.size > 4096) v4Names = new Map();
   for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
     const length = view.getUint32(off, LE);
     if (length < NLMSG_HDRLEN) break;
@@ -530,7 +530,6 @@ export class SocketColumns {
 /** `decode()` into columns: the same fields, read the same way, with no object per socket. */
 function decodeColumns(reply: Uint8Array, c: SocketColumns): void {
   const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
-  if (v4Names.size > 4096) v4Names = new Map();
   c.reserve(Math.floor(reply.byteLength / (NLMSG_HDRLEN + DIAG_MSG_LEN)));
   for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
     const length = view.getUint32(off, LE);
@@ -712,6 +711,7 @@ function formatV4(view: DataView, off: number): string {
   let name = v4Names.get(key);
   if (name === undefined) {
     name = `${key >>> 24}.${(key >>> 16) & 255}.${(key >>> 8) & 255}.${key & 255}`;
+    if (v4Names.size >= 4096) v4Names.clear();
     v4Names.set(key, name);
   }
   lastV4 = key;
