@@ -127,8 +127,7 @@ export function trackConnections(server: net.Server): void {
  * server starts listening).
  */
 export function httpSockets(server: net.Server): net.Socket[] {
-  const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
-  const list = symbol ? (server as unknown as Record<symbol, { all?: () => { socket?: net.Socket }[] }>)[symbol] : undefined;
+  const { symbol, list } = connectionList(server);
   if (!list || typeof list.all !== 'function') {
     if (server.listening || symbol) {
       missingInternal(
@@ -140,6 +139,30 @@ export function httpSockets(server: net.Server): net.Socket[] {
   }
   return list.all().flatMap((parser) => (parser.socket ? [parser.socket] : []));
 }
+
+/**
+ * The parsers of an http(s) server's connections with a request begun (Node's own list of active
+ * connections, the complement of the idle ones `closeIdleConnections()` closes: a request whose
+ * first bytes came is in it), or undefined where this Node has no such list. Node keeps the active
+ * ones apart: reading them costs what is in flight, not what is open.
+ */
+export function busyParsers(server: net.Server): Set<unknown> | undefined {
+  const { list } = connectionList(server);
+  if (typeof list?.active !== 'function') return undefined;
+  return new Set(list.active());
+}
+
+/** Node's connection list of an http(s) server (`http.server.connections`), and its symbol. */
+function connectionList(server: net.Server): {
+  symbol: symbol | undefined;
+  list: { all?: () => { socket?: net.Socket }[]; active?: () => unknown[] } | undefined;
+} {
+  kConnections ??= Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
+  const symbol = kConnections !== undefined && kConnections in server ? kConnections : undefined;
+  const list = symbol ? (server as unknown as Record<symbol, ReturnType<typeof connectionList>['list']>)[symbol] : undefined;
+  return { symbol, list };
+}
+let kConnections: symbol | undefined;
 
 /** The open streams of an HTTP/2 session, from Node's own map (every Node 20–26 has it). */
 export function openStreams(session: http2.ServerHttp2Session): http2.ServerHttp2Stream[] {

@@ -36,7 +36,7 @@ import { canHandOff, findAdopter, MAX_FDS_PER_MESSAGE, stopAdopting, type Succes
 import { SessionClose, type StreamCounts } from './http2';
 import { missingInternal } from './node-internals';
 import { tcpInfo, tcpState } from './ops';
-import { connectionsOf, httpSockets, isHttp2Server, onFollowedClose, openStreams, watchServer } from './server-connections';
+import { busyParsers, connectionsOf, httpSockets, isHttp2Server, onFollowedClose, openStreams, watchServer } from './server-connections';
 import { announceShutdown, asked, shutdownOver } from './shutdown-signal';
 
 export { trackConnections } from './server-connections';
@@ -843,7 +843,7 @@ class ServerShutdown {
       for (const c of batch) this.notHandedOff(c);
       return;
     }
-    const busyParsers = busyParsersOf(this.server);
+    const busy = busyParsers(this.server);
     const ready: Connection[] = [];
     for (const c of batch) {
       const socket = c.socket;
@@ -851,7 +851,7 @@ class ServerShutdown {
       const handle = (socket as unknown as { _handle?: { readStop?: () => number; reading?: boolean } | null })._handle;
       const idle =
         Boolean(socket.parser) && // still HTTP/1.1 (not taken over by an Upgrade or CONNECT)
-        busyParsers?.has(socket.parser) === false &&
+        busy?.has(socket.parser) === false &&
         !socket._httpMessage &&
         !(socket as { _paused?: boolean })._paused &&
         socket.readableLength === 0 &&
@@ -1335,20 +1335,6 @@ async function socketInodes(): Promise<Set<number>> {
     }),
   );
   return held;
-}
-
-let kConnections: symbol | undefined;
-/**
- * The parsers of the server's HTTP/1.1 connections with a request begun (Node's own list of active
- * connections, the complement of the idle ones `closeIdleConnections()` closes: a request whose
- * first bytes came is in it), or undefined where this Node has no such list. Node keeps the active
- * ones apart: reading them costs what is in flight, not what is open.
- */
-function busyParsersOf(server: net.Server): Set<unknown> | undefined {
-  kConnections ??= Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections');
-  const list = kConnections ? (server as unknown as Record<symbol, { active?: () => unknown[] } | undefined>)[kConnections] : undefined;
-  if (typeof list?.active !== 'function') return undefined;
-  return new Set(list.active());
 }
 
 /** The connection in sock_diag after its fd closed, `undefined` once gone, `null` if the lookup failed. */
