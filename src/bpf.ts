@@ -254,6 +254,8 @@ export type RecordSink = (bytes: Uint8Array, view: DataView, count: number) => v
 export interface StateRecordStream extends StateChangeStream {
   addCookieAt(bytes: Uint8Array, offset: number): void;
   removeCookieAt(bytes: Uint8Array, offset: number): boolean;
+  /** Reads what waits in the ring now, as the poll would (the callbacks run before it returns). */
+  drainNow(): void;
 }
 
 function portArgs(netnsCookie: unknown, port: unknown, key: DataView): void {
@@ -394,6 +396,10 @@ class Stream implements StateRecordStream {
     return this.#filter().removeCookie(bytes, offset);
   }
 
+  drainNow(): void {
+    this.#drain(0);
+  }
+
   #drain(status: number): void {
     if (!this.#source) return;
     if (status < 0) {
@@ -476,7 +482,7 @@ export function openStateChanges(onChanges: (changes: StateChange[]) => void, op
  * @internal `openStateChanges()` that decodes only the records `keep` takes (the trace's: the
  * other sockets on a followed port cost no decoding).
  */
-export function openKeptStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions, keep: RecordFilter | undefined): StateChangeStream {
+export function openKeptStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions, keep: RecordFilter | undefined): StateRecordStream {
   if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
   const o = options(opts);
   let changes: StateChange[] = [];

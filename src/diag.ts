@@ -439,6 +439,25 @@ function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
 }
 
 /**
+ * @internal The cookies (as `cookieKey()` makes them) of the TCP sockets in `states` of the
+ * network namespace `nsFd` (`null`: this process's): a dump read for that field alone, with no
+ * entry and no address text made per socket.
+ */
+export function socketCookieKeys(nsFd: number | null, states: readonly TcpState[]): Set<number | string> {
+  const keys = new Set<number | string>();
+  eachDump(nsFd, { states }, (reply) => {
+    const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+    for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
+      const length = view.getUint32(off, LE);
+      if (length < NLMSG_HDRLEN) break;
+      if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) keys.add(cookieKey(view, off + NLMSG_HDRLEN + 44));
+      off += (length + 3) & ~3;
+    }
+  });
+  return keys;
+}
+
+/**
  * @internal Sockets as columns: socket `i`'s fields are `family[i]`, `state[i]` and so on, and
  * `entry(i)` makes its `SocketEntry` (the cookie is kept as two u32, low first, and made text
  * only there). From a dump (`INTO_COLUMNS`), or over entries already made (`of()`).

@@ -73,6 +73,8 @@ export function openBpf(
   readonly lost: number;
   readonly samples: number;
   close(): void;
+  /** Reads the records waiting in the ring now (their observations are made before it returns). */
+  drain(): void;
   follow(cookie: bigint): boolean;
   unfollow(cookie: bigint): void;
   followPort(netnsCookie: bigint, port: number): boolean;
@@ -99,6 +101,9 @@ export function openBpf(
     close: () => {
       closed = true;
       stream.close();
+    },
+    drain: () => {
+      if (!closed) stream.drainNow();
     },
     follow(cookie) {
       if (!byCookie) return true;

@@ -206,6 +206,13 @@ export class EndTracker {
     this.#connections.clear();
   }
 
+  /** The connections followed now: each one's cookie and namespace (`home` where none was seen). */
+  followed(home: string): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const [cookie, c] of this.#connections) out.set(cookie, c.netns ?? home);
+    return out;
+  }
+
   /**
    * Forgets the connections `alive` says are gone: those whose end was among the events the kernel
    * dropped, which would otherwise be followed for ever. Returns how many.

@@ -60,6 +60,22 @@ export class NamespaceIndex {
     return this.#names.get(cookie) ?? this.find(cookie)?.name;
   }
 
+  /**
+   * Calls `fn` with an fd of the namespace with this cookie, open for the call (`null` for
+   * `home`, this thread's own, which needs none). Throws when no such namespace is found.
+   */
+  withFd<T>(cookie: string, home: string, fn: (nsFd: number | null) => T): T {
+    if (cookie === home) return fn(null);
+    const ref = this.find(cookie);
+    if (ref === undefined) throw new Error(`no network namespace with cookie ${cookie} was found`);
+    const fd = fs.openSync(ref.path, 'r');
+    try {
+      return fn(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   /** The cookie of the namespace named `name` in /run/netns. */
   cookieOfName(name: string): string | undefined {
     if (name.includes('/') || name === '.' || name === '..') return undefined;

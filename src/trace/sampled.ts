@@ -44,6 +44,8 @@ export interface SampledSource {
   /** Messages the kernel dropped because the receive buffer was full (their connections' ends are not reported). */
   readonly lost: number;
   close(): void;
+  /** Reads the destroy messages waiting in the socket now (their observations are made before it returns). */
+  drain(): void;
 }
 
 export function openSampled(
@@ -175,6 +177,7 @@ export function openSampled(
     get samples() {
       return samples;
     },
+    drain: onReadable,
     close() {
       if (closed) return;
       closed = true;

@@ -5,7 +5,6 @@
  * a netlink socket kept open for this thread's namespace. A look per end, each with a socket of
  * its own, cost ~50 µs; in a batch it costs a few.
  */
-import fs from 'node:fs';
 import { native } from '../binding';
 import { DIAG_MSG_LEN, ID_RECORD, isMiss, recordOf, replyAt, sameTuple } from '../diag';
 import type { ConnectionEnd, Successor } from './ends';
@@ -68,23 +67,21 @@ export class SuccessorLookup {
   }
 
   #lookUp(netns: string, ends: ConnectionEnd[]): void {
-    let successors: Successor[];
-    let nsFd: number | null = null;
+    let successors: Successor[] | undefined;
+    let overflowed: number | undefined;
     try {
-      if (netns !== this.#home) {
-        const ns = this.#namespaces.find(netns);
-        if (ns === undefined) throw new Error('not found');
-        nsFd = fs.openSync(ns.path, 'r');
-      }
-      successors = this.#find(nsFd, ends);
-      const overflowed = successors.includes('none') ? timeWaitOverflows(nsFd) : undefined;
-      ends.forEach((end, i) => this.#done(end, successors[i], successors[i] === 'none' && overflowed !== undefined ? overflowed > 0 : undefined));
+      this.#namespaces.withFd(netns, this.#home, (nsFd) => {
+        successors = this.#find(nsFd, ends);
+        if (successors.includes('none')) overflowed = timeWaitOverflows(nsFd);
+      });
     } catch {
       // Gone, or not searchable: nothing is claimed of these ends.
-      for (const end of ends) this.#done(end, undefined, undefined);
-    } finally {
-      if (nsFd !== null) fs.closeSync(nsFd);
+      successors = undefined;
     }
+    ends.forEach((end, i) => {
+      const successor = successors?.[i];
+      this.#done(end, successor, successor === 'none' && overflowed !== undefined ? overflowed > 0 : undefined);
+    });
   }
 
   #find(nsFd: number | null, ends: ConnectionEnd[]): Successor[] {

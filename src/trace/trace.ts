@@ -5,11 +5,10 @@
  * network namespace, with `sk_err`; without, the sock_diag destroy multicast of this network
  * namespace, with states sampled in between.
  */
-import fs from 'node:fs';
-import { sockets, socketsIn } from '../diag';
+import { socketCookieKeys } from '../diag';
 import { invalidArgType, outOfRange } from '../errors';
 import { TCP_STATES } from '../states';
-import { EndTracker, settle, type ConnectionEnd, type CookieKey, type Observation, type TraceSourceName } from './ends';
+import { EndTracker, hexCookieKey, settle, type ConnectionEnd, type CookieKey, type Observation, type TraceSourceName } from './ends';
 import { SuccessorLookup } from './successors';
 import { NamespaceIndex, homeNetns } from './netns';
 import { openSampled } from './sampled';
@@ -109,6 +108,9 @@ export interface TraceInternals {
 /** @internal The key of `InternalTrace`'s look-up: a symbol, so a trace handed to users shows no such method. */
 export const LOOK_UP: unique symbol = Symbol('finwait.traceLookUp');
 
+/** @internal The key of `InternalTrace`'s reconciliation, which a loss of events starts. */
+export const RECONCILE: unique symbol = Symbol('finwait.traceReconcile');
+
 /** @internal The keys of `InternalTrace`'s cookie filter (`TraceInternals.byCookie`). */
 export const FOLLOW: unique symbol = Symbol('finwait.traceFollow');
 export const UNFOLLOW: unique symbol = Symbol('finwait.traceUnfollow');
@@ -120,6 +122,11 @@ export const UNFOLLOW_PORT: unique symbol = Symbol('finwait.traceUnfollowPort');
 export interface InternalTrace extends ConnectionTrace {
   /** Looks up what took over a pending end's 4-tuple (batched), then calls `onEnd` with it settled. */
   [LOOK_UP](end: ConnectionEnd): void;
+  /**
+   * What the loss check does after a loss: forgets the connections followed now that the kernel
+   * no longer has and whose end was not read (lost). Returns how many.
+   */
+  [RECONCILE](): number;
   /**
    * With `byCookie`, on BPF: the socket with this cookie is reported from now on, until its end.
    * False when the filter is full (its end will not be seen) or the trace is closed.
@@ -185,19 +192,29 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
   // After a loss, the connections whose end was lost are found by what the kernel still has: one
   // dump of each namespace they live in (at most every few seconds), and forgotten.
+  const reconcile = (): number => {
+    // Only a connection followed before the dumps can be judged by them.
+    const before = tracker.followed(home);
+    const alive = new Map<string, Set<CookieKey> | null>();
+    for (const netns of new Set(before.values())) alive.set(netns, cookiesIn(netns, home, namespaces));
+    // An end that came before a dump and is still unread (in the ring, or in the socket's queue)
+    // ends its connection now, with its whole path, rather than being taken for a lost one.
+    running.drain();
+    const gone = tracker.prune((cookie, netns = home) => {
+      if (!before.has(cookie)) return true;
+      const keys = alive.get(netns);
+      return keys === null || keys === undefined || keys.has(hexCookieKey(cookie));
+    });
+    if (gone > 0) onForgotten?.(gone);
+    return gone;
+  };
   let lostSeen = 0;
   let reconciledAt = -Infinity;
   const lossCheck = setInterval(() => {
     if (closed || running.lost === lostSeen || performance.now() - reconciledAt < RECONCILE_MIN_MS) return;
     lostSeen = running.lost;
     reconciledAt = performance.now();
-    const byNetns = new Map<string, Set<string> | null>();
-    const gone = tracker.prune((cookie, netns = home) => {
-      let alive = byNetns.get(netns);
-      if (alive === undefined) byNetns.set(netns, (alive = cookiesIn(netns, home, namespaces)));
-      return alive === null || alive.has(cookie);
-    });
-    if (gone > 0) onForgotten?.(gone);
+    reconcile();
   }, LOSS_CHECK_MS).unref();
   const trace: InternalTrace = {
     source,
@@ -222,6 +239,9 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     },
     [LOOK_UP](end) {
       successors.add(end);
+    },
+    [RECONCILE]() {
+      return closed ? 0 : reconcile();
     },
     [FOLLOW](cookie) {
       return bpf === undefined ? !closed : bpf.follow(cookie);
@@ -254,18 +274,9 @@ const FULL_SOCKET_STATES = TCP_STATES.filter((s) => s !== 'TIME_WAIT');
  * The cookies of the full TCP sockets in the network namespace with this cookie, or null when it
  * cannot be looked at (not found, or not entered): then nothing of it is forgotten.
  */
-function cookiesIn(netns: string, home: string, namespaces: NamespaceIndex): Set<string> | null {
-  const filter = { states: FULL_SOCKET_STATES };
+function cookiesIn(netns: string, home: string, namespaces: NamespaceIndex): Set<CookieKey> | null {
   try {
-    if (netns === home) return new Set(sockets(filter).map((s) => s.cookie));
-    const ref = namespaces.find(netns);
-    if (ref === undefined) return null;
-    const fd = fs.openSync(ref.path, 'r');
-    try {
-      return new Set(socketsIn(fd, filter).map((s) => s.cookie));
-    } finally {
-      fs.closeSync(fd);
-    }
+    return namespaces.withFd(netns, home, (nsFd) => socketCookieKeys(nsFd, FULL_SOCKET_STATES));
   } catch {
     return null;
   }

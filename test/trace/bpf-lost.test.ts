@@ -11,9 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
 import { bpfUnavailable } from '../../src/trace/bpf-source';
-import type { ConnectionEnd } from '../../src/trace/ends';
-import { checkOptions, startTrace, type ConnectionTrace } from '../../src/trace/trace';
-import { itNeeds, waitFor, type Availability } from '../helpers';
+import { native } from '../../src/binding';
+import { tcpState } from '../../src/ops';
+import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
+import { fdOf } from '../../src/testing/fd';
+import { checkOptions, RECONCILE, startTrace, type ConnectionTrace, type InternalTrace } from '../../src/trace/trace';
+import { itNeeds, pair, waitFor, type Availability } from '../helpers';
 
 const BPF = 'BPF (CAP_BPF and CAP_PERFMON, or root)';
 function bpf(): Availability {
@@ -78,4 +81,39 @@ describe('traceConnections() on BPF, events lost', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  itNeeds(BPF, bpf, 'an end still unread when the kernel is looked at ends its connection, with its whole path: it is not forgotten as lost', async () => {
+    const ends: ConnectionEnd[] = [];
+    let forgotten = 0;
+    const ours = new Set<CookieKey>();
+    const t: InternalTrace = startTrace((end) => ends.push(end), checkOptions({ source: 'bpf' }), {
+      onForgotten: (n) => (forgotten += n),
+      only: (key) => ours.has(key),
+    });
+    trace = t;
+    // The server keeps its side open after the client's FIN (CLOSE_WAIT) until the reset.
+    const { client, server, close } = await pair({ server: { allowHalfOpen: true } });
+    try {
+      for (const socket of [client, server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
+      // Our FIN, the peer's ACK: both ends followed from ESTABLISHED once the trace read that, and
+      // the client in FIN_WAIT2 (that record may still wait in the ring).
+      client.end();
+      await waitFor('both ends followed, the client in FIN_WAIT2', () => (t.following === 2 && tcpState(client) === 'FIN_WAIT2' ? true : undefined));
+      // Reset, so both full sockets are freed now (the RST reaches the server within this call on
+      // loopback), and their CLOSE records wait in the ring: this event loop has not read it since.
+      client.resetAndDestroy();
+      expect(t[RECONCILE]()).toBe(0);
+      expect(forgotten).toBe(0);
+      expect(t.following).toBe(0);
+      // The client's end from FIN_WAIT2 is settled by a look-up of what took over its 4-tuple
+      // (nothing: it sent an RST), one turn later.
+      await waitFor('both ends reported', () => (ends.length === 2 ? true : undefined));
+      // Each end with every state the trace followed it through (one forgotten and seen again
+      // would start at the state its CLOSE record left).
+      const paths = ends.map((e) => e.path.join(' ')).sort();
+      expect(paths).toEqual(['ESTABLISHED CLOSE_WAIT CLOSE', 'ESTABLISHED FIN_WAIT1 FIN_WAIT2 CLOSE']);
+    } finally {
+      await close();
+    }
+  });
 });
