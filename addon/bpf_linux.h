@@ -29,7 +29,7 @@ struct SockLayout {
 // Parsed from /sys/kernel/btf/vmlinux on the first call, then the same for every caller.
 const SockLayout& KernelSockLayout();
 
-// The record, 128 bytes, host byte order unless said: u64 time (bpf_ktime_get_ns) at 0, u64
+// The record, 136 bytes, host byte order unless said: u64 time (bpf_ktime_get_ns) at 0, u64
 // socket cookie at 8, u64 netns cookie at 16, u64 pid_tgid at 24, u8 old state at 32, u8 new
 // state at 33, u16 family at 34, i32 sk_err at 36, u16 local and remote ports (network order)
 // at 40 and 42, u32 total_retrans at 44, u32 snd_una at 48, u32 snd_nxt at 52, u64

@@ -125,6 +125,35 @@ export interface StateChangeStream {
 const RING_BYTES = 1 << 20;
 /** The record (layout in addon/bpf_linux.h) and how many one native call copies. */
 export const RECORD = 136;
+/**
+ * @internal Where each field of a record is, in bytes (addon/bpf_linux.h): host byte order, but
+ * the ports and IPv4 addresses in network order; `PID_TGID` a u64 whose high half is the pid.
+ */
+export const AT = Object.freeze({
+  TIME: 0,
+  COOKIE: 8,
+  NETNS_COOKIE: 16,
+  PID_TGID: 24,
+  FROM: 32,
+  TO: 33,
+  FAMILY: 34,
+  ERROR: 36,
+  LOCAL_PORT: 40,
+  REMOTE_PORT: 42,
+  TOTAL_RETRANS: 44,
+  SND_UNA: 48,
+  SND_NXT: 52,
+  BYTES_RECEIVED: 56,
+  BYTES_ACKED: 64,
+  LOCAL_V6: 72,
+  REMOTE_V6: 88,
+  COMM: 104,
+  LOCAL_V4: 120,
+  REMOTE_V4: 124,
+  DATA_SEGS_IN: 128,
+  /** The low half of `sk_flags` (bit 1, SOCK_DONE: the peer's FIN was received). */
+  SK_FLAGS: 132,
+});
 const BATCH = 256;
 const AF_INET6 = 10;
 const LE = os.endianness() === 'LE';
@@ -220,29 +249,29 @@ function decode(buffer: Uint8Array, view: DataView, count: number, out: StateCha
   for (let i = 0; i < count; i++) {
     const at = i * RECORD;
     if (keep !== undefined && !keep(view, at)) continue;
-    const from = stateName(buffer[at + 32]);
-    const to = stateName(buffer[at + 33]);
+    const from = stateName(buffer[at + AT.FROM]);
+    const to = stateName(buffer[at + AT.TO]);
     if (from === undefined || to === undefined || from === to) continue;
-    const v6 = view.getUint16(at + 34, LE) === AF_INET6;
+    const v6 = view.getUint16(at + AT.FAMILY, LE) === AF_INET6;
     out.push({
-      time: view.getBigUint64(at, LE),
-      cookie: view.getBigUint64(at + 8, LE),
-      netnsCookie: view.getBigUint64(at + 16, LE),
+      time: view.getBigUint64(at + AT.TIME, LE),
+      cookie: view.getBigUint64(at + AT.COOKIE, LE),
+      netnsCookie: view.getBigUint64(at + AT.NETNS_COOKIE, LE),
       family: v6 ? 6 : 4,
-      localAddress: v6 ? formatAddress(view, at + 72, true) : formatAddress(view, at + 120, false),
-      localPort: view.getUint16(at + 40),
-      remoteAddress: v6 ? formatAddress(view, at + 88, true) : formatAddress(view, at + 124, false),
-      remotePort: view.getUint16(at + 42),
+      localAddress: v6 ? formatAddress(view, at + AT.LOCAL_V6, true) : formatAddress(view, at + AT.LOCAL_V4, false),
+      localPort: view.getUint16(at + AT.LOCAL_PORT),
+      remoteAddress: v6 ? formatAddress(view, at + AT.REMOTE_V6, true) : formatAddress(view, at + AT.REMOTE_V4, false),
+      remotePort: view.getUint16(at + AT.REMOTE_PORT),
       from,
       to,
-      error: view.getInt32(at + 36, LE),
-      pid: LE ? view.getUint32(at + 28, true) : view.getUint32(at + 24, false),
-      comm: commAt(buffer, at + 104),
-      retransmits: view.getUint32(at + 44, LE),
-      unackedBytes: (view.getUint32(at + 52, LE) - view.getUint32(at + 48, LE)) >>> 0,
-      bytesReceived: view.getBigUint64(at + 56, LE),
-      bytesAcked: view.getBigUint64(at + 64, LE),
-      dataSegsIn: view.getUint32(at + 128, LE),
+      error: view.getInt32(at + AT.ERROR, LE),
+      pid: view.getUint32(at + AT.PID_TGID + (LE ? 4 : 0), LE),
+      comm: commAt(buffer, at + AT.COMM),
+      retransmits: view.getUint32(at + AT.TOTAL_RETRANS, LE),
+      unackedBytes: (view.getUint32(at + AT.SND_NXT, LE) - view.getUint32(at + AT.SND_UNA, LE)) >>> 0,
+      bytesReceived: view.getBigUint64(at + AT.BYTES_RECEIVED, LE),
+      bytesAcked: view.getBigUint64(at + AT.BYTES_ACKED, LE),
+      dataSegsIn: view.getUint32(at + AT.DATA_SEGS_IN, LE),
     });
   }
 }

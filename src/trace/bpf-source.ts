@@ -5,7 +5,7 @@
  * the socket's counters.
  */
 import os from 'node:os';
-import { openKeptStateChanges, stateChangesUnavailable, type RecordFilter, type StateChange } from '../bpf';
+import { AT, openKeptStateChanges, stateChangesUnavailable, type RecordFilter, type StateChange } from '../bpf';
 import { cookieHex } from '../diag';
 import { cookieKeyOf, type CookieKey, type Observation } from './ends';
 
@@ -21,11 +21,12 @@ let lastNetnsHex = '';
 const LE = os.endianness() === 'LE';
 const TWO_32 = 2 ** 32;
 
-/** @internal The `CookieKey` of a record's socket cookie (a u64 in host order at 8; layout in addon/bpf_linux.h), read without a bigint while it is under 2^53. */
+/** @internal The `CookieKey` of a record's socket cookie (a u64 in host order), read without a bigint while it is under 2^53. */
 export function recordCookieKey(view: DataView, at: number): CookieKey {
-  const high = view.getUint32(at + (LE ? 12 : 8), LE);
-  if (high < 0x200000) return high * TWO_32 + view.getUint32(at + (LE ? 8 : 12), LE);
-  return cookieKeyOf(view.getBigUint64(at + 8, LE));
+  const cookie = at + AT.COOKIE;
+  const high = view.getUint32(cookie + (LE ? 4 : 0), LE);
+  if (high < 0x200000) return high * TWO_32 + view.getUint32(cookie + (LE ? 0 : 4), LE);
+  return cookieKeyOf(view.getBigUint64(cookie, LE));
 }
 
 function observationOf(c: StateChange): Observation {

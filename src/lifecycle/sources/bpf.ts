@@ -30,7 +30,7 @@
  */
 import { debuglog } from 'node:util';
 import os from 'node:os';
-import { openStateRecords, RECORD, stateChangesUnavailable, type StateRecordStream } from '../../bpf';
+import { AT, openStateRecords, RECORD, stateChangesUnavailable, type StateRecordStream } from '../../bpf';
 import { cookieKey } from '../../diag';
 import { stateName } from '../../states';
 import type { CloseEvent } from '../fsm';
@@ -106,10 +106,14 @@ function onRecords(bytes: Uint8Array, view: DataView, count: number): void {
   counts.records += count;
   const at = now();
   for (let i = 0, off = 0; i < count; i++, off += RECORD) {
-    if (bytes[off + 33] !== TCP_CLOSE || following.size === 0) continue;
-    const w = following.get(cookieKey(view, off + 8));
+    if (bytes[off + AT.TO] !== TCP_CLOSE || following.size === 0) continue;
+    const w = following.get(cookieKey(view, off + AT.COOKIE));
     if (w === undefined) continue;
-    const change: Ended = { from: stateName(bytes[off + 32]!), error: view.getInt32(off + 36, LE), peerFin: (view.getUint32(off + 132, LE) & SOCK_DONE) !== 0 };
+    const change: Ended = {
+      from: stateName(bytes[off + AT.FROM]!),
+      error: view.getInt32(off + AT.ERROR, LE),
+      peerFin: (view.getUint32(off + AT.SK_FLAGS, LE) & SOCK_DONE) !== 0,
+    };
     try {
       ended(w, change, at);
     } catch (error) {
