@@ -141,19 +141,35 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     agent.destroy();
   });
 
-  it('requests sent as the shutdown begins are never lost: 20 shutdowns, each with a POST on every idle connection at once', async () => {
-    for (let round = 0; round < 20; round++) {
+  it('requests sent while the shutdown hands connections over are never lost: shutdowns with a POST on every idle connection, sent at moments spread over the handoff', async () => {
+    const servedBy = { old: 0, new: 0 };
+    let handedOff = 0;
+    let rounds = 0;
+    // Round r sends its requests r × 0.25 ms after the call, the event loop turning meanwhile:
+    // the first ones are read by the old instance before it hands anything over, later ones cross
+    // the handoff (in the kernel's buffer as the fd moves, or sent just after). At least 20 rounds,
+    // and on until both instances answered.
+    for (; rounds < 20 || ((servedBy.new === 0 || servedBy.old === 0) && rounds < 80); rounds++) {
       const { old, port, agent } = await oldWithIdle(4);
       const next = await nextInstance(port);
-      // The requests leave in the same turn as the call: each crosses the handoff somewhere.
+      const start = performance.now();
+      const closing = closeServer(old);
+      while (performance.now() - start < rounds * 0.25) await new Promise(setImmediate);
       const racing = Array.from({ length: 4 }, () => request(port, agent, 'POST', 'y'.repeat(4096)));
-      const report = await closeServer(old);
+      const report = await closing;
       const answers = await Promise.all(racing);
-      for (const a of answers) expect(a.body).toMatch(/^(old|new) \d+ 4096$/);
+      for (const a of answers) {
+        expect(a.body).toMatch(/^(old|new) \d+ 4096$/);
+        servedBy[a.body.startsWith('new') ? 'new' : 'old']++;
+      }
       expect(report.totals.resetSent + report.totals.interrupted).toBe(0);
+      handedOff += report.totals.handedOff;
       agent.destroy();
       await next.stop();
     }
+    // Requests sent while closeServer() was under way were answered by both: the handoff was crossed.
+    expect({ old: servedBy.old > 0, new: servedBy.new > 0, handedOff: handedOff > 0 }).toEqual({ old: true, new: true, handedOff: true });
+    expect(servedBy.old + servedBy.new).toBe(4 * rounds);
   }, 60_000);
 
   it('a request begun (headers half sent) is not handed over: the old instance serves it with Connection: close', async () => {
@@ -171,7 +187,9 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     // The half request is read by the old instance (Node's parser has begun a message).
     await waitFor('the half request read', () => (sockets({ states: ['ESTABLISHED'], localPort: port }).some((s) => s.remote.port === client.localPort && s.recvQ === 0) ? true : undefined));
     const closing = closeServer(old);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The rest goes once the shutdown is under way: the old instance's listener is gone (the
+    // next instance's alone listens on the port).
+    await waitFor('the old listener closed', () => (sockets({ states: ['LISTEN'], localPort: port }).length === 1 ? true : undefined));
     client.write('ngth: 3\r\n\r\nabc');
     const report = await closing;
     expect(reply).toMatch(/^HTTP\/1\.1 200/);
