@@ -29,6 +29,7 @@ Napi::Object Constants(Napi::Env env) {
   set("SIOCOUTQ", SIOCOUTQ);
   set("SIOCOUTQNSD", SIOCOUTQNSD);
   set("SO_REUSEADDR", SO_REUSEADDR);
+  set("SO_REUSEPORT", SO_REUSEPORT);
   set("SO_RCVBUF", SO_RCVBUF);
   set("SO_SNDBUF", SO_SNDBUF);
   set("AF_INET", AF_INET);

@@ -25,6 +25,8 @@ export interface NativeConstants {
   SIOCOUTQ: number;
   SIOCOUTQNSD: number;
   SO_REUSEADDR: number;
+  /** Absent from an addon built before it was added. */
+  SO_REUSEPORT?: number;
   SO_RCVBUF: number;
   SO_SNDBUF: number;
   AF_INET: number;

@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import { native, type NativeFdPoll } from './binding';
+import { constants, native, type NativeFdPoll } from './binding';
 import { unmapped } from './diag';
 import { handleFd } from './fd';
 import { isHttp2Server } from './server-connections';
@@ -272,7 +272,7 @@ type BatchDone = (adopted: boolean[] | undefined) => void;
 export async function findAdopter(server: net.Server, ackTimeout: number): Promise<Successor | undefined> {
   const n = native();
   const address = server.address();
-  if (!address || typeof address === 'string' || !n.seqpacketSocket) return undefined;
+  if (!address || typeof address === 'string' || !n.seqpacketSocket || !sharesPort(server)) return undefined;
   let table: string;
   try {
     table = await fs.promises.readFile('/proc/net/unix', 'utf8');
@@ -304,6 +304,22 @@ export async function findAdopter(server: net.Server, ackTimeout: number): Promi
     n.closeFd(fd);
   }
   return undefined;
+}
+
+/**
+ * Whether another process can listen on `server`'s port while it does: only if its listening
+ * socket has SO_REUSEPORT (the kernel lets a second socket bind the port only if both have it).
+ * Where that cannot be read (no fd: a cluster worker's round-robin handle; an older addon), yes.
+ */
+function sharesPort(server: net.Server): boolean {
+  const { SOL_SOCKET, SO_REUSEPORT } = constants();
+  const fd = handleFd(server);
+  if (SO_REUSEPORT === undefined || fd < 0) return true;
+  try {
+    return native().getIntOption(fd, SOL_SOCKET, SO_REUSEPORT) !== 0;
+  } catch {
+    return true;
+  }
 }
 
 /** The channel to the adopting process. */

@@ -4,7 +4,7 @@
  * adoptConnections: true })`; this process's server shuts down with closeServer(). The clients'
  * connections never close: their next requests are served by the child on the same sockets.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
@@ -262,5 +262,27 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
     await expect(listenReusePort(https.createServer(), { port: 0, adoptConnections: true })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(listenReusePort(net.createServer(), { port: 0, adoptConnections: true })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     expect(server.listening).toBe(false);
+  });
+
+  it("the table of Unix sockets is read only for a listener that shares its port (SO_REUSEPORT): no other process can listen on another's port", async () => {
+    const read = vi.spyOn(fs.promises, 'readFile');
+    const unixTableReads = (): number => read.mock.calls.filter(([file]) => file === '/proc/net/unix').length;
+    try {
+      const plain = app('plain');
+      plain.listen(0, '127.0.0.1');
+      await once(plain, 'listening');
+      const agent = new http.Agent({ keepAlive: true });
+      await request((plain.address() as net.AddressInfo).port, agent);
+      expect((await closeServer(plain)).totals).toMatchObject({ graceful: 1, total: 1 });
+      expect(unixTableReads()).toBe(0);
+      // The same with SO_REUSEPORT: the table is read, looking for a next instance.
+      const { old, agent: shared } = await oldWithIdle(1);
+      expect((await closeServer(old)).totals).toMatchObject({ graceful: 1, total: 1 });
+      expect(unixTableReads()).toBe(1);
+      agent.destroy();
+      shared.destroy();
+    } finally {
+      read.mockRestore();
+    }
   });
 });
