@@ -21,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sockDiagFind", Napi::Function::New(env, SockDiagFind, "sockDiagFind"));
   exports.Set("sockDiagId", Napi::Function::New(env, SockDiagId, "sockDiagId"));
   exports.Set("socketCookie", Napi::Function::New(env, SocketCookie, "socketCookie"));
+  exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie, "socketNetnsCookie"));
   exports.Set("socketNetns", Napi::Function::New(env, SocketNetns, "socketNetns"));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("netnsSocket", Napi::Function::New(env, NetnsSocket, "netnsSocket"));

@@ -76,6 +76,9 @@ Napi::Value CloseLook(const Napi::CallbackInfo& info);
 // socketCookie(fd) -> BigInt: getsockopt(SO_COOKIE), the socket's 64-bit cookie (any socket;
 // ENOPROTOOPT before Linux 4.12).
 Napi::Value SocketCookie(const Napi::CallbackInfo& info);
+// socketNetnsCookie(fd) -> BigInt: getsockopt(SO_NETNS_COOKIE) of the socket fd, its network
+// namespace's 64-bit id, with no privilege; 0 before Linux 5.14.
+Napi::Value SocketNetnsCookie(const Napi::CallbackInfo& info);
 // socketNetns(fd) -> fd: ioctl(SIOCGSKNS), an fd of the network namespace the socket lives in.
 Napi::Value SocketNetns(const Napi::CallbackInfo& info);
 // netnsCookie(nsFd?) -> BigInt: SO_NETNS_COOKIE of a socket made in this thread's network

@@ -30,6 +30,7 @@ Napi::Value SockDiagId(const Napi::CallbackInfo& info) { return NotSupported(inf
 Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return NotSupported(info, "getsockopt");
 }
+Napi::Value SocketNetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 Napi::Value SocketNetns(const Napi::CallbackInfo& info) { return NotSupported(info, "ioctl"); }
 Napi::Value NetnsCookie(const Napi::CallbackInfo& info) { return NotSupported(info, "getsockopt"); }
 

@@ -134,7 +134,13 @@ export interface Native {
    * that is no socket, `EBADF` for one that is not open, `ENOPROTOOPT` before Linux 4.12.
    */
   socketCookie(fd: number): bigint;
-  /** ioctl(SIOCGSKNS): a new fd (close-on-exec) of the network namespace the socket lives in. */
+  /**
+   * getsockopt(SO_NETNS_COOKIE) of the socket `fd`: its network namespace's cookie, with no
+   * privilege (socketNetns() needs CAP_NET_ADMIN); 0n before Linux 5.14; `EBADF`, `ENOTSOCK` as
+   * socketCookie(). Absent from an addon built before it was added.
+   */
+  socketNetnsCookie?(fd: number): bigint;
+  /** ioctl(SIOCGSKNS) (CAP_NET_ADMIN): a new fd (close-on-exec) of the network namespace the socket lives in. */
   socketNetns(fd: number): number;
   /** SO_NETNS_COOKIE of a socket made in this thread's network namespace, or in `nsFd`'s; 0n before 5.14. */
   netnsCookie(nsFd?: number | null): bigint;

@@ -173,17 +173,23 @@ interface FollowedPort {
   port: number;
 }
 
-/** The network namespace cookie of the socket `fd` (SO_NETNS_COOKIE of a socket made there), 0n if unknown. */
+/**
+ * The network namespace cookie of the socket `fd` (SO_NETNS_COOKIE, read from the socket itself:
+ * no privilege), 0n if unknown. An addon built before that call has it through the namespace's fd
+ * (SIOCGSKNS, which needs CAP_NET_ADMIN).
+ */
 function netnsCookieOf(fd: number): bigint {
   if (fd < 0) return 0n;
+  const n = native();
   let ns = -1;
   try {
-    ns = native().socketNetns(fd);
-    return native().netnsCookie(ns);
+    if (n.socketNetnsCookie !== undefined) return n.socketNetnsCookie(fd);
+    ns = n.socketNetns(fd);
+    return n.netnsCookie(ns);
   } catch {
     return 0n;
   } finally {
-    if (ns >= 0) native().closeFd(ns);
+    if (ns >= 0) n.closeFd(ns);
   }
 }
 

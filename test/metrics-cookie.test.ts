@@ -1,7 +1,9 @@
 /**
  * socketCookie(fd): the one getsockopt(SO_COOKIE) serverMetrics() names an accepted connection by,
- * checked against what sock_diag reports for the same real sockets, and its coded errors.
+ * checked against what sock_diag reports for the same real sockets, and its coded errors; and
+ * socketNetnsCookie(fd), the namespace cookie its port filter names a listener's namespace by.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
@@ -15,7 +17,10 @@ import { RECORD } from '../src/bpf';
 import { recordCookieKey } from '../src/trace/bpf-source';
 import { cookieKeyOf, hexCookieKey } from '../src/trace/ends';
 import { tcpState } from '../src/index';
-import { pair, waitFor, type Pair } from './helpers';
+import { hasCapability, itNeeds, pair, waitFor, type Pair } from './helpers';
+
+const CAP_NET_ADMIN = 12;
+const CAP_SYS_ADMIN = 21;
 
 let p: Pair | undefined;
 afterEach(async () => {
@@ -104,4 +109,48 @@ describe('socketCookie()', () => {
     }
     expect(() => native().socketCookie('3' as never)).toThrow();
   });
+});
+
+describe('socketNetnsCookie()', () => {
+  it("is the namespace cookie of the socket's network namespace, for any socket of this one; coded errors as socketCookie()", async () => {
+    p = await pair();
+    const here = native().netnsCookie();
+    expect(here > 0n).toBe(true);
+    for (const socket of [p.client, p.server, p.listener]) expect(native().socketNetnsCookie!(fdOf(socket))).toBe(here);
+    expect(() => native().socketNetnsCookie!(-1)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
+    expect(() => native().socketNetnsCookie!(2 ** 30)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-netns-cookie-'));
+    const file = fs.openSync(path.join(dir, 'f'), 'w');
+    try {
+      expect(() => native().socketNetnsCookie!(file)).toThrow(expect.objectContaining({ code: 'ENOTSOCK', syscall: 'getsockopt' }));
+    } finally {
+      fs.closeSync(file);
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
+  itNeeds(
+    'root (unshare -n, and setpriv to drop CAP_NET_ADMIN)',
+    () => (hasCapability(CAP_SYS_ADMIN) && hasCapability(CAP_NET_ADMIN) ? { ok: true } : { ok: false, reason: 'this process lacks CAP_SYS_ADMIN or CAP_NET_ADMIN (not root)' }),
+    'needs no privilege: a process without CAP_NET_ADMIN in a namespace of its own reads that namespace\'s cookie from its socket, where SIOCGSKNS is refused',
+    async () => {
+      const script = `
+        const net = require('node:net');
+        const n = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'binding.js'))}).native();
+        const server = net.createServer().listen(0, '127.0.0.1', () => {
+          const fd = server._handle.fd;
+          let skns = 'ok';
+          try { n.closeFd(n.socketNetns(fd)); } catch (e) { skns = e.code; }
+          console.log(JSON.stringify({ cookie: String(n.socketNetnsCookie(fd)), home: String(n.netnsCookie()), skns }));
+          server.close();
+        });`;
+      const drop = ['--inh-caps=-net_admin', '--bounding-set=-net_admin'];
+      const child = spawnSync('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec setpriv "$@"', 'sh', ...drop, process.execPath, '-e', script], { encoding: 'utf8', timeout: 20_000 });
+      expect(child.stderr).toBe('');
+      const seen = JSON.parse(child.stdout.trim()) as { cookie: string; home: string; skns: string };
+      expect(seen.skns).toBe('EPERM');
+      expect(seen.cookie).toBe(seen.home);
+      expect(seen.cookie).not.toBe(String(native().netnsCookie()));
+    },
+  );
 });
