@@ -1,8 +1,14 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
 // watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
 //
-//   node bench/watch-child.mjs plain|kernel|multicast|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|multicast|bpf-stream|model|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
 //
+// Two more floors: `bpf-stream` has no watch(), but the BPF program on every TCP state change of
+// the host for the whole run, every record read and dropped (what a back-end that took every
+// transition from the ring could not go below: the kernel's share and the reads); `model` has no
+// watch() and no kernel call, but a Lifecycle per end fed the states each end goes through, at
+// the moments Node's events show them (what any back-end pays for the model, the history and the
+// 'transition' events, whatever its source).
 // `bpf`, `destroy-multicast` and `poll` watch() both ends on that back-end (setWatchBackend(), as
 // FINWAIT_WATCH_BACKEND would; `bpf` needs root or CAP_BPF + CAP_PERFMON, else it falls back, and
 // the back-ends printed say so). `multicast` has no watch(): the destroy multicast joined for the
@@ -60,10 +66,29 @@ function lookUp() {
   addon.sockDiagFind(netlink, requests, new Uint8Array(ids.length * DIAG_MSG_LEN), new Int32Array(ids.length));
 }
 const lifecycles = { client: [], server: [] };
+let modelled = false;
+const { Lifecycle } = require('../dist/lifecycle/lifecycle.js');
+/** The `model` variant: a Lifecycle fed `state` at the moment Node shows it (no kernel call). */
+const feed = (lifecycle, state) => lifecycle.observe({ state, source: 'event', at: performance.now() });
+function modelServer(socket) {
+  const l = new Lifecycle();
+  feed(l, 'ESTABLISHED');
+  socket.on('end', () => feed(l, 'CLOSE_WAIT'));
+  socket.on('finish', () => feed(l, 'LAST_ACK'));
+  socket.on('close', () => feed(l, 'CLOSED'));
+}
+function modelClient(socket) {
+  const l = new Lifecycle();
+  feed(l, 'SYN_SENT');
+  socket.on('connect', () => feed(l, 'ESTABLISHED'));
+  socket.on('finish', () => feed(l, 'FIN_WAIT2'));
+  socket.on('end', () => feed(l, 'TIME_WAIT'));
+}
 let onServerClose = () => {};
 
 const server = net.createServer((socket) => {
   if (watching) lifecycles.server.push(finwait.watch(socket));
+  if (modelled) modelServer(socket);
   if (kernel) {
     addon.tcpState(fdOf(socket));
     socket.on('end', () => addon.tcpState(fdOf(socket)));
@@ -97,6 +122,7 @@ function run(n) {
       started++;
       const socket = net.connect({ port, host });
       if (watching) lifecycles.client.push(finwait.watch(socket));
+      if (modelled) modelClient(socket);
       socket.on('connect', () => socket.write(request));
       let id;
       socket.on('data', () => {
@@ -125,6 +151,7 @@ function run(n) {
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
 watching = variant === 'poll' || variant === 'destroy-multicast' || variant === 'bpf';
 kernel = variant === 'kernel';
+modelled = variant === 'model';
 if (watching) setWatchBackend(variant);
 let listener;
 if (variant === 'multicast') {
@@ -136,6 +163,18 @@ if (variant === 'multicast') {
   listener = new addon.FdPoll(fd, () => {
     for (let n; (n = addon.sockDiagReadEvents(fd, buffer, lengths)) !== 0; );
   });
+}
+let stream;
+let streamRecords = 0;
+if (variant === 'bpf-stream') {
+  // What a back-end taking every transition from the ring would read, read and dropped.
+  const { openStateRecords, stateChangesUnavailable } = require('../dist/bpf.js');
+  const why = stateChangesUnavailable();
+  if (why !== undefined) {
+    console.log(JSON.stringify({ variant, unavailable: why }));
+    process.exit(0);
+  }
+  stream = openStateRecords((bytes, view, n) => (streamRecords += n), () => {}).unref();
 }
 await run(warmup);
 lifecycles.client.length = lifecycles.server.length = 0;
@@ -168,5 +207,9 @@ if (variant === 'bpf') {
   events = { read: messages, matched };
 }
 listener?.close();
+if (stream !== undefined) {
+  events = { read: streamRecords };
+  stream.close();
+}
 console.log(JSON.stringify({ variant, ms, cpu, states, anomalies, backends, events }));
 process.exit(0);

@@ -1,8 +1,9 @@
 // watch() on both ends of 10,000 short connections against the same connections unwatched, on
 // each back-end (the BPF stream, the destroy multicast, polling): runs in rotating order, each in a fresh process
-// (bench/watch-child.mjs), medians compared; and two floors measured the same way: the destroy
-// multicast's listener alone (joined, every message read, no watch()), and the native calls the
-// polling watch() makes on them (the kernel's share of polling).
+// (bench/watch-child.mjs), medians compared; and four floors measured the same way: the destroy
+// multicast's listener alone (joined, every message read, no watch()), the BPF program on every
+// state change with every record read (no watch()), the native calls the polling watch() makes on
+// them (the kernel's share of polling), and the lifecycle model alone (no kernel call).
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,13 +36,15 @@ function summary(perRun) {
 
 export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, orphans = false } = {}) {
   const options = { count, concurrency, warmup, orphans };
-  const variants = ['plain', 'bpf', 'destroy-multicast', 'poll', 'multicast', 'kernel'];
+  const variants = ['plain', 'bpf', 'destroy-multicast', 'poll', 'multicast', 'bpf-stream', 'kernel', 'model'];
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
   const cpu = Object.fromEntries(variants.map((v) => [v, []]));
   const states = {};
   const anomalies = {};
   const backends = {};
   const events = {};
+  /** Why a floor could not run here (the BPF one without the privilege). */
+  const unavailable = {};
   // The order rotates each round (plain, bpf, destroy-multicast, ...; then bpf, destroy-multicast,
   // ..., plain): a slow drift of the machine weighs on every variant alike. Each run has its
   // own 127.x address, so the TIME_WAIT sockets left by earlier runs take no ports from it.
@@ -49,8 +52,13 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     for (let j = 0; j < variants.length; j++) {
       const variant = variants[(i + j) % variants.length];
       const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${100 + variants.length * i + j}`, options);
+      if (result.unavailable !== undefined) {
+        unavailable[variant] = result.unavailable;
+        continue;
+      }
       ms[variant].push(result.ms);
       cpu[variant].push(result.cpu);
+      if (result.events && !WATCHED.includes(variant)) events[variant] ??= result.events;
       if (WATCHED.includes(variant)) {
         states[variant] ??= result.states;
         (anomalies[variant] ??= []).push(result.anomalies);
@@ -63,6 +71,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   const plain = m.plain;
   const perEnd = (value) => `${((value * 1000) / (2 * count)).toFixed(1)} µs`;
   const row = (label, variant, target) => {
+    if (unavailable[variant] !== undefined) return [label, `unavailable: ${unavailable[variant]}`, '', '', '', '', ''];
     const ratio = m[variant] / plain;
     return [label, fmt(m[variant], 'ms'), fmt(plain, 'ms'), `${ratio.toFixed(2)}x`, perEnd(m[variant] - plain), target ? `<= ${target}x` : '', target ? verdict(ratio, target) : ''];
   };
@@ -72,16 +81,19 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     row('the same, destroy multicast', 'destroy-multicast', TARGETS['destroy-multicast']),
     row('the same, polling', 'poll'),
     row('only the destroy multicast, joined and read (no watch())', 'multicast'),
+    row('only the BPF program on every change, read (no watch())', 'bpf-stream'),
     row("only the polling watch()'s native calls (no watch())", 'kernel'),
+    row('only the lifecycle model, fed at Node events (no kernel call)', 'model'),
   ];
+  const ran = variants.filter((v) => unavailable[v] === undefined);
   const list = (values) => values.map((v) => v.toFixed(0)).join(', ');
   const shown = (counts) => Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
   const notes = [
     `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that each is measured compiled); medians of ${rounds} runs each, in rotating order, each run a fresh process. "Per watched end": the time over the run without watch(), divided by the ${2 * count} ends.`,
-    `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). The BPF row needs root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
-    `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
-    `Process CPU (user + system, every thread, over the same span), medians: ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
-    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${variants.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
+    `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). "Only the BPF program": no watch(), but the program every back-end's BPF stream loads, on every TCP state change for the whole run, unfiltered, every record read and dropped${events['bpf-stream'] ? ` (${events['bpf-stream'].read} records in the first run, warm-up included)` : ''}: the kernel's share of a back-end that would take every transition from the ring. "Only the lifecycle model": no watch() and no kernel call, but a Lifecycle per end fed each state at the Node event that shows it (4 states per end): what any back-end pays for the model, the history and the transitions. The BPF rows need root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
+    `Runs (ms): ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
+    `Process CPU (user + system, every thread, over the same span), medians: ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
+    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${ran.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
   return { rows, notes };
