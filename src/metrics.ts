@@ -193,15 +193,15 @@ function netnsCookieOf(fd: number): bigint {
   }
 }
 
-/** Adds the listener's port to the trace's port filter (one more server following it); false when it cannot. */
-function followPort(trace: InternalTrace, at: FollowedPort): boolean {
+/** Adds the listener's port to the shared trace's port filter (one more server following it); false when it cannot. */
+function followPort(at: FollowedPort): boolean {
   const key = `${at.netns}:${at.port}`;
   const n = followedPorts.get(key);
   if (n !== undefined) {
     followedPorts.set(key, n + 1);
     return true;
   }
-  if (!trace[FOLLOW_PORT](at.netns, at.port)) return false;
+  if (shared === undefined || !shared[FOLLOW_PORT](at.netns, at.port)) return false;
   followedPorts.set(key, 1);
   return true;
 }
@@ -278,12 +278,10 @@ class Metrics implements ServerMetrics {
     if (this.#port !== undefined) unfollowPort(this.#port);
     this.#port = undefined;
   };
-  readonly #trace: InternalTrace;
 
   constructor(server: net.Server, trace: InternalTrace, label: ((socket: net.Socket) => string) | undefined) {
     this.#server = server;
     this.#label = label;
-    this.#trace = trace;
     this.source = trace.source;
     if (trace.reason !== undefined) this.reason = trace.reason;
     this.#onConnection = (socket) => this.#accept(socket);
@@ -306,11 +304,11 @@ class Metrics implements ServerMetrics {
     const address = this.#server.address();
     this.#pipe = typeof address === 'string';
     this.#listenerKey = typeof address === 'string' ? address : address === null ? '?' : `${address.address}:${address.port}`;
-    if (typeof address === 'object' && address !== null && this.#trace.source === 'bpf') {
+    if (typeof address === 'object' && address !== null && this.source === 'bpf') {
       const netns = netnsCookieOf(handleFd(this.#server));
       // 0n: a kernel before 5.14 (no SO_NETNS_COOKIE): each connection is followed by its cookie.
       const at = { netns, port: address.port };
-      if (netns !== 0n && followPort(this.#trace, at)) this.#port = at;
+      if (netns !== 0n && followPort(at)) this.#port = at;
     }
     return this.#listenerKey;
   }
