@@ -11,20 +11,14 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { native } from '../src/binding';
-import { openStateChanges, RECORD, stateChangesUnavailable, type StateChange, type StateChangeStream } from '../src/bpf';
+import { openStateChanges, RECORD, type StateChange, type StateChangeStream } from '../src/bpf';
 import { findSocket, socketTuple } from '../src/diag';
 import { queues, shutdown, tcpInfo, tcpState } from '../src/ops';
-import { canBecome, itNeeds, nextError, pair, waitFor, type Availability } from './helpers';
+import { BPF, bpfAvailable, canBecome, itNeeds, nextError, pair, waitFor } from './helpers';
 
 const dist = path.join(__dirname, '..', 'dist', 'bpf.js');
 
-function bpf(): Availability {
-  const why = stateChangesUnavailable();
-  return why === undefined ? { ok: true } : { ok: false, reason: why };
-}
-
-const itBpf = (name: string, fn: () => Promise<void>, timeout?: number) =>
-  itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, name, fn, timeout);
+const itBpf = (name: string, fn: () => Promise<void>, timeout?: number) => itNeeds(BPF, bpfAvailable, name, fn, timeout);
 
 /** Every change the stream delivers, and a way to wait for those of one socket. */
 function recorder(): { stream: StateChangeStream; changes: StateChange[]; of(cookie: bigint): StateChange[] } {

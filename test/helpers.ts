@@ -10,6 +10,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { afterAll, beforeAll, it, vi } from 'vitest';
 import { native } from '../src/binding';
+import { stateChangesUnavailable } from '../src/bpf';
 import { sockaddr } from '../src/sockaddr';
 
 export interface Pair {
@@ -93,6 +94,15 @@ export function privilegedGate(what: string, availability: Availability, env: No
   if (availability.ok) return { run: true };
   if (env.CI === 'true') return { run: false, fail: `CI=true: a test that needs ${what} may not be skipped, and ${what} is unavailable: ${availability.reason}` };
   return { run: false, skip: `${what} is unavailable: ${availability.reason}` };
+}
+
+/** What the tests on the BPF state-change stream need, as itNeeds() names it. */
+export const BPF = 'the BPF state-change stream (CAP_BPF + CAP_PERFMON, or root)';
+
+/** Whether the BPF state-change stream can run here (CAP_BPF + CAP_PERFMON, or root; BTF): itNeeds()'s availability. */
+export function bpfAvailable(): Availability {
+  const why = stateChangesUnavailable();
+  return why === undefined ? { ok: true } : { ok: false, reason: why };
 }
 
 /** A test that needs `what`: `availability()` is asked when the test runs (see `privilegedGate`). */

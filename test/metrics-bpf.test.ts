@@ -11,16 +11,10 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { describe, expect } from 'vitest';
 import { END_CHANNEL, listenReusePort, queues, serverMetrics, tcpState, type ConnectionEndMessage } from '../src/index';
-import { bpfUnavailable } from '../src/trace/bpf-source';
-import { itNeeds, waitFor, type Availability } from './helpers';
-
-function bpf(): Availability {
-  const why = bpfUnavailable();
-  return why === undefined ? { ok: true } : { ok: false, reason: why };
-}
+import { BPF, bpfAvailable, itNeeds, waitFor } from './helpers';
 
 describe('serverMetrics() on BPF', () => {
-  itNeeds('BPF (CAP_BPF and CAP_PERFMON, or root)', bpf, 'graceful, reset-sent and reset-received, each counted once, from the ends alone', async () => {
+  itNeeds(BPF, bpfAvailable, 'graceful, reset-sent and reset-received, each counted once, from the ends alone', async () => {
     let accepted = 0;
     let unreadEnd: net.Socket | undefined;
     const server = net.createServer({ pauseOnConnect: true }, (socket) => {
@@ -85,8 +79,8 @@ describe('serverMetrics() on BPF', () => {
   });
 
   itNeeds(
-    'BPF (CAP_BPF and CAP_PERFMON, or root)',
-    bpf,
+    BPF,
+    bpfAvailable,
     'another process accepting on the same port (SO_REUSEPORT): its connections, whose ends the port filter lets through, are never counted',
     async () => {
       let ours = 0;

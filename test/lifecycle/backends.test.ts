@@ -17,7 +17,7 @@ import { pollerStatus, watcherOf, type Lifecycle } from '../../src/lifecycle/wat
 import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-multicast';
 import { bpfStatus } from '../../src/lifecycle/sources/bpf';
 import { stateChangesUnavailable } from '../../src/bpf';
-import { canBecome, itNeeds, pair, waitFor, type Availability, type Pair } from '../helpers';
+import { BPF, bpfAvailable, canBecome, itNeeds, pair, waitFor, type Availability, type Pair } from '../helpers';
 
 const dist = path.join(__dirname, '..', '..', 'dist', 'index.js');
 const NETLINK_SOCK_DIAG = 4;
@@ -48,12 +48,6 @@ function groupsOf(inode: number): number | undefined {
   return undefined;
 }
 
-/** Whether the BPF state-change stream can run here (CAP_BPF + CAP_PERFMON, or root; BTF). */
-function bpfAvailable(): Availability {
-  const why = stateChangesUnavailable();
-  return why === undefined ? { ok: true } : { ok: false, reason: why };
-}
-const BPF = 'the BPF state-change stream (CAP_BPF + CAP_PERFMON, or root)';
 
 /** Waits until nothing is watched: the poller stopped, the destroy multicast's listeners and the BPF stream closed. */
 async function idle(): Promise<void> {

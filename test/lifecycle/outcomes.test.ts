@@ -19,8 +19,7 @@ import { destroyMulticastStatus } from '../../src/lifecycle/sources/destroy-mult
 import { bpfStatus } from '../../src/lifecycle/sources/bpf';
 import { messageCookie } from '../../src/diag';
 import { createLab, labAvailable, type Lab } from '../../src/testing/index';
-import { stateChangesUnavailable } from '../../src/bpf';
-import { itNeeds, waitFor, type Availability } from '../helpers';
+import { bpfAvailable, itNeeds, waitFor, type Availability } from '../helpers';
 import { itLab } from '../testing/helpers';
 
 /** A connection a → b:80 across the wire, both ends half-open capable, b reading; a watched. */
@@ -181,9 +180,7 @@ describe('what only the BPF stream tells', () => {
   /** The lab and the BPF stream (both need root, or the capabilities each asks for). */
   const labAndBpf = (): Availability => {
     const lab = labAvailable();
-    if (!lab.ok) return lab;
-    const why = stateChangesUnavailable();
-    return why === undefined ? { ok: true } : { ok: false, reason: why };
+    return lab.ok ? bpfAvailable() : lab;
   };
 
   itNeeds('the lab and the BPF state-change stream', labAndBpf, 'an orphan in FIN_WAIT1 given up after retransmissions (TCP_USER_TIMEOUT): timed-out when it ends, from sk_err ETIMEDOUT', async () => {

@@ -6,18 +6,12 @@
  */
 import './backend-bpf';
 import { expect } from 'vitest';
-import { stateChangesUnavailable } from '../../src/bpf';
 import { watch } from '../../src/index';
 import { bpfStatus } from '../../src/lifecycle/sources/bpf';
-import { itNeeds, pair } from '../helpers';
+import { BPF, bpfAvailable, itNeeds, pair } from '../helpers';
 import './watch.test';
 
-const bpfAvailable = () => {
-  const why = stateChangesUnavailable();
-  return why === undefined ? ({ ok: true } as const) : ({ ok: false, reason: why } as const);
-};
-
-itNeeds('the BPF state-change stream (CAP_BPF + CAP_PERFMON, or root)', bpfAvailable, 'this file runs on the BPF stream, whose records ended the orphans above', async () => {
+itNeeds(BPF, bpfAvailable, 'this file runs on the BPF stream, whose records ended the orphans above', async () => {
   expect(bpfStatus().matched).toBeGreaterThan(0);
   const p = await pair();
   try {

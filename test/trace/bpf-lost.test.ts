@@ -10,19 +10,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
-import { bpfUnavailable } from '../../src/trace/bpf-source';
 import { native } from '../../src/binding';
 import { tcpState } from '../../src/ops';
 import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
 import { fdOf } from '../../src/testing/fd';
 import { checkOptions, RECONCILE, startTrace, type ConnectionTrace, type InternalTrace } from '../../src/trace/trace';
-import { itNeeds, pair, waitFor, type Availability } from '../helpers';
-
-const BPF = 'BPF (CAP_BPF and CAP_PERFMON, or root)';
-function bpf(): Availability {
-  const why = bpfUnavailable();
-  return why === undefined ? { ok: true } : { ok: false, reason: why };
-}
+import { BPF, bpfAvailable, itNeeds, pair, waitFor } from '../helpers';
 
 let trace: ConnectionTrace | undefined;
 afterEach(() => {
@@ -31,7 +24,7 @@ afterEach(() => {
 });
 
 describe('traceConnections() on BPF, events lost', () => {
-  itNeeds(BPF, bpf, 'connections whose end was among the lost events are not followed for ever: forgotten once the kernel shows them gone', async () => {
+  itNeeds(BPF, bpfAvailable, 'connections whose end was among the lost events are not followed for ever: forgotten once the kernel shows them gone', async () => {
     const ends: ConnectionEnd[] = [];
     let forgotten = 0;
     trace = startTrace((end) => ends.push(end), checkOptions({ source: 'bpf' }), { onForgotten: (n) => (forgotten += n) });
@@ -82,7 +75,7 @@ describe('traceConnections() on BPF, events lost', () => {
     }
   }, 60_000);
 
-  itNeeds(BPF, bpf, 'an end still unread when the kernel is looked at ends its connection, with its whole path: it is not forgotten as lost', async () => {
+  itNeeds(BPF, bpfAvailable, 'an end still unread when the kernel is looked at ends its connection, with its whole path: it is not forgotten as lost', async () => {
     const ends: ConnectionEnd[] = [];
     let forgotten = 0;
     const ours = new Set<CookieKey>();

@@ -10,23 +10,17 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect } from 'vitest';
 import { closeWrite, queues, setLinger2 } from '../../src/index';
-import { bpfUnavailable } from '../../src/trace/bpf-source';
 import type { ConnectionEnd } from '../../src/trace/ends';
 import { checkOptions, FOLLOW, startTrace, traceConnections, type ConnectionTrace } from '../../src/trace/trace';
 import { native } from '../../src/binding';
 import { fdOf } from '../../src/fd';
 import { createLab, labAvailable, type Lab } from '../../src/testing/index';
-import { itNeeds, pair, waitFor, type Availability } from '../helpers';
+import { BPF, bpfAvailable, itNeeds, pair, waitFor, type Availability } from '../helpers';
 import { BIN } from '../cli/run';
 
-const BPF = 'BPF (CAP_BPF and CAP_PERFMON, or root)';
-function bpf(): Availability {
-  const why = bpfUnavailable();
-  return why === undefined ? { ok: true } : { ok: false, reason: why };
-}
 function labAndBpf(): Availability {
   const lab = labAvailable();
-  return lab.ok ? bpf() : lab;
+  return lab.ok ? bpfAvailable() : lab;
 }
 
 /** A test with a fresh lab and the BPF source (see itLab()). */
@@ -59,7 +53,7 @@ function endOf(ends: ConnectionEnd[], local: number, remote: number): Promise<Co
 }
 
 describe('traceConnections() on BPF, loopback', () => {
-  itNeeds(BPF, bpf, 'a graceful close: every state of both ends, who closed first, the owner, the counters', async () => {
+  itNeeds(BPF, bpfAvailable, 'a graceful close: every state of both ends, who closed first, the owner, the counters', async () => {
     const ends = start();
     const p = await pair();
     const c = p.client.localPort!;
@@ -81,7 +75,7 @@ describe('traceConnections() on BPF, loopback', () => {
     await p.close();
   });
 
-  itNeeds(BPF, bpf, 'a close with unread data: reset-sent on the end that closed, reset-received (ECONNRESET) on the other', async () => {
+  itNeeds(BPF, bpfAvailable, 'a close with unread data: reset-sent on the end that closed, reset-received (ECONNRESET) on the other', async () => {
     const ends = start();
     const p = await pair({ server: { pauseOnConnect: true } });
     const c = p.client.localPort!;
@@ -97,7 +91,7 @@ describe('traceConnections() on BPF, loopback', () => {
     await p.close();
   });
 
-  itNeeds(BPF, bpf, "byCookie (serverMetrics' kernel-side filter): only the followed sockets' ends come, each once", async () => {
+  itNeeds(BPF, bpfAvailable, "byCookie (serverMetrics' kernel-side filter): only the followed sockets' ends come, each once", async () => {
     const ends: ConnectionEnd[] = [];
     const t = startTrace((end) => ends.push(end), checkOptions({ source: 'bpf' }), { byCookie: true, endsOnly: true });
     trace = t;
@@ -115,7 +109,7 @@ describe('traceConnections() on BPF, loopback', () => {
     for (const p of [followed, other, marker]) await p.close();
   });
 
-  itNeeds(BPF, bpf, 'a refused connect: refused, ECONNREFUSED, the process that connected', async () => {
+  itNeeds(BPF, bpfAvailable, 'a refused connect: refused, ECONNREFUSED, the process that connected', async () => {
     const ends = start();
     const server = net.createServer().listen(0, '127.0.0.1');
     await once(server, 'listening');
