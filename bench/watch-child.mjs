@@ -1,14 +1,15 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
 // watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
 //
-//   node bench/watch-child.mjs plain|kernel|multicast|bpf-stream|model|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|multicast|bpf-stream|model|listeners|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
 //
 // Two more floors: `bpf-stream` has no watch(), but the BPF program on every TCP state change of
 // the host for the whole run, every record read and dropped (what a back-end that took every
 // transition from the ring could not go below: the kernel's share and the reads); `model` has no
 // watch() and no kernel call, but a Lifecycle per end fed the states each end goes through, at
 // the moments Node's events show them (what any back-end pays for the model, the history and the
-// 'transition' events, whatever its source).
+// 'transition' events, whatever its source); `listeners` has the same listeners on each socket
+// and no Lifecycle, to split the two.
 // `bpf`, `destroy-multicast` and `poll` watch() both ends on that back-end (setWatchBackend(), as
 // FINWAIT_WATCH_BACKEND would; `bpf` needs root or CAP_BPF + CAP_PERFMON, else it falls back, and
 // the back-ends printed say so). `multicast` has no watch(): the destroy multicast joined for the
@@ -69,16 +70,18 @@ const lifecycles = { client: [], server: [] };
 let modelled = false;
 const { Lifecycle } = require('../dist/lifecycle/lifecycle.js');
 /** The `model` variant: a Lifecycle fed `state` at the moment Node shows it (no kernel call). */
-const feed = (lifecycle, state) => lifecycle.observe({ state, source: 'event', at: performance.now() });
+const feed = (lifecycle, state) => lifecycle?.observe({ state, source: 'event', at: performance.now() });
+/** The `listeners` variant: the `model` variant's listeners on each socket, with no Lifecycle (its share split off). */
+let listenersOnly = false;
 function modelServer(socket) {
-  const l = new Lifecycle();
+  const l = listenersOnly ? undefined : new Lifecycle();
   feed(l, 'ESTABLISHED');
   socket.on('end', () => feed(l, 'CLOSE_WAIT'));
   socket.on('finish', () => feed(l, 'LAST_ACK'));
   socket.on('close', () => feed(l, 'CLOSED'));
 }
 function modelClient(socket) {
-  const l = new Lifecycle();
+  const l = listenersOnly ? undefined : new Lifecycle();
   feed(l, 'SYN_SENT');
   socket.on('connect', () => feed(l, 'ESTABLISHED'));
   socket.on('finish', () => feed(l, 'FIN_WAIT2'));
@@ -151,7 +154,8 @@ function run(n) {
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
 watching = variant === 'poll' || variant === 'destroy-multicast' || variant === 'bpf';
 kernel = variant === 'kernel';
-modelled = variant === 'model';
+modelled = variant === 'model' || variant === 'listeners';
+listenersOnly = variant === 'listeners';
 if (watching) setWatchBackend(variant);
 let listener;
 if (variant === 'multicast') {
