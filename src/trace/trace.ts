@@ -124,7 +124,8 @@ export interface InternalTrace extends ConnectionTrace {
   [LOOK_UP](end: ConnectionEnd): void;
   /**
    * What the loss check does after a loss: forgets the connections followed now that the kernel
-   * no longer has and whose end was not read (lost). Returns how many.
+   * no longer has and whose end was not read (lost); on the destroy multicast, those missing at
+   * this look and the one before. Returns how many.
    */
   [RECONCILE](): number;
   /**
@@ -191,7 +192,12 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   // Kernel events arrive on an unref'd poll: this timer is what keeps a process that traces alive.
   const keepAlive = setInterval(() => {}, 2 ** 31 - 1);
   // After a loss, the connections whose end was lost are found by what the kernel still has: one
-  // dump of each namespace they live in (at most every few seconds), and forgotten.
+  // dump of each namespace they live in (at most every few seconds), and forgotten. On BPF a
+  // connection's CLOSE record is written as it leaves the kernel's tables, so one missing from the
+  // dump whose end is not in the ring was lost. The destroy multicast's message is sent when the
+  // socket is freed, from a kernel work queue, which can be long after it left the tables (a reset
+  // socket whose fd is still open): one missing is forgotten only if still missing at the next look.
+  let suspects = new Set<string>();
   const reconcile = (): number => {
     // Only a connection followed before the dumps can be judged by them.
     const before = tracker.followed(home);
@@ -200,18 +206,25 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     // An end that came before a dump and is still unread (in the ring, or in the socket's queue)
     // ends its connection now, with its whole path, rather than being taken for a lost one.
     running.drain();
-    const gone = tracker.prune((cookie, netns = home) => {
-      if (!before.has(cookie)) return true;
+    const missing = new Set<string>();
+    for (const [cookie, netns] of before) {
       const keys = alive.get(netns);
-      return keys === null || keys === undefined || keys.has(hexCookieKey(cookie));
-    });
+      if (keys !== null && keys !== undefined && !keys.has(hexCookieKey(cookie))) missing.add(cookie);
+    }
+    let forget = missing;
+    if (source !== 'bpf') {
+      const seenBefore = suspects;
+      forget = new Set([...missing].filter((cookie) => seenBefore.has(cookie)));
+      suspects = new Set([...missing].filter((cookie) => !forget.has(cookie)));
+    }
+    const gone = forget.size === 0 ? 0 : tracker.prune((cookie) => !forget.has(cookie));
     if (gone > 0) onForgotten?.(gone);
     return gone;
   };
   let lostSeen = 0;
   let reconciledAt = -Infinity;
   const lossCheck = setInterval(() => {
-    if (closed || running.lost === lostSeen || performance.now() - reconciledAt < RECONCILE_MIN_MS) return;
+    if (closed || (running.lost === lostSeen && suspects.size === 0) || performance.now() - reconciledAt < RECONCILE_MIN_MS) return;
     lostSeen = running.lost;
     reconciledAt = performance.now();
     reconcile();

@@ -6,8 +6,11 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { traceConnections, type ConnectionTrace } from '../../src/trace/trace';
-import type { ConnectionEnd } from '../../src/trace/ends';
+import { native } from '../../src/binding';
+import { tcpState } from '../../src/ops';
+import { fdOf } from '../../src/testing/fd';
+import { checkOptions, RECONCILE, startTrace, traceConnections, type ConnectionTrace, type InternalTrace } from '../../src/trace/trace';
+import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
 import { sockets } from '../../src/diag';
 import { pair, waitFor, type Pair } from '../helpers';
 
@@ -135,6 +138,57 @@ describe('traceConnections(): the destroy multicast source (no privilege)', () =
     await waitFor("the marker's end", () => ends.find((e) => e.local.port === markerPort));
     expect(ends.filter((e) => e.local.port === port)).toEqual([]);
     await marker.close();
+  });
+
+  it("after a loss, a connection missing from the kernel's tables whose end has not come yet is forgotten only if still missing at the next look (its destroy message comes when the socket is freed)", async () => {
+    const ends: ConnectionEnd[] = [];
+    let forgotten = 0;
+    const ours = new Set<CookieKey>();
+    const t: InternalTrace = startTrace((end) => ends.push(end), checkOptions({ source: 'destroy-multicast', interval: 20 }), {
+      onForgotten: (n) => (forgotten += n),
+      only: (key) => ours.has(key),
+    });
+    trace = t;
+    // Paused, the server does not read the RST: its fd stays open in CLOSE, out of the kernel's
+    // tables, its socket not freed, so no destroy message yet.
+    const p = await pair({ server: { pauseOnConnect: true } });
+    const { client, server } = p;
+    server.on('error', () => {});
+    try {
+    for (const socket of [client, server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
+    await waitFor('both ends sampled', () => (t.following === 2 ? true : undefined));
+    client.resetAndDestroy();
+    await waitFor("the client's end (its socket freed)", () => (ends.length === 1 ? true : undefined));
+    await waitFor('the RST at the server', () => (tcpState(server) === 'CLOSE' ? true : undefined));
+    expect(sockets({ states: ['ESTABLISHED'] }).some((e) => e.local.port === server.localPort && e.remote.port === client.localPort)).toBe(false);
+    // First look: missing, not forgotten.
+    expect(t[RECONCILE]()).toBe(0);
+    expect(t.following).toBe(1);
+    // Its fd closed, the socket freed: its end comes, with the state a sample saw it in.
+    server.destroy();
+    await waitFor("the server's end", () => (ends.length === 2 ? true : undefined));
+    expect(forgotten).toBe(0);
+    expect(t.following).toBe(0);
+    expect(ends.map((e) => e.path[0])).toEqual(['ESTABLISHED', 'ESTABLISHED']);
+    } finally {
+      await p.close();
+    }
+    // A connection still missing at the next look is forgotten (its end lost, or held past it).
+    const held = await pair({ server: { pauseOnConnect: true } });
+    try {
+      held.server.on('error', () => {});
+      for (const socket of [held.client, held.server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
+      await waitFor('both ends sampled', () => (t.following === 2 ? true : undefined));
+      held.client.resetAndDestroy();
+      await waitFor("the client's end", () => (ends.length === 3 ? true : undefined));
+      await waitFor('the RST at the server', () => (tcpState(held.server) === 'CLOSE' ? true : undefined));
+      expect(t[RECONCILE]()).toBe(0);
+      expect(t[RECONCILE]()).toBe(1);
+      expect(forgotten).toBe(1);
+      expect(t.following).toBe(0);
+    } finally {
+      await held.close();
+    }
   });
 
   it('bad options are coded errors; close() is idempotent; the trace can be unref()ed', () => {
