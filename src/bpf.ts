@@ -500,7 +500,8 @@ export function openStateRecords(onRecords: RecordSink, onLost: () => void, opts
  * itself are left out. Linux 5.9 or later with BTF, and CAP_BPF + CAP_PERFMON (or root): throws
  * `EPERM` without them, `ENOTSUP` without BTF or elsewhere than Linux, the kernel's code if it
  * refuses the program (the verifier's last words in the message). Every TCP state change of the
- * machine runs the program while the stream is open (about 0.6 µs each in the kernel here). The
+ * machine runs the program while the stream is open (0.1 to 0.2 µs each, by the kernel's own
+ * accounting, on the machine of bench/README.md). The
  * stream keeps the process alive until `close()` (or `unref()`), and closes with its Worker.
  */
 export function openStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions = {}): StateChangeStream {
