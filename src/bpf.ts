@@ -221,7 +221,8 @@ export function stateChangesUnavailable(): string | undefined {
 const lastComm = new Uint8Array(16);
 let lastCommText = '';
 
-function commAt(buffer: Uint8Array, at: number): string {
+/** @internal The NUL-terminated `comm` (16 bytes) at `at`, as text. */
+export function commAt(buffer: Uint8Array, at: number): string {
   let same = true;
   for (let i = 0; i < 16; i++) {
     if (buffer[at + i] !== lastComm[i]) {
@@ -237,18 +238,13 @@ function commAt(buffer: Uint8Array, at: number): string {
   return lastCommText;
 }
 
-/** @internal Whether the record at `at` of `view` is to be decoded (asked before anything is made of it). */
-export type RecordFilter = (view: DataView, at: number) => boolean;
-
 /**
  * Decodes the `count` records in `buffer` into `out`, leaving out same-state records (a close()
- * after shutdown() stores FIN_WAIT1 again), states this table does not know, and the records
- * `keep` refuses.
+ * after shutdown() stores FIN_WAIT1 again) and states this table does not know.
  */
-function decode(buffer: Uint8Array, view: DataView, count: number, out: StateChange[], keep: RecordFilter | undefined): void {
+function decode(buffer: Uint8Array, view: DataView, count: number, out: StateChange[]): void {
   for (let i = 0; i < count; i++) {
     const at = i * RECORD;
-    if (keep !== undefined && !keep(view, at)) continue;
     const from = stateName(buffer[at + AT.FROM]);
     const to = stateName(buffer[at + AT.TO]);
     if (from === undefined || to === undefined || from === to) continue;
@@ -505,18 +501,10 @@ export function openStateRecords(onRecords: RecordSink, onLost: () => void, opts
  * stream keeps the process alive until `close()` (or `unref()`), and closes with its Worker.
  */
 export function openStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions = {}): StateChangeStream {
-  return openKeptStateChanges(onChanges, opts, undefined);
-}
-
-/**
- * @internal `openStateChanges()` that decodes only the records `keep` takes (the trace's: the
- * other sockets on a followed port cost no decoding).
- */
-export function openKeptStateChanges(onChanges: (changes: StateChange[]) => void, opts: StateChangeOptions, keep: RecordFilter | undefined): StateRecordStream {
   if (typeof onChanges !== 'function') throw invalidArgType('onChanges', 'of type function', onChanges);
   const o = options(opts);
   let changes: StateChange[] = [];
-  const sink: RecordSink = (bytes, view, count) => decode(bytes, view, count, changes, keep);
+  const sink: RecordSink = (bytes, view, count) => decode(bytes, view, count, changes);
   const drained = (): void => {
     if (changes.length === 0) return;
     const batch = changes;

@@ -671,11 +671,11 @@ for (let b = 0; b < 256; b++) HEX_DIGITS.set(Buffer.from(b.toString(16).padStart
 const hexText = Buffer.alloc(16);
 
 /**
- * The host-order u64 at `off` (two u32, low first, as `idiag_cookie`) as 16 hex digits. Written
+ * @internal The host-order u64 at `off` (two u32, low first, as `idiag_cookie`) as 16 hex digits. Written
  * digit by digit and made a string once: a dump makes one per socket, and two numbers' strings,
  * padded and joined, cost a 50,000-socket dump ~15 ms more, mostly in garbage.
  */
-function u64Hex(view: DataView, off: number): string {
+export function u64Hex(view: DataView, off: number): string {
   let j = 0;
   for (const word of [off + 4, off]) {
     for (let k = 0; k < 4; k++) {

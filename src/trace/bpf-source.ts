@@ -5,8 +5,9 @@
  * the socket's counters.
  */
 import os from 'node:os';
-import { AT, openKeptStateChanges, stateChangesUnavailable, type RecordFilter, type StateChange } from '../bpf';
-import { cookieHex } from '../diag';
+import { AT, commAt, openStateRecords, RECORD, stateChangesUnavailable } from '../bpf';
+import { formatAddress, u64Hex } from '../diag';
+import { stateName } from '../states';
 import { cookieKeyOf, type CookieKey, type Observation } from './ends';
 
 /** Why the BPF source cannot run here, or `undefined` when it can. */
@@ -14,9 +15,11 @@ export function bpfUnavailable(): string | undefined {
   return stateChangesUnavailable();
 }
 
-/** The last namespace cookie written as hex: a host's changes come from a few namespaces, mostly one. */
-let lastNetns = -1n;
+/** The last namespace cookie (its two u32) and its hex: a host's changes come from a few namespaces, mostly one. */
+let lastNetnsLow = 0;
+let lastNetnsHigh = 0;
 let lastNetnsHex = '';
+const AF_INET6 = 10;
 
 const LE = os.endianness() === 'LE';
 const TWO_32 = 2 ** 32;
@@ -29,30 +32,50 @@ export function recordCookieKey(view: DataView, at: number): CookieKey {
   return cookieKeyOf(view.getBigUint64(cookie, LE));
 }
 
-function observationOf(c: StateChange): Observation {
-  if (c.netnsCookie !== lastNetns) {
-    lastNetns = c.netnsCookie;
-    lastNetnsHex = cookieHex(c.netnsCookie);
+/** Two u32 of a host-order u64 at `at` as one number (exact below 2^53, the nearest double above). */
+function u64At(view: DataView, at: number): number {
+  return view.getUint32(at + (LE ? 4 : 0), LE) * TWO_32 + view.getUint32(at + (LE ? 0 : 4), LE);
+}
+
+/**
+ * The observations of the `count` records in `bytes`, read from the bytes as they are (no
+ * intermediate object, no bigint): those `keep` refuses, same-state records (a close() after
+ * shutdown() stores FIN_WAIT1 again) and states this table does not know are left out, as
+ * `openStateChanges()` does.
+ */
+function observeRecords(bytes: Uint8Array, view: DataView, count: number, keep: ((key: CookieKey) => boolean) | undefined, observe: (o: Observation) => void): void {
+  for (let i = 0, at = 0; i < count; i++, at += RECORD) {
+    if (keep !== undefined && !keep(recordCookieKey(view, at))) continue;
+    const from = stateName(bytes[at + AT.FROM]);
+    const state = stateName(bytes[at + AT.TO]);
+    if (from === undefined || state === undefined || from === state) continue;
+    const netns = at + AT.NETNS_COOKIE;
+    if (view.getUint32(netns, true) !== lastNetnsLow || view.getUint32(netns + 4, true) !== lastNetnsHigh || lastNetnsHex === '') {
+      lastNetnsLow = view.getUint32(netns, true);
+      lastNetnsHigh = view.getUint32(netns + 4, true);
+      lastNetnsHex = u64Hex(view, netns);
+    }
+    const v6 = view.getUint16(at + AT.FAMILY, LE) === AF_INET6;
+    observe({
+      cookie: u64Hex(view, at + AT.COOKIE),
+      netns: lastNetnsHex,
+      family: v6 ? 6 : 4,
+      local: { address: formatAddress(view, at + (v6 ? AT.LOCAL_V6 : AT.LOCAL_V4), v6), port: view.getUint16(at + AT.LOCAL_PORT) },
+      remote: { address: formatAddress(view, at + (v6 ? AT.REMOTE_V6 : AT.REMOTE_V4), v6), port: view.getUint16(at + AT.REMOTE_PORT) },
+      state,
+      from,
+      time: u64At(view, at + AT.TIME) / 1e6,
+      error: view.getInt32(at + AT.ERROR, LE),
+      pid: view.getUint32(at + AT.PID_TGID + (LE ? 4 : 0), LE),
+      comm: commAt(bytes, at + AT.COMM),
+      counters: {
+        retransmits: view.getUint32(at + AT.TOTAL_RETRANS, LE),
+        unackedBytes: (view.getUint32(at + AT.SND_NXT, LE) - view.getUint32(at + AT.SND_UNA, LE)) >>> 0,
+        bytesReceived: u64At(view, at + AT.BYTES_RECEIVED),
+        bytesAcked: u64At(view, at + AT.BYTES_ACKED),
+      },
+    });
   }
-  return {
-    cookie: cookieHex(c.cookie),
-    netns: lastNetnsHex,
-    family: c.family,
-    local: { address: c.localAddress, port: c.localPort },
-    remote: { address: c.remoteAddress, port: c.remotePort },
-    state: c.to,
-    from: c.from,
-    time: Number(c.time) / 1e6,
-    error: c.error,
-    pid: c.pid,
-    comm: c.comm,
-    counters: {
-      retransmits: c.retransmits,
-      unackedBytes: c.unackedBytes,
-      bytesReceived: Number(c.bytesReceived),
-      bytesAcked: Number(c.bytesAcked),
-    },
-  };
 }
 
 /**
@@ -81,15 +104,12 @@ export function openBpf(
   followPort(netnsCookie: bigint, port: number): boolean;
   unfollowPort(netnsCookie: bigint, port: number): void;
 } {
-  // Asked of each record before anything is made of it: most are other sockets' (with a port
-  // filter, the other processes' on the same port).
-  const keep: RecordFilter | undefined = only === undefined ? undefined : (view, at) => only(recordCookieKey(view, at));
-  const stream = openKeptStateChanges(
-    (changes) => {
-      for (const c of changes) observe(observationOf(c));
-    },
+  // `only` is asked of each record before anything is made of it: most are other sockets' (with
+  // a port filter, the other processes' on the same port). A loss is read from `lost`.
+  const stream = openStateRecords(
+    (bytes, view, count) => observeRecords(bytes, view, count, only, observe),
+    () => {},
     { closeOnly, byCookie, byPort, maxDelay },
-    keep,
   );
   // Whether the process stays alive is the trace's to say (ConnectionTrace.ref()/unref()).
   stream.unref();
