@@ -125,7 +125,8 @@ export interface InternalTrace extends ConnectionTrace {
   /**
    * What the loss check does after a loss: forgets the connections followed now that the kernel
    * no longer has and whose end was not read (lost); on the destroy multicast, those missing at
-   * this look and the one before. Returns how many.
+   * this look and the one before. The loss check's next look is then a few seconds away. Returns
+   * how many.
    */
   [RECONCILE](): number;
   /**
@@ -196,11 +197,18 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   // connection's CLOSE record is written as it leaves the kernel's tables, so one missing from the
   // dump whose end is not in the ring was lost. The destroy multicast's message is sent when the
   // socket is freed, from a kernel work queue, which can be long after it left the tables (a reset
-  // socket whose fd is still open): one missing is forgotten only if still missing at the next look.
+  // socket whose fd is still open): one missing after a loss is forgotten only if still missing at
+  // one more look, a few seconds later (which forgets nothing else).
   let suspects = new Set<string>();
+  let lostSeen = 0;
+  let reconciledAt = -Infinity;
   const reconcile = (): number => {
-    // Only a connection followed before the dumps can be judged by them.
+    // Only a connection followed before the dumps can be judged by them; a suspect that ended since is none.
     const before = tracker.followed(home);
+    suspects = new Set([...suspects].filter((cookie) => before.has(cookie)));
+    const afterLoss = running.lost !== lostSeen || suspects.size === 0;
+    lostSeen = running.lost;
+    reconciledAt = performance.now();
     const alive = new Map<string, Set<CookieKey> | null>();
     for (const netns of new Set(before.values())) alive.set(netns, cookiesIn(netns, home, namespaces));
     // An end that came before a dump and is still unread (in the ring, or in the socket's queue)
@@ -213,20 +221,16 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     }
     let forget = missing;
     if (source !== 'bpf') {
-      const seenBefore = suspects;
-      forget = new Set([...missing].filter((cookie) => seenBefore.has(cookie)));
-      suspects = new Set([...missing].filter((cookie) => !forget.has(cookie)));
+      const earlier = suspects;
+      forget = new Set([...missing].filter((cookie) => earlier.has(cookie)));
+      suspects = afterLoss ? new Set([...missing].filter((cookie) => !forget.has(cookie))) : new Set();
     }
     const gone = forget.size === 0 ? 0 : tracker.prune((cookie) => !forget.has(cookie));
     if (gone > 0) onForgotten?.(gone);
     return gone;
   };
-  let lostSeen = 0;
-  let reconciledAt = -Infinity;
   const lossCheck = setInterval(() => {
     if (closed || (running.lost === lostSeen && suspects.size === 0) || performance.now() - reconciledAt < RECONCILE_MIN_MS) return;
-    lostSeen = running.lost;
-    reconciledAt = performance.now();
     reconcile();
   }, LOSS_CHECK_MS).unref();
   const trace: InternalTrace = {
