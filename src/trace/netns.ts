@@ -62,18 +62,27 @@ export class NamespaceIndex {
 
   /**
    * Calls `fn` with an fd of the namespace with this cookie, open for the call (`null` for
-   * `home`, this thread's own, which needs none). Throws when no such namespace is found.
+   * `home`, this thread's own, which needs none). The namespace opened is checked to be that one:
+   * a path known for it may name another by now (a /run/netns name made again, a pid reused).
+   * Throws when no such namespace is found.
    */
   withFd<T>(cookie: string, home: string, fn: (nsFd: number | null) => T): T {
     if (cookie === home) return fn(null);
-    const ref = this.find(cookie);
-    if (ref === undefined) throw new Error(`no network namespace with cookie ${cookie} was found`);
-    const fd = fs.openSync(ref.path, 'r');
-    try {
-      return fn(fd);
-    } finally {
-      fs.closeSync(fd);
+    for (let tries = 0; tries < 2; tries++) {
+      const ref = this.find(cookie);
+      if (ref === undefined) break;
+      const fd = fs.openSync(ref.path, 'r');
+      try {
+        if (cookieHex(native().netnsCookie(fd)) === cookie) return fn(fd);
+        // Another namespace behind that path now (its inode number reused, so the cookie read
+        // for it was taken for this one's): forgotten, and looked for again.
+        this.#cookieByFile.delete(`${fs.fstatSync(fd).ino}\0${ref.path}`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      this.#byCookie.delete(cookie);
     }
+    throw new Error(`no network namespace with cookie ${cookie} was found`);
   }
 
   /** The cookie of the namespace named `name` in /run/netns. */
