@@ -158,6 +158,17 @@ const BATCH = 256;
 const AF_INET6 = 10;
 const LE = os.endianness() === 'LE';
 
+/**
+ * @internal The key `cookieKey()` gives a cookie (a number below 2^53, else its 16 hex digits) of
+ * a record's socket cookie, a u64 in host order, read without a bigint while it is under 2^53.
+ */
+export function recordCookieKey(view: DataView, at: number): number | string {
+  const cookie = at + AT.COOKIE;
+  const high = view.getUint32(cookie + (LE ? 4 : 0), LE);
+  if (high < 0x200000) return high * 2 ** 32 + view.getUint32(cookie + (LE ? 0 : 4), LE);
+  return view.getBigUint64(cookie, LE).toString(16).padStart(16, '0');
+}
+
 /** The error `openStateChanges()` throws for what the native part said, with what it means. */
 function explain(error: CodedError & { command?: string }): CodedError {
   const { code } = error;

@@ -5,10 +5,10 @@
  * the socket's counters.
  */
 import os from 'node:os';
-import { AT, commAt, openStateRecords, RECORD, stateChangesUnavailable } from '../bpf';
-import { formatAddress, u64Hex } from '../diag';
+import { AT, commAt, openStateRecords, RECORD, recordCookieKey, stateChangesUnavailable } from '../bpf';
+import { cookieHex, formatAddress, u64Hex } from '../diag';
 import { stateName } from '../states';
-import { cookieKeyOf, type CookieKey, type Observation } from './ends';
+import type { CookieKey, Observation } from './ends';
 
 /** Why the BPF source cannot run here, or `undefined` when it can. */
 export function bpfUnavailable(): string | undefined {
@@ -24,13 +24,11 @@ const AF_INET6 = 10;
 const LE = os.endianness() === 'LE';
 const TWO_32 = 2 ** 32;
 
-/** @internal The `CookieKey` of a record's socket cookie (a u64 in host order), read without a bigint while it is under 2^53. */
-export function recordCookieKey(view: DataView, at: number): CookieKey {
-  const cookie = at + AT.COOKIE;
-  const high = view.getUint32(cookie + (LE ? 4 : 0), LE);
-  if (high < 0x200000) return high * TWO_32 + view.getUint32(cookie + (LE ? 0 : 4), LE);
-  return cookieKeyOf(view.getBigUint64(cookie, LE));
-}
+/**
+ * A record's host-order u64 at `at` as 16 hex digits (`cookieHex()` of it): on a little-endian
+ * host its bytes are those of two u32 low first, which `u64Hex()` reads without a bigint.
+ */
+const u64HexAt: (view: DataView, at: number) => string = LE ? u64Hex : (view, at) => cookieHex(view.getBigUint64(at, false));
 
 /** Two u32 of a host-order u64 at `at` as one number (exact below 2^53, the nearest double above). */
 function u64At(view: DataView, at: number): number {
@@ -53,11 +51,11 @@ function observeRecords(bytes: Uint8Array, view: DataView, count: number, keep: 
     if (view.getUint32(netns, true) !== lastNetnsLow || view.getUint32(netns + 4, true) !== lastNetnsHigh || lastNetnsHex === '') {
       lastNetnsLow = view.getUint32(netns, true);
       lastNetnsHigh = view.getUint32(netns + 4, true);
-      lastNetnsHex = u64Hex(view, netns);
+      lastNetnsHex = u64HexAt(view, netns);
     }
     const v6 = view.getUint16(at + AT.FAMILY, LE) === AF_INET6;
     observe({
-      cookie: u64Hex(view, at + AT.COOKIE),
+      cookie: u64HexAt(view, at + AT.COOKIE),
       netns: lastNetnsHex,
       family: v6 ? 6 : 4,
       local: { address: formatAddress(view, at + (v6 ? AT.LOCAL_V6 : AT.LOCAL_V4), v6), port: view.getUint16(at + AT.LOCAL_PORT) },

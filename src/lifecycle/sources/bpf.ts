@@ -30,8 +30,7 @@
  */
 import { debuglog } from 'node:util';
 import os from 'node:os';
-import { AT, openStateRecords, RECORD, stateChangesUnavailable, type StateRecordStream } from '../../bpf';
-import { cookieKey } from '../../diag';
+import { AT, openStateRecords, RECORD, recordCookieKey, stateChangesUnavailable, type StateRecordStream } from '../../bpf';
 import { stateName } from '../../states';
 import type { CloseEvent } from '../fsm';
 import { arm, now } from '../schedule';
@@ -107,7 +106,7 @@ function onRecords(bytes: Uint8Array, view: DataView, count: number): void {
   const at = now();
   for (let i = 0, off = 0; i < count; i++, off += RECORD) {
     if (bytes[off + AT.TO] !== TCP_CLOSE || following.size === 0) continue;
-    const w = following.get(cookieKey(view, off + AT.COOKIE));
+    const w = following.get(recordCookieKey(view, off));
     if (w === undefined) continue;
     const change: Ended = {
       from: stateName(bytes[off + AT.FROM]!),
