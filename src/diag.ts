@@ -428,14 +428,26 @@ const v4Names = new Map<number, string>();
 
 /** Appends the entries of a sockDiag reply (netlink messages of `struct inet_diag_msg`) to `out`. */
 function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
-  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
-  for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
+  const view = viewOf(reply);
+  for (const m of diagBodies(view)) out.push(entryAt(view, m));
+  return out;
+}
+
+function viewOf(reply: Uint8Array): DataView {
+  return new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
+}
+
+/** Where the `inet_diag_msg` of each SOCK_DIAG_BY_FAMILY message of a dump's reply begins. */
+function diagBodies(view: DataView): Int32Array {
+  const bodies = new Int32Array(Math.floor(view.byteLength / (NLMSG_HDRLEN + DIAG_MSG_LEN)));
+  let n = 0;
+  for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= view.byteLength; ) {
     const length = view.getUint32(off, LE);
     if (length < NLMSG_HDRLEN) break;
-    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) out.push(entryAt(view, off + NLMSG_HDRLEN));
+    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) bodies[n++] = off + NLMSG_HDRLEN;
     off += (length + 3) & ~3;
   }
-  return out;
+  return bodies.subarray(0, n);
 }
 
 /**
@@ -446,13 +458,8 @@ function decode(reply: Uint8Array, out: SocketEntry[]): SocketEntry[] {
 export function socketCookieKeys(nsFd: number | null, states: readonly TcpState[]): Set<number | string> {
   const keys = new Set<number | string>();
   eachDump(nsFd, { states }, (reply) => {
-    const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
-    for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
-      const length = view.getUint32(off, LE);
-      if (length < NLMSG_HDRLEN) break;
-      if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) keys.add(cookieKey(view, off + NLMSG_HDRLEN + 44));
-      off += (length + 3) & ~3;
-    }
+    const view = viewOf(reply);
+    for (const m of diagBodies(view)) keys.add(cookieKey(view, m + 44));
   });
   return keys;
 }
@@ -548,34 +555,29 @@ export class SocketColumns {
 
 /** `decode()` into columns: the same fields, read the same way, with no object per socket. */
 function decodeColumns(reply: Uint8Array, c: SocketColumns): void {
-  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
-  c.reserve(Math.floor(reply.byteLength / (NLMSG_HDRLEN + DIAG_MSG_LEN)));
-  for (let off = 0; off + NLMSG_HDRLEN + DIAG_MSG_LEN <= reply.byteLength; ) {
-    const length = view.getUint32(off, LE);
-    if (length < NLMSG_HDRLEN) break;
-    if (view.getUint16(off + 4, LE) === SOCK_DIAG_BY_FAMILY) {
-      const m = off + NLMSG_HDRLEN;
-      const i = c.length++;
-      const v6 = view.getUint8(m) === AF_INET6;
-      const kind = TIMERS[view.getUint8(m + 2)];
-      if (kind === undefined) throw unknownTimer(view.getUint8(m + 2));
-      c.family[i] = v6 ? 6 : 4;
-      c.state.push(stateOrThrow(view.getUint8(m + 1)));
-      c.timer.push(kind);
-      c.retransmits[i] = view.getUint8(m + 3);
-      c.localPort[i] = view.getUint16(m + 4);
-      c.remotePort[i] = view.getUint16(m + 6);
-      c.localAddress.push(formatAddress(view, m + 8, v6));
-      c.remoteAddress.push(formatAddress(view, m + 24, v6));
-      c.cookie[2 * i] = view.getUint32(m + 44, LE);
-      c.cookie[2 * i + 1] = view.getUint32(m + 48, LE);
-      c.expiresMs[i] = view.getUint32(m + 52, LE);
-      c.recvQ[i] = view.getUint32(m + 56, LE);
-      c.sendQ[i] = view.getUint32(m + 60, LE);
-      c.uid[i] = view.getUint32(m + 64, LE);
-      c.inode[i] = view.getUint32(m + 68, LE);
-    }
-    off += (length + 3) & ~3;
+  const view = viewOf(reply);
+  const bodies = diagBodies(view);
+  c.reserve(bodies.length);
+  for (const m of bodies) {
+    const i = c.length++;
+    const v6 = view.getUint8(m) === AF_INET6;
+    const kind = TIMERS[view.getUint8(m + 2)];
+    if (kind === undefined) throw unknownTimer(view.getUint8(m + 2));
+    c.family[i] = v6 ? 6 : 4;
+    c.state.push(stateOrThrow(view.getUint8(m + 1)));
+    c.timer.push(kind);
+    c.retransmits[i] = view.getUint8(m + 3);
+    c.localPort[i] = view.getUint16(m + 4);
+    c.remotePort[i] = view.getUint16(m + 6);
+    c.localAddress.push(formatAddress(view, m + 8, v6));
+    c.remoteAddress.push(formatAddress(view, m + 24, v6));
+    c.cookie[2 * i] = view.getUint32(m + 44, LE);
+    c.cookie[2 * i + 1] = view.getUint32(m + 48, LE);
+    c.expiresMs[i] = view.getUint32(m + 52, LE);
+    c.recvQ[i] = view.getUint32(m + 56, LE);
+    c.sendQ[i] = view.getUint32(m + 60, LE);
+    c.uid[i] = view.getUint32(m + 64, LE);
+    c.inode[i] = view.getUint32(m + 68, LE);
   }
 }
 
