@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { native, nativeUnavailable, type NativeFdPoll, type NativeStateChanges } from './binding';
-import { formatAddress } from './diag';
+import { cookieKey, cookieKeyOf, formatAddress } from './diag';
 import { codedError, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { stateName, type TcpState } from './states';
 
@@ -163,10 +163,8 @@ const LE = os.endianness() === 'LE';
  * a record's socket cookie, a u64 in host order, read without a bigint while it is under 2^53.
  */
 export function recordCookieKey(view: DataView, at: number): number | string {
-  const cookie = at + AT.COOKIE;
-  const high = view.getUint32(cookie + (LE ? 4 : 0), LE);
-  if (high < 0x200000) return high * 2 ** 32 + view.getUint32(cookie + (LE ? 0 : 4), LE);
-  return view.getBigUint64(cookie, LE).toString(16).padStart(16, '0');
+  // On a little-endian host the u64's bytes are those of sock_diag's two u32, low first.
+  return LE ? cookieKey(view, at + AT.COOKIE) : cookieKeyOf(view.getBigUint64(at + AT.COOKIE, false));
 }
 
 /** The error `openStateChanges()` throws for what the native part said, with what it means. */

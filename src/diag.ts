@@ -631,6 +631,12 @@ export function cookieKey(view: DataView, off: number): number | string {
   return high < 0x200000 ? high * 0x100000000 + view.getUint32(off, LE) : u64Hex(view, off);
 }
 
+/** @internal The same key (`cookieKey()`) of a cookie read as a u64 (`socketCookie()`, a BPF record). */
+export function cookieKeyOf(cookie: bigint): number | string {
+  return cookie < SAFE_COOKIE ? Number(cookie) : cookie.toString(16).padStart(16, '0');
+}
+const SAFE_COOKIE = 2n ** 53n;
+
 /**
  * @internal The socket a SOCK_DIAG_BY_FAMILY message at `off` describes (one datagram of the
  * destroy multicast, as `messageCookie()` takes it; check that first).

@@ -35,12 +35,7 @@ export const TRACE_OUTCOMES: readonly TraceOutcome[] = Object.freeze([
  */
 export type CookieKey = number | string;
 
-const SAFE_COOKIE = 2n ** 53n;
-
-/** @internal The key of a cookie read as a u64 (`socketCookie()`, a BPF record). */
-export function cookieKeyOf(cookie: bigint): CookieKey {
-  return cookie < SAFE_COOKIE ? Number(cookie) : cookie.toString(16).padStart(16, '0');
-}
+export { cookieKeyOf } from '../diag';
 
 /** @internal The cookie a `CookieKey` stands for, as a u64. */
 export function cookieOfKey(key: CookieKey): bigint {
