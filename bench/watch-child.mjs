@@ -73,20 +73,14 @@ const { Lifecycle } = require('../dist/lifecycle/lifecycle.js');
 const feed = (lifecycle, state) => lifecycle?.observe({ state, source: 'event', at: performance.now() });
 /** The `listeners` variant: the `model` variant's listeners on each socket, with no Lifecycle (its share split off). */
 let listenersOnly = false;
-function modelServer(socket) {
+/** Feeds `first` now, and each `[event, state]` of `later` at that event of the socket. */
+function model(socket, first, later) {
   const l = listenersOnly ? undefined : new Lifecycle();
-  feed(l, 'ESTABLISHED');
-  socket.on('end', () => feed(l, 'CLOSE_WAIT'));
-  socket.on('finish', () => feed(l, 'LAST_ACK'));
-  socket.on('close', () => feed(l, 'CLOSED'));
+  feed(l, first);
+  for (const [event, state] of later) socket.on(event, () => feed(l, state));
 }
-function modelClient(socket) {
-  const l = listenersOnly ? undefined : new Lifecycle();
-  feed(l, 'SYN_SENT');
-  socket.on('connect', () => feed(l, 'ESTABLISHED'));
-  socket.on('finish', () => feed(l, 'FIN_WAIT2'));
-  socket.on('end', () => feed(l, 'TIME_WAIT'));
-}
+const modelServer = (socket) => model(socket, 'ESTABLISHED', [['end', 'CLOSE_WAIT'], ['finish', 'LAST_ACK'], ['close', 'CLOSED']]);
+const modelClient = (socket) => model(socket, 'SYN_SENT', [['connect', 'ESTABLISHED'], ['finish', 'FIN_WAIT2'], ['end', 'TIME_WAIT']]);
 let onServerClose = () => {};
 
 const server = net.createServer((socket) => {
