@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { native, nativeUnavailable, type NativeFdPoll, type NativeStateChanges } from './binding';
-import { cookieKey, cookieKeyOf, formatAddress } from './diag';
+import { AF_INET6, cookieKey, cookieKeyOf, formatAddress } from './diag';
 import { codedError, errnoError, invalidArgType, outOfRange, type CodedError } from './errors';
 import { stateName, type TcpState } from './states';
 
@@ -155,7 +155,6 @@ export const AT = Object.freeze({
   SK_FLAGS: 132,
 });
 const BATCH = 256;
-const AF_INET6 = 10;
 const LE = os.endianness() === 'LE';
 
 /**

@@ -89,7 +89,8 @@ export interface SocketTuple {
 
 // Linux's numbers; sock_diag exists only on Linux.
 const AF_INET = 2;
-const AF_INET6 = 10;
+/** @internal AF_INET6 on Linux: how sock_diag messages and the BPF program's records name IPv6. */
+export const AF_INET6 = 10;
 const SOCK_DIAG_BY_FAMILY = 20;
 const NLMSG_HDRLEN = 16;
 // Bytecode ops of include/uapi/linux/inet_diag.h; ports are compared with GE and LE, which every

@@ -6,7 +6,7 @@
  */
 import os from 'node:os';
 import { AT, commAt, openStateRecords, RECORD, recordCookieKey, stateChangesUnavailable } from '../bpf';
-import { cookieHex, formatAddress, u64Hex } from '../diag';
+import { AF_INET6, cookieHex, formatAddress, u64Hex } from '../diag';
 import { stateName } from '../states';
 import type { CookieKey, Observation } from './ends';
 
@@ -19,7 +19,6 @@ export function bpfUnavailable(): string | undefined {
 let lastNetnsLow = 0;
 let lastNetnsHigh = 0;
 let lastNetnsHex = '';
-const AF_INET6 = 10;
 
 const LE = os.endianness() === 'LE';
 const TWO_32 = 2 ** 32;

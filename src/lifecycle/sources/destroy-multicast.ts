@@ -25,6 +25,7 @@
 import { debuglog } from 'node:util';
 import { native, type NativeEventsSocket, type NativeFdPoll } from '../../binding';
 import {
+  AF_INET6,
   DESTROY_GROUP_V4,
   DESTROY_GROUP_V6,
   DESTROY_LOST,
@@ -43,7 +44,6 @@ import { TCPI_DATA_SEGS_IN } from '../../tcp-info';
 
 const debug = debuglog('finwait');
 
-const AF_INET6 = 10;
 /** Asked of SO_RCVBUF (the kernel caps it at net.core.rmem_max): room for a burst of messages. */
 const RCVBUF = 4 << 20;
 
