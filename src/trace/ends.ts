@@ -178,14 +178,19 @@ const ERRNO_NAMES = new Map<number, string>(
   ).map(([name, n]) => [n, name]),
 );
 
+/** How many forgotten connections `EndTracker` keeps, so that an end that comes after all has its path. */
+const FORGOTTEN_KEPT = 4096;
+
 /**
  * Keeps the path of every connection a source reports on, and makes its `ConnectionEnd` when its
  * full socket is freed. Memory: one entry per connection that changed state since the trace
- * began and has not ended; listening sockets are not followed.
+ * began and has not ended, and the last `FORGOTTEN_KEPT` forgotten; listening sockets are not followed.
  */
 export class EndTracker {
   readonly #source: TraceSourceName;
   readonly #connections = new Map<string, Connection>();
+  /** The connections `prune()` forgot last, oldest first: one seen again (a late end) goes on from its path. */
+  readonly #forgotten = new Map<string, Connection>();
 
   constructor(source: TraceSourceName) {
     this.#source = source;
@@ -199,6 +204,7 @@ export class EndTracker {
   /** Forgets every connection (the trace ended). */
   clear(): void {
     this.#connections.clear();
+    this.#forgotten.clear();
   }
 
   /** The connections followed now: each one's cookie and namespace (`home` where none was seen). */
@@ -210,13 +216,18 @@ export class EndTracker {
 
   /**
    * Forgets the connections `alive` says are gone: those whose end was among the events the kernel
-   * dropped, which would otherwise be followed for ever. Returns how many.
+   * dropped, which would otherwise be followed for ever. Returns how many. The last
+   * `FORGOTTEN_KEPT` are kept aside: if one is seen after all (a source can report an end long
+   * after the socket left the kernel's tables), it goes on from the path it had.
    */
   prune(alive: (cookie: string, netns: string | undefined) => boolean): number {
     let gone = 0;
     for (const [cookie, c] of this.#connections) {
       if (alive(cookie, c.netns)) continue;
       this.#connections.delete(cookie);
+      this.#forgotten.delete(cookie);
+      this.#forgotten.set(cookie, c);
+      if (this.#forgotten.size > FORGOTTEN_KEPT) this.#forgotten.delete(this.#forgotten.keys().next().value!);
       gone++;
     }
     return gone;
@@ -225,6 +236,13 @@ export class EndTracker {
   /** Takes one observation; returns the connection's end when this was its last state. */
   observe(o: Observation): ConnectionEnd | PendingEnd | undefined {
     let c = this.#connections.get(o.cookie);
+    if (c === undefined && this.#forgotten.size > 0) {
+      c = this.#forgotten.get(o.cookie);
+      if (c !== undefined) {
+        this.#forgotten.delete(o.cookie);
+        this.#connections.set(o.cookie, c);
+      }
+    }
     if (o.state === 'LISTEN' || (o.from === 'LISTEN' && o.state === 'CLOSE')) {
       // A listener's own life is not a connection's.
       if (c !== undefined) this.#connections.delete(o.cookie);

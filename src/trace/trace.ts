@@ -198,7 +198,8 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   // dump whose end is not in the ring was lost. The destroy multicast's message is sent when the
   // socket is freed, from a kernel work queue, which can be long after it left the tables (a reset
   // socket whose fd is still open): one missing after a loss is forgotten only if still missing at
-  // one more look, a few seconds later (which forgets nothing else).
+  // one more look, a few seconds later (which forgets nothing else); if it was held past that,
+  // its end goes on from the path the tracker kept aside (`EndTracker.prune()`).
   let suspects = new Set<string>();
   let lostSeen = 0;
   let reconciledAt = -Infinity;

@@ -138,8 +138,28 @@ describe('EndTracker.prune(): connections whose end was lost', () => {
       ['00000000000000a2', '0000000000000001'],
       ['00000000000000a3', '0000000000000001'],
     ]);
-    // A socket forgotten and then seen again is followed anew.
+    // A socket forgotten and then seen again goes on from the path it had.
     expect(run(tracker, [['ESTABLISHED', 'FIN_WAIT1']], '00000000000000a2')).toBeUndefined();
     expect(tracker.size).toBe(3);
+    const end = run(tracker, [['FIN_WAIT1', 'FIN_WAIT2'], ['FIN_WAIT2', 'CLOSE']], '00000000000000a2');
+    expect(end).toMatchObject({ end: { path: ['SYN_SENT', 'ESTABLISHED', 'FIN_WAIT1', 'FIN_WAIT2', 'CLOSE'], startSeen: true } });
+    expect(tracker.size).toBe(2);
+  });
+
+  it('keeps the last 4096 forgotten aside, oldest dropped first; clear() forgets them too', () => {
+    const tracker = new EndTracker('bpf');
+    const cookie = (i: number): string => i.toString(16).padStart(16, '0');
+    for (let i = 1; i <= 4097; i++) run(tracker, [['CLOSE', 'SYN_SENT'], ['SYN_SENT', 'ESTABLISHED']], cookie(i));
+    expect(tracker.prune(() => false)).toBe(4097);
+    expect(tracker.size).toBe(0);
+    // A reset: ESTABLISHED -> CLOSE with no error.
+    const reset: [TcpState, TcpState][] = [['ESTABLISHED', 'CLOSE']];
+    // The oldest forgotten is gone for good: its end is one seen alone.
+    expect(run(tracker, reset, cookie(1))).toMatchObject({ path: ['ESTABLISHED', 'CLOSE'], startSeen: false });
+    // The next one goes on from its path.
+    expect(run(tracker, reset, cookie(2))).toMatchObject({ path: ['SYN_SENT', 'ESTABLISHED', 'CLOSE'], startSeen: true, outcome: 'reset-sent' });
+    expect(tracker.size).toBe(0);
+    tracker.clear();
+    expect(run(tracker, reset, cookie(3))).toMatchObject({ path: ['ESTABLISHED', 'CLOSE'], startSeen: false });
   });
 });

@@ -186,6 +186,16 @@ describe('traceConnections(): the destroy multicast source (no privilege)', () =
       expect(t[RECONCILE]()).toBe(1);
       expect(forgotten).toBe(1);
       expect(t.following).toBe(0);
+      // Held past the second look, it was not lost after all: its end, when its socket is freed, is
+      // reported once, with the path it was followed through before it was forgotten.
+      const heldPort = held.server.localPort;
+      held.server.destroy();
+      await waitFor("the held server's end", () => (ends.length === 4 ? true : undefined));
+      const late = ends[3];
+      expect(late.local.port).toBe(heldPort);
+      expect(late.path).toEqual(['ESTABLISHED', 'CLOSE']);
+      expect(late.startSeen).toBe(false);
+      expect(t.following).toBe(0);
     } finally {
       await held.close();
     }
