@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 import { native } from '../src/binding';
@@ -238,6 +239,28 @@ describe('openStateChanges()', () => {
     expect(run('')).toEqual({ status: 0, stdout: 'alive', stderr: '' });
     expect(run('.unref()')).toEqual({ status: 0, stdout: '', stderr: '' });
     expect(run('.unref().ref()')).toEqual({ status: 0, stdout: 'alive', stderr: '' });
+  });
+
+  itBpf('loads under a CPU profiler: the verifier gives up when a signal is pending, and node --cpu-prof sends SIGPROF every 20 µs here', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'finwait-prof-'));
+    try {
+      const script = `
+        const { openStateChanges } = require(${JSON.stringify(dist)});
+        const codes = [];
+        for (let i = 0; i < 10; i++) {
+          try { openStateChanges(() => {}).close(); codes.push('ok'); } catch (e) { codes.push(e.code); }
+        }
+        console.log(JSON.stringify(codes));
+      `;
+      const child = spawnSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval', '20', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+      expect({ status: child.status, stderr: child.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(JSON.parse(child.stdout)).toEqual(Array(10).fill('ok'));
+      // The profiler ran all along: its samples are in the profile it wrote.
+      const [profile] = fs.readdirSync(dir);
+      expect(JSON.parse(fs.readFileSync(path.join(dir, profile), 'utf8')).samples.length).toBeGreaterThan(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   itBpf('a full ring: the program counts what it could not write, and the reader gets what fit', async () => {
