@@ -22,22 +22,15 @@
 
 namespace finwait {
 
-namespace {
-
-long Bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
-
-// BPF_PROG_LOAD. The verifier gives up with EAGAIN whenever a signal is pending for the thread,
-// and a profiler sends one every 0.1-1 ms (node --cpu-prof: SIGPROF), which failed every load:
-// the thread's signals are held while it runs (delivered at once after), and an EAGAIN is tried
-// again a few times.
-long LoadProgram(bpf_attr* attr) {
+// Signals held, EAGAIN tried again (bpf_linux.h): node --cpu-prof's SIGPROF failed every load.
+long LoadBpfProgram(bpf_attr* attr) {
   sigset_t all, before;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &before);
   long fd = -1;
   int err = 0;
   for (int attempt = 0; attempt < 5; attempt++) {
-    fd = Bpf(BPF_PROG_LOAD, attr);
+    fd = syscall(__NR_bpf, BPF_PROG_LOAD, attr, sizeof(*attr));
     err = errno;
     if (fd >= 0 || err != EAGAIN) break;
   }
@@ -45,6 +38,10 @@ long LoadProgram(bpf_attr* attr) {
   errno = err;
   return fd;
 }
+
+namespace {
+
+long Bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
 
 // A coded error for a failed bpf(2) command, "bpf <CODE>" plus what it was doing.
 Napi::Error BpfError(Napi::Env env, int err, const char* command, const std::string& detail = "") {
@@ -194,7 +191,7 @@ void StateChanges::Load(Napi::Env env, const SockLayout& layout) {
       attr.log_buf = reinterpret_cast<uint64_t>(log.data());
       attr.log_size = static_cast<uint32_t>(log.size());
     }
-    prog_fd_ = static_cast<int>(LoadProgram(&attr));
+    prog_fd_ = static_cast<int>(LoadBpfProgram(&attr));
     int err = errno;
     if (prog_fd_ >= 0) break;
     if (attempt == 1 || err == EPERM) {

@@ -26,6 +26,11 @@ struct SockLayout {
   uint32_t total_retrans = 0, snd_una = 0, snd_nxt = 0, bytes_received = 0, bytes_acked = 0, data_segs_in = 0;
 };
 
+// bpf(BPF_PROG_LOAD): the program's fd, or -1 with errno. The verifier gives up with EAGAIN
+// whenever a signal is pending for the thread (a profiler's SIGPROF comes every 0.1-1 ms): the
+// thread's signals are held while it runs, and an EAGAIN is tried again a few times.
+long LoadBpfProgram(bpf_attr* attr);
+
 // Parsed from /sys/kernel/btf/vmlinux on the first call, then the same for every caller.
 const SockLayout& KernelSockLayout();
 

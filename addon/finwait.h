@@ -109,12 +109,14 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info);
 // set (setsockopt(2)) before anything binds it; listen(fd, backlog): listen(2).
 Napi::Value ReusePortSocket(const Napi::CallbackInfo& info);
 Napi::Value Listen(const Napi::CallbackInfo& info);
-// new SealedListener(fd) (Linux only; registered only there): attaches to the listener fd a socket
-// filter (SO_ATTACH_FILTER) that drops every segment with SYN set and ACK clear, so no new
-// handshake starts while those under way complete, and keeps a copy of the fd (close-on-exec);
-// release() detaches the filter through the copy and closes it in one call (also when the object
-// is collected or its environment ends); EPERM without CAP_NET_ADMIN (Linux 6.18, on a TCP
-// socket). detachFilter(fd): SO_DETACH_FILTER (none attached is no
+// new SealedListener(fd, maxMs?) (Linux only; registered only there): attaches to the listener fd
+// a socket filter that drops every segment with SYN set and ACK clear, so no new handshake starts
+// while those under way complete, and keeps a copy of the fd (close-on-exec); release() detaches
+// the filter through the copy and closes it in one call (also when the object is collected or its
+// environment ends). With maxMs, where BPF may be loaded, the filter is an eBPF one that stops
+// dropping maxMs from now (a process killed while sealed leaves no listener sealed for ever):
+// `expires` says which was attached. EPERM where neither can be had (Linux 6.18, on a TCP socket:
+// the classic one needs CAP_NET_ADMIN, the eBPF one CAP_BPF). detachFilter(fd): SO_DETACH_FILTER (none attached is no
 // error), for a connection accepted from a sealed listener, which inherited its filter.
 Napi::Function SealedListenerClass(Napi::Env env);
 Napi::Value DetachFilter(const Napi::CallbackInfo& info);

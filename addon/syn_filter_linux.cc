@@ -1,9 +1,11 @@
-// A listener that lets the handshakes under way finish but starts no new one: a classic BPF socket
-// filter (SO_ATTACH_FILTER; on a TCP socket Linux 6.18 allows it only with CAP_NET_ADMIN, else
-// EPERM) that drops every segment with SYN set and ACK clear. On a listener the kernel runs it on each segment before the segment is processed, so a
-// new client's SYN goes unanswered (its kernel sends it again after a second), while the ACK that
-// completes a handshake passes and its connection joins the accept queue. A connection accepted
-// afterwards inherits the filter: detachFilter() gives it back as the kernel made it.
+// A listener that lets the handshakes under way finish but starts no new one: a socket filter
+// that drops every segment with SYN set and ACK clear. On a listener the kernel runs it on each
+// segment before the segment is processed, so a new client's SYN goes unanswered (its kernel sends
+// it again after a second), while the ACK that completes a handshake passes and its connection
+// joins the accept queue. A connection accepted afterwards inherits the filter: detachFilter()
+// gives it back as the kernel made it. On a TCP socket Linux 6.18 attaches a classic filter
+// (SO_ATTACH_FILTER) only with CAP_NET_ADMIN, and an eBPF one (SO_ATTACH_BPF) with CAP_BPF or
+// CAP_SYS_ADMIN, which loading it needs, and not CAP_NET_ADMIN (else EPERM).
 //
 // The filter belongs to the socket, not to an fd: another process holding the same listening
 // socket (a Node cluster worker with a shared handle, a server sent to a child process, the
@@ -12,13 +14,22 @@
 // detaches the filter and closes the copy in one call: a socket nobody else holds closes then
 // (nothing can have joined its queue while sealed), one held elsewhere lives on unsealed. The copy
 // is closed with the object, or with its environment (a Worker that ends).
+//
+// A process killed while sealed never releases: a socket held elsewhere would answer no SYN ever
+// again. So, given a deadline, where this process may load BPF, the filter is an eBPF program
+// that keeps every segment once bpf_ktime_get_ns() is past it. Elsewhere it is a classic filter,
+// which cannot read a clock, and lasts until released.
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/filter.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "bpf_linux.h"
 #include "finwait.h"
 
 namespace finwait {
@@ -33,6 +44,49 @@ struct sock_filter kDropSyns[] = {
     BPF_STMT(BPF_RET | BPF_K, 0),                     //   dropped
     BPF_STMT(BPF_RET | BPF_K, 0xffffffff),            // anything else: kept whole
 };
+
+// The same filter in eBPF, kept only until `deadline` (ns of CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_ns()); LD_ABS reads from the TCP header too. Returns the program's fd, or -1.
+int LoadExpiringFilter(uint64_t deadline) {
+  const bpf_insn code[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0},          // r6 = skb (LD_ABS reads it)
+      {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns},              // r0 = now
+      {BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, 0, 0, static_cast<int32_t>(deadline & 0xffffffffu)},
+      {0, 0, 0, 0, static_cast<int32_t>(deadline >> 32)},                 // r1 = deadline
+      {BPF_JMP | BPF_JGT | BPF_X, BPF_REG_0, BPF_REG_1, 5, 0},            // past it: kept
+      {BPF_LD | BPF_ABS | BPF_B, 0, 0, 0, 13},                            // r0 = the flags byte
+      {BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_0, 0, 0, 0x12},               // SYN | ACK
+      {BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, 2, 0x02},                 // not SYN without ACK: kept
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},                  // dropped
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+      {BPF_ALU | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, -1},                   // kept whole
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  static const char kLicense[] = "Dual MIT/GPL";
+  bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+  attr.insns = reinterpret_cast<uint64_t>(code);
+  attr.insn_cnt = sizeof(code) / sizeof(code[0]);
+  attr.license = reinterpret_cast<uint64_t>(kLicense);
+  memcpy(attr.prog_name, "finwait_seal", 13);
+  return static_cast<int>(LoadBpfProgram(&attr));
+}
+
+// Attaches the expiring filter for `max_ms` from now; false (nothing attached) where this process
+// may not load or attach it.
+bool AttachExpiring(int fd, uint32_t max_ms) {
+  timespec now;
+  if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) return false;
+  uint64_t deadline = static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec) +
+                      static_cast<uint64_t>(max_ms) * 1000000u;
+  int prog = LoadExpiringFilter(deadline);
+  if (prog < 0) return false;
+  // The socket holds the program from now on; this fd is not needed.
+  bool attached = setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)) == 0;
+  close(prog);
+  return attached;
+}
 
 // SO_DETACH_FILTER; ENOENT (no filter attached) is no error.
 int Detach(int fd) {
@@ -67,11 +121,17 @@ SealedListener::SealedListener(const Napi::CallbackInfo& info) : Napi::ObjectWra
   Napi::Env env = info.Env();
   int fd = IntArg(info, 0);
   if (fd < 0) throw ErrnoError(env, EBADF, "setsockopt");
-  struct sock_fprog program = {sizeof(kDropSyns) / sizeof(kDropSyns[0]), kDropSyns};
-  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) != 0) {
-    int err = errno;
-    throw ErrnoError(env, err, "setsockopt");
+  // maxMs (optional, 1 to 2^31 - 1): how long the seal may outlive this process.
+  uint32_t max_ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
+  bool expires = max_ms > 0 && max_ms < 0x80000000u && AttachExpiring(fd, max_ms);
+  if (!expires) {
+    struct sock_fprog program = {sizeof(kDropSyns) / sizeof(kDropSyns[0]), kDropSyns};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) != 0) {
+      int err = errno;
+      throw ErrnoError(env, err, "setsockopt");
+    }
   }
+  info.This().As<Napi::Object>().Set("expires", Napi::Boolean::New(env, expires));
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) {
     int err = errno;

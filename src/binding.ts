@@ -172,10 +172,13 @@ export interface Native {
    * processes may hold too: the object keeps a copy of the fd, and `release()`, called once the
    * caller closed its own fd, detaches the filter and closes the copy in one call (a socket held
    * elsewhere lives on unsealed); also when the object is collected or its environment ends.
-   * Throws EPERM without CAP_NET_ADMIN (Linux 6.18 allows a filter on a TCP socket only with it).
-   * Linux only; absent from an addon built before it.
+   * With `maxMs`, where this process may load BPF (CAP_BPF, or root), the filter is an eBPF one
+   * that stops dropping `maxMs` from now, released or not (`expires: true`); otherwise a classic
+   * one, until released. Throws EPERM where neither can be had: on a TCP socket Linux 6.18 attaches
+   * the classic filter only with CAP_NET_ADMIN, the eBPF one with CAP_BPF (or CAP_SYS_ADMIN). Linux only; absent from an addon built before it (`expires` and `maxMs`
+   * too, in one built before them).
    */
-  SealedListener?: new (fd: number) => { release(): void };
+  SealedListener?: new (fd: number, maxMs?: number) => { release(): void; readonly expires?: boolean };
   /** SO_DETACH_FILTER (none attached is no error): for a connection accepted from a sealed listener, which inherited its filter. */
   detachFilter?(fd: number): void;
   /** socket(AF_UNIX, SOCK_SEQPACKET), non-blocking and close-on-exec (Linux only). */

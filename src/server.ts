@@ -148,8 +148,8 @@ export interface ServerCloseReport {
    * (request sockets in SYN_RECV that were there when it stopped answering SYNs, their client's
    * last ACK not come within the drain window). The kernel drops them; a client that is still there
    * gets an RST when its ACK comes. -1 when unknown: no kernel view, no drain, or a listener that
-   * could not stop answering SYNs (the socket filter needs CAP_NET_ADMIN on Linux 6.18; an addon
-   * built before it).
+   * could not stop answering SYNs (on Linux 6.18 the socket filter needs CAP_BPF or CAP_NET_ADMIN;
+   * an addon built before it).
    */
   handshakesAtClose: number;
   /**
@@ -183,6 +183,13 @@ const IDLE_GROUP_MS = 5;
 const IDLE_CHUNK = 256;
 /** Turns of the event loop the accept queue is given where the kernel cannot show it. */
 const BLIND_DRAIN_TURNS = 3;
+
+/**
+ * How long a seal outlasts the drain it was set for, where it can lift by itself (ms): only a
+ * process killed while draining needs it to, and one that is alive releases it at once after the
+ * drain. Past it, a SYN is answered again, as it is by a listener with no filter.
+ */
+const SEAL_MARGIN_MS = 2000;
 
 /** Servers whose listener a shutdown has sealed (see stopAccepting): a second closeServer() on one does not seal it again. */
 const sealedServers = new WeakSet<net.Server>();
@@ -577,9 +584,11 @@ class ServerShutdown {
    * shared handle, a server sent to a child, systemd's socket): the seal keeps a copy of the fd,
    * and once Node closed its own, one native call detaches the filter and closes the copy, so such
    * a socket lives on unsealed; for one nobody else holds, only a SYN arriving between those two
-   * system calls could be answered, then reset. Without the filter (Linux 6.18 attaches one to a
-   * TCP socket only with CAP_NET_ADMIN; an addon predating it) the listener closes at the first
-   * empty queue, and a handshake completing in that instant is reset.
+   * system calls could be answered, then reset. Where this process may load BPF the filter also
+   * lifts by itself shortly after the drain window, so a process killed while draining does not
+   * leave such a socket sealed. Without a filter (Linux 6.18 attaches one to a TCP socket only
+   * with CAP_BPF, eBPF, or CAP_NET_ADMIN, classic; an addon predating it) the listener closes at
+   * the first empty queue, and a handshake completing in that instant is reset.
    * Where the kernel migrates the queue to another listener of the port, there is no drain: the
    * listener closes at once and the other listener gets what waited.
    */
@@ -600,8 +609,8 @@ class ServerShutdown {
       if (fd < 0) {
         for (let i = 0; i < BLIND_DRAIN_TURNS; i++) await new Promise((resolve) => setImmediate(resolve));
       } else {
-        this.seal(fd);
         const until = Math.max(this.windowEndsAt, performance.now());
+        this.seal(fd, until - performance.now());
         while (server.listening && !this.pastDeadline && performance.now() < until && !this.drained(fd)) {
           await new Promise((resolve) => setImmediate(resolve));
         }
@@ -656,15 +665,20 @@ class ServerShutdown {
     }
   }
 
-  /** Makes the listener answer no new SYN; remembers the handshakes under way, which may still complete. */
-  private seal(fd: number): void {
+  /**
+   * Makes the listener answer no new SYN for the `drainMs` the drain may take; remembers the
+   * handshakes under way, which may still complete. Where this process may load BPF, the filter
+   * lifts by itself `SEAL_MARGIN_MS` after that, released or not: a process killed while draining
+   * leaves no listener another process holds sealed.
+   */
+  private seal(fd: number, drainMs: number): void {
     const Sealed = native().SealedListener;
     if (typeof Sealed !== 'function') return; // an addon predating it: close at the first empty queue
     if (sealedServers.has(this.server)) return; // another closeServer() on it sealed it, and releases it
     try {
-      this.sealed = new Sealed(fd);
+      this.sealed = new Sealed(fd, Math.ceil(drainMs) + SEAL_MARGIN_MS);
     } catch {
-      return; // EPERM without CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
+      return; // EPERM without CAP_BPF and CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
     }
     sealedServers.add(this.server);
     try {

@@ -190,8 +190,9 @@ export function withoutNativePart(): void {
 }
 
 /**
- * Whether a listener can be sealed here (`SealedListener`: a socket filter on a TCP socket, which
- * Linux 6.18 allows only with CAP_NET_ADMIN), tried on a listener of its own.
+ * Whether a listener can be sealed here as closeServer() seals it (`SealedListener` with a
+ * deadline: a socket filter on a TCP socket, which Linux 6.18 allows with CAP_BPF, eBPF, or
+ * CAP_NET_ADMIN, classic), tried on a listener of its own.
  */
 export function sealAvailable(): Availability {
   const n = native();
@@ -200,10 +201,10 @@ export function sealAvailable(): Availability {
   try {
     n.bind(fd, sockaddr('127.0.0.1', 0));
     n.listen(fd, 1);
-    new n.SealedListener(fd).release();
+    new n.SealedListener(fd, 1000).release();
     return { ok: true };
   } catch (error) {
-    return { ok: false, reason: `a socket filter on a TCP socket was refused (${(error as NodeJS.ErrnoException).code}; Linux 6.18 needs CAP_NET_ADMIN for it)` };
+    return { ok: false, reason: `a socket filter on a TCP socket was refused (${(error as NodeJS.ErrnoException).code}; Linux 6.18 needs CAP_BPF or CAP_NET_ADMIN for it)` };
   } finally {
     n.closeFd(fd);
   }

@@ -161,6 +161,46 @@ describe('closeServer, accept-queue drain', () => {
     }
   });
 
+  itNeeds(SEAL, sealAvailable, 'the seal is set for the drain window plus 2 s: where BPF may be loaded it lifts by itself then, should this process die before removing it', async () => {
+    const n = native();
+    const Sealed = n.SealedListener!;
+    const seals: { maxMs: number | undefined; expires: boolean | undefined }[] = [];
+    n.SealedListener = class {
+      readonly #seal: InstanceType<typeof Sealed>;
+      constructor(fd: number, maxMs?: number) {
+        this.#seal = new Sealed(fd, maxMs);
+        seals.push({ maxMs, expires: this.#seal.expires });
+      }
+      get expires(): boolean | undefined {
+        return this.#seal.expires;
+      }
+      release(): void {
+        this.#seal.release();
+      }
+    };
+    const server = net.createServer((socket) => socket.end('bye'));
+    try {
+      server.listen({ port: 0, host: '127.0.0.1' });
+      await once(server, 'listening');
+      const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1').resume();
+      const clientClosed = once(client, 'close');
+      await once(server, 'connection');
+      const report = await closeServer(server, { timeout: 2000, drainWindow: 500 });
+      await clientClosed;
+      expect(report.acceptQueue).toBe('drained');
+      expect(seals).toHaveLength(1);
+      // The drain window is counted from the call: what is left of it when the listener is sealed, plus 2 s.
+      expect(seals[0]!.maxMs).toBeGreaterThan(2000);
+      expect(seals[0]!.maxMs).toBeLessThanOrEqual(2500);
+      // Root (or CAP_BPF): the eBPF filter; with CAP_NET_ADMIN alone, the classic one, which cannot lift by itself.
+      expect(typeof seals[0]!.expires).toBe('boolean');
+      if (process.getuid?.() === 0) expect(seals[0]!.expires).toBe(true);
+    } finally {
+      n.SealedListener = Sealed;
+      server.close();
+    }
+  });
+
   itNeeds(SEAL, sealAvailable, 'a listening socket another process holds too (a server sent to a child) is left to it unsealed: its next clients connect at the first SYN', async () => {
     const server = net.createServer((socket) => socket.end('parent'));
     server.listen({ port: 0, host: '127.0.0.1' });
@@ -210,7 +250,7 @@ describe('closeServer, accept-queue drain', () => {
     expect(wire.log.some((e) => e.from === 'b' && e.flags.includes('RST'))).toBe(true);
   });
 
-  it('where the listener cannot be sealed (a process without CAP_NET_ADMIN on Linux 6.18), closeServer closes at the first empty accept queue and says handshakesAtClose -1', async (ctx) => {
+  it('where the listener cannot be sealed (a process without CAP_NET_ADMIN and CAP_BPF on Linux 6.18), closeServer closes at the first empty accept queue and says handshakesAtClose -1', async (ctx) => {
     const index = path.join(__dirname, '..', 'dist', 'index.js');
     const binding = path.join(__dirname, '..', 'dist', 'binding.js');
     const script = `
@@ -219,7 +259,7 @@ describe('closeServer, accept-queue drain', () => {
       const { native } = require(${JSON.stringify(binding)});
       const server = net.createServer((s) => s.end('bye')).listen(0, '127.0.0.1', async () => {
         let seal = 'ok';
-        try { new (native().SealedListener)(server._handle.fd).release(); } catch (e) { seal = e.code; }
+        try { new (native().SealedListener)(server._handle.fd, 1000).release(); } catch (e) { seal = e.code; }
         const client = net.connect(server.address().port, '127.0.0.1');
         let heard = '';
         client.setEncoding('utf8').on('data', (d) => (heard += d));
@@ -231,15 +271,17 @@ describe('closeServer, accept-queue drain', () => {
         console.log(JSON.stringify({ seal, heard, listening: server.listening, acceptQueue, queuedAtClose, handshakesAtClose, graceful: totals.graceful }));
       });
     `;
-    // As root, the child runs without CAP_NET_ADMIN (gone from its bounding set); otherwise it has none.
+    // As root, the child runs without CAP_NET_ADMIN and CAP_BPF (nor CAP_SYS_ADMIN, which covers
+    // it), gone from its bounding set; otherwise it has none.
     const root = process.getuid?.() === 0;
+    const without = '-net_admin,-bpf,-sys_admin';
     const [file, ...args] = root
-      ? ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, '-e', script]
+      ? ['setpriv', `--inh-caps=${without}`, `--bounding-set=${without}`, process.execPath, '-e', script]
       : [process.execPath, '-e', script];
     const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 20_000 });
     expect(child.stderr).toBe('');
     const result = JSON.parse(child.stdout.trim()) as { seal: string; heard: string; listening: boolean; acceptQueue: string; queuedAtClose: number; handshakesAtClose: number; graceful: number };
-    if (result.seal === 'ok') ctx.skip('this kernel lets a process without CAP_NET_ADMIN attach a socket filter to a TCP socket: the listener was sealed');
+    if (result.seal === 'ok') ctx.skip('this kernel lets a process without CAP_NET_ADMIN and CAP_BPF attach a socket filter to a TCP socket: the listener was sealed');
     expect(result).toEqual({ seal: 'EPERM', heard: 'bye', listening: false, acceptQueue: 'drained', queuedAtClose: 0, handshakesAtClose: -1, graceful: 1 });
   });
 

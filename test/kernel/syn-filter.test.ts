@@ -1,108 +1,191 @@
 /**
  * Kernel row 24 (numbered in ./helpers.ts): a listener with a socket filter that drops segments
- * with SYN set and ACK clear (`SealedListener`, SO_ATTACH_FILTER) starts no new handshake, while one
+ * with SYN set and ACK clear (`SealedListener`: SO_ATTACH_FILTER, or SO_ATTACH_BPF) starts no new handshake, while one
  * under way completes into its accept queue. What `closeServer()` stands on to close a listener
  * without resetting a client that connected: the client whose SYN was dropped sends it again
  * after a second, and by then the listener is closed and the SYN is refused. On a TCP socket Linux
- * 6.18 allows the filter only with CAP_NET_ADMIN; closeServer() then closes as it did without it.
+ * 6.18 allows the classic filter only with CAP_NET_ADMIN, and the eBPF one (with a deadline, past
+ * which it drops nothing) with CAP_BPF; with neither, closeServer() closes as it did without them.
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
-import type net from 'node:net';
+import net from 'node:net';
 import { native } from '../../src/binding';
 import { handleFd } from '../../src/fd';
+import { tcpInfo, tcpState } from '../../src/ops';
 import { isPureAck, waitUntil } from '../../src/testing/index';
-import { privilegedGate } from '../helpers';
+import { BPF, bpfAvailable, itNeeds, privilegedGate } from '../helpers';
 import { itLab, waitForSegment } from './helpers';
 
 describe('kernel row 24: a listener that drops SYNs', () => {
-  itLab('24. a new SYN goes unanswered and comes again after a second; a handshake under way completes and is accepted; the SYN after the close is refused', async (lab) => {
-    const { a, b, wire } = lab;
-    const server = await b.listen(80);
-    const accepted: net.Socket[] = [];
-    server.on('connection', (socket: net.Socket) => accepted.push(socket));
+  // The classic filter, and the eBPF one with a deadline (far off here) that closeServer() uses where BPF may be loaded.
+  for (const [kind, maxMs] of [['classic filter', undefined], ['eBPF filter with a deadline', 60_000]] as const) {
+    itLab(`24. a new SYN goes unanswered and comes again after a second; a handshake under way completes and is accepted; the SYN after the close is refused (${kind})`, async (lab) => {
+      const { a, b, wire } = lab;
+      const server = await b.listen(80);
+      const accepted: net.Socket[] = [];
+      server.on('connection', (socket: net.Socket) => accepted.push(socket));
 
-    // A first client's handshake: its last ACK held on the wire, so B holds a request socket (SYN_RECV).
-    wire.hold((s) => s.from === 'a' && isPureAck(s) && s.relSeq === 1 && s.relAck === 1);
-    const first = a.connectSocket(80);
-    await once(first, 'connect'); // connected, as its kernel sees it
-    const held = await waitForSegment(wire, "the first client's last ACK, held", (e) => e.verdict === 'hold');
-    await waitUntil('B in SYN_RECV', () => b.sockets({ localPort: 80, states: ['SYN_RECV'] }).length === 1);
+      // A first client's handshake: its last ACK held on the wire, so B holds a request socket (SYN_RECV).
+      wire.hold((s) => s.from === 'a' && isPureAck(s) && s.relSeq === 1 && s.relAck === 1);
+      const first = a.connectSocket(80);
+      await once(first, 'connect'); // connected, as its kernel sees it
+      const held = await waitForSegment(wire, "the first client's last ACK, held", (e) => e.verdict === 'hold');
+      await waitUntil('B in SYN_RECV', () => b.sockets({ localPort: 80, states: ['SYN_RECV'] }).length === 1);
 
-    const seal = new (native().SealedListener!)(handleFd(server));
-    const second = a.connectSocket(80);
-    let secondEnd = '';
-    second.on('connect', () => (secondEnd = 'connected'));
-    second.on('error', (error: NodeJS.ErrnoException) => (secondEnd ||= error.code ?? String(error)));
-    const syn = await waitForSegment(wire, "the second client's SYN", (e) => e.from === 'a' && e.flags.includes('SYN') && e.src.port !== held.src.port);
-    const port = syn.src.port;
+      const seal = new (native().SealedListener!)(handleFd(server), maxMs);
+      expect(seal.expires).toBe(maxMs !== undefined);
+      const second = a.connectSocket(80);
+      let secondEnd = '';
+      second.on('connect', () => (secondEnd = 'connected'));
+      second.on('error', (error: NodeJS.ErrnoException) => (secondEnd ||= error.code ?? String(error)));
+      const syn = await waitForSegment(wire, "the second client's SYN", (e) => e.from === 'a' && e.flags.includes('SYN') && e.src.port !== held.src.port);
+      const port = syn.src.port;
 
-    // The held ACK completes the first handshake through the filter: accepted, and it works.
-    wire.pass().release(); // with any ACK of a SYN-ACK B sent again meanwhile: the rule held those too
-    await waitUntil('the first connection accepted', () => accepted.length === 1);
-    expect(accepted[0].remotePort).toBe(held.src.port);
-    let heard = '';
-    first.setEncoding('utf8').on('data', (d: string) => (heard += d));
-    accepted[0].write('hi');
-    await waitUntil('the first client reads', () => heard === 'hi');
+      // The held ACK completes the first handshake through the filter: accepted, and it works.
+      wire.pass().release(); // with any ACK of a SYN-ACK B sent again meanwhile: the rule held those too
+      await waitUntil('the first connection accepted', () => accepted.length === 1);
+      expect(accepted[0].remotePort).toBe(held.src.port);
+      let heard = '';
+      first.setEncoding('utf8').on('data', (d: string) => (heard += d));
+      accepted[0].write('hi');
+      await waitUntil('the first client reads', () => heard === 'hi');
 
-    // The second SYN got no answer: A's kernel sends it again, about a second later.
-    const again = await waitForSegment(wire, 'the SYN sent again', (e) => e.from === 'a' && e.flags.includes('SYN') && e.src.port === port && e.at > syn.at, 5000);
-    // The SYN's first retransmission timeout is 1 s; the wire's reading times, which this process
-    // relays among other labs' segments, blur it.
-    expect(again.at - syn.at).toBeGreaterThan(500);
-    expect(b.sockets({ localPort: 80, states: ['SYN_RECV'] })).toEqual([]);
-    expect(secondEnd).toBe('');
+      // The second SYN got no answer: A's kernel sends it again, about a second later.
+      const again = await waitForSegment(wire, 'the SYN sent again', (e) => e.from === 'a' && e.flags.includes('SYN') && e.src.port === port && e.at > syn.at, 5000);
+      // The SYN's first retransmission timeout is 1 s; the wire's reading times, which this process
+      // relays among other labs' segments, blur it.
+      expect(again.at - syn.at).toBeGreaterThan(500);
+      expect(b.sockets({ localPort: 80, states: ['SYN_RECV'] })).toEqual([]);
+      expect(secondEnd).toBe('');
 
-    // Closed, the listener resets no one; the SYN sent next is refused.
-    server.close(); // the listening fd closes at once (the accepted connection keeps the server's 'close' waiting)
-    expect(server.listening).toBe(false);
-    seal.release(); // the seal's copy of the fd: the last one, so the socket closes now
-    expect(b.sockets({ localPort: 80, states: ['LISTEN'] })).toEqual([]);
-    await waitUntil('the second client refused', () => secondEnd || undefined, { timeout: 8000 });
-    expect(secondEnd).toBe('ECONNREFUSED');
-    const toSecond = wire.log.filter((e) => e.from === 'b' && e.dst.port === port);
-    expect(toSecond.map((e) => e.flags.filter((f) => f !== 'PSH').sort().join(','))).toEqual(['ACK,RST']);
-    expect(wire.log.some((e) => e.from === 'b' && e.dst.port === held.src.port && e.flags.includes('RST'))).toBe(false);
-    first.destroy();
-  });
+      // Closed, the listener resets no one; the SYN sent next is refused.
+      server.close(); // the listening fd closes at once (the accepted connection keeps the server's 'close' waiting)
+      expect(server.listening).toBe(false);
+      seal.release(); // the seal's copy of the fd: the last one, so the socket closes now
+      expect(b.sockets({ localPort: 80, states: ['LISTEN'] })).toEqual([]);
+      await waitUntil('the second client refused', () => secondEnd || undefined, { timeout: 8000 });
+      expect(secondEnd).toBe('ECONNREFUSED');
+      const toSecond = wire.log.filter((e) => e.from === 'b' && e.dst.port === port);
+      expect(toSecond.map((e) => e.flags.filter((f) => f !== 'PSH').sort().join(','))).toEqual(['ACK,RST']);
+      expect(wire.log.some((e) => e.from === 'b' && e.dst.port === held.src.port && e.flags.includes('RST'))).toBe(false);
+      first.destroy();
+    });
+  }
 
-  it('24. the filter on a TCP socket needs CAP_NET_ADMIN (Linux 6.18): EPERM without it, also for root in a user namespace; CAP_NET_ADMIN alone is enough', (ctx) => {
+  it('24. on a TCP socket (Linux 6.18) the classic filter needs CAP_NET_ADMIN, the eBPF one CAP_BPF (or CAP_SYS_ADMIN) and not CAP_NET_ADMIN; each alone is enough; root in a user namespace has neither', (ctx) => {
     const [major = 0, minor = 0] = os.release().split('.').map(Number);
     if (major < 6 || (major === 6 && minor < 18)) ctx.skip(`measured on Linux 6.18; this is ${os.release()}`);
     // Privileged: skipped with the reason when not root, a failure under CI=true.
-    const gate = privilegedGate('root (to start processes with and without CAP_NET_ADMIN)', process.getuid?.() === 0 ? { ok: true } : { ok: false, reason: 'not root' }, process.env);
+    const gate = privilegedGate('root (to start processes with and without CAP_NET_ADMIN and CAP_BPF)', process.getuid?.() === 0 ? { ok: true } : { ok: false, reason: 'not root' }, process.env);
     if (!gate.run) {
       if (gate.fail) throw new Error(gate.fail);
       ctx.skip(gate.skip);
     }
     const binding = path.join(__dirname, '..', '..', 'dist', 'binding.js');
-    // A listener of the child's own, sealed and released: 'ok', or the error's code.
+    // A listener of the child's own, sealed and released both ways: the classic filter ('ok' or the
+    // error's code), and with a deadline ('ebpf', 'classic' where the eBPF one could not be had, or the code).
     const script = `
       const net = require('node:net');
       const { SealedListener } = require(${JSON.stringify(binding)}).native();
       const server = net.createServer().listen(0, '127.0.0.1', () => {
-        let answer = 'ok';
-        try { new SealedListener(server._handle.fd).release(); } catch (e) { answer = e.code; }
-        console.log(answer);
+        const answer = {};
+        try { new SealedListener(server._handle.fd).release(); answer.classic = 'ok'; } catch (e) { answer.classic = e.code; }
+        try {
+          const seal = new SealedListener(server._handle.fd, 5000);
+          answer.withDeadline = seal.expires ? 'ebpf' : 'classic';
+          seal.release();
+        } catch (e) { answer.withDeadline = e.code; }
+        console.log(JSON.stringify(answer));
         server.close();
       });
     `;
-    const run = (...prefix: string[]): string => {
+    const run = (...prefix: string[]): unknown => {
       const [file, ...args] = [...prefix, process.execPath, '-e', script];
       const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 20_000 });
-      return child.stdout.trim() || `exit ${child.status}: ${child.stderr.slice(0, 200)}`;
+      try {
+        return JSON.parse(child.stdout);
+      } catch {
+        return `exit ${child.status}: ${child.stderr.slice(0, 200)}`;
+      }
     };
     // As root, with the capability sets cut down.
     const only = (caps: string): string[] => ['setpriv', `--inh-caps=${caps}`, `--bounding-set=${caps}`];
     expect({
       root: run(),
       onlyNetAdmin: run(...only('-all,+net_admin')),
+      onlyBpf: run(...only('-all,+bpf')),
+      onlySysAdmin: run(...only('-all,+sys_admin')),
       withoutNetAdmin: run(...only('-net_admin')),
+      withoutBpf: run(...only('-bpf,-sys_admin')),
+      withNeither: run(...only('-net_admin,-bpf,-sys_admin')),
       rootInUserNamespace: run('unshare', '--user', '--map-root-user'),
-    }).toEqual({ root: 'ok', onlyNetAdmin: 'ok', withoutNetAdmin: 'EPERM', rootInUserNamespace: 'EPERM' });
+    }).toEqual({
+      root: { classic: 'ok', withDeadline: 'ebpf' },
+      onlyNetAdmin: { classic: 'ok', withDeadline: 'classic' },
+      onlyBpf: { classic: 'EPERM', withDeadline: 'ebpf' },
+      onlySysAdmin: { classic: 'EPERM', withDeadline: 'ebpf' },
+      withoutNetAdmin: { classic: 'EPERM', withDeadline: 'ebpf' },
+      withoutBpf: { classic: 'ok', withDeadline: 'classic' },
+      withNeither: { classic: 'EPERM', withDeadline: 'EPERM' },
+      rootInUserNamespace: { classic: 'EPERM', withDeadline: 'EPERM' },
+    });
   });
+
+  itNeeds(BPF, bpfAvailable, "a seal given maxMs lifts by itself where BPF may be loaded: a process killed while sealed leaves the listener another process holds answering SYNs again; a classic seal (no BPF) stays until someone detaches it", async () => {
+    const binding = path.join(__dirname, '..', '..', 'dist', 'binding.js');
+    const server = net.createServer();
+    const accepted: net.Socket[] = [];
+    server.on('connection', (socket: net.Socket) => accepted.push(socket));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const fd = handleFd(server);
+    const { port } = server.address() as net.AddressInfo;
+    const clients: net.Socket[] = [];
+    // A child holding the same listening socket (as its fd 3) seals it for 1.5 s and is killed
+    // before it can release it.
+    const sealAndDie = (...prefix: string[]): { expires: string; signal: NodeJS.Signals | null; stderr: string } => {
+      const script = `
+        const { SealedListener } = require(${JSON.stringify(binding)}).native();
+        console.log(new SealedListener(3, 1500).expires);
+        process.kill(process.pid, 'SIGKILL');
+      `;
+      const [file, ...args] = [...prefix, process.execPath, '-e', script];
+      const child = spawnSync(file!, args, { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe', fd] });
+      return { expires: child.stdout.trim(), signal: child.signal, stderr: child.stderr };
+    };
+    const connect = (): net.Socket => {
+      const client = net.connect(port, '127.0.0.1');
+      client.on('error', () => {});
+      clients.push(client);
+      return client;
+    };
+    try {
+      expect(sealAndDie()).toEqual({ expires: 'true', signal: 'SIGKILL', stderr: '' });
+      const first = connect();
+      await waitUntil('the first client connected, once the seal lifted', () => (first.readyState === 'open' ? true : undefined), { timeout: 10_000 });
+      // Its first SYN went unanswered: the seal was on when it connected.
+      expect(tcpInfo(first).totalRetrans).toBeGreaterThanOrEqual(1);
+      await waitUntil('the first client accepted', () => (accepted.length === 1 ? true : undefined));
+
+      // Without CAP_BPF (CAP_NET_ADMIN alone) the seal is a classic filter: no deadline.
+      expect(sealAndDie('setpriv', '--inh-caps=-all,+net_admin', '--bounding-set=-all,+net_admin')).toEqual({ expires: 'false', signal: 'SIGKILL', stderr: '' });
+      const second = connect();
+      // Two SYNs sent again (about 2 s, past the 1.5 s an expiring seal would have lasted), no answer.
+      // (A connecting socket is read through its fd: the Socket refuses reads until it connects.)
+      await waitUntil('the second SYN sent again twice', () => (handleFd(second) >= 0 && tcpInfo(handleFd(second)).totalRetrans >= 2 ? true : undefined), { timeout: 10_000 });
+      expect(tcpState(handleFd(second))).toBe('SYN_SENT');
+      expect(accepted).toHaveLength(1);
+      // Only a process holding the socket can take the filter off.
+      native().detachFilter!(fd);
+      await waitUntil('the second client connected, once the filter was detached', () => (second.readyState === 'open' ? true : undefined), { timeout: 10_000 });
+      await waitUntil('the second client accepted', () => (accepted.length === 2 ? true : undefined));
+    } finally {
+      for (const socket of [...clients, ...accepted]) socket.destroy();
+      server.close();
+    }
+  }, 30_000);
 });
