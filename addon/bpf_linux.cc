@@ -7,7 +7,6 @@
 // (src/bpf.ts).
 #include <errno.h>
 #include <linux/bpf.h>
-#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,10 +22,12 @@
 namespace finwait {
 
 // Signals held, EAGAIN tried again (bpf_linux.h): node --cpu-prof's SIGPROF failed every load.
+// sigprocmask() changes the calling thread's mask on Linux, as pthread_sigmask() does, whose
+// symbol in libc.so.6 would need glibc 2.32, newer than Node's own binaries.
 long LoadBpfProgram(bpf_attr* attr) {
   sigset_t all, before;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &before);
+  sigprocmask(SIG_BLOCK, &all, &before);
   long fd = -1;
   int err = 0;
   for (int attempt = 0; attempt < 5; attempt++) {
@@ -34,7 +35,7 @@ long LoadBpfProgram(bpf_attr* attr) {
     err = errno;
     if (fd >= 0 || err != EAGAIN) break;
   }
-  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  sigprocmask(SIG_SETMASK, &before, nullptr);
   errno = err;
   return fd;
 }
