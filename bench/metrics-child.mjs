@@ -1,12 +1,16 @@
 // One timed run of the serverMetrics() benchmark (bench/metrics.mjs starts one per run: the trace
 // is shared by the whole process and chooses its source once):
 //
-//   node bench/metrics-child.mjs plain|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
+//   node bench/metrics-child.mjs plain|destroy-multicast|bpf|multicast|bpf-stream <host> <count> <concurrency> <warm-up count>
 //
 // A net server and its clients in this process, on <host> (a 127.x address of its own). Each
 // connection: connect, the client writes 5 bytes, the server answers 5 bytes and ends, the client
 // ends in turn (the server's side goes to TIME_WAIT). At most <concurrency> open at once. With a
-// source, serverMetrics(server, { source }) counts every connection the server accepts. Prints one
+// source, serverMetrics(server, { source }) counts every connection the server accepts. Two floors,
+// each source's kernel side with no serverMetrics(): `multicast` joins the destroy groups as the
+// trace does and reads every message, `bpf-stream` loads the BPF program with serverMetrics'
+// filters (ends only, the listener's port, reads every 100 ms) and reads every record; neither
+// decodes what it read. Prints one
 // JSON line: ms and process CPU ms from the first connect() to the last of the 2 × <count> 'close'
 // events, and, for the metrics runs, the counts once every end was counted (not timed).
 import { createRequire } from 'node:module';
@@ -36,7 +40,33 @@ const server = net.createServer((socket) => {
 server.listen({ port: 0, host, backlog: 4096 });
 await new Promise((resolve) => server.once('listening', resolve));
 const { port } = server.address();
-const metrics = variant === 'plain' ? undefined : finwait.serverMetrics(server, { source: variant });
+const metrics = variant === 'destroy-multicast' || variant === 'bpf' ? finwait.serverMetrics(server, { source: variant }) : undefined;
+/** What a floor variant read: messages or records. */
+let read = 0;
+let floor;
+if (variant === 'multicast') {
+  const addon = require('../dist/binding.js').native();
+  const { DESTROY_GROUP_V4, DESTROY_GROUP_V6, DESTROY_SLOT, DESTROY_SLOTS } = require('../dist/diag.js');
+  const socket = new addon.SockDiagEventsSocket(null, 8 << 20);
+  addon.sockDiagJoin(socket.fd, DESTROY_GROUP_V4);
+  addon.sockDiagJoin(socket.fd, DESTROY_GROUP_V6);
+  const buffer = new Uint8Array(DESTROY_SLOTS * DESTROY_SLOT);
+  const lengths = new Int32Array(DESTROY_SLOTS);
+  const poll = new addon.FdPoll(socket.fd, () => {
+    for (let n; (n = addon.sockDiagReadEvents(socket.fd, buffer, lengths)) !== 0; ) if (n > 0) read += n;
+  });
+  floor = { close: () => (poll.close(), socket.close()) };
+} else if (variant === 'bpf-stream') {
+  const addon = require('../dist/binding.js').native();
+  const { openStateRecords, stateChangesUnavailable } = require('../dist/bpf.js');
+  const why = stateChangesUnavailable();
+  if (why !== undefined) {
+    console.log(JSON.stringify({ variant, unavailable: why }));
+    process.exit(0);
+  }
+  floor = openStateRecords((bytes, view, n) => (read += n), () => {}, { closeOnly: true, byCookie: true, byPort: true, maxDelay: 100 }).unref();
+  floor.addPort(addon.socketNetnsCookie(server._handle.fd), port);
+}
 
 function run(n) {
   if (n === 0) return Promise.resolve();
@@ -76,5 +106,8 @@ if (metrics) {
   counts = { ...metrics.counts, pending: metrics.pending, source: metrics.source };
   metrics.close();
 }
+// What waits in the ring is read too (not timed), for the count.
+floor?.drainNow?.();
+floor?.close();
 server.close();
-console.log(JSON.stringify({ variant, ms, cpuMs: (used.user + used.system) / 1000, counts }));
+console.log(JSON.stringify({ variant, ms, cpuMs: (used.user + used.system) / 1000, counts, ...(floor ? { read } : {}) }));
