@@ -21,20 +21,15 @@
 
 namespace finwait {
 
-// Signals held, EAGAIN tried again (bpf_linux.h): node --cpu-prof's SIGPROF failed every load.
-// sigprocmask() changes the calling thread's mask on Linux, as pthread_sigmask() does, whose
-// symbol in libc.so.6 would need glibc 2.32, newer than Node's own binaries.
+// Signals held (bpf_linux.h): node --cpu-prof's SIGPROF failed every load. sigprocmask() changes
+// the calling thread's mask on Linux, as pthread_sigmask() does, whose symbol in libc.so.6 would
+// need glibc 2.32, newer than Node's own binaries.
 long LoadBpfProgram(bpf_attr* attr) {
   sigset_t all, before;
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &before);
-  long fd = -1;
-  int err = 0;
-  for (int attempt = 0; attempt < 5; attempt++) {
-    fd = syscall(__NR_bpf, BPF_PROG_LOAD, attr, sizeof(*attr));
-    err = errno;
-    if (fd >= 0 || err != EAGAIN) break;
-  }
+  long fd = syscall(__NR_bpf, BPF_PROG_LOAD, attr, sizeof(*attr));
+  int err = errno;
   sigprocmask(SIG_SETMASK, &before, nullptr);
   errno = err;
   return fd;

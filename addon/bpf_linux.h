@@ -28,7 +28,7 @@ struct SockLayout {
 
 // bpf(BPF_PROG_LOAD): the program's fd, or -1 with errno. The verifier gives up with EAGAIN
 // whenever a signal is pending for the thread (a profiler's SIGPROF comes every 0.1-1 ms): the
-// thread's signals are held while it runs, and an EAGAIN is tried again a few times.
+// thread's signals are held while it runs, and delivered after.
 long LoadBpfProgram(bpf_attr* attr);
 
 // Parsed from /sys/kernel/btf/vmlinux on the first call, then the same for every caller.

@@ -24,6 +24,7 @@
 #include <linux/bpf.h>
 #include <linux/filter.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -45,8 +46,8 @@ struct sock_filter kDropSyns[] = {
     BPF_STMT(BPF_RET | BPF_K, 0xffffffff),            // anything else: kept whole
 };
 
-// The same filter in eBPF, kept only until `deadline` (ns of CLOCK_MONOTONIC, the clock of
-// bpf_ktime_get_ns()); LD_ABS reads from the TCP header too. Returns the program's fd, or -1.
+// The same filter in eBPF, kept only until `deadline` (ns of the host's CLOCK_MONOTONIC, the clock
+// of bpf_ktime_get_ns()); LD_ABS reads from the TCP header too. Returns the program's fd, or -1.
 int LoadExpiringFilter(uint64_t deadline) {
   const bpf_insn code[] = {
       {BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0},          // r6 = skb (LD_ABS reads it)
@@ -73,13 +74,39 @@ int LoadExpiringFilter(uint64_t deadline) {
   return static_cast<int>(LoadBpfProgram(&attr));
 }
 
+// The offset of this process's time namespace from the host's CLOCK_MONOTONIC, in ns: what
+// clock_gettime() adds and bpf_ktime_get_ns() does not. 0 outside a time namespace, and where the
+// kernel has none (before Linux 5.6, no /proc/self/timens_offsets); false if it cannot be read.
+bool MonotonicOffset(int64_t* offset) {
+  *offset = 0;
+  int fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT;
+  char text[256];
+  ssize_t got;
+  do {
+    got = read(fd, text, sizeof(text) - 1);
+  } while (got < 0 && errno == EINTR);
+  close(fd);
+  if (got <= 0) return false;
+  text[got] = '\0';
+  // Lines of "<clock> <seconds> <nanoseconds>", the seconds signed.
+  long long seconds = 0;
+  long nanoseconds = 0;
+  const char* line = strstr(text, "monotonic");
+  if (line == nullptr || sscanf(line, "monotonic %lld %ld", &seconds, &nanoseconds) != 2) return false;
+  *offset = static_cast<int64_t>(seconds) * 1000000000 + nanoseconds;
+  return true;
+}
+
 // Attaches the expiring filter for `max_ms` from now; false (nothing attached) where this process
-// may not load or attach it.
+// may not load or attach it, or cannot tell the host's time.
 bool AttachExpiring(int fd, uint32_t max_ms) {
   timespec now;
-  if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) return false;
-  uint64_t deadline = static_cast<uint64_t>(now.tv_sec) * 1000000000u + static_cast<uint64_t>(now.tv_nsec) +
-                      static_cast<uint64_t>(max_ms) * 1000000u;
+  int64_t offset;
+  if (clock_gettime(CLOCK_MONOTONIC, &now) != 0 || !MonotonicOffset(&offset)) return false;
+  int64_t host_now = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec - offset;
+  if (host_now < 0) return false;
+  uint64_t deadline = static_cast<uint64_t>(host_now) + static_cast<uint64_t>(max_ms) * 1000000u;
   int prog = LoadExpiringFilter(deadline);
   if (prog < 0) return false;
   // The socket holds the program from now on; this fd is not needed.
@@ -121,9 +148,10 @@ SealedListener::SealedListener(const Napi::CallbackInfo& info) : Napi::ObjectWra
   Napi::Env env = info.Env();
   int fd = IntArg(info, 0);
   if (fd < 0) throw ErrnoError(env, EBADF, "setsockopt");
-  // maxMs (optional, 1 to 2^31 - 1): how long the seal may outlive this process.
-  uint32_t max_ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
-  bool expires = max_ms > 0 && max_ms < 0x80000000u && AttachExpiring(fd, max_ms);
+  // maxMs (optional; at least 1, more than 2^31 - 1 counts as that): how long the seal may
+  // outlive this process. Anything else, or none: the classic filter.
+  double max_ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+  bool expires = max_ms >= 1 && AttachExpiring(fd, max_ms < 2147483647.0 ? static_cast<uint32_t>(max_ms) : 2147483647u);
   if (!expires) {
     struct sock_fprog program = {sizeof(kDropSyns) / sizeof(kDropSyns[0]), kDropSyns};
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) != 0) {

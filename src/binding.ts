@@ -172,10 +172,11 @@ export interface Native {
    * processes may hold too: the object keeps a copy of the fd, and `release()`, called once the
    * caller closed its own fd, detaches the filter and closes the copy in one call (a socket held
    * elsewhere lives on unsealed); also when the object is collected or its environment ends.
-   * With `maxMs`, where this process may load BPF (CAP_BPF, or root), the filter is an eBPF one
-   * that stops dropping `maxMs` from now, released or not (`expires: true`); otherwise a classic
-   * one, until released. Throws EPERM where neither can be had: on a TCP socket Linux 6.18 attaches
-   * the classic filter only with CAP_NET_ADMIN, the eBPF one with CAP_BPF (or CAP_SYS_ADMIN). Linux only; absent from an addon built before it (`expires` and `maxMs`
+   * With `maxMs` (at least 1; capped at 2^31 - 1), where this process may load BPF (CAP_BPF or
+   * CAP_SYS_ADMIN, or anyone where kernel.unprivileged_bpf_disabled is 0), the filter is an eBPF
+   * one that stops dropping `maxMs` from now, released or not (`expires: true`; the host's clock,
+   * also in a time namespace); otherwise a classic one, until released. Throws EPERM where neither
+   * can be had: on a TCP socket Linux 6.18 attaches the classic filter only with CAP_NET_ADMIN. Linux only; absent from an addon built before it (`expires` and `maxMs`
    * too, in one built before them).
    */
   SealedListener?: new (fd: number, maxMs?: number) => { release(): void; readonly expires?: boolean };

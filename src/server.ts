@@ -148,8 +148,8 @@ export interface ServerCloseReport {
    * (request sockets in SYN_RECV that were there when it stopped answering SYNs, their client's
    * last ACK not come within the drain window). The kernel drops them; a client that is still there
    * gets an RST when its ACK comes. -1 when unknown: no kernel view, no drain, or a listener that
-   * could not stop answering SYNs (on Linux 6.18 the socket filter needs CAP_BPF or CAP_NET_ADMIN;
-   * an addon built before it).
+   * could not stop answering SYNs (on Linux 6.18 the socket filter needs CAP_BPF, CAP_SYS_ADMIN or
+   * CAP_NET_ADMIN; an addon built before it).
    */
   handshakesAtClose: number;
   /**
@@ -587,8 +587,8 @@ class ServerShutdown {
    * system calls could be answered, then reset. Where this process may load BPF the filter also
    * lifts by itself shortly after the drain window, so a process killed while draining does not
    * leave such a socket sealed. Without a filter (Linux 6.18 attaches one to a TCP socket only
-   * with CAP_BPF, eBPF, or CAP_NET_ADMIN, classic; an addon predating it) the listener closes at
-   * the first empty queue, and a handshake completing in that instant is reset.
+   * with CAP_BPF or CAP_SYS_ADMIN, eBPF, or CAP_NET_ADMIN, classic; an addon predating it) the
+   * listener closes at the first empty queue, and a handshake completing in that instant is reset.
    * Where the kernel migrates the queue to another listener of the port, there is no drain: the
    * listener closes at once and the other listener gets what waited.
    */
@@ -676,7 +676,7 @@ class ServerShutdown {
     if (typeof Sealed !== 'function') return; // an addon predating it: close at the first empty queue
     if (sealedServers.has(this.server)) return; // another closeServer() on it sealed it, and releases it
     try {
-      this.sealed = new Sealed(fd, Math.ceil(drainMs) + SEAL_MARGIN_MS);
+      this.sealed = new Sealed(fd, Math.min(Math.ceil(drainMs) + SEAL_MARGIN_MS, 2 ** 31 - 1));
     } catch {
       return; // EPERM without CAP_BPF and CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
     }

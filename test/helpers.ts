@@ -142,6 +142,22 @@ export function hasCapability(cap: number): boolean {
   return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
 }
 
+/** Whether any process may load BPF programs such as a socket filter (`kernel.unprivileged_bpf_disabled` is 0). */
+export function unprivilegedBpf(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/unprivileged_bpf_disabled', 'utf8').trim() === '0';
+  } catch {
+    return false;
+  }
+}
+
+/** Whether this process may load a BPF socket filter: CAP_BPF or CAP_SYS_ADMIN, or any process may. */
+export function mayLoadBpf(): boolean {
+  const CAP_SYS_ADMIN = 21;
+  const CAP_BPF = 39;
+  return hasCapability(CAP_BPF) || hasCapability(CAP_SYS_ADMIN) || unprivilegedBpf();
+}
+
 function hasSetpriv(): boolean {
   try {
     execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
