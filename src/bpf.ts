@@ -11,7 +11,10 @@ import { stateName, type TcpState } from './states';
 
 /** One change of state of one TCP socket, as the kernel made it. */
 export interface StateChange {
-  /** When, in ns of `CLOCK_MONOTONIC` (`bpf_ktime_get_ns()`; `process.hrtime.bigint()` counts the same clock). */
+  /**
+   * When, in ns of the host's `CLOCK_MONOTONIC` (`bpf_ktime_get_ns()`): the clock of
+   * `process.hrtime.bigint()`, except in a time namespace, whose offset the kernel's time leaves out.
+   */
   time: bigint;
   /** The socket's cookie: `getsockopt(SO_COOKIE)` of it, `SocketEntry.cookie` as a number. */
   cookie: bigint;
