@@ -73,6 +73,14 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
     `The floors decode nothing they read: the rest of each source's row is serverMetrics()' JavaScript (the cookie read at accept included).`,
     ...(why !== undefined ? [`bpf: not run here: ${why}`] : []),
     `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${ms[v].map((x) => x.toFixed(0)).join(', ')}`).join('; ')}.`,
+    // A slow spell of the machine slows every run of a round: each run against the one without in its round.
+    `Each run against the run without in its round, median (range): ${variants
+      .slice(1)
+      .map((v) => {
+        const ratios = ms[v].map((x, i) => x / ms.plain[i]);
+        return `${v} ${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
+      })
+      .join(', ')}.`,
   ];
   return { rows, notes };
 }
