@@ -176,8 +176,9 @@ export interface Native {
    * CAP_SYS_ADMIN, or anyone where kernel.unprivileged_bpf_disabled is 0), the filter is an eBPF
    * one that stops dropping `maxMs` from now, released or not (`expires: true`; the host's clock,
    * also in a time namespace); otherwise a classic one, until released. Throws EPERM where neither
-   * can be had: on a TCP socket Linux 6.18 attaches the classic filter only with CAP_NET_ADMIN. Linux only; absent from an addon built before it (`expires` and `maxMs`
-   * too, in one built before them).
+   * can be had: on a TCP socket Linux 6.18 attaches the classic filter only with CAP_NET_ADMIN.
+   * Linux only; absent from an addon built before it (`expires` and `maxMs` too, in one built
+   * before them).
    */
   SealedListener?: new (fd: number, maxMs?: number) => { release(): void; readonly expires?: boolean };
   /** SO_DETACH_FILTER (none attached is no error): for a connection accepted from a sealed listener, which inherited its filter. */
