@@ -16,6 +16,15 @@ export function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/**
+ * Each run against the run without in the same round (a slow spell of the machine slows a whole
+ * round): the median and the range of those ratios, as text.
+ */
+export function againstRound(runs, without) {
+  const ratios = runs.map((x, i) => x / without[i]);
+  return `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
+}
+
 /** ns per operation of `fn` run `iterations` times, the median of `rounds` rounds. */
 export function timeNs(fn, iterations, rounds = 7) {
   const results = [];

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
@@ -73,14 +73,7 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
     `The floors decode nothing they read: the rest of each source's row is serverMetrics()' JavaScript (the cookie read at accept included).`,
     ...(why !== undefined ? [`bpf: not run here: ${why}`] : []),
     `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${ms[v].map((x) => x.toFixed(0)).join(', ')}`).join('; ')}.`,
-    // A slow spell of the machine slows every run of a round: each run against the one without in its round.
-    `Each run against the run without in its round, median (range): ${variants
-      .slice(1)
-      .map((v) => {
-        const ratios = ms[v].map((x, i) => x / ms.plain[i]);
-        return `${v} ${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
-      })
-      .join(', ')}.`,
+    `Each run against the run without in its round, median (range): ${variants.slice(1).map((v) => `${v} ${againstRound(ms[v], ms.plain)}`).join(', ')}.`,
   ];
   return { rows, notes };
 }

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
@@ -93,6 +93,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). "Only the BPF program": no watch(), but the program every back-end's BPF stream loads, on every TCP state change for the whole run, unfiltered, every record read and dropped${events['bpf-stream'] ? ` (${events['bpf-stream'].read} records in the first run, warm-up included)` : ''}: the kernel's share of a back-end that would take every transition from the ring. "Only the lifecycle model": no watch() and no kernel call, but a Lifecycle per end fed each state at the Node event that shows it (4 states per end): what any back-end pays for the model, the history and the transitions. The BPF rows need root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
     `Runs (ms): ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
     `Process CPU (user + system, every thread, over the same span), medians: ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
+    `Each run against the run without in its round, median (range): ${ran.slice(1).map((v) => `${v} ${againstRound(ms[v], ms.plain)}`).join('; ')}.`,
     `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${ran.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
