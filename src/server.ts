@@ -417,13 +417,20 @@ class ServerShutdown {
     const onSecure = (socket: tls.TLSSocket): void => this.handshakeDone(socket);
     server.on('connection', onConnection);
     if (server instanceof tls.Server) server.on('secureConnection', onSecure);
-    // 5. One deadline for everything, counted from the call.
-    const onDeadline = (): void => this.atDeadline();
+    // 5. One deadline for everything, counted from the call. A timer counts whole milliseconds of
+    //    the event loop's clock and can fire up to ~2 ms before the deadline by performance.now():
+    //    then it waits the rest.
+    let deadline: NodeJS.Timeout;
+    const onDeadline = (): void => {
+      const left = this.deadlineAt - performance.now();
+      if (left > 0) deadline = setTimeout(onDeadline, Math.ceil(left));
+      else this.atDeadline();
+    };
     const onAbort = (): void => {
       this.stop?.abort(this.signal?.reason);
       this.atDeadline();
     };
-    const deadline = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()));
+    deadline = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()));
     this.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       // 3. Stop accepting.

@@ -176,7 +176,9 @@ describe('closeServer (http)', () => {
     const report = await closeServer(server, { timeout: 200 });
     expect(report.totals).toMatchObject({ resetSent: 1, graceful: 0 });
     expect(report.connections[0]).toMatchObject({ reason: 'deadline' });
-    expect(report.duration).toBeGreaterThanOrEqual(199);
+    // Never early: a timer counts whole milliseconds of the event loop's clock and can fire up to
+    // ~2 ms before the deadline by performance.now(); closeServer() then waits the rest.
+    expect(report.duration).toBeGreaterThanOrEqual(200);
     expect(await seen).toBe('ECONNRESET');
   });
 });
