@@ -12,6 +12,15 @@ export class CloseDeadline {
   #signals: AbortSignal[] | undefined;
   readonly #expire: (reason: 'deadline' | 'aborted') => void;
   readonly #onAbort = (): void => this.#expire('aborted');
+  /**
+   * A timer counts whole milliseconds of the event loop's clock and can fire up to ~2 ms before
+   * the deadline by performance.now(): then it waits the rest, so a deadline is never early.
+   */
+  readonly #onTimer = (): void => {
+    const left = this.#at - performance.now();
+    if (left > 0) this.#timer = setTimeout(this.#onTimer, Math.ceil(left));
+    else this.#expire('deadline');
+  };
 
   /** `expire` is told once the deadline passes (`'deadline'`) or a signal aborts (`'aborted'`), maybe more than once. */
   constructor(expire: (reason: 'deadline' | 'aborted') => void) {
@@ -28,7 +37,7 @@ export class CloseDeadline {
       this.#at = at;
       clearTimeout(this.#timer);
       if (timeout === 0) return this.#expire('deadline');
-      this.#timer = setTimeout(() => this.#expire('deadline'), timeout);
+      this.#timer = setTimeout(this.#onTimer, timeout);
     }
     if (!signal) return;
     (this.#signals ??= []).push(signal);
