@@ -2,25 +2,38 @@
  * The deadline and abort signals of one close: its own, and those of every later call that joined
  * it (a second gracefulClose() on the same socket, closeServer()'s deadline). The earliest
  * deadline and the first signal to abort end the close; shared by the lingering close, the idle
- * close and the close without the kernel's view.
+ * close and the close without the kernel's view. Deadlines are never early (`timerAt()`, which
+ * closeServer()'s own deadline uses too).
  */
 import { performance } from 'node:perf_hooks';
 
+/** A timer for a moment on `performance.now()`'s clock; `clear()` stops it. */
+export interface TimerAt {
+  clear(): void;
+}
+
+/**
+ * Calls `fn` once `performance.now()` reaches `at`, never before. A Node timer counts whole
+ * milliseconds of the event loop's clock and fires up to ~2 ms before the time asked by
+ * performance.now() (three in four times with a fractional delay, measured): it then waits the rest.
+ */
+export function timerAt(at: number, fn: () => void): TimerAt {
+  let timer: NodeJS.Timeout;
+  const fire = (): void => {
+    const left = at - performance.now();
+    if (left > 0) timer = setTimeout(fire, Math.ceil(left));
+    else fn();
+  };
+  timer = setTimeout(fire, Math.max(0, at - performance.now()));
+  return { clear: () => clearTimeout(timer) };
+}
+
 export class CloseDeadline {
   #at = Infinity;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TimerAt | undefined;
   #signals: AbortSignal[] | undefined;
   readonly #expire: (reason: 'deadline' | 'aborted') => void;
   readonly #onAbort = (): void => this.#expire('aborted');
-  /**
-   * A timer counts whole milliseconds of the event loop's clock and can fire up to ~2 ms before
-   * the deadline by performance.now(): then it waits the rest, so a deadline is never early.
-   */
-  readonly #onTimer = (): void => {
-    const left = this.#at - performance.now();
-    if (left > 0) this.#timer = setTimeout(this.#onTimer, Math.ceil(left));
-    else this.#expire('deadline');
-  };
 
   /** `expire` is told once the deadline passes (`'deadline'`) or a signal aborts (`'aborted'`), maybe more than once. */
   constructor(expire: (reason: 'deadline' | 'aborted') => void) {
@@ -35,9 +48,9 @@ export class CloseDeadline {
     const at = performance.now() + timeout;
     if (at < this.#at) {
       this.#at = at;
-      clearTimeout(this.#timer);
+      this.#timer?.clear();
       if (timeout === 0) return this.#expire('deadline');
-      this.#timer = setTimeout(this.#onTimer, timeout);
+      this.#timer = timerAt(at, () => this.#expire('deadline'));
     }
     if (!signal) return;
     (this.#signals ??= []).push(signal);
@@ -46,7 +59,7 @@ export class CloseDeadline {
 
   /** Stops the timer and the listening (the close ended). */
   clear(): void {
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     for (const signal of this.#signals ?? []) signal.removeEventListener('abort', this.#onAbort);
   }
 }

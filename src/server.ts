@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
 import { closeForServer, closeIdleForServer, ensureReading, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
+import { timerAt } from './close-deadline';
 import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
@@ -417,20 +418,12 @@ class ServerShutdown {
     const onSecure = (socket: tls.TLSSocket): void => this.handshakeDone(socket);
     server.on('connection', onConnection);
     if (server instanceof tls.Server) server.on('secureConnection', onSecure);
-    // 5. One deadline for everything, counted from the call. A timer counts whole milliseconds of
-    //    the event loop's clock and can fire up to ~2 ms before the deadline by performance.now():
-    //    then it waits the rest.
-    let deadline: NodeJS.Timeout;
-    const onDeadline = (): void => {
-      const left = this.deadlineAt - performance.now();
-      if (left > 0) deadline = setTimeout(onDeadline, Math.ceil(left));
-      else this.atDeadline();
-    };
+    // 5. One deadline for everything, counted from the call (never early: timerAt()).
     const onAbort = (): void => {
       this.stop?.abort(this.signal?.reason);
       this.atDeadline();
     };
-    deadline = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()));
+    const deadline = timerAt(this.deadlineAt, () => this.atDeadline());
     this.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       // 3. Stop accepting.
@@ -441,7 +434,7 @@ class ServerShutdown {
       this.finished = true;
       this.idleTimers.clear();
       this.successor?.close();
-      clearTimeout(deadline);
+      deadline.clear();
       this.signal?.removeEventListener('abort', onAbort);
       server.off('connection', onConnection);
       server.off('secureConnection', onSecure);
