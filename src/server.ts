@@ -28,7 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
 import { closeForServer, closeIdleForServer, ensureReading, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
-import { timerAt } from './close-deadline';
+import { timerAt, type TimerAt } from './close-deadline';
 import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
@@ -1250,7 +1250,7 @@ function idleFor(socket: net.Socket, now: number): number {
 
 /** Timers of idle connections grouped by due time (within 5 ms): 10,000 connections idle since the call share one. */
 class IdleTimers {
-  private readonly groups = new Map<number, { timer: NodeJS.Timeout; members: Set<Connection> }>();
+  private readonly groups = new Map<number, { timer: TimerAt; members: Set<Connection> }>();
   private readonly due = new Map<Connection, number>();
 
   constructor(private readonly fire: (c: Connection) => void) {}
@@ -1275,11 +1275,12 @@ class IdleTimers {
     let group = this.groups.get(key);
     if (!group) {
       const members = new Set<Connection>();
-      const timer = setTimeout(() => {
+      // Never early (timerAt()): a connection is closed once it has been idle the whole window.
+      const timer = timerAt(key, () => {
         this.groups.delete(key);
         for (const member of members) this.due.delete(member);
         this.fireAll(members);
-      }, Math.max(0, key - performance.now()));
+      });
       group = { timer, members };
       this.groups.set(key, group);
     }
@@ -1294,13 +1295,13 @@ class IdleTimers {
     const group = this.groups.get(key);
     group?.members.delete(c);
     if (group && group.members.size === 0) {
-      clearTimeout(group.timer);
+      group.timer.clear();
       this.groups.delete(key);
     }
   }
 
   clear(): void {
-    for (const group of this.groups.values()) clearTimeout(group.timer);
+    for (const group of this.groups.values()) group.timer.clear();
     this.groups.clear();
     this.due.clear();
   }
