@@ -3,7 +3,7 @@
  * it (a second gracefulClose() on the same socket, closeServer()'s deadline). The earliest
  * deadline and the first signal to abort end the close; shared by the lingering close, the idle
  * close and the close without the kernel's view. Deadlines are never early (`timerAt()`, which
- * closeServer()'s own deadline uses too).
+ * closeServer()'s deadline and idle window and gracefulShutdown()'s pre-stop delay use too).
  */
 import { performance } from 'node:perf_hooks';
 

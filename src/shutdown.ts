@@ -11,6 +11,7 @@ import net from 'node:net';
 import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
+import { timerAt, type TimerAt } from './close-deadline';
 import { codedError, checkTimerMs, invalidArgType } from './errors';
 import { handoffState, migrationCounters, type HandoffState, type MigrationCounters } from './handoff';
 import { closeServer, type ServerCloseReport } from './server';
@@ -199,7 +200,7 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
   let triggeredAt = 0;
   let forcedBy: string | undefined;
   let signalsSeen = 0;
-  let preStopTimer: NodeJS.Timeout | undefined;
+  let preStopTimer: TimerAt | undefined;
   let startClosing: (() => void) | undefined;
   let result: Promise<ShutdownReport> | undefined;
   const abort = new AbortController();
@@ -212,9 +213,10 @@ export function gracefulShutdown(server: net.Server, options: GracefulShutdownOp
     if (settings.preStopDelay > 0 && !forcedBy) {
       await new Promise<void>((resolve) => {
         startClosing = resolve;
-        preStopTimer = setTimeout(resolve, settings.preStopDelay);
+        // Served the whole delay, never ~2 ms less (timerAt()).
+        preStopTimer = timerAt(triggeredAt + settings.preStopDelay, resolve);
       });
-      clearTimeout(preStopTimer);
+      preStopTimer?.clear();
     }
     phase = 'closing';
     const preStop = performance.now() - triggeredAt;
