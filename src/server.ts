@@ -249,7 +249,7 @@ interface Connection {
   /** `socket.bytesRead` when the connection became idle: more means a request began. */
   readAtIdle: number;
   h2?: SessionClose;
-  timer?: NodeJS.Timeout;
+  timer?: TimerAt;
 }
 
 /** The Connection of a socket under a running closeServer(), found from the socket (`this` of the listeners below). */
@@ -824,7 +824,7 @@ class ServerShutdown {
     if (!c) return;
     c.requestsDuringShutdown++;
     c.lastRequest = req;
-    clearTimeout(c.timer);
+    c.timer?.clear();
     this.follow(c, res);
   }
 
@@ -834,7 +834,7 @@ class ServerShutdown {
    */
   private idle(c: Connection, until: number): void {
     c.readAtIdle = c.socket.bytesRead;
-    clearTimeout(c.timer);
+    c.timer?.clear();
     const lookup = this.successorLookup;
     if (lookup && !this.pastDeadline && (this.lookupDone ? this.successor?.open : true)) {
       if (this.toHandOff.push(c) === 1) void lookup.then(() => setImmediate(() => this.handOff()));
@@ -931,7 +931,7 @@ class ServerShutdown {
     }
     // A request begun (bytes read, or waiting in the kernel) is let in, not raced by our FIN.
     if (socket.bytesRead !== readAtStart || this.unread(socket) > 0) {
-      c.timer = setTimeout(() => this.idleOver(c, retry * 2), Math.min(retry, 50));
+      c.timer = timerAt(performance.now() + Math.min(retry, 50), () => this.idleOver(c, retry * 2));
       return;
     }
     this.closeOne(c, true);
@@ -1035,7 +1035,7 @@ class ServerShutdown {
     if (!info) return this.closeOne(c);
     const quiet = socket.writableLength > 0 ? 0 : Math.min(info.lastDataRecv, info.lastDataSent);
     if (quiet < this.drainWindow) {
-      c.timer = setTimeout(() => this.netQuiet(c), Math.max(1, this.drainWindow - quiet));
+      c.timer = timerAt(performance.now() + Math.max(1, this.drainWindow - quiet), () => this.netQuiet(c));
       return;
     }
     c.owesAnswer = socket.bytesRead > 0 && (socket.bytesWritten === 0 || info.lastDataRecv < info.lastDataSent);
@@ -1044,9 +1044,9 @@ class ServerShutdown {
 
   /** A TLS connection still in its handshake: the window to complete it, then close. */
   private handshake(c: Connection): void {
-    c.timer = setTimeout(() => {
+    c.timer = timerAt(this.windowEndsAt, () => {
       if (!c.retired) this.closeOne(c);
-    }, Math.max(0, this.windowEndsAt - performance.now()));
+    });
   }
 
   /** A handshake completed during the shutdown: the TLS socket takes the place of the TCP one. */
@@ -1057,7 +1057,7 @@ class ServerShutdown {
     const c = this.adopt(socket, this.protocolOf(socket));
     if (before) {
       before.retired = true;
-      clearTimeout(before.timer);
+      before.timer?.clear();
       this.settle();
     }
     // A connection that just completed its handshake gets its own window for its first request.
@@ -1074,7 +1074,7 @@ class ServerShutdown {
     const socket = c.socket;
     if (socket.destroyed) return this.endedAlone(c, Boolean(socket.errored));
     c.phase = 'closing';
-    clearTimeout(c.timer);
+    c.timer?.clear();
     this.idleTimers.remove(c);
     if (c.protocol === 'http/1.1') {
       detachHttpParser(socket);
@@ -1117,7 +1117,7 @@ class ServerShutdown {
   endedAlone(c: Connection, hadError: boolean): void {
     if (c.phase === 'closing') return c.idleClose?.nodeClosed();
     if (c.phase !== 'open' || c.retired) return;
-    clearTimeout(c.timer);
+    c.timer?.clear();
     this.idleTimers.remove(c);
     const socket = c.socket;
     const error = (socket.errored ?? undefined) as NodeJS.ErrnoException | undefined;

@@ -75,7 +75,7 @@ describe('closeServer with WebSocket connections (ws)', () => {
       closedByApplication: false,
       applicationDone: false,
     });
-    expect(report.duration).toBeGreaterThanOrEqual(399);
+    expect(report.duration).toBeGreaterThanOrEqual(400); // the deadline is never early
   });
 });
 
