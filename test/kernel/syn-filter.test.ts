@@ -195,4 +195,26 @@ describe('kernel row 24: a listener that drops SYNs', () => {
       server.close();
     }
   }, 40_000);
+
+  itNeeds(BPF, bpfAvailable, 'the eBPF seal reads the TCP flags of IPv6 segments too: an IPv6 listener, and a dual-stack one taking an IPv4 client, answer no SYN until the deadline, then do', async () => {
+    for (const [listen, connectTo] of [['::1', '::1'], ['::', '127.0.0.1']]) {
+      const accepted: net.Socket[] = [];
+      const server = net.createServer((socket) => accepted.push(socket));
+      server.listen(0, listen);
+      await once(server, 'listening');
+      const seal = new (native().SealedListener!)(handleFd(server), 1500);
+      const client = net.connect((server.address() as net.AddressInfo).port, connectTo);
+      client.on('error', () => {});
+      try {
+        expect(seal.expires).toBe(true);
+        await waitUntil('the client connected, once the seal lifted', () => (client.readyState === 'open' ? true : undefined), { timeout: 10_000 });
+        // Its first SYN went unanswered.
+        expect({ listen, retransmitted: tcpInfo(client).totalRetrans >= 1 }).toEqual({ listen, retransmitted: true });
+      } finally {
+        for (const socket of [client, ...accepted]) socket.destroy();
+        seal.release();
+        server.close();
+      }
+    }
+  }, 30_000);
 });
