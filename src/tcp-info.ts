@@ -202,10 +202,15 @@ function u32(view: DataView, n: number, off: number): number | undefined {
 }
 
 function u64(view: DataView, n: number, off: number): number | undefined {
-  if (off + 8 > n) return undefined;
-  const lo = view.getUint32(off + (LE ? 0 : 4), LE);
-  const hi = view.getUint32(off + (LE ? 4 : 0), LE);
-  return hi * 2 ** 32 + lo;
+  return off + 8 <= n ? u64At(view, off) : undefined;
+}
+
+/**
+ * @internal The host-order u64 at `off` as a number, read as two u32 (no bigint): exact below
+ * 2^53, the nearest double above. For the kernel's counters (tcp_info, a BPF record).
+ */
+export function u64At(view: DataView, off: number): number {
+  return view.getUint32(off + (LE ? 4 : 0), LE) * 2 ** 32 + view.getUint32(off + (LE ? 0 : 4), LE);
 }
 
 /** A pacing rate: the kernel reports "no pacing limit" as ~0ULL. */

@@ -8,6 +8,7 @@ import os from 'node:os';
 import { AT, commAt, openStateRecords, RECORD, recordCookieKey, stateChangesUnavailable } from '../bpf';
 import { AF_INET6, cookieHex, formatAddress, u64Hex } from '../diag';
 import { stateName } from '../states';
+import { u64At } from '../tcp-info';
 import type { CookieKey, Observation } from './ends';
 
 /** Why the BPF source cannot run here, or `undefined` when it can. */
@@ -21,18 +22,12 @@ let lastNetnsHigh = 0;
 let lastNetnsHex = '';
 
 const LE = os.endianness() === 'LE';
-const TWO_32 = 2 ** 32;
 
 /**
  * A record's host-order u64 at `at` as 16 hex digits (`cookieHex()` of it): on a little-endian
  * host its bytes are those of two u32 low first, which `u64Hex()` reads without a bigint.
  */
 const u64HexAt: (view: DataView, at: number) => string = LE ? u64Hex : (view, at) => cookieHex(view.getBigUint64(at, false));
-
-/** Two u32 of a host-order u64 at `at` as one number (exact below 2^53, the nearest double above). */
-function u64At(view: DataView, at: number): number {
-  return view.getUint32(at + (LE ? 4 : 0), LE) * TWO_32 + view.getUint32(at + (LE ? 0 : 4), LE);
-}
 
 /**
  * The observations of the `count` records in `bytes`, read from the bytes as they are (no

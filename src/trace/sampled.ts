@@ -25,6 +25,7 @@ import {
 } from '../diag';
 import type { TcpState } from '../states';
 import { socketOwners } from '../processes';
+import { u64At } from '../tcp-info';
 import { hexCookieKey, type CookieKey, type EndCounters, type Observation } from './ends';
 
 const debug = debuglog('finwait');
@@ -202,10 +203,7 @@ function infoU32(view: DataView, info: [number, number], field: number): number 
 
 /** A u64 field of the same, 0 beyond what the kernel wrote (older kernels). */
 function infoU64(view: DataView, info: [number, number], field: number): number {
-  if (field + 8 > info[1]) return 0;
-  const lo = view.getUint32(info[0] + field + (LE ? 0 : 4), LE);
-  const hi = view.getUint32(info[0] + field + (LE ? 4 : 0), LE);
-  return hi * 2 ** 32 + lo;
+  return field + 8 <= info[1] ? u64At(view, info[0] + field) : 0;
 }
 
 /** The counters of the final `tcp_info` a destroy message carries: the four fields read where they are, nothing else decoded. */
