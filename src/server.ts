@@ -28,7 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { constants, native, nativeUnavailable } from './binding';
 import { closeForServer, closeIdleForServer, ensureReading, gracefulClose, type CloseReport, type IdleClose, type ServerClose } from './close';
 import { closeWithoutKernel } from './close-node-only';
-import { timerAt, type TimerAt } from './close-deadline';
+import { timerAt, type TimerAt } from './timer-at';
 import { findSocket, socketTuple, sockets, socketsIn, type SocketEntry, type SocketTuple } from './diag';
 import { abortError, checkTimerMs, codedError, invalidArgType } from './errors';
 import { handleFd } from './fd';
@@ -676,7 +676,7 @@ class ServerShutdown {
     if (typeof Sealed !== 'function') return; // an addon predating it: close at the first empty queue
     if (sealedServers.has(this.server)) return; // another closeServer() on it sealed it, and releases it
     try {
-      this.sealed = new Sealed(fd, Math.min(Math.ceil(drainMs) + SEAL_MARGIN_MS, 2 ** 31 - 1));
+      this.sealed = new Sealed(fd, Math.ceil(drainMs) + SEAL_MARGIN_MS); // capped by the addon at 2^31 - 1
     } catch {
       return; // EPERM without CAP_BPF and CAP_NET_ADMIN (Linux 6.18): close at the first empty queue
     }

@@ -11,7 +11,7 @@ import net from 'node:net';
 import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
-import { timerAt, type TimerAt } from './close-deadline';
+import { timerAt, type TimerAt } from './timer-at';
 import { codedError, checkTimerMs, invalidArgType } from './errors';
 import { handoffState, migrationCounters, type HandoffState, type MigrationCounters } from './handoff';
 import { closeServer, type ServerCloseReport } from './server';

@@ -1,13 +1,12 @@
 /**
- * The deadline of a close (gracefulClose(), and closeServer()'s joined to it, and closeServer()'s
- * own through timerAt()): never early. Node's
+ * The deadline of a close (gracefulClose(), and closeServer()'s joined to it): never early. Node's
  * timers count whole milliseconds of the event loop's clock, and fire up to ~2 ms before the time
  * asked by performance.now() (three in four times with a fractional delay, measured); the
  * deadline waits the rest.
  */
 import { describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
-import { CloseDeadline, timerAt } from '../src/close-deadline';
+import { CloseDeadline } from '../src/close-deadline';
 
 describe('CloseDeadline', () => {
   it('expires at or after the deadline by performance.now(), never before (40 deadlines of 10-11 ms)', async () => {
@@ -21,16 +20,6 @@ describe('CloseDeadline', () => {
       if (waited < timeout) early.push(timeout - waited);
     }
     expect(early).toEqual([]);
-  });
-
-  it('timerAt(): at or after the moment asked, never before; a cleared one never fires', async () => {
-    const cleared = timerAt(performance.now() + 5, () => expect.unreachable('a cleared timer fired'));
-    cleared.clear();
-    for (let i = 0; i < 20; i++) {
-      const at = performance.now() + 5 + i / 20;
-      const firedAt = await new Promise<number>((resolve) => timerAt(at, () => resolve(performance.now())));
-      expect(firedAt).toBeGreaterThanOrEqual(at);
-    }
   });
 
   it('the earliest deadline wins; 0 expires at once; an aborted signal ends it with "aborted"', async () => {
