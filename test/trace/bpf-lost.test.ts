@@ -10,12 +10,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
-import { native } from '../../src/binding';
 import { tcpState } from '../../src/ops';
-import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
-import { fdOf } from '../../src/testing/fd';
-import { checkOptions, RECONCILE, startTrace, type ConnectionTrace, type InternalTrace } from '../../src/trace/trace';
+import type { ConnectionEnd } from '../../src/trace/ends';
+import { checkOptions, RECONCILE, startTrace, type ConnectionTrace } from '../../src/trace/trace';
 import { BPF, bpfAvailable, itNeeds, pair, waitFor } from '../helpers';
+import { ownTrace } from './helpers';
 
 let trace: ConnectionTrace | undefined;
 afterEach(() => {
@@ -76,18 +75,13 @@ describe('traceConnections() on BPF, events lost', () => {
   }, 60_000);
 
   itNeeds(BPF, bpfAvailable, 'an end still unread when the kernel is looked at ends its connection, with its whole path: it is not forgotten as lost', async () => {
-    const ends: ConnectionEnd[] = [];
-    let forgotten = 0;
-    const ours = new Set<CookieKey>();
-    const t: InternalTrace = startTrace((end) => ends.push(end), checkOptions({ source: 'bpf' }), {
-      onForgotten: (n) => (forgotten += n),
-      only: (key) => ours.has(key),
-    });
+    const own = ownTrace({ source: 'bpf' });
+    const { trace: t, ends } = own;
     trace = t;
     // The server keeps its side open after the client's FIN (CLOSE_WAIT) until the reset.
     const { client, server, close } = await pair({ server: { allowHalfOpen: true } });
     try {
-      for (const socket of [client, server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
+      own.follow(client, server);
       // Our FIN, the peer's ACK: both ends followed from ESTABLISHED once the trace read that, and
       // the client in FIN_WAIT2 (that record may still wait in the ring).
       client.end();
@@ -96,7 +90,7 @@ describe('traceConnections() on BPF, events lost', () => {
       // loopback), and their CLOSE records wait in the ring: this event loop has not read it since.
       client.resetAndDestroy();
       expect(t[RECONCILE]()).toBe(0);
-      expect(forgotten).toBe(0);
+      expect(own.forgotten()).toBe(0);
       expect(t.following).toBe(0);
       // The client's end from FIN_WAIT2 is settled by a look-up of what took over its 4-tuple
       // (nothing: it sent an RST), one turn later.

@@ -6,13 +6,12 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../../src/binding';
 import { tcpState } from '../../src/ops';
-import { fdOf } from '../../src/testing/fd';
-import { checkOptions, RECONCILE, startTrace, traceConnections, type ConnectionTrace, type InternalTrace } from '../../src/trace/trace';
-import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
+import { RECONCILE, traceConnections, type ConnectionTrace } from '../../src/trace/trace';
+import type { ConnectionEnd } from '../../src/trace/ends';
 import { sockets } from '../../src/diag';
 import { pair, waitFor, type Pair } from '../helpers';
+import { ownTrace } from './helpers';
 
 let trace: ConnectionTrace | undefined;
 afterEach(() => {
@@ -141,50 +140,51 @@ describe('traceConnections(): the destroy multicast source (no privilege)', () =
   });
 
   it("after a loss, a connection missing from the kernel's tables whose end has not come yet is forgotten only if still missing at the next look (its destroy message comes when the socket is freed)", async () => {
-    const ends: ConnectionEnd[] = [];
-    let forgotten = 0;
-    const ours = new Set<CookieKey>();
-    const t: InternalTrace = startTrace((end) => ends.push(end), checkOptions({ source: 'destroy-multicast', interval: 20 }), {
-      onForgotten: (n) => (forgotten += n),
-      only: (key) => ours.has(key),
-    });
+    const own = ownTrace({ source: 'destroy-multicast', interval: 20 });
+    const { trace: t, ends } = own;
     trace = t;
-    // Paused, the server does not read the RST: its fd stays open in CLOSE, out of the kernel's
-    // tables, its socket not freed, so no destroy message yet.
-    const p = await pair({ server: { pauseOnConnect: true } });
-    const { client, server } = p;
-    server.on('error', () => {});
+    /**
+     * A connection whose server, paused, does not read the client's RST: its fd stays open in
+     * CLOSE, out of the kernel's tables, its socket not freed, so no destroy message yet.
+     */
+    const heldReset = async (): Promise<Pair> => {
+      const endsBefore = ends.length;
+      const p = await pair({ server: { pauseOnConnect: true } });
+      try {
+        p.server.on('error', () => {});
+        own.follow(p.client, p.server);
+        await waitFor('both ends sampled', () => (t.following === 2 ? true : undefined));
+        p.client.resetAndDestroy();
+        await waitFor("the client's end (its socket freed)", () => (ends.length === endsBefore + 1 ? true : undefined));
+        await waitFor('the RST at the server', () => (tcpState(p.server) === 'CLOSE' ? true : undefined));
+        return p;
+      } catch (error) {
+        await p.close();
+        throw error;
+      }
+    };
+    const p = await heldReset();
     try {
-    for (const socket of [client, server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
-    await waitFor('both ends sampled', () => (t.following === 2 ? true : undefined));
-    client.resetAndDestroy();
-    await waitFor("the client's end (its socket freed)", () => (ends.length === 1 ? true : undefined));
-    await waitFor('the RST at the server', () => (tcpState(server) === 'CLOSE' ? true : undefined));
-    expect(sockets({ states: ['ESTABLISHED'] }).some((e) => e.local.port === server.localPort && e.remote.port === client.localPort)).toBe(false);
-    // First look: missing, not forgotten.
-    expect(t[RECONCILE]()).toBe(0);
-    expect(t.following).toBe(1);
-    // Its fd closed, the socket freed: its end comes, with the state a sample saw it in.
-    server.destroy();
-    await waitFor("the server's end", () => (ends.length === 2 ? true : undefined));
-    expect(forgotten).toBe(0);
-    expect(t.following).toBe(0);
-    expect(ends.map((e) => e.path[0])).toEqual(['ESTABLISHED', 'ESTABLISHED']);
+      const { client, server } = p;
+      expect(sockets({ states: ['ESTABLISHED'] }).some((e) => e.local.port === server.localPort && e.remote.port === client.localPort)).toBe(false);
+      // First look: missing, not forgotten.
+      expect(t[RECONCILE]()).toBe(0);
+      expect(t.following).toBe(1);
+      // Its fd closed, the socket freed: its end comes, with the state a sample saw it in.
+      server.destroy();
+      await waitFor("the server's end", () => (ends.length === 2 ? true : undefined));
+      expect(own.forgotten()).toBe(0);
+      expect(t.following).toBe(0);
+      expect(ends.map((e) => e.path[0])).toEqual(['ESTABLISHED', 'ESTABLISHED']);
     } finally {
       await p.close();
     }
     // A connection still missing at the next look is forgotten (its end lost, or held past it).
-    const held = await pair({ server: { pauseOnConnect: true } });
+    const held = await heldReset();
     try {
-      held.server.on('error', () => {});
-      for (const socket of [held.client, held.server]) ours.add(cookieKeyOf(native().socketCookie(fdOf(socket))));
-      await waitFor('both ends sampled', () => (t.following === 2 ? true : undefined));
-      held.client.resetAndDestroy();
-      await waitFor("the client's end", () => (ends.length === 3 ? true : undefined));
-      await waitFor('the RST at the server', () => (tcpState(held.server) === 'CLOSE' ? true : undefined));
       expect(t[RECONCILE]()).toBe(0);
       expect(t[RECONCILE]()).toBe(1);
-      expect(forgotten).toBe(1);
+      expect(own.forgotten()).toBe(1);
       expect(t.following).toBe(0);
       // Held past the second look, it was not lost after all: its end, when its socket is freed, is
       // reported once, with the path it was followed through before it was forgotten.
