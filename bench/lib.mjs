@@ -3,6 +3,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -178,4 +179,45 @@ export function fillTimeWaits(count, optionsOf, concurrency = 1000) {
     };
     for (let i = 0; i < Math.min(concurrency, count); i++) next();
   });
+}
+
+const requireDist = createRequire(import.meta.url);
+
+/**
+ * A destroy-multicast floor (watch-child.mjs, metrics-child.mjs): a sock_diag socket with a
+ * receive buffer of `rcvbuf` bytes joined to `groups` (DESTROY_GROUP_V4/V6 of dist/diag.js),
+ * every message read and dropped, `onRead(n)` told of each read; what a back-end's listener does
+ * before it decodes anything. Returns `close()`.
+ */
+export function destroyMulticastFloor(groups, rcvbuf, onRead = () => {}) {
+  const addon = requireDist('../dist/binding.js').native();
+  const { DESTROY_SLOT, DESTROY_SLOTS } = requireDist('../dist/diag.js');
+  const socket = new addon.SockDiagEventsSocket(null, rcvbuf);
+  for (const group of groups) addon.sockDiagJoin(socket.fd, group);
+  const buffer = new Uint8Array(DESTROY_SLOTS * DESTROY_SLOT);
+  const lengths = new Int32Array(DESTROY_SLOTS);
+  const poll = new addon.FdPoll(socket.fd, () => {
+    // A negative count is a loss (DESTROY_LOST): nothing read, read on.
+    for (let n; (n = addon.sockDiagReadEvents(socket.fd, buffer, lengths)) !== 0; ) if (n > 0) onRead(n);
+  });
+  return {
+    close() {
+      poll.close();
+      socket.close();
+    },
+  };
+}
+
+/**
+ * dist/bpf.js for a BPF floor of a benchmark child; where the program cannot run, the child
+ * prints `{ variant, unavailable }` (its parent shows the row as unavailable) and exits.
+ */
+export function bpfOrExit(variant) {
+  const bpf = requireDist('../dist/bpf.js');
+  const why = bpf.stateChangesUnavailable();
+  if (why !== undefined) {
+    console.log(JSON.stringify({ variant, unavailable: why }));
+    process.exit(0);
+  }
+  return bpf;
 }

@@ -15,6 +15,7 @@
 // events, and, for the metrics runs, the counts once every end was counted (not timed).
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { bpfOrExit, destroyMulticastFloor } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
@@ -45,27 +46,12 @@ const metrics = variant === 'destroy-multicast' || variant === 'bpf' ? finwait.s
 let read = 0;
 let floor;
 if (variant === 'multicast') {
-  const addon = require('../dist/binding.js').native();
-  const { DESTROY_GROUP_V4, DESTROY_GROUP_V6, DESTROY_SLOT, DESTROY_SLOTS } = require('../dist/diag.js');
-  const socket = new addon.SockDiagEventsSocket(null, 8 << 20);
-  addon.sockDiagJoin(socket.fd, DESTROY_GROUP_V4);
-  addon.sockDiagJoin(socket.fd, DESTROY_GROUP_V6);
-  const buffer = new Uint8Array(DESTROY_SLOTS * DESTROY_SLOT);
-  const lengths = new Int32Array(DESTROY_SLOTS);
-  const poll = new addon.FdPoll(socket.fd, () => {
-    for (let n; (n = addon.sockDiagReadEvents(socket.fd, buffer, lengths)) !== 0; ) if (n > 0) read += n;
-  });
-  floor = { close: () => (poll.close(), socket.close()) };
+  const { DESTROY_GROUP_V4, DESTROY_GROUP_V6 } = require('../dist/diag.js');
+  // Both groups and an 8 MiB socket, as the trace's destroy-multicast source.
+  floor = destroyMulticastFloor([DESTROY_GROUP_V4, DESTROY_GROUP_V6], 8 << 20, (n) => (read += n));
 } else if (variant === 'bpf-stream') {
-  const addon = require('../dist/binding.js').native();
-  const { openStateRecords, stateChangesUnavailable } = require('../dist/bpf.js');
-  const why = stateChangesUnavailable();
-  if (why !== undefined) {
-    console.log(JSON.stringify({ variant, unavailable: why }));
-    process.exit(0);
-  }
-  floor = openStateRecords((bytes, view, n) => (read += n), () => {}, { closeOnly: true, byCookie: true, byPort: true, maxDelay: 100 }).unref();
-  floor.addPort(addon.socketNetnsCookie(server._handle.fd), port);
+  floor = bpfOrExit(variant).openStateRecords((bytes, view, n) => (read += n), () => {}, { closeOnly: true, byCookie: true, byPort: true, maxDelay: 100 }).unref();
+  floor.addPort(require('../dist/binding.js').native().socketNetnsCookie(server._handle.fd), port);
 }
 
 function run(n) {

@@ -32,11 +32,13 @@
 // over the same span, ms.
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { bpfOrExit, destroyMulticastFloor } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
 const addon = require('../dist/binding.js').native();
 const { setWatchBackend } = require('../dist/lifecycle/watch.js');
+const { DESTROY_GROUP_V4 } = require('../dist/diag.js');
 
 const [variant, host, countArg, concurrencyArg, warmupArg, mode] = process.argv.slice(2);
 /** `orphans`: the client closes its fd right after end(), so its side lives on as an orphan (FIN_WAIT1, FIN_WAIT2) the back-end follows. */
@@ -151,28 +153,14 @@ kernel = variant === 'kernel';
 modelled = variant === 'model' || variant === 'listeners';
 listenersOnly = variant === 'listeners';
 if (watching) setWatchBackend(variant);
-let listener;
-if (variant === 'multicast') {
-  // What the destroy-multicast back-end's listener does, without watch(): joined, read, dropped.
-  const { fd } = (globalThis.eventsSocket = new addon.SockDiagEventsSocket(null, 4 << 20));
-  addon.sockDiagJoin(fd, 1);
-  const buffer = new Uint8Array(64 * 1024);
-  const lengths = new Int32Array(64);
-  listener = new addon.FdPoll(fd, () => {
-    for (let n; (n = addon.sockDiagReadEvents(fd, buffer, lengths)) !== 0; );
-  });
-}
+// What the destroy-multicast back-end's listener does, without watch(): joined (the v4 group, as
+// its 4 MiB socket), read, dropped.
+const listener = variant === 'multicast' ? destroyMulticastFloor([DESTROY_GROUP_V4], 4 << 20) : undefined;
 let stream;
 let streamRecords = 0;
 if (variant === 'bpf-stream') {
   // What a back-end taking every transition from the ring would read, read and dropped.
-  const { openStateRecords, stateChangesUnavailable } = require('../dist/bpf.js');
-  const why = stateChangesUnavailable();
-  if (why !== undefined) {
-    console.log(JSON.stringify({ variant, unavailable: why }));
-    process.exit(0);
-  }
-  stream = openStateRecords((bytes, view, n) => (streamRecords += n), () => {}).unref();
+  stream = bpfOrExit(variant).openStateRecords((bytes, view, n) => (streamRecords += n), () => {}).unref();
 }
 await run(warmup);
 lifecycles.client.length = lifecycles.server.length = 0;

@@ -58,12 +58,11 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
       }
       ms[variant].push(result.ms);
       cpu[variant].push(result.cpu);
-      if (result.events && !WATCHED.includes(variant)) events[variant] ??= result.events;
+      if (result.events) events[variant] ??= result.events;
       if (WATCHED.includes(variant)) {
         states[variant] ??= result.states;
         (anomalies[variant] ??= []).push(result.anomalies);
         backends[variant] ??= result.backends;
-        if (result.events) events[variant] ??= result.events;
       }
     }
   }
