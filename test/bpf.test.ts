@@ -603,7 +603,7 @@ describe('openStateChanges({ maxDelay }): changes read on a timer', () => {
   /** A stream of the closes on a new echo server's port, with `maxDelay`; both closed after `run`. */
   async function withPortStream(
     maxDelay: number,
-    run: (a: Awaited<ReturnType<typeof echoServer>>, stream: ReturnType<typeof openStateChanges>, changes: StateChange[]) => Promise<void>,
+    run: (a: Awaited<ReturnType<typeof echoServer>>, stream: StateChangeStream, changes: StateChange[]) => Promise<void>,
   ): Promise<void> {
     const changes: StateChange[] = [];
     const stream = openStateChanges((batch) => changes.push(...batch), { byPort: true, closeOnly: true, maxDelay });

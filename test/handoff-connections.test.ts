@@ -268,21 +268,23 @@ describe('closeServer() hands idle keep-alive connections to the next instance (
   it("the table of Unix sockets is read only for a listener that shares its port (SO_REUSEPORT): no other process can listen on another's port", async () => {
     const read = vi.spyOn(fs.promises, 'readFile');
     const unixTableReads = (): number => read.mock.calls.filter(([file]) => file === '/proc/net/unix').length;
+    const agents: http.Agent[] = [];
     try {
       const plain = app('plain');
       plain.listen(0, '127.0.0.1');
       await once(plain, 'listening');
       const agent = new http.Agent({ keepAlive: true });
+      agents.push(agent);
       await request((plain.address() as net.AddressInfo).port, agent);
       expect((await closeServer(plain)).totals).toMatchObject({ graceful: 1, total: 1 });
       expect(unixTableReads()).toBe(0);
       // The same with SO_REUSEPORT: the table is read, looking for a next instance.
       const { old, agent: shared } = await oldWithIdle(1);
+      agents.push(shared);
       expect((await closeServer(old)).totals).toMatchObject({ graceful: 1, total: 1 });
       expect(unixTableReads()).toBe(1);
-      agent.destroy();
-      shared.destroy();
     } finally {
+      for (const agent of agents) agent.destroy();
       read.mockRestore();
     }
   });

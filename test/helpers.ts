@@ -137,6 +137,13 @@ export function idMapped(map: string, id: number): boolean {
 }
 
 /** Whether this process has capability number `cap` in its effective set (`CapEff`, /proc/self/status). */
+/** Linux capability numbers (include/uapi/linux/capability.h), for hasCapability(). */
+export const CAP_SETGID = 6;
+export const CAP_SETUID = 7;
+export const CAP_NET_ADMIN = 12;
+export const CAP_SYS_ADMIN = 21;
+export const CAP_BPF = 39;
+
 export function hasCapability(cap: number): boolean {
   const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
   return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
@@ -153,8 +160,6 @@ export function unprivilegedBpf(): boolean {
 
 /** Whether this process may load a BPF socket filter: CAP_BPF or CAP_SYS_ADMIN, or any process may. */
 export function mayLoadBpf(): boolean {
-  const CAP_SYS_ADMIN = 21;
-  const CAP_BPF = 39;
   return hasCapability(CAP_BPF) || hasCapability(CAP_SYS_ADMIN) || unprivilegedBpf();
 }
 
@@ -167,8 +172,6 @@ function hasSetpriv(): boolean {
   }
 }
 
-const CAP_SETGID = 6;
-const CAP_SETUID = 7;
 
 /**
  * Whether this process can run a command as uid and gid `id` (`setpriv --reuid=ID --regid=ID`):

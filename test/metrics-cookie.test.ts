@@ -16,10 +16,8 @@ import { recordCookie, sockets } from '../src/diag';
 import { RECORD, recordCookieKey } from '../src/bpf';
 import { cookieKeyOf, hexCookieKey } from '../src/trace/ends';
 import { tcpState } from '../src/index';
-import { hasCapability, itNeeds, pair, waitFor, type Pair } from './helpers';
+import { CAP_NET_ADMIN, CAP_SYS_ADMIN, hasCapability, itNeeds, pair, waitFor, type Pair } from './helpers';
 
-const CAP_NET_ADMIN = 12;
-const CAP_SYS_ADMIN = 21;
 
 let p: Pair | undefined;
 afterEach(async () => {

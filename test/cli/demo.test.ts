@@ -8,12 +8,10 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { canBecome, hasCapability, type Availability } from '../helpers';
+import { CAP_NET_ADMIN, CAP_SYS_ADMIN, canBecome, hasCapability, type Availability } from '../helpers';
 import { assertWellFormedXml, BIN, finwait } from './run';
 
 const NOBODY = 65534;
-const CAP_NET_ADMIN = 12;
-const CAP_SYS_ADMIN = 21;
 
 /** Sets modes so that every user can read `dir` and everything in it (a mkdtemp directory is 0700). */
 function readableByAll(dir: string): void {

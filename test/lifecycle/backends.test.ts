@@ -48,7 +48,6 @@ function groupsOf(inode: number): number | undefined {
   return undefined;
 }
 
-
 /** Waits until nothing is watched: the poller stopped, the destroy multicast's listeners and the BPF stream closed. */
 async function idle(): Promise<void> {
   await waitFor('nothing watched', () =>

@@ -8,9 +8,8 @@ import { describe, expect } from 'vitest';
 import { native } from '../../src/binding';
 import { cookieHex } from '../../src/diag';
 import { NamespaceIndex } from '../../src/trace/netns';
-import { hasCapability, itNeeds, type Availability } from '../helpers';
+import { CAP_SYS_ADMIN, hasCapability, itNeeds, type Availability } from '../helpers';
 
-const CAP_SYS_ADMIN = 21;
 function netnsAvailable(): Availability {
   if (!hasCapability(CAP_SYS_ADMIN)) return { ok: false, reason: 'this process lacks CAP_SYS_ADMIN (not root)' };
   try {
