@@ -92,6 +92,28 @@ describe('tcpInfo', () => {
     }
   });
 
+  it('decodes the same struct wherever its bytes sit, and each buffer as it is now', async () => {
+    p = await pair();
+    const bytes = new Uint8Array(TCP_INFO_BUFFER_SIZE);
+    const length = native().tcpInfo((p.client as unknown as { _handle: { fd: number } })._handle.fd, bytes);
+    const aligned = decodeTcpInfo(bytes, length);
+    // At an odd offset of a larger buffer (the u32 and u64 fields are then not aligned in memory).
+    for (const offset of [1, 2, 3, 5]) {
+      const shifted = new Uint8Array(length + offset + 3);
+      shifted.set(bytes.subarray(0, length), offset);
+      expect(decodeTcpInfo(shifted.subarray(offset), length)).toEqual(aligned);
+    }
+    // The same buffer decoded again after its bytes changed: the new values, not the old ones.
+    const changed = bytes.slice();
+    expect(decodeTcpInfo(changed, length)).toEqual(aligned);
+    const view = new DataView(changed.buffer);
+    const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+    view.setUint32(100, 7, le); // tcpi_total_retrans
+    view.setUint32(le ? 128 : 132, 0x12345678, le); // tcpi_bytes_received, low half
+    view.setUint32(le ? 132 : 128, 0x9, le); // and high half
+    expect(decodeTcpInfo(changed, length)).toMatchObject({ totalRetrans: 7, bytesReceived: 0x9_1234_5678 });
+  });
+
   it('asks the kernel with a 512-byte buffer and gets at most what it has', async () => {
     p = await pair();
     const bytes = new Uint8Array(TCP_INFO_BUFFER_SIZE);
