@@ -26,6 +26,14 @@ export function againstRound(runs, without) {
   return `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
 }
 
+/**
+ * The fastest of `runs` against the fastest of `without`, as a ratio (other load on the machine
+ * only ever adds time, so the fastest runs are the least disturbed).
+ */
+export function againstFastest(runs, without) {
+  return Math.min(...runs) / Math.min(...without);
+}
+
 /** ns per operation of `fn` run `iterations` times, the median of `rounds` rounds. */
 export function timeNs(fn, iterations, rounds = 7) {
   const results = [];

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { againstFastest, againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
@@ -93,7 +93,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     `Runs (ms): ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
     `Process CPU (user + system, every thread, over the same span), medians: ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
     `Each run against the run without in its round, median (range): ${ran.slice(1).map((v) => `${v} ${againstRound(ms[v], ms.plain)}`).join('; ')}.`,
-    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${ran.slice(1).map((v) => `${v} ${(Math.min(...ms[v]) / Math.min(...ms.plain)).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
+    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${ran.slice(1).map((v) => `${v} ${againstFastest(ms[v], ms.plain).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
   return { rows, notes };
