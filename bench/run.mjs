@@ -32,7 +32,7 @@ print('finwait ss against ss -tanp on 130,000 TIME_WAIT sockets, in a network na
 print('Low-level calls against a C loop making the same getsockopt(TCP_INFO) on the same sockets:', {
   rows: [['operation', 'finwait', 'C baseline', 'ratio', 'target', ''], ...(await benchLowLevel(finwait))],
   notes: [
-    'Medians of 9 rounds of 200,000 calls (7 rounds of 30 sweeps for tcpStates), one C round and one finwait round alternating; the C program inherits the same sockets (a connection held by a peer process).',
+    'The fastest of 15 rounds of 100,000 calls (7 rounds of 30 sweeps for tcpStates), one C round and one finwait round alternating; the C program inherits the same sockets (a connection held by a peer process).',
   ],
 });
 print('watch() on both ends of short connections against the same connections unwatched, per back-end:', await benchWatch());
