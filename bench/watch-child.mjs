@@ -1,7 +1,11 @@
 // One timed run of the watch() benchmark (bench/watch.mjs starts one per run, so that the
-// watchers of a run, which follow TIME_WAIT for 60 s, cannot slow the next run):
+// watchers of a run, which follow TIME_WAIT for 60 s, cannot slow another variant's run):
 //
-//   node bench/watch-child.mjs plain|kernel|multicast|bpf-stream|model|listeners|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count>
+//   node bench/watch-child.mjs plain|kernel|multicast|bpf-stream|model|listeners|poll|destroy-multicast|bpf <host> <count> <concurrency> <warm-up count> [plain|orphans] [batch]
+//
+// With a batch size, the process runs <count> connections of the variant and <count> without it
+// (plain), in batches of that many that alternate, and prints both totals (`ms`, `cpu`, and
+// `without`): what bench/watch.mjs compares. Without one, it runs the variant alone.
 //
 // Two more floors: `bpf-stream` has no watch(), but the BPF program on every TCP state change of
 // the host for the whole run, every record read and dropped (what a back-end that took every
@@ -40,12 +44,14 @@ const addon = require('../dist/binding.js').native();
 const { setWatchBackend } = require('../dist/lifecycle/watch.js');
 const { DESTROY_GROUP_V4 } = require('../dist/diag.js');
 
-const [variant, host, countArg, concurrencyArg, warmupArg, mode] = process.argv.slice(2);
+const [variant, host, countArg, concurrencyArg, warmupArg, mode, batchArg] = process.argv.slice(2);
 /** `orphans`: the client closes its fd right after end(), so its side lives on as an orphan (FIN_WAIT1, FIN_WAIT2) the back-end follows. */
 const orphans = mode === 'orphans';
 const count = Number(countArg);
 const concurrency = Number(concurrencyArg);
 const warmup = Number(warmupArg);
+/** Connections per batch, where batches with and without the variant alternate in this process (0: one run of the variant alone). */
+const batch = Number(batchArg ?? 0);
 const request = Buffer.from('ping\n');
 const response = Buffer.from('pong\n');
 
@@ -146,30 +152,73 @@ function run(n) {
   });
 }
 
-// The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
-// would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
-watching = variant === 'poll' || variant === 'destroy-multicast' || variant === 'bpf';
-kernel = variant === 'kernel';
-modelled = variant === 'model' || variant === 'listeners';
-listenersOnly = variant === 'listeners';
-if (watching) setWatchBackend(variant);
-// What the destroy-multicast back-end's listener does, without watch(): joined (the v4 group, as
-// its 4 MiB socket), read, dropped.
-const listener = variant === 'multicast' ? destroyMulticastFloor([DESTROY_GROUP_V4], 4 << 20) : undefined;
+// What a variant needs for a run (or a batch) of its connections, set before it starts.
+let listener;
 let stream;
 let streamRecords = 0;
-if (variant === 'bpf-stream') {
+if (variant === 'bpf-stream') bpfOrExit(variant);
+function setUp(v) {
+  watching = v === 'poll' || v === 'destroy-multicast' || v === 'bpf';
+  kernel = v === 'kernel';
+  modelled = v === 'model' || v === 'listeners';
+  listenersOnly = v === 'listeners';
+  if (watching) setWatchBackend(v);
+  // What the destroy-multicast back-end's listener does, without watch(): joined (the v4 group, as
+  // its 4 MiB socket), read, dropped.
+  if (v === 'multicast') listener = destroyMulticastFloor([DESTROY_GROUP_V4], 4 << 20);
   // What a back-end taking every transition from the ring would read, read and dropped.
-  stream = bpfOrExit(variant).openStateRecords((bytes, view, n) => (streamRecords += n), () => {}).unref();
+  if (v === 'bpf-stream') stream = bpfOrExit(v).openStateRecords((bytes, view, n) => (streamRecords += n), () => {}).unref();
 }
-await run(warmup);
-lifecycles.client.length = lifecycles.server.length = 0;
-const start = process.hrtime.bigint();
-const cpuStart = process.cpuUsage();
-await run(count);
-const ms = Number(process.hrtime.bigint() - start) / 1e6;
-const { user, system } = process.cpuUsage(cpuStart);
-const cpu = (user + system) / 1000;
+function tearDown() {
+  watching = kernel = modelled = listenersOnly = false;
+  listener?.close();
+  stream?.close();
+  listener = stream = undefined;
+}
+
+/** Runs `n` connections of variant `v`; its wall time and process CPU time, ms. */
+async function timed(v, n) {
+  setUp(v);
+  const start = process.hrtime.bigint();
+  const cpuStart = process.cpuUsage();
+  await run(n);
+  // The `kernel` variant's last lookups, due a millisecond after the last 'close': made now.
+  if (lookupTimer !== undefined) {
+    clearTimeout(lookupTimer);
+    lookUp();
+  }
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  const { user, system } = process.cpuUsage(cpuStart);
+  tearDown();
+  return { ms, cpu: (user + system) / 1000 };
+}
+
+// The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
+// would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
+/** The variant's connections' wall and CPU time, ms; with `batch`, also those of the plain batches between. */
+const total = { ms: 0, cpu: 0 };
+const without = { ms: 0, cpu: 0 };
+if (batch === 0) {
+  setUp(variant);
+  await run(warmup);
+  tearDown();
+  lifecycles.client.length = lifecycles.server.length = 0;
+  Object.assign(total, await timed(variant, count));
+} else {
+  // Batches of the variant and of plain connections alternate (which goes first, too): bursts of
+  // other load on the machine, shorter than a run but longer than a batch, weigh on both alike.
+  for (let done = 0; done < warmup; done += batch) for (const v of [variant, 'plain']) await timed(v, Math.min(batch, warmup - done));
+  lifecycles.client.length = lifecycles.server.length = 0;
+  for (let done = 0, i = 0; done < count; done += batch, i++) {
+    for (const v of i % 2 === 0 ? [variant, 'plain'] : ['plain', variant]) {
+      const t = await timed(v, Math.min(batch, count - done));
+      const sum = v === variant ? total : without;
+      sum.ms += t.ms;
+      sum.cpu += t.cpu;
+    }
+  }
+}
+const { ms, cpu } = total;
 
 // What the watchers knew when the last 'close' came (they go on following TIME_WAIT afterwards).
 const states = {};
@@ -192,10 +241,6 @@ if (variant === 'bpf') {
   const { messages, matched } = require('../dist/lifecycle/sources/destroy-multicast.js').destroyMulticastStatus();
   events = { read: messages, matched };
 }
-listener?.close();
-if (stream !== undefined) {
-  events = { read: streamRecords };
-  stream.close();
-}
-console.log(JSON.stringify({ variant, ms, cpu, states, anomalies, backends, events }));
+if (variant === 'bpf-stream') events = { read: streamRecords };
+console.log(JSON.stringify({ variant, ms, cpu, ...(batch > 0 ? { without } : {}), states, anomalies, backends, events }));
 process.exit(0);

@@ -1,21 +1,22 @@
 // watch() on both ends of 10,000 short connections against the same connections unwatched, on
-// each back-end (the BPF stream, the destroy multicast, polling): runs in rotating order, each in a fresh process
-// (bench/watch-child.mjs), medians compared; and four floors measured the same way: the destroy
+// each back-end (the BPF stream, the destroy multicast, polling): each run a fresh process
+// (bench/watch-child.mjs) in which batches with and without watch() alternate, the runs' ratios'
+// median compared; and four floors measured the same way: the destroy
 // multicast's listener alone (joined, every message read, no watch()), the BPF program on every
 // state change with every record read (no watch()), the native calls the polling watch() makes on
 // them (the kernel's share of polling), and the lifecycle model alone (no kernel call).
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { againstFastest, againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
 /** The variants that watch(), each on its back-end. */
 const WATCHED = ['bpf', 'destroy-multicast', 'poll'];
 
-function runChild(variant, host, { count, concurrency, warmup, orphans }) {
-  const args = [path.join(benchDir, 'watch-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), orphans ? 'orphans' : 'plain'];
+function runChild(variant, host, { count, concurrency, warmup, orphans, batch }) {
+  const args = [path.join(benchDir, 'watch-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), orphans ? 'orphans' : 'plain', String(batch)];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
@@ -34,20 +35,23 @@ function summary(perRun) {
   return entries.length === 0 ? 'none' : entries.map(([reason, n]) => `${n} × "${reason}"`).join(', ');
 }
 
-export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, orphans = false } = {}) {
-  const options = { count, concurrency, warmup, orphans };
-  const variants = ['plain', 'bpf', 'destroy-multicast', 'poll', 'multicast', 'bpf-stream', 'kernel', 'model'];
+export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, orphans = false, batch = 1000 } = {}) {
+  const options = { count, concurrency, warmup, orphans, batch };
+  const variants = ['bpf', 'destroy-multicast', 'poll', 'multicast', 'bpf-stream', 'kernel', 'model'];
+  /** Per variant, per run: its connections' wall and CPU ms, and those of the same process's connections without it. */
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
   const cpu = Object.fromEntries(variants.map((v) => [v, []]));
+  const plainMs = Object.fromEntries(variants.map((v) => [v, []]));
+  const plainCpu = Object.fromEntries(variants.map((v) => [v, []]));
   const states = {};
   const anomalies = {};
   const backends = {};
   const events = {};
   /** Why a floor could not run here (the BPF one without the privilege). */
   const unavailable = {};
-  // The order rotates each round (plain, bpf, destroy-multicast, ...; then bpf, destroy-multicast,
-  // ..., plain): a slow drift of the machine weighs on every variant alike. Each run has its
-  // own 127.x address, so the TIME_WAIT sockets left by earlier runs take no ports from it.
+  // One process per variant and round, in which batches with and without the variant alternate;
+  // the order of the variants rotates each round. Each run has its own 127.x address, so the
+  // TIME_WAIT sockets left by earlier runs take no ports from it.
   for (let i = 0; i < rounds; i++) {
     for (let j = 0; j < variants.length; j++) {
       const variant = variants[(i + j) % variants.length];
@@ -58,6 +62,8 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
       }
       ms[variant].push(result.ms);
       cpu[variant].push(result.cpu);
+      plainMs[variant].push(result.without.ms);
+      plainCpu[variant].push(result.without.cpu);
       if (result.events) events[variant] ??= result.events;
       if (WATCHED.includes(variant)) {
         states[variant] ??= result.states;
@@ -66,16 +72,23 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
       }
     }
   }
-  const m = Object.fromEntries(variants.map((v) => [v, median(ms[v])]));
-  const plain = m.plain;
-  const perEnd = (value) => `${((value * 1000) / (2 * count)).toFixed(1)} µs`;
+  const ran = variants.filter((v) => unavailable[v] === undefined);
+  /** The median, over a variant's runs, of `f(run)`. */
+  const over = (v, f) => median(ms[v].map((_, r) => f(r)));
+  const ratio = (v) => over(v, (r) => ms[v][r] / plainMs[v][r]);
+  const cpuRatio = (v) => over(v, (r) => cpu[v][r] / plainCpu[v][r]);
+  const perEnd = (v) => `${over(v, (r) => ((ms[v][r] - plainMs[v][r]) * 1000) / (2 * count)).toFixed(1)} µs`;
+  const range = (v) => {
+    const ratios = ms[v].map((x, r) => x / plainMs[v][r]);
+    return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x`;
+  };
   const row = (label, variant, target) => {
-    if (unavailable[variant] !== undefined) return [label, `unavailable: ${unavailable[variant]}`, '', '', '', '', ''];
-    const ratio = m[variant] / plain;
-    return [label, fmt(m[variant], 'ms'), fmt(plain, 'ms'), `${ratio.toFixed(2)}x`, perEnd(m[variant] - plain), target ? `<= ${target}x` : '', target ? verdict(ratio, target) : ''];
+    if (unavailable[variant] !== undefined) return [label, `unavailable: ${unavailable[variant]}`, '', '', '', '', '', ''];
+    const r = ratio(variant);
+    return [label, fmt(median(ms[variant]), 'ms'), fmt(median(plainMs[variant]), 'ms'), `${r.toFixed(2)}x`, `${cpuRatio(variant).toFixed(2)}x`, perEnd(variant), target ? `<= ${target}x` : '', target ? verdict(r, target) : ''];
   };
   const rows = [
-    ['operation', 'time', 'without', 'ratio', 'per watched end', 'target', ''],
+    ['operation', 'time', 'without', 'ratio', 'CPU ratio', 'per watched end', 'target', ''],
     row(`${count} connections, watch() on both ends, BPF stream`, 'bpf', TARGETS.bpf),
     row('the same, destroy multicast', 'destroy-multicast', TARGETS['destroy-multicast']),
     row('the same, polling', 'poll'),
@@ -84,16 +97,11 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     row("only the polling watch()'s native calls (no watch())", 'kernel'),
     row('only the lifecycle model, fed at Node events (no kernel call)', 'model'),
   ];
-  const ran = variants.filter((v) => unavailable[v] === undefined);
-  const list = (values) => values.map((v) => v.toFixed(0)).join(', ');
   const shown = (counts) => Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
   const notes = [
-    `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections of the same variant (so that each is measured compiled); medians of ${rounds} runs each, in rotating order, each run a fresh process. "Per watched end": the time over the run without watch(), divided by the ${2 * count} ends.`,
+    `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process. Each run is a fresh process that makes ${count} connections with the variant and ${count} without, in batches of ${batch} that alternate (after ${warmup} warm-up connections of each, so that both are measured compiled); "time" and "without" are the two totals, from each batch's first connect() to its last 'close', medians over ${rounds} runs; a ratio is the median of the runs' ratios, "per watched end" the median of their differences over the ${2 * count} ends. Bursts of other load on this shared VM, shorter than a run, moved separate runs by up to half: within a run both sides meet them.`,
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). "Only the BPF program": no watch(), but the program every back-end's BPF stream loads, on every TCP state change for the whole run, unfiltered, every record read and dropped${events['bpf-stream'] ? ` (${events['bpf-stream'].read} records in the first run, warm-up included)` : ''}: the kernel's share of a back-end that would take every transition from the ring. "Only the lifecycle model": no watch() and no kernel call, but a Lifecycle per end fed each state at the Node event that shows it (4 states per end): what any back-end pays for the model, the history and the transitions. The BPF rows need root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
-    `Runs (ms): ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${list(ms[v])}`).join('; ')}.`,
-    `Process CPU (user + system, every thread, over the same span), medians: ${ran.map((v) => `${v === 'plain' ? 'without' : v} ${median(cpu[v]).toFixed(0)} ms${v === 'plain' ? '' : ` (${(median(cpu[v]) / median(cpu.plain)).toFixed(2)}x)`}`).join('; ')}.`,
-    `Each run against the run without in its round, median (range): ${ran.slice(1).map((v) => `${v} ${againstRound(ms[v], ms.plain)}`).join('; ')}.`,
-    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${ran.slice(1).map((v) => `${v} ${againstFastest(ms[v], ms.plain).toFixed(2)}x, ${perEnd(Math.min(...ms[v]) - Math.min(...ms.plain))} per end`).join('; ')}.`,
+    `Runs (ms, the variant / without it in the same process): ${ran.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${ran.map((v) => `${v} ${range(v)}`).join(', ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
   return { rows, notes };
