@@ -18,20 +18,17 @@ export function median(values) {
 }
 
 /**
- * Each run against the run without in the same round (a slow spell of the machine slows a whole
- * round): the median and the range of those ratios, as text.
+ * Runs of a variant against the connections without it that the same processes made (batches
+ * alternating): the median of the runs' ratios, their range as text, and the median of their
+ * differences.
  */
-export function againstRound(runs, without) {
+export function paired(runs, without) {
   const ratios = runs.map((x, i) => x / without[i]);
-  return `${median(ratios).toFixed(2)}x (${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x)`;
-}
-
-/**
- * The fastest of `runs` against the fastest of `without`, as a ratio (other load on the machine
- * only ever adds time, so the fastest runs are the least disturbed).
- */
-export function againstFastest(runs, without) {
-  return Math.min(...runs) / Math.min(...without);
+  return {
+    ratio: median(ratios),
+    range: `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x`,
+    difference: median(runs.map((x, i) => x - without[i])),
+  };
 }
 
 /** ns per operation of `fn` run `iterations` times, the median of `rounds` rounds. */

@@ -1,11 +1,12 @@
 // serverMetrics() on a server's 10,000 short connections against the same server without it, per
-// trace source (the destroy multicast everyone has; BPF where privileged): runs in rotating order,
-// each in a fresh process (bench/metrics-child.mjs), medians compared, wall time and process CPU.
+// trace source (the destroy multicast everyone has; BPF where privileged): each run a fresh process
+// (bench/metrics-child.mjs) in which batches with and without serverMetrics() alternate, the runs'
+// ratios' median compared, wall time and process CPU.
 import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { againstFastest, againstRound, benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { benchDir, fmt, machine, median, paired, table, verdict } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
@@ -16,8 +17,8 @@ const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
  */
 const ownNetns = process.getuid?.() === 0 && spawnSync('unshare', ['-n', 'true']).status === 0;
 
-function runChild(variant, host, { count, concurrency, warmup }) {
-  const args = [path.join(benchDir, 'metrics-child.mjs'), variant, host, String(count), String(concurrency), String(warmup)];
+function runChild(variant, host, { count, concurrency, warmup, batch }) {
+  const args = [path.join(benchDir, 'metrics-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), String(batch)];
   const child = ownNetns
     ? spawn('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -31,32 +32,36 @@ function runChild(variant, host, { count, concurrency, warmup }) {
   });
 }
 
-export async function benchMetrics({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3 } = {}) {
+export async function benchMetrics({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, batch = 1000 } = {}) {
   const why = require('../dist/trace/bpf-source.js').bpfUnavailable();
   // With each source, its floor: the kernel's side and the reads, no serverMetrics() (metrics-child.mjs).
-  const variants = ['plain', 'destroy-multicast', 'multicast', ...(why === undefined ? ['bpf', 'bpf-stream'] : [])];
+  const variants = ['destroy-multicast', 'multicast', ...(why === undefined ? ['bpf', 'bpf-stream'] : [])];
   const sources = variants.filter((v) => v in TARGETS);
   const floors = { 'destroy-multicast': 'multicast', bpf: 'bpf-stream' };
+  /** Per variant, per run: its connections' wall and CPU ms, and those of the same process's connections without it. */
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
   const cpu = Object.fromEntries(variants.map((v) => [v, []]));
+  const plainMs = Object.fromEntries(variants.map((v) => [v, []]));
+  const plainCpu = Object.fromEntries(variants.map((v) => [v, []]));
   const counts = {};
+  // One process per variant and round, in which batches with and without the variant alternate;
+  // the order of the variants rotates each round.
   for (let i = 0; i < rounds; i++) {
     for (let j = 0; j < variants.length; j++) {
       const variant = variants[(i + j) % variants.length];
-      const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${20 + variants.length * i + j}`, { count, concurrency, warmup });
+      const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${20 + variants.length * i + j}`, { count, concurrency, warmup, batch });
       ms[variant].push(result.ms);
       cpu[variant].push(result.cpuMs);
+      plainMs[variant].push(result.without.ms);
+      plainCpu[variant].push(result.without.cpuMs);
       if (result.counts) counts[variant] ??= result.counts;
     }
   }
-  const m = Object.fromEntries(variants.map((v) => [v, median(ms[v])]));
-  const c = Object.fromEntries(variants.map((v) => [v, median(cpu[v])]));
-  const perConnection = (value) => `${((value * 1000) / count).toFixed(1)} µs`;
   const row = (variant, name) => {
-    const ratio = m[variant] / m.plain;
+    const { ratio, difference } = paired(ms[variant], plainMs[variant]);
     const target = TARGETS[variant];
     const judged = target === undefined ? ['', ''] : [`<= ${target}x`, verdict(ratio, target)];
-    return [name, fmt(m[variant], 'ms'), fmt(m.plain, 'ms'), `${ratio.toFixed(2)}x`, `${(c[variant] / c.plain).toFixed(2)}x`, perConnection(m[variant] - m.plain), ...judged];
+    return [name, fmt(median(ms[variant]), 'ms'), fmt(median(plainMs[variant]), 'ms'), `${ratio.toFixed(2)}x`, `${paired(cpu[variant], plainCpu[variant]).ratio.toFixed(2)}x`, `${((difference * 1000) / count).toFixed(1)} µs`, ...judged];
   };
   const floorNames = {
     multicast: 'floor: the destroy groups joined and read, no serverMetrics()',
@@ -68,13 +73,11 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
   ];
   const shown = (o) => Object.entries(o).filter(([, n]) => n !== 0).map(([k, n]) => `${k} ${n}`).join(', ');
   const notes = [
-    `Each connection: connect, 5-byte request, 5-byte response and the server's end(), the client's end (the server's side goes to TIME_WAIT); ${concurrency} at a time, server and clients in one process${ownNetns ? ', each run in a network namespace of its own' : ''}; time from the first connect() to the last of the ${2 * count} 'close' events, after ${warmup} warm-up connections; medians of ${rounds} runs each, in rotating order, each run a fresh process. "CPU ratio": the process's user + system CPU over the same span.`,
-    ...sources.map((v) => `${v}: what was counted (first run, after every end came) ${shown(counts[v])}.`),
+    `Each connection: connect, 5-byte request, 5-byte response and the server's end(), the client's end (the server's side goes to TIME_WAIT); ${concurrency} at a time, server and clients in one process${ownNetns ? ', each run in a network namespace of its own' : ''}. Each run is a fresh process that makes ${count} connections with the variant and ${count} without, in batches of ${batch} that alternate (after ${warmup} warm-up connections of each), serverMetrics() (or the floor) set up before each of its batches and closed after; "time" and "without" are the two totals, from each batch's first connect() to its last 'close' and the ends then waiting read, medians over ${rounds} runs; a ratio is the median of the runs' ratios, "per connection" the median of their differences over the ${count} connections. "CPU ratio": the process's user + system CPU, until every end of the batch was counted.`,
+    ...sources.map((v) => `${v}: what was counted (first run, the warm-up's included, each batch's ends once all came) ${shown(counts[v])}.`),
     `The floors decode nothing they read: the rest of each source's row is serverMetrics()' JavaScript (the cookie read at accept included).`,
     ...(why !== undefined ? [`bpf: not run here: ${why}`] : []),
-    `Runs (ms): ${variants.map((v) => `${v === 'plain' ? 'without' : v} ${ms[v].map((x) => x.toFixed(0)).join(', ')}`).join('; ')}.`,
-    `Each run against the run without in its round, median (range): ${variants.slice(1).map((v) => `${v} ${againstRound(ms[v], ms.plain)}`).join(', ')}.`,
-    `Fastest run of each against the fastest without (other load on the machine only ever adds time): ${variants.slice(1).map((v) => `${v} ${againstFastest(ms[v], ms.plain).toFixed(2)}x`).join(', ')}.`,
+    `Runs (ms, the variant / without it in the same process): ${variants.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${variants.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`,
   ];
   return { rows, notes };
 }

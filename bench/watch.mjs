@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, median, table, verdict } from './lib.mjs';
+import { benchDir, fmt, machine, median, paired, table, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
@@ -73,19 +73,12 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
     }
   }
   const ran = variants.filter((v) => unavailable[v] === undefined);
-  /** The median, over a variant's runs, of `f(run)`. */
-  const over = (v, f) => median(ms[v].map((_, r) => f(r)));
-  const ratio = (v) => over(v, (r) => ms[v][r] / plainMs[v][r]);
-  const cpuRatio = (v) => over(v, (r) => cpu[v][r] / plainCpu[v][r]);
-  const perEnd = (v) => `${over(v, (r) => ((ms[v][r] - plainMs[v][r]) * 1000) / (2 * count)).toFixed(1)} µs`;
-  const range = (v) => {
-    const ratios = ms[v].map((x, r) => x / plainMs[v][r]);
-    return `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}x`;
-  };
+  const perEnd = (v) => `${((paired(ms[v], plainMs[v]).difference * 1000) / (2 * count)).toFixed(1)} µs`;
   const row = (label, variant, target) => {
     if (unavailable[variant] !== undefined) return [label, `unavailable: ${unavailable[variant]}`, '', '', '', '', '', ''];
-    const r = ratio(variant);
-    return [label, fmt(median(ms[variant]), 'ms'), fmt(median(plainMs[variant]), 'ms'), `${r.toFixed(2)}x`, `${cpuRatio(variant).toFixed(2)}x`, perEnd(variant), target ? `<= ${target}x` : '', target ? verdict(r, target) : ''];
+    const r = paired(ms[variant], plainMs[variant]).ratio;
+    const cpuRatio = paired(cpu[variant], plainCpu[variant]).ratio;
+    return [label, fmt(median(ms[variant]), 'ms'), fmt(median(plainMs[variant]), 'ms'), `${r.toFixed(2)}x`, `${cpuRatio.toFixed(2)}x`, perEnd(variant), target ? `<= ${target}x` : '', target ? verdict(r, target) : ''];
   };
   const rows = [
     ['operation', 'time', 'without', 'ratio', 'CPU ratio', 'per watched end', 'target', ''],
@@ -101,7 +94,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   const notes = [
     `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process. Each run is a fresh process that makes ${count} connections with the variant and ${count} without, in batches of ${batch} that alternate (after ${warmup} warm-up connections of each, so that both are measured compiled); "time" and "without" are the two totals, from each batch's first connect() to its last 'close', medians over ${rounds} runs; a ratio is the median of the runs' ratios, "per watched end" the median of their differences over the ${2 * count} ends. Bursts of other load on this shared VM, shorter than a run, moved separate runs by up to half: within a run both sides meet them.`,
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). "Only the BPF program": no watch(), but the program every back-end's BPF stream loads, on every TCP state change for the whole run, unfiltered, every record read and dropped${events['bpf-stream'] ? ` (${events['bpf-stream'].read} records in the first run, warm-up included)` : ''}: the kernel's share of a back-end that would take every transition from the ring. "Only the lifecycle model": no watch() and no kernel call, but a Lifecycle per end fed each state at the Node event that shows it (4 states per end): what any back-end pays for the model, the history and the transitions. The BPF rows need root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
-    `Runs (ms, the variant / without it in the same process): ${ran.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${ran.map((v) => `${v} ${range(v)}`).join(', ')}.`,
+    `Runs (ms, the variant / without it in the same process): ${ran.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${ran.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`,
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
   return { rows, notes };

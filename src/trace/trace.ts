@@ -117,6 +117,8 @@ export const UNFOLLOW: unique symbol = Symbol('finwait.traceUnfollow');
 /** @internal The keys of `InternalTrace`'s port filter (`TraceInternals.byPort`). */
 export const FOLLOW_PORT: unique symbol = Symbol('finwait.traceFollowPort');
 export const UNFOLLOW_PORT: unique symbol = Symbol('finwait.traceUnfollowPort');
+/** @internal Reads the events waiting in the source now (the ring's, or the multicast socket's). */
+export const DRAIN: unique symbol = Symbol('finwait.traceDrain');
 
 /** @internal A trace started with `startTrace()`. */
 export interface InternalTrace extends ConnectionTrace {
@@ -143,6 +145,7 @@ export interface InternalTrace extends ConnectionTrace {
    */
   [FOLLOW_PORT](netnsCookie: bigint, port: number): boolean;
   [UNFOLLOW_PORT](netnsCookie: bigint, port: number): void;
+  [DRAIN](): void;
 }
 
 /** @internal `traceConnections()` with checked options and the package's own `TraceInternals`. */
@@ -272,6 +275,9 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     },
     [UNFOLLOW_PORT](netnsCookie, port) {
       bpf?.unfollowPort(netnsCookie, port);
+    },
+    [DRAIN]() {
+      if (!closed) running.drain();
     },
     unref() {
       keepAlive.unref();
