@@ -31,6 +31,61 @@ export function paired(runs, without) {
   };
 }
 
+/**
+ * Runs `count` connections of `variant` and `count` without it (`'plain'`) in batches of `batch`
+ * that alternate, which going first too, after `warmup` of each (then `afterWarmup()`): bursts of
+ * other load on the machine, shorter than a run but longer than a batch, weigh on both alike.
+ * `timed(v, n)` runs `n` connections of `v` and resolves with their `{ ms, cpu }`. Resolves with
+ * the totals of each side.
+ */
+export async function alternateBatches(variant, { count, warmup, batch }, timed, afterWarmup = () => {}) {
+  for (let done = 0; done < warmup; done += batch) for (const v of [variant, 'plain']) await timed(v, Math.min(batch, warmup - done));
+  afterWarmup();
+  const total = { ms: 0, cpu: 0 };
+  const without = { ms: 0, cpu: 0 };
+  for (let done = 0, i = 0; done < count; done += batch, i++) {
+    for (const v of i % 2 === 0 ? [variant, 'plain'] : ['plain', variant]) {
+      const t = await timed(v, Math.min(batch, count - done));
+      const sum = v === variant ? total : without;
+      sum.ms += t.ms;
+      sum.cpu += t.cpu;
+    }
+  }
+  return { total, without };
+}
+
+/** The runs of each variant as `ms/without` pairs, and the range of their ratios, as text. */
+export function pairedRuns(variants, ms, plainMs) {
+  const runs = variants.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ');
+  return `Runs (ms, the variant / without it in the same process): ${runs}; ratios ${variants.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`;
+}
+
+/**
+ * Whether a benchmark's runs can each have a network namespace of their own (root): the TIME_WAIT
+ * sockets earlier runs left, which every later sock_diag lookup and socket free walks past and
+ * which count against the namespace's `tcp_max_tw_buckets`, go with it.
+ */
+export const ownNetns = process.getuid?.() === 0 && spawnSync('unshare', ['-n', 'true']).status === 0;
+
+/**
+ * Runs `node bench/<script> ...args`, in a network namespace of its own where it can (`ownNetns`),
+ * and resolves with the last line it printed, parsed as JSON.
+ */
+export function runJsonChild(script, args) {
+  const argv = [path.join(benchDir, script), ...args.map(String)];
+  const child = ownNetns
+    ? spawn('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] })
+    : spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject).on('close', (status) => {
+      if (status !== 0) reject(new Error(`${script} ${args[0]} exited with ${status}`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()));
+    });
+  });
+}
+
 /** ns per operation of `fn` run `iterations` times, the median of `rounds` rounds. */
 export function timeNs(fn, iterations, rounds = 7) {
   const results = [];

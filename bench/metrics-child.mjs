@@ -19,7 +19,7 @@
 // counted; for the metrics runs, the counts (the warm-up's included).
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { bpfOrExit, destroyMulticastFloor } from './lib.mjs';
+import { alternateBatches, bpfOrExit, destroyMulticastFloor } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
@@ -117,25 +117,15 @@ async function timed(v, n) {
   return { ms, cpu: (used.user + used.system) / 1000 };
 }
 
-const total = { ms: 0, cpu: 0 };
-const without = { ms: 0, cpu: 0 };
+let total;
+let without;
 if (batch === 0) {
   await timed(variant, warmup);
-  Object.assign(total, await timed(variant, count));
+  total = await timed(variant, count);
 } else {
-  // Batches of the variant and of plain connections alternate (which goes first, too): bursts of
-  // other load on the machine, shorter than a run but longer than a batch, weigh on both alike.
-  for (let done = 0; done < warmup; done += batch) for (const v of [variant, 'plain']) await timed(v, Math.min(batch, warmup - done));
-  for (let done = 0, i = 0; done < count; done += batch, i++) {
-    for (const v of i % 2 === 0 ? [variant, 'plain'] : ['plain', variant]) {
-      const t = await timed(v, Math.min(batch, count - done));
-      const sum = v === variant ? total : without;
-      sum.ms += t.ms;
-      sum.cpu += t.cpu;
-    }
-  }
+  ({ total, without } = await alternateBatches(variant, { count, warmup, batch }, timed));
 }
 server.close();
 const metered = variant === 'destroy-multicast' || variant === 'bpf';
 const floored = variant === 'multicast' || variant === 'bpf-stream';
-console.log(JSON.stringify({ variant, ms: total.ms, cpuMs: total.cpu, ...(batch > 0 ? { without: { ms: without.ms, cpuMs: without.cpu } } : {}), ...(metered ? { counts } : {}), ...(floored ? { read } : {}) }));
+console.log(JSON.stringify({ variant, ms: total.ms, cpuMs: total.cpu, ...(without ? { without: { ms: without.ms, cpuMs: without.cpu } } : {}), ...(metered ? { counts } : {}), ...(floored ? { read } : {}) }));

@@ -2,35 +2,12 @@
 // trace source (the destroy multicast everyone has; BPF where privileged): each run a fresh process
 // (bench/metrics-child.mjs) in which batches with and without serverMetrics() alternate, the runs'
 // ratios' median compared, wall time and process CPU.
-import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, median, paired, table, verdict } from './lib.mjs';
+import { fmt, machine, median, ownNetns, paired, pairedRuns, runJsonChild, table, verdict } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
-
-/**
- * Each run in a network namespace of its own where it can make one (root): the TIME_WAIT sockets
- * earlier runs left, which every later sock_diag lookup and socket free walks past, go with it.
- */
-const ownNetns = process.getuid?.() === 0 && spawnSync('unshare', ['-n', 'true']).status === 0;
-
-function runChild(variant, host, { count, concurrency, warmup, batch }) {
-  const args = [path.join(benchDir, 'metrics-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), String(batch)];
-  const child = ownNetns
-    ? spawn('unshare', ['-n', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
-    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject).on('close', (status) => {
-      if (status !== 0) reject(new Error(`metrics-child.mjs ${variant} exited with ${status}`));
-      else resolve(JSON.parse(out.trim().split('\n').pop()));
-    });
-  });
-}
 
 export async function benchMetrics({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, batch = 1000 } = {}) {
   const why = require('../dist/trace/bpf-source.js').bpfUnavailable();
@@ -49,7 +26,7 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
   for (let i = 0; i < rounds; i++) {
     for (let j = 0; j < variants.length; j++) {
       const variant = variants[(i + j) % variants.length];
-      const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${20 + variants.length * i + j}`, { count, concurrency, warmup, batch });
+      const result = await runJsonChild('metrics-child.mjs', [variant, `127.0.${1 + (process.pid % 250)}.${20 + variants.length * i + j}`, count, concurrency, warmup, batch]);
       ms[variant].push(result.ms);
       cpu[variant].push(result.cpuMs);
       plainMs[variant].push(result.without.ms);
@@ -77,7 +54,7 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
     ...sources.map((v) => `${v}: what was counted (first run, the warm-up's included, each batch's ends once all came) ${shown(counts[v])}.`),
     `The floors decode nothing they read: the rest of each source's row is serverMetrics()' JavaScript (the cookie read at accept included).`,
     ...(why !== undefined ? [`bpf: not run here: ${why}`] : []),
-    `Runs (ms, the variant / without it in the same process): ${variants.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${variants.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`,
+    pairedRuns(variants, ms, plainMs),
   ];
   return { rows, notes };
 }

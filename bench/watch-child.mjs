@@ -36,7 +36,7 @@
 // over the same span, ms.
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { bpfOrExit, destroyMulticastFloor } from './lib.mjs';
+import { alternateBatches, bpfOrExit, destroyMulticastFloor } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
@@ -196,27 +196,16 @@ async function timed(v, n) {
 // The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
 /** The variant's connections' wall and CPU time, ms; with `batch`, also those of the plain batches between. */
-const total = { ms: 0, cpu: 0 };
-const without = { ms: 0, cpu: 0 };
+let total;
+let without;
 if (batch === 0) {
   setUp(variant);
   await run(warmup);
   tearDown();
   lifecycles.client.length = lifecycles.server.length = 0;
-  Object.assign(total, await timed(variant, count));
+  total = await timed(variant, count);
 } else {
-  // Batches of the variant and of plain connections alternate (which goes first, too): bursts of
-  // other load on the machine, shorter than a run but longer than a batch, weigh on both alike.
-  for (let done = 0; done < warmup; done += batch) for (const v of [variant, 'plain']) await timed(v, Math.min(batch, warmup - done));
-  lifecycles.client.length = lifecycles.server.length = 0;
-  for (let done = 0, i = 0; done < count; done += batch, i++) {
-    for (const v of i % 2 === 0 ? [variant, 'plain'] : ['plain', variant]) {
-      const t = await timed(v, Math.min(batch, count - done));
-      const sum = v === variant ? total : without;
-      sum.ms += t.ms;
-      sum.cpu += t.cpu;
-    }
-  }
+  ({ total, without } = await alternateBatches(variant, { count, warmup, batch }, timed, () => (lifecycles.client.length = lifecycles.server.length = 0)));
 }
 const { ms, cpu } = total;
 
@@ -242,5 +231,5 @@ if (variant === 'bpf') {
   events = { read: messages, matched };
 }
 if (variant === 'bpf-stream') events = { read: streamRecords };
-console.log(JSON.stringify({ variant, ms, cpu, ...(batch > 0 ? { without } : {}), states, anomalies, backends, events }));
+console.log(JSON.stringify({ variant, ms, cpu, ...(without ? { without } : {}), states, anomalies, backends, events }));
 process.exit(0);

@@ -5,28 +5,13 @@
 // multicast's listener alone (joined, every message read, no watch()), the BPF program on every
 // state change with every record read (no watch()), the native calls the polling watch() makes on
 // them (the kernel's share of polling), and the lifecycle model alone (no kernel call).
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { benchDir, fmt, machine, median, paired, table, verdict } from './lib.mjs';
+import { fmt, machine, median, ownNetns, paired, pairedRuns, runJsonChild, table, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
 /** The variants that watch(), each on its back-end. */
 const WATCHED = ['bpf', 'destroy-multicast', 'poll'];
-
-function runChild(variant, host, { count, concurrency, warmup, orphans, batch }) {
-  const args = [path.join(benchDir, 'watch-child.mjs'), variant, host, String(count), String(concurrency), String(warmup), orphans ? 'orphans' : 'plain', String(batch)];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject).on('close', (status) => {
-      if (status !== 0) reject(new Error(`watch-child.mjs ${variant} exited with ${status}`));
-      else resolve(JSON.parse(out.trim().split('\n').pop()));
-    });
-  });
-}
 
 function summary(perRun) {
   const total = {};
@@ -36,7 +21,6 @@ function summary(perRun) {
 }
 
 export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1000, rounds = 3, orphans = false, batch = 1000 } = {}) {
-  const options = { count, concurrency, warmup, orphans, batch };
   const variants = ['bpf', 'destroy-multicast', 'poll', 'multicast', 'bpf-stream', 'kernel', 'model'];
   /** Per variant, per run: its connections' wall and CPU ms, and those of the same process's connections without it. */
   const ms = Object.fromEntries(variants.map((v) => [v, []]));
@@ -55,7 +39,7 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   for (let i = 0; i < rounds; i++) {
     for (let j = 0; j < variants.length; j++) {
       const variant = variants[(i + j) % variants.length];
-      const result = await runChild(variant, `127.0.${1 + (process.pid % 250)}.${100 + variants.length * i + j}`, options);
+      const result = await runJsonChild('watch-child.mjs', [variant, `127.0.${1 + (process.pid % 250)}.${100 + variants.length * i + j}`, count, concurrency, warmup, orphans ? 'orphans' : 'plain', batch]);
       if (result.unavailable !== undefined) {
         unavailable[variant] = result.unavailable;
         continue;
@@ -92,9 +76,9 @@ export async function benchWatch({ count = 10_000, concurrency = 500, warmup = 1
   ];
   const shown = (counts) => Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ');
   const notes = [
-    `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process. Each run is a fresh process that makes ${count} connections with the variant and ${count} without, in batches of ${batch} that alternate (after ${warmup} warm-up connections of each, so that both are measured compiled); "time" and "without" are the two totals, from each batch's first connect() to its last 'close', medians over ${rounds} runs; a ratio is the median of the runs' ratios, "per watched end" the median of their differences over the ${2 * count} ends. Bursts of other load on this shared VM, shorter than a run, moved separate runs by up to half: within a run both sides meet them.`,
+    `Each connection: connect, 5-byte request, 5-byte response, client end()${orphans ? ' and at once destroy() (its fd closed: the client side lives on as an orphan, FIN_WAIT1 then FIN_WAIT2, which the back-end follows to TIME_WAIT)' : ' (its side goes to TIME_WAIT)'}, server ends; ${concurrency} at a time, both ends in one process${ownNetns ? ', each run in a network namespace of its own' : ''}. Each run is a fresh process that makes ${count} connections with the variant and ${count} without, in batches of ${batch} that alternate (after ${warmup} warm-up connections of each, so that both are measured compiled); "time" and "without" are the two totals, from each batch's first connect() to its last 'close', medians over ${rounds} runs; a ratio is the median of the runs' ratios, "per watched end" the median of their differences over the ${2 * count} ends. Bursts of other load on this shared VM, shorter than a run, moved separate runs by up to half: within a run both sides meet them.`,
     `"Only the destroy multicast": no watch(), but the destroy group joined for the whole run and every message read and dropped, as the destroy-multicast back-end's listener does. "Only the polling watch()'s native calls": no watch(), but the state reads, sockDiagId calls and batched sock_diag lookups the polling watch() makes on these connections, at the same moments (see bench/watch-child.mjs). "Only the BPF program": no watch(), but the program every back-end's BPF stream loads, on every TCP state change for the whole run, unfiltered, every record read and dropped${events['bpf-stream'] ? ` (${events['bpf-stream'].read} records in the first run, warm-up included)` : ''}: the kernel's share of a back-end that would take every transition from the ring. "Only the lifecycle model": no watch() and no kernel call, but a Lifecycle per end fed each state at the Node event that shows it (4 states per end): what any back-end pays for the model, the history and the transitions. The BPF rows need root (or CAP_BPF + CAP_PERFMON); without it, the back-ends line below says what followed the connections instead.`,
-    `Runs (ms, the variant / without it in the same process): ${ran.map((v) => `${v} ${ms[v].map((x, r) => `${x.toFixed(0)}/${plainMs[v][r].toFixed(0)}`).join(', ')}`).join('; ')}; ratios ${ran.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`,
+    pairedRuns(ran, ms, plainMs),
     ...WATCHED.map((v) => `${v}: back-ends that followed the connections ${shown(backends[v])};${events[v] ? ` records read ${events[v].read}, of which ended a watched socket ${events[v].matched} (first run, warm-up included);` : ''} lifecycle states at the last 'close' (first run) ${shown(states[v])}; anomalies (all runs) ${summary(anomalies[v])}.`),
   ];
   return { rows, notes };
