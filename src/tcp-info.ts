@@ -252,6 +252,7 @@ function baseWords(w: Uint32Array, n: number): Uint32Array {
   return out;
 }
 
+/** Decodes `length` bytes of `struct tcp_info` from `bytes`. */
 export function decodeTcpInfo(bytes: Uint8Array, length: number, bitfieldTail = TAIL_BITFIELDS): TcpInfo {
   const v = wordsOf(bytes);
   const n = Math.min(length, bytes.byteLength);
