@@ -1,6 +1,8 @@
 // sockets({ states: ['TIME_WAIT'] }) against ss on 50,000 TIME_WAIT sockets, in a network
 // namespace of our own (created here, deleted when done); the work happens in bench/diag-child.mjs.
-import { fmt, ownNetnsUnavailable, runInOwnNetns, verdict } from './lib.mjs';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { fmt, machine, ownNetnsUnavailable, runInOwnNetns, table, verdict } from './lib.mjs';
 
 const TARGET = 1;
 
@@ -37,4 +39,15 @@ export async function benchDiag(finwait, { count = 50_000, rounds = 7 } = {}) {
     `Counts: ${count} created; sockets() listed ${r.oursCounts[0]} every round, ss ${r.ssCounts[0]} (before and after). Filled in ${fmt(r.fillMs / 1000, 's')}; measured within ${fmt(r.measuredWithinMs / 1000, 's')} of the first TIME_WAIT (they last 60 s).`,
   ];
   return { rows, notes };
+}
+
+// `node bench/diag.mjs [rounds]` runs this benchmark alone (as root, after `npm run build`).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`finwait benchmarks — ${machine()}\n`);
+  const result = await benchDiag(createRequire(import.meta.url)('../dist/index.js'), { rounds: Number(process.argv[2] ?? 7) });
+  if (result.skipped) console.log(`skipped: ${result.skipped}`);
+  else {
+    console.log(table(result.rows));
+    for (const note of result.notes) console.log(`\n  ${note}`);
+  }
 }

@@ -1,5 +1,7 @@
 // tcpState, tcpInfo and the batch state read, against the C baseline on the same sockets.
-import { baselineBinary, fmt, openConnections, runBaseline, timeNs, verdict } from './lib.mjs';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { baselineBinary, fmt, machine, openConnections, runBaseline, table, timeNs, verdict } from './lib.mjs';
 
 /**
  * The fastest of `rounds` rounds of the C baseline and of finwait, alternating one round of each:
@@ -39,8 +41,17 @@ export async function benchLowLevel(finwait, { connections = 10_000, rounds = 15
     const cBatch = c(['batch', String(sweeps), String(connections)], Array.from(conns.fds));
     const batch = alternate(7, cBatch, js(() => finwait.tcpStates(conns.fds), sweeps));
     add(`tcpStates(${connections} fds)`, { ours: batch.ours / 1000, base: batch.base / 1000 }, 'µs/sweep', 1.2);
-    return rows.map((r) => [r.op, fmt(r.ours, r.unit), fmt(r.base, r.unit), `${r.ratio.toFixed(2)}x`, `<= ${r.target}x`, verdict(r.ratio, r.target)]);
+    return [
+      ['operation', 'finwait', 'C baseline', 'ratio', 'target', ''],
+      ...rows.map((r) => [r.op, fmt(r.ours, r.unit), fmt(r.base, r.unit), `${r.ratio.toFixed(2)}x`, `<= ${r.target}x`, verdict(r.ratio, r.target)]),
+    ];
   } finally {
     await conns.close();
   }
+}
+
+// `node bench/low-level.mjs` runs this benchmark alone (after `npm run build`).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`finwait benchmarks — ${machine()}\n`);
+  console.log(table(await benchLowLevel(createRequire(import.meta.url)('../dist/index.js'))));
 }

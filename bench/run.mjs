@@ -30,7 +30,7 @@ print('sock_diag dump of TIME_WAIT sockets against ss, in a network namespace of
 // Next, for the same reason; deleting its namespace takes its 130,000 TIME_WAIT sockets with it.
 print('finwait ss against ss -tanp on 130,000 TIME_WAIT sockets, in a network namespace of its own:', await benchSs(finwait));
 print('Low-level calls against a C loop making the same getsockopt(TCP_INFO) on the same sockets:', {
-  rows: [['operation', 'finwait', 'C baseline', 'ratio', 'target', ''], ...(await benchLowLevel(finwait))],
+  rows: await benchLowLevel(finwait),
   notes: [
     'The fastest of 15 rounds of 100,000 calls (7 rounds of 30 sweeps for tcpStates), one C round and one finwait round alternating; the C program inherits the same sockets (a connection held by a peer process).',
   ],
