@@ -116,9 +116,11 @@ describe('finwait ss: a process with a 1.8 MB command line holding 600 sockets',
     for (const row of rows) {
       expect(row).toContain(`pid ${holder!.child.pid} ${commOf(holder!.child.pid!)} (${process.execPath} ${holder!.script} aaaa`);
       expect(row.endsWith(`${TRUNCATED_MARK})`)).toBe(true);
-      expect(row.length).toBeLessThan(COMMAND_MAX_BYTES + 120);
+      // Columns are padded to the widest cell of the table, which other tests' sockets on the same
+      // port (a TIME_WAIT and its timer) can widen: the padding is not counted.
+      expect(row.replace(/ {2,}/g, ' ').length).toBeLessThan(COMMAND_MAX_BYTES + 120);
     }
-    expect(stdout.length).toBeLessThan((2 * PAIRS + 20) * (COMMAND_MAX_BYTES + 120));
+    expect(stdout.replace(/ {2,}/g, ' ').length).toBeLessThan((2 * PAIRS + 20) * (COMMAND_MAX_BYTES + 120));
   });
 
   it('--json: the command line cut at the bound, flagged as truncated, and the bound said in the output', async () => {
