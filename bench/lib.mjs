@@ -60,6 +60,16 @@ export function pairedRuns(variants, ms, plainMs) {
   return `Runs (ms, the variant / without it in the same process): ${runs}; ratios ${variants.map((v) => `${v} ${paired(ms[v], plainMs[v]).range}`).join(', ')}.`;
 }
 
+/** Prints a benchmark's result: its table and notes, or why it was skipped. */
+export function printResult(result) {
+  if (result.skipped) {
+    console.log(`skipped: ${result.skipped}`);
+    return;
+  }
+  console.log(table(result.rows));
+  for (const note of result.notes ?? []) console.log(`\n  ${note}`);
+}
+
 /**
  * Whether a benchmark's runs can each have a network namespace of their own (root): the TIME_WAIT
  * sockets earlier runs left, which every later sock_diag lookup and socket free walks past and

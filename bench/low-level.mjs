@@ -1,7 +1,7 @@
 // tcpState, tcpInfo and the batch state read, against the C baseline on the same sockets.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { baselineBinary, fmt, machine, openConnections, runBaseline, table, timeNs, verdict } from './lib.mjs';
+import { baselineBinary, fmt, machine, openConnections, printResult, runBaseline, timeNs, verdict } from './lib.mjs';
 
 /**
  * The fastest of `rounds` rounds of the C baseline and of finwait, alternating one round of each:
@@ -53,5 +53,5 @@ export async function benchLowLevel(finwait, { connections = 10_000, rounds = 15
 // `node bench/low-level.mjs` runs this benchmark alone (after `npm run build`).
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log(`finwait benchmarks — ${machine()}\n`);
-  console.log(table(await benchLowLevel(createRequire(import.meta.url)('../dist/index.js'))));
+  printResult({ rows: await benchLowLevel(createRequire(import.meta.url)('../dist/index.js')) });
 }

@@ -4,7 +4,7 @@
 // ratios' median compared, wall time and process CPU.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { fmt, machine, median, ownNetns, paired, pairedRuns, runJsonChild, table, verdict } from './lib.mjs';
+import { fmt, machine, median, ownNetns, paired, pairedRuns, printResult, runJsonChild, verdict } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const TARGETS = { bpf: 1.05, 'destroy-multicast': 1.15 };
@@ -63,6 +63,5 @@ export async function benchMetrics({ count = 10_000, concurrency = 500, warmup =
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log(`finwait benchmarks — ${machine()}\n`);
   const { rows, notes } = await benchMetrics({ rounds: Number(process.argv[2] ?? 3) });
-  console.log(table(rows));
-  for (const note of notes) console.log(`\n  ${note}`);
+  printResult({ rows, notes });
 }

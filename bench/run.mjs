@@ -7,19 +7,14 @@ import { benchMetrics } from './metrics.mjs';
 import { benchShutdown, formatShutdown } from './shutdown.mjs';
 import { benchRestart, formatRestart, progress } from './restart.mjs';
 import { benchSs } from './ss.mjs';
-import { machine, table } from './lib.mjs';
+import { machine, printResult } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const finwait = require('../dist/index.js');
 
 function print(title, result) {
   console.log(`\n${title}\n`);
-  if (result.skipped) {
-    console.log(`skipped: ${result.skipped}`);
-    return;
-  }
-  console.log(table(result.rows));
-  for (const note of result.notes ?? []) console.log(`\n  ${note}`);
+  printResult(result);
 }
 
 const started = process.hrtime.bigint();

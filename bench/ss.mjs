@@ -2,7 +2,7 @@
 // (created here, deleted when done); the work happens in bench/ss-child.mjs.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { fmt, machine, ownNetnsUnavailable, runInOwnNetns, table, verdict } from './lib.mjs';
+import { fmt, machine, ownNetnsUnavailable, printResult, runInOwnNetns, verdict } from './lib.mjs';
 
 const TARGET = 1.5;
 
@@ -33,9 +33,5 @@ export async function benchSs(finwait, { count = 130_000, rounds = 7 } = {}) {
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log(`finwait benchmarks — ${machine()}\n`);
   const result = await benchSs(createRequire(import.meta.url)('../dist/index.js'), { rounds: Number(process.argv[2] ?? 7) });
-  if (result.skipped) console.log(`skipped: ${result.skipped}`);
-  else {
-    console.log(table(result.rows));
-    for (const note of result.notes) console.log(`\n  ${note}`);
-  }
+  printResult(result);
 }

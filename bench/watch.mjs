@@ -6,7 +6,7 @@
 // state change with every record read (no watch()), the native calls the polling watch() makes on
 // them (the kernel's share of polling), and the lifecycle model alone (no kernel call).
 import { pathToFileURL } from 'node:url';
-import { fmt, machine, median, ownNetns, paired, pairedRuns, runJsonChild, table, verdict } from './lib.mjs';
+import { fmt, machine, median, ownNetns, paired, pairedRuns, printResult, runJsonChild, verdict } from './lib.mjs';
 
 /** The targets, per back-end; polling is kept as a row without one. */
 const TARGETS = { bpf: 1.1, 'destroy-multicast': 1.25 };
@@ -91,6 +91,5 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const args = process.argv.slice(2);
   const rounds = Number(args.find((a) => /^\d+$/.test(a)) ?? 3);
   const { rows, notes } = await benchWatch({ rounds, orphans: args.includes('--orphans') });
-  console.log(table(rows));
-  for (const note of notes) console.log(`\n  ${note}`);
+  printResult({ rows, notes });
 }
