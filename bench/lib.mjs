@@ -35,10 +35,16 @@ export function paired(runs, without) {
  * Runs `count` connections of `variant` and `count` without it (`'plain'`) in batches of `batch`
  * that alternate, which going first too, after `warmup` of each (then `afterWarmup()`): bursts of
  * other load on the machine, shorter than a run but longer than a batch, weigh on both alike.
- * `timed(v, n)` runs `n` connections of `v` and resolves with their `{ ms, cpu }`. Resolves with
- * the totals of each side.
+ * With `batch` 0, `warmup` then `count` of `variant` alone. `timed(v, n)` runs `n` connections of
+ * `v` and resolves with their `{ ms, cpu }`. Resolves with the totals of each side (`without`
+ * undefined when alone).
  */
 export async function alternateBatches(variant, { count, warmup, batch }, timed, afterWarmup = () => {}) {
+  if (batch === 0) {
+    await timed(variant, warmup);
+    afterWarmup();
+    return { total: await timed(variant, count), without: undefined };
+  }
   for (let done = 0; done < warmup; done += batch) for (const v of [variant, 'plain']) await timed(v, Math.min(batch, warmup - done));
   afterWarmup();
   const total = { ms: 0, cpu: 0 };

@@ -117,14 +117,7 @@ async function timed(v, n) {
   return { ms, cpu: (used.user + used.system) / 1000 };
 }
 
-let total;
-let without;
-if (batch === 0) {
-  await timed(variant, warmup);
-  total = await timed(variant, count);
-} else {
-  ({ total, without } = await alternateBatches(variant, { count, warmup, batch }, timed));
-}
+const { total, without } = await alternateBatches(variant, { count, warmup, batch }, timed);
 server.close();
 const metered = variant === 'destroy-multicast' || variant === 'bpf';
 const floored = variant === 'multicast' || variant === 'bpf-stream';

@@ -196,17 +196,7 @@ async function timed(v, n) {
 // The warm-up runs each variant's own code, so that both are measured compiled (a fresh process
 // would otherwise charge the JIT's one-time work on finwait's code to the watched run alone).
 /** The variant's connections' wall and CPU time, ms; with `batch`, also those of the plain batches between. */
-let total;
-let without;
-if (batch === 0) {
-  setUp(variant);
-  await run(warmup);
-  tearDown();
-  lifecycles.client.length = lifecycles.server.length = 0;
-  total = await timed(variant, count);
-} else {
-  ({ total, without } = await alternateBatches(variant, { count, warmup, batch }, timed, () => (lifecycles.client.length = lifecycles.server.length = 0)));
-}
+const { total, without } = await alternateBatches(variant, { count, warmup, batch }, timed, () => (lifecycles.client.length = lifecycles.server.length = 0));
 const { ms, cpu } = total;
 
 // What the watchers knew when the last 'close' came (they go on following TIME_WAIT afterwards).
