@@ -175,6 +175,11 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   const successors = new SuccessorLookup(home, namespaces, (end, successor, overflowed) => {
     if (!closed) deliver(settle(end, successor, errorSeen, overflowed));
   });
+  /**
+   * The destroy multicast's suspects: connections missing from the kernel at the last look after a
+   * loss (see `reconcile()`), by cookie; one whose end comes is none any more.
+   */
+  let suspects = new Set<string>();
   const observe = (obs: Observation): void => {
     if (closed) return;
     if (obs.netns !== undefined && !seenNetns.has(obs.netns)) {
@@ -184,6 +189,7 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
     }
     const result = tracker.observe(obs);
     if (result === undefined) return;
+    suspects.delete(obs.cookie);
     if (!('checkTimeWait' in result)) deliver(result);
     else if (onPending !== undefined) onPending(result.end);
     else successors.add(result.end);
@@ -203,13 +209,11 @@ export function startTrace(onEnd: (end: ConnectionEnd) => void, o: CheckedOption
   // socket whose fd is still open): one missing after a loss is forgotten only if still missing at
   // one more look, a few seconds later (which forgets nothing else); if it was held past that,
   // its end goes on from the path the tracker kept aside (`EndTracker.prune()`).
-  let suspects = new Set<string>();
   let lostSeen = 0;
   let reconciledAt = -Infinity;
   const reconcile = (): number => {
-    // Only a connection followed before the dumps can be judged by them; a suspect that ended since is none.
+    // Only a connection followed before the dumps can be judged by them.
     const before = tracker.followed(home);
-    suspects = new Set([...suspects].filter((cookie) => before.has(cookie)));
     const afterLoss = running.lost !== lostSeen || suspects.size === 0;
     lostSeen = running.lost;
     reconciledAt = performance.now();
