@@ -117,8 +117,10 @@ describe('finwait ss: a process with a 1.8 MB command line holding 600 sockets',
       expect(row).toContain(`pid ${holder!.child.pid} ${commOf(holder!.child.pid!)} (${process.execPath} ${holder!.script} aaaa`);
       expect(row.endsWith(`${TRUNCATED_MARK})`)).toBe(true);
       // Columns are padded to the widest cell of the table, which other tests' sockets on the same
-      // port (a TIME_WAIT and its timer) can widen: the padding is not counted.
+      // port (a TIME_WAIT and its timer) can widen: the padding is not counted, and no cell is
+      // padded to an uncut command line's width either.
       expect(row.replace(/ {2,}/g, ' ').length).toBeLessThan(COMMAND_MAX_BYTES + 120);
+      expect(row).not.toMatch(/ {64}/);
     }
     expect(stdout.replace(/ {2,}/g, ' ').length).toBeLessThan((2 * PAIRS + 20) * (COMMAND_MAX_BYTES + 120));
   });
