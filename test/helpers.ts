@@ -136,7 +136,6 @@ export function idMapped(map: string, id: number): boolean {
   });
 }
 
-/** Whether this process has capability number `cap` in its effective set (`CapEff`, /proc/self/status). */
 /** Linux capability numbers (include/uapi/linux/capability.h), for hasCapability(). */
 export const CAP_SETGID = 6;
 export const CAP_SETUID = 7;
@@ -144,6 +143,7 @@ export const CAP_NET_ADMIN = 12;
 export const CAP_SYS_ADMIN = 21;
 export const CAP_BPF = 39;
 
+/** Whether this process has capability number `cap` in its effective set (`CapEff`, /proc/self/status). */
 export function hasCapability(cap: number): boolean {
   const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
   return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
