@@ -205,9 +205,8 @@ interface Words {
 let lastWords: Words | undefined;
 
 function wordsOf(bytes: Uint8Array): Words {
-  const last = lastWords;
-  // A detached buffer leaves views of length 0: they are made again (and then read nothing).
-  if (last !== undefined && last.bytes === bytes && last.w32.length === bytes.byteLength >> 2) return last;
+  // Views of the same bytes see what was written to them since.
+  if (lastWords?.bytes === bytes) return lastWords;
   let aligned = bytes;
   if ((bytes.byteOffset & 3) !== 0) aligned = new Uint8Array(bytes);
   const words: Words = {
