@@ -14,9 +14,10 @@
 import dc from 'node:diagnostics_channel';
 import type net from 'node:net';
 import { native } from './binding';
+import { cookieKeyOf } from './diag';
 import { invalidArgType } from './errors';
 import { handleFd } from './fd';
-import { cookieKeyOf, cookieOfKey, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
+import { cookieOfKey, hexCookieKey, TRACE_OUTCOMES, type ConnectionEnd, type CookieKey, type TraceOutcome, type TraceSourceName } from './trace/ends';
 import { checkOptions, DRAIN, FOLLOW, FOLLOW_PORT, LOOK_UP, startTrace, UNFOLLOW, UNFOLLOW_PORT, type InternalTrace, type TraceOptions } from './trace/trace';
 
 /** The `diagnostics_channel` on which every end of a connection a `serverMetrics()` counts is published. */

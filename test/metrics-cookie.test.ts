@@ -12,9 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../src/binding';
-import { recordCookie, sockets } from '../src/diag';
+import { cookieKeyOf, recordCookie, sockets } from '../src/diag';
 import { RECORD, recordCookieKey } from '../src/bpf';
-import { cookieKeyOf, hexCookieKey } from '../src/trace/ends';
+import { hexCookieKey } from '../src/trace/ends';
 import { tcpState } from '../src/index';
 import { CAP_NET_ADMIN, CAP_SYS_ADMIN, hasCapability, itNeeds, pair, waitFor, type Pair } from './helpers';
 

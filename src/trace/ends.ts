@@ -35,8 +35,6 @@ export const TRACE_OUTCOMES: readonly TraceOutcome[] = Object.freeze([
  */
 export type CookieKey = number | string;
 
-export { cookieKeyOf } from '../diag';
-
 /** @internal The cookie a `CookieKey` stands for, as a u64. */
 export function cookieOfKey(key: CookieKey): bigint {
   return typeof key === 'number' ? BigInt(key) : BigInt(`0x${key}`);

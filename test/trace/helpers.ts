@@ -2,7 +2,8 @@
 import type net from 'node:net';
 import { native } from '../../src/binding';
 import { fdOf } from '../../src/testing/index';
-import { cookieKeyOf, type ConnectionEnd, type CookieKey } from '../../src/trace/ends';
+import { cookieKeyOf } from '../../src/diag';
+import type { ConnectionEnd, CookieKey } from '../../src/trace/ends';
 import { checkOptions, startTrace, type InternalTrace, type TraceOptions } from '../../src/trace/trace';
 
 /** A trace that follows only the sockets given to `follow()`, the ends it reports, and how many connections it forgot after a loss. */
