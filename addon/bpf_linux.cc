@@ -21,14 +21,20 @@
 
 namespace finwait {
 
-// Signals held (bpf_linux.h): node --cpu-prof's SIGPROF failed every load. sigprocmask() changes
-// the calling thread's mask on Linux, as pthread_sigmask() does, whose symbol in libc.so.6 would
-// need glibc 2.32, newer than Node's own binaries.
+namespace {
+
+long Bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
+
+}  // namespace
+
+// Signals held (bpf_linux.h): a profiler's SIGPROF would make the verifier give up. sigprocmask()
+// changes the calling thread's mask on Linux, as pthread_sigmask() does, whose symbol in libc.so.6
+// would need glibc 2.32, newer than Node's own binaries.
 long LoadBpfProgram(bpf_attr* attr) {
   sigset_t all, before;
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &before);
-  long fd = syscall(__NR_bpf, BPF_PROG_LOAD, attr, sizeof(*attr));
+  long fd = Bpf(BPF_PROG_LOAD, attr);
   int err = errno;
   sigprocmask(SIG_SETMASK, &before, nullptr);
   errno = err;
@@ -36,8 +42,6 @@ long LoadBpfProgram(bpf_attr* attr) {
 }
 
 namespace {
-
-long Bpf(int cmd, bpf_attr* attr) { return syscall(__NR_bpf, cmd, attr, sizeof(*attr)); }
 
 // A coded error for a failed bpf(2) command, "bpf <CODE>" plus what it was doing.
 Napi::Error BpfError(Napi::Env env, int err, const char* command, const std::string& detail = "") {
