@@ -27,7 +27,7 @@ struct SockLayout {
 };
 
 // bpf(BPF_PROG_LOAD): the program's fd, or -1 with errno. The verifier gives up with EAGAIN
-// whenever a signal is pending for the thread (a profiler's SIGPROF comes every 0.1-1 ms): the
+// whenever a signal is pending for the thread (node --cpu-prof's SIGPROF comes every 20 µs to 1 ms): the
 // thread's signals are held while it runs, and delivered after.
 long LoadBpfProgram(bpf_attr* attr);
 

@@ -116,7 +116,8 @@ Napi::Value Listen(const Napi::CallbackInfo& info);
 // environment ends). With maxMs, where BPF may be loaded, the filter is an eBPF one that stops
 // dropping maxMs from now (a process killed while sealed leaves no listener sealed for ever):
 // `expires` says which was attached. EPERM where neither can be had (Linux 6.18, on a TCP socket:
-// the classic one needs CAP_NET_ADMIN, the eBPF one CAP_BPF). detachFilter(fd): SO_DETACH_FILTER
+// the classic one needs CAP_NET_ADMIN, the eBPF one CAP_BPF or CAP_SYS_ADMIN, or nothing where
+// kernel.unprivileged_bpf_disabled is 0). detachFilter(fd): SO_DETACH_FILTER
 // (none attached is no error), for a connection accepted from a sealed listener, which inherited
 // its filter.
 Napi::Function SealedListenerClass(Napi::Env env);

@@ -5,7 +5,8 @@
 // joins the accept queue. A connection accepted afterwards inherits the filter: detachFilter()
 // gives it back as the kernel made it. On a TCP socket Linux 6.18 attaches a classic filter
 // (SO_ATTACH_FILTER) only with CAP_NET_ADMIN, and an eBPF one (SO_ATTACH_BPF) with CAP_BPF or
-// CAP_SYS_ADMIN, which loading it needs, and not CAP_NET_ADMIN (else EPERM).
+// CAP_SYS_ADMIN, which loading it needs, and not CAP_NET_ADMIN (else EPERM; with
+// kernel.unprivileged_bpf_disabled = 0 any process loads and attaches the eBPF one).
 //
 // The filter belongs to the socket, not to an fd: another process holding the same listening
 // socket (a Node cluster worker with a shared handle, a server sent to a child process, the
