@@ -17,6 +17,11 @@ export interface NamespaceRef {
 
 const RESCAN_MS = 1000;
 
+/** A namespace file's key in the cache of cookies: its inode number and its path (both may be reused). */
+function fileKey(ino: number, file: string): string {
+  return `${ino}\0${file}`;
+}
+
 /** This thread's network namespace's cookie (16 hex digits). */
 export function homeNetns(): string {
   return cookieHex(native().netnsCookie());
@@ -76,7 +81,7 @@ export class NamespaceIndex {
         if (cookieHex(native().netnsCookie(fd)) === cookie) return fn(fd);
         // Another namespace behind that path now (its inode number reused, so the cookie read
         // for it was taken for this one's): forgotten, and looked for again.
-        this.#cookieByFile.delete(`${fs.fstatSync(fd).ino}\0${ref.path}`);
+        this.#cookieByFile.delete(fileKey(fs.fstatSync(fd).ino, ref.path));
       } finally {
         fs.closeSync(fd);
       }
@@ -98,7 +103,7 @@ export class NamespaceIndex {
     } catch {
       return undefined;
     }
-    const key = `${ino}\0${file}`;
+    const key = fileKey(ino, file);
     const known = this.#cookieByFile.get(key);
     if (known !== undefined) return known;
     let fd: number | undefined;
