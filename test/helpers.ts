@@ -139,6 +139,7 @@ export function idMapped(map: string, id: number): boolean {
 /** Linux capability numbers (include/uapi/linux/capability.h), for hasCapability(). */
 export const CAP_SETGID = 6;
 export const CAP_SETUID = 7;
+export const CAP_SETPCAP = 8;
 export const CAP_NET_ADMIN = 12;
 export const CAP_SYS_ADMIN = 21;
 export const CAP_BPF = 39;
@@ -161,6 +162,23 @@ export function unprivilegedBpf(): boolean {
 /** Whether this process may load a BPF socket filter: CAP_BPF or CAP_SYS_ADMIN, or any process may. */
 export function mayLoadBpf(): boolean {
   return hasCapability(CAP_BPF) || hasCapability(CAP_SYS_ADMIN) || unprivilegedBpf();
+}
+
+/** What the tests of closeServer()'s eBPF seal need, as itNeeds() names it. */
+export const BPF_SEAL = 'an eBPF socket filter (CAP_BPF or CAP_SYS_ADMIN, or kernel.unprivileged_bpf_disabled = 0)';
+
+/** Whether this process may load an eBPF socket filter: itNeeds()'s availability for BPF_SEAL. */
+export function bpfSealAvailable(): Availability {
+  return mayLoadBpf() ? { ok: true } : { ok: false, reason: 'no CAP_BPF or CAP_SYS_ADMIN, and kernel.unprivileged_bpf_disabled is not 0' };
+}
+
+/** What a test needs to seal with both filters, in time namespaces too, as itNeeds() names it. */
+export const SEALS_AND_TIME_NAMESPACES = 'both socket filters and time namespaces (CAP_NET_ADMIN and CAP_SYS_ADMIN)';
+
+/** Whether this process has CAP_NET_ADMIN (the classic filter) and CAP_SYS_ADMIN (`unshare --time`, the eBPF filter). */
+export function sealsAndTimeNamespacesAvailable(): Availability {
+  const missing = [hasCapability(CAP_NET_ADMIN) ? [] : ['CAP_NET_ADMIN'], hasCapability(CAP_SYS_ADMIN) ? [] : ['CAP_SYS_ADMIN']].flat();
+  return missing.length === 0 ? { ok: true } : { ok: false, reason: `no ${missing.join(' or ')}` };
 }
 
 function hasSetpriv(): boolean {

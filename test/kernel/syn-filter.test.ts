@@ -17,7 +17,7 @@ import { native } from '../../src/binding';
 import { handleFd } from '../../src/fd';
 import { tcpInfo, tcpState } from '../../src/ops';
 import { isPureAck, waitUntil } from '../../src/testing/index';
-import { BPF, bpfAvailable, itNeeds, privilegedGate, unprivilegedBpf } from '../helpers';
+import { BPF_SEAL, bpfSealAvailable, CAP_BPF, CAP_NET_ADMIN, CAP_SETPCAP, CAP_SYS_ADMIN, hasCapability, itNeeds, privilegedGate, SEALS_AND_TIME_NAMESPACES, sealsAndTimeNamespacesAvailable, unprivilegedBpf } from '../helpers';
 import { itLab, waitForSegment } from './helpers';
 
 /** Waits for `client` to connect once a seal lifted; whether its first SYN was sent again (went unanswered). */
@@ -85,8 +85,12 @@ describe('kernel row 24: a listener that drops SYNs', () => {
   it('24. on a TCP socket (Linux 6.18) the classic filter needs CAP_NET_ADMIN, the eBPF one CAP_BPF (or CAP_SYS_ADMIN) and not CAP_NET_ADMIN; each alone is enough; root in a user namespace has neither', (ctx) => {
     const [major = 0, minor = 0] = os.release().split('.').map(Number);
     if (major < 6 || (major === 6 && minor < 18)) ctx.skip(`measured on Linux 6.18; this is ${os.release()}`);
-    // Privileged: skipped with the reason when not root, a failure under CI=true.
-    const gate = privilegedGate('root (to start processes with and without CAP_NET_ADMIN and CAP_BPF)', process.getuid?.() === 0 ? { ok: true } : { ok: false, reason: 'not root' }, process.env);
+    // Privileged: skipped with the reason when not root with the capabilities it hands out (and
+    // CAP_SETPCAP, to cut the bounding set), a failure under CI=true.
+    const caps = { CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN, CAP_SETPCAP };
+    const missing = Object.entries(caps).flatMap(([name, cap]) => (hasCapability(cap) ? [] : [name]));
+    const why = process.getuid?.() !== 0 ? 'not root' : missing.length > 0 ? `no ${missing.join(', ')}` : undefined;
+    const gate = privilegedGate('root (to start processes with and without CAP_NET_ADMIN and CAP_BPF)', why === undefined ? { ok: true } : { ok: false, reason: why }, process.env);
     if (!gate.run) {
       if (gate.fail) throw new Error(gate.fail);
       ctx.skip(gate.skip);
@@ -145,7 +149,7 @@ describe('kernel row 24: a listener that drops SYNs', () => {
     });
   });
 
-  itNeeds(BPF, bpfAvailable, "a seal given maxMs lifts by itself where BPF may be loaded, also in a time namespace (its CLOCK_MONOTONIC offset from the host's, which the filter reads): a process killed while sealed leaves the listener another process holds answering SYNs again; a classic seal stays until someone detaches it", async () => {
+  itNeeds(SEALS_AND_TIME_NAMESPACES, sealsAndTimeNamespacesAvailable, "a seal given maxMs lifts by itself where BPF may be loaded, also in a time namespace (its CLOCK_MONOTONIC offset from the host's, which the filter reads): a process killed while sealed leaves the listener another process holds answering SYNs again; a classic seal stays until someone detaches it", async () => {
     const binding = path.join(__dirname, '..', '..', 'dist', 'binding.js');
     const server = net.createServer();
     const accepted: net.Socket[] = [];
@@ -201,7 +205,7 @@ describe('kernel row 24: a listener that drops SYNs', () => {
     }
   }, 40_000);
 
-  itNeeds(BPF, bpfAvailable, 'the eBPF seal reads the TCP flags of IPv6 segments too: an IPv6 listener, and a dual-stack one taking an IPv4 client, answer no SYN until the deadline, then do', async () => {
+  itNeeds(BPF_SEAL, bpfSealAvailable, 'the eBPF seal reads the TCP flags of IPv6 segments too: an IPv6 listener, and a dual-stack one taking an IPv4 client, answer no SYN until the deadline, then do', async () => {
     for (const [listen, connectTo] of [['::1', '::1'], ['::', '127.0.0.1']]) {
       const accepted: net.Socket[] = [];
       const server = net.createServer((socket) => accepted.push(socket));
